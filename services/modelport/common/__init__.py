@@ -1,0 +1,1 @@
+"""Plumbing shared by the three services: servers, errors, metrics, logs."""

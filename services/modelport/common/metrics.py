@@ -1,0 +1,74 @@
+"""Process-wide metrics: OpenTelemetry instruments exported as Prometheus text.
+
+One MeterProvider per process, read by the Prometheus exporter, served on the
+metrics port at `/metrics`. Services take a `Meter` from `meter(name)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+
+log = logging.getLogger(__name__)
+
+# Seconds, from 100 µs (a trivial model) to 30 s (a large batch on CPU).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_lock = threading.Lock()
+_provider: MeterProvider | None = None
+_servers: dict[tuple[str, int], int] = {}
+
+
+def provider(service_name: str = "modelport") -> MeterProvider:
+    """The process's MeterProvider, created on first use."""
+    global _provider
+    with _lock:
+        if _provider is None:
+            views = [
+                View(
+                    instrument_type=Histogram,
+                    instrument_name="*_duration",
+                    aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
+                ),
+                View(
+                    instrument_type=Histogram,
+                    instrument_name="*_batch_size",
+                    aggregation=ExplicitBucketHistogramAggregation(BATCH_BUCKETS),
+                ),
+            ]
+            _provider = MeterProvider(
+                metric_readers=[PrometheusMetricReader()],
+                views=views,
+                resource=Resource.create({"service.name": service_name}),
+            )
+            otel_metrics.set_meter_provider(_provider)
+        return _provider
+
+
+def meter(name: str) -> otel_metrics.Meter:
+    return provider().get_meter(name)
+
+
+def serve_metrics(host: str, port: int) -> int:
+    """Serve `/metrics` on host:port (once per address); returns the bound port."""
+    from prometheus_client import start_http_server
+
+    provider()
+    with _lock:
+        if (host, port) in _servers and port != 0:
+            return _servers[(host, port)]
+        server, _thread = start_http_server(port, addr=host)
+        bound = int(server.server_port)
+        _servers[(host, port)] = bound
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return bound

@@ -1,0 +1,56 @@
+"""Domain errors shared by every service.
+
+Cores raise these; they know nothing of gRPC. `modelport.common.grpc_errors`
+maps each one to a status code in one place, so a caller can act on the code
+and read the message, which names the model, version and field at fault.
+"""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base class: `str(error)` is the message a caller sees."""
+
+
+class NotFound(ModelportError):
+    """An unknown model, version, alias or artifact."""
+
+
+class InvalidInput(ModelportError):
+    """The request itself is wrong: a name, datatype, shape or size."""
+
+
+class Unavailable(ModelportError):
+    """Not ready now (loading, draining, no replica); retrying later may work."""
+
+
+class QueueFull(ModelportError):
+    """The bounded queue is full: back off."""
+
+
+class DeadlineExceeded(ModelportError):
+    """The request's deadline passed before it could be answered."""
+
+
+class Cancelled(ModelportError):
+    """The caller went away; nothing to answer."""
+
+
+class AlreadyExists(ModelportError):
+    """Creating something that exists already."""
+
+
+class FailedPrecondition(ModelportError):
+    """The system is not in a state that allows the operation."""
+
+
+class PermissionDenied(ModelportError):
+    """The operation is not allowed here (e.g. load/unload at the router)."""
+
+
+class Unimplemented(ModelportError):
+    """A declared operation modelport does not provide."""
+
+
+class Internal(ModelportError):
+    """A bug or a model that failed while executing."""

@@ -1,0 +1,1 @@
+"""The inference service: serves PyTorch models over OIP v2 / Triton gRPC."""
