@@ -1,0 +1,112 @@
+"""The router's composition root: discovery → replica table → balancer → server.
+
+`RouterApp` owns the background tasks (discovery, policy watch, index polls)
+and the gRPC server; `modelport serve router` and the tests both build one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from modelport.common.server import GrpcServer, ServerOptions
+from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
+from modelport.router.admin import RouterAdminServicer
+from modelport.router.codec import ProtobufCodec
+from modelport.router.discovery import Discovery
+from modelport.router.forwarding import Router
+from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.policies import Planner, PolicySource, StaticPolicySource
+from modelport.router.replicas import Endpoint, ReplicaTable
+from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
+from modelport.router.versions import VersionPoller
+
+log = logging.getLogger(__name__)
+
+ADMIN_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterAdmin"].full_name
+
+
+class RouterApp:
+    def __init__(
+        self,
+        discovery: Discovery,
+        policies: PolicySource | None = None,
+        options: ServerOptions | None = None,
+        index_interval: float = 5.0,
+        metrics: bool = False,
+    ) -> None:
+        self.options = options or ServerOptions(host="127.0.0.1", port=0)
+        self.discovery = discovery
+        self.policies = policies or StaticPolicySource()
+        self.table = ReplicaTable()
+        self.transport = GrpcTransport(self.options.max_message_bytes)
+        self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
+        self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
+        self.servicer = RouterServicer(self.router, self.transport)
+        self.server = GrpcServer(self.options)
+        self.metrics = metrics
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    def on_endpoints(self, endpoints: list[Endpoint]) -> None:
+        added, removed = self.table.apply(endpoints)
+        for replica in added:
+            self.transport.open(replica)
+            self.poller.watch(replica)
+            log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
+        for replica in removed:
+            self.poller.forget(replica)
+            task = asyncio.get_running_loop().create_task(self.transport.close(replica))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            log.info("replica %s left", replica.address)
+
+    async def start(self) -> int:
+        handler = generic_handler(self.servicer)
+        self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
+        admin = RouterAdminServicer(self.router)
+        self.server.add_service(
+            ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
+        )
+        if self.metrics:
+            from modelport.router import telemetry
+
+            telemetry.install(self.router, self.servicer)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(
+                self._keep_running("discovery", self.discovery.run, self.on_endpoints)
+            ),
+            loop.create_task(
+                self._keep_running("policies", self.policies.run, self.router.planner.update)
+            ),
+        ]
+        self.port = await self.server.start()
+        return self.port
+
+    async def _keep_running(self, what: str, run: object, callback: object) -> None:
+        """Restart a background source that fails; its last report stays in force."""
+        while True:
+            try:
+                await run(callback)  # type: ignore[operator]
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s source failed; restarting in 1 s", what)
+                await asyncio.sleep(1.0)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.drain(grace)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.poller.close()
+        await self.router.close()
+        for replica in list(self.table.replicas.values()):
+            if replica.handle is not None:
+                await replica.handle.channel.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

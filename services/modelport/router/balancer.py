@@ -1,0 +1,67 @@
+"""Per-request balancing: least outstanding requests, power of two choices.
+
+Among the replicas that take traffic and serve the wanted version, two are
+drawn at random and the one with fewer requests in flight wins. That keeps
+load even without a global scan and without herding on one idle replica, and
+a replica that just joined (zero in flight) starts winning at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+
+from modelport.errors import NotFound, Unavailable
+from modelport.router.replicas import Replica, ReplicaTable
+
+
+def describe(model: str, version: str) -> str:
+    return f"model '{model}'" + (f" version '{version}'" if version else "")
+
+
+class Balancer:
+    def __init__(self, table: ReplicaTable, rng: random.Random | None = None) -> None:
+        self.table = table
+        self._rng = rng or random.Random()
+
+    def pick(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
+        """The replica for one request, or NotFound / Unavailable naming the model."""
+        candidates = self.table.candidates(model, version)
+        if exclude:
+            candidates = [r for r in candidates if r not in exclude]
+        if not candidates:
+            raise self._why_none(model, version, bool(exclude))
+        now = self.table.clock()
+        healthy = [r for r in candidates if not r.is_ejected(now)]
+        # When every candidate is ejected, keep serving from them rather than
+        # failing everything: ejection is a hint, not a verdict.
+        pool = healthy or candidates
+        if len(pool) == 1:
+            return pool[0]
+        first, second = self._rng.sample(pool, 2)
+        if second.in_flight < first.in_flight:
+            return second
+        return first
+
+    def pick_many(self, model: str, version: str, count: int) -> list[Replica]:
+        """Up to `count` distinct replicas, least loaded first (for scatter)."""
+        candidates = self.table.candidates(model, version)
+        if not candidates:
+            raise self._why_none(model, version, False)
+        now = self.table.clock()
+        healthy = [r for r in candidates if not r.is_ejected(now)] or candidates
+        self._rng.shuffle(healthy)
+        healthy.sort(key=lambda r: r.in_flight)
+        return healthy[:count]
+
+    def _why_none(self, model: str, version: str, retrying: bool) -> Exception:
+        what = describe(model, version)
+        replicas = self.table.replicas.values()
+        if model not in self.table.known_models():
+            return NotFound(f"{what}: no replica serves this model")
+        if retrying:
+            return Unavailable(f"{what}: no other ready replica to retry on")
+        indexed = [r for r in replicas if r.versions is not None and model in r.versions]
+        if version and indexed and not any(version in (r.versions or {})[model] for r in indexed):
+            return NotFound(f"{what}: no replica serves this version")
+        return Unavailable(f"{what}: no ready replica")

@@ -1,0 +1,147 @@
+"""ModelInfer messages ↔ `Tensor`s, for the only policies that look at tensors.
+
+Kept apart from `modelport.inference.datatypes` on purpose: that table also
+maps torch types and importing it would load torch into the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelport.errors import InvalidInput
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.router.forwarding import DecodedRequest
+from modelport.router.policies import Target
+from modelport.router.tensors import Tensor
+
+NUMPY_OF: dict[str, np.dtype] = {
+    name: np.dtype(kind)
+    for name, kind in {
+        "BOOL": np.bool_,
+        "UINT8": np.uint8,
+        "UINT16": np.uint16,
+        "UINT32": np.uint32,
+        "UINT64": np.uint64,
+        "INT8": np.int8,
+        "INT16": np.int16,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "FP16": np.float16,
+        "FP32": np.float32,
+        "FP64": np.float64,
+    }.items()
+}
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _array(
+    model: str,
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    raw: bytes | None,
+    contents: pb.InferTensorContents,
+) -> np.ndarray:
+    dtype = NUMPY_OF.get(datatype)
+    if dtype is None:
+        raise InvalidInput(
+            f"model '{model}': tensor '{name}' is {datatype}; ensemble and scatter "
+            "handle fixed-size numeric types only"
+        )
+    if raw is not None:
+        flat = np.frombuffer(raw, dtype=dtype)
+    else:
+        field = CONTENTS_FIELD.get(datatype)
+        values = getattr(contents, field) if field else []
+        flat = np.asarray(values, dtype=dtype)
+    count = int(np.prod(shape)) if len(shape) else 1
+    if flat.size != count:
+        raise InvalidInput(
+            f"model '{model}': tensor '{name}' has {flat.size} elements for shape {list(shape)}"
+        )
+    return flat.reshape(tuple(shape))
+
+
+class ProtobufCodec:
+    def decode_request(self, request: bytes) -> DecodedRequest:
+        message = pb.ModelInferRequest.FromString(request)
+        raw = list(message.raw_input_contents)
+        inputs = []
+        for index, tensor in enumerate(message.inputs):
+            inputs.append(
+                Tensor(
+                    tensor.name,
+                    tensor.datatype,
+                    _array(
+                        message.model_name,
+                        tensor.name,
+                        tensor.datatype,
+                        tensor.shape,
+                        raw[index] if raw else None,
+                        tensor.contents,
+                    ),
+                )
+            )
+        return DecodedRequest(
+            message.model_name, message.model_version, message.id, inputs, message
+        )
+
+    def encode_request(
+        self, original: DecodedRequest, target: Target, inputs: Sequence[Tensor]
+    ) -> bytes:
+        message = pb.ModelInferRequest()
+        message.CopyFrom(original.message)
+        message.model_name = target.model
+        message.model_version = target.version
+        del message.inputs[:]
+        del message.raw_input_contents[:]
+        for source, tensor in zip(original.message.inputs, inputs, strict=True):
+            entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype)
+            entry.shape.extend(tensor.array.shape)
+            for key, value in source.parameters.items():
+                entry.parameters[key].CopyFrom(value)
+            message.raw_input_contents.append(np.ascontiguousarray(tensor.array).tobytes())
+        return message.SerializeToString()
+
+    def decode_response(self, response: bytes) -> list[Tensor]:
+        message = pb.ModelInferResponse.FromString(response)
+        raw = list(message.raw_output_contents)
+        return [
+            Tensor(
+                out.name,
+                out.datatype,
+                _array(
+                    message.model_name,
+                    out.name,
+                    out.datatype,
+                    out.shape,
+                    raw[index] if raw else None,
+                    out.contents,
+                ),
+            )
+            for index, out in enumerate(message.outputs)
+        ]
+
+    def encode_response(
+        self, model: str, version: str, request_id: str, outputs: Sequence[Tensor]
+    ) -> bytes:
+        message = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id)
+        for tensor in outputs:
+            entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype)
+            entry.shape.extend(tensor.array.shape)
+            message.raw_output_contents.append(np.ascontiguousarray(tensor.array).tobytes())
+        return message.SerializeToString()

@@ -1,0 +1,225 @@
+"""Forwarding one request: pick, call, retry once, keep the books; and the policies.
+
+`Router.infer` takes the request as serialized bytes and answers with the
+backend's serialized answer. Plain requests are never decoded here: the plan
+may append a version to the bytes (`wire.retarget`), nothing more. Ensemble
+and scatter decode tensors through a `Codec`. The transport and the codec are
+interfaces, so this module knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelport.errors import DeadlineExceeded, NotFound, Unavailable
+from modelport.router import tensors, wire
+from modelport.router.balancer import Balancer
+from modelport.router.policies import Plan, Planner, Target
+from modelport.router.replicas import Replica, ReplicaTable
+
+log = logging.getLogger(__name__)
+
+# A retry needs at least this much of the caller's deadline left to be worth it.
+MIN_RETRY_SECONDS = 0.002
+
+
+class BackendUnavailable(Unavailable):
+    """The replica could not be reached or refused the call (gRPC UNAVAILABLE).
+
+    Inference has no side effects, so sending the request to another replica
+    is safe even when this one may have seen it.
+    """
+
+
+class Transport(Protocol):
+    async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes: ...
+
+
+@dataclass
+class DecodedRequest:
+    model: str
+    version: str
+    id: str
+    inputs: list[tensors.Tensor]
+    message: Any  # the codec's own representation, reused to re-encode
+
+
+class Codec(Protocol):
+    def decode_request(self, request: bytes) -> DecodedRequest: ...
+
+    def encode_request(
+        self, original: DecodedRequest, target: Target, inputs: Sequence[tensors.Tensor]
+    ) -> bytes: ...
+
+    def decode_response(self, response: bytes) -> list[tensors.Tensor]: ...
+
+    def encode_response(
+        self, model: str, version: str, request_id: str, outputs: Sequence[tensors.Tensor]
+    ) -> bytes: ...
+
+
+@dataclass
+class RouterStats:
+    """Plain counters, read by the metrics exporter (cheaper than per-request instruments)."""
+
+    picks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    ejections: Counter[tuple[str, str]] = field(default_factory=Counter)
+    splits: Counter[tuple[str, str]] = field(default_factory=Counter)
+    shadow_errors: Counter[str] = field(default_factory=Counter)
+    shadow_dropped: Counter[str] = field(default_factory=Counter)
+
+
+class Router:
+    def __init__(
+        self,
+        table: ReplicaTable,
+        planner: Planner,
+        transport: Transport,
+        codec: Codec,
+        balancer: Balancer | None = None,
+        max_shadow_in_flight: int = 64,
+    ) -> None:
+        self.table = table
+        self.planner = planner
+        self.transport = transport
+        self.codec = codec
+        self.balancer = balancer or Balancer(table)
+        self.stats = RouterStats()
+        self.max_shadow_in_flight = max_shadow_in_flight
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    async def infer(
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str = "",
+        deadline: float | None = None,
+    ) -> bytes:
+        """Answer one ModelInferRequest (bytes) with a ModelInferResponse (bytes).
+
+        `deadline` is absolute, on `time.monotonic()`.
+        """
+        plan = self.planner.plan(model, version_ref, session)
+        if plan.split_alias:
+            self.stats.splits[(model, plan.split_alias)] += 1
+        if plan.kind == "ensemble":
+            return await self._ensemble(model, request, plan, deadline)
+        target = plan.targets[0]
+        if target.version != version_ref:
+            request = wire.retarget(request, version=target.version)
+        if plan.shadow is not None:
+            self._start_shadow(plan.shadow, request, deadline)
+        if plan.kind == "scatter":
+            return await self._scatter(target, request, deadline)
+        return await self.forward(target, request, deadline)
+
+    async def forward(
+        self, target: Target, request: bytes, deadline: float | None, replica: Replica | None = None
+    ) -> bytes:
+        """Send to `replica` (or a balanced pick); on UNAVAILABLE retry once elsewhere."""
+        first = replica or self.balancer.pick(target.model, target.version)
+        try:
+            return await self._call(first, target, request, deadline)
+        except BackendUnavailable:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining < MIN_RETRY_SECONDS:
+                raise
+            try:
+                second = self.balancer.pick(target.model, target.version, exclude=(first,))
+            except (Unavailable, NotFound):
+                raise
+            self.stats.retries[target.model] += 1
+            return await self._call(second, target, request, deadline)
+
+    async def _call(
+        self, replica: Replica, target: Target, request: bytes, deadline: float | None
+    ) -> bytes:
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise DeadlineExceeded(f"model '{target.model}': deadline passed before sending")
+        self.table.started(replica)
+        self.stats.picks[(target.model, replica.address)] += 1
+        outcome = "transport"
+        try:
+            answer = await self.transport.infer(replica, request, timeout)
+            outcome = "ok"
+            return answer
+        except BackendUnavailable:
+            raise
+        except BaseException:
+            outcome = "answered"
+            raise
+        finally:
+            if outcome == "ok":
+                self.table.succeeded(replica)
+            elif self.table.failed(replica, transport=outcome == "transport"):
+                self.stats.ejections[(target.model, replica.address)] += 1
+                log.warning(
+                    "ejected replica %s of model '%s' after repeated failures",
+                    replica.address,
+                    target.model,
+                )
+
+    # -- shadow -----------------------------------------------------------------
+
+    def _start_shadow(self, target: Target, request: bytes, deadline: float | None) -> None:
+        if len(self._shadows) >= self.max_shadow_in_flight:
+            # Shadow traffic must never queue up behind a slow shadow.
+            self.stats.shadow_dropped[target.model] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(target, request, deadline))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, target: Target, request: bytes, deadline: float | None) -> None:
+        try:
+            await self.forward(target, wire.retarget(request, version=target.version), deadline)
+        except Exception as exc:
+            self.stats.shadow_errors[target.model] += 1
+            log.debug("shadow request to %s failed: %s", target, exc)
+
+    # -- ensemble and scatter --------------------------------------------------
+
+    async def _ensemble(
+        self, model: str, request: bytes, plan: Plan, deadline: float | None
+    ) -> bytes:
+        calls = [
+            self.forward(member, wire.retarget(request, member.model, member.version), deadline)
+            for member in plan.targets
+        ]
+        answers = await asyncio.gather(*calls)
+        decoded = [self.codec.decode_response(answer) for answer in answers]
+        request_id = self.codec.decode_request(request).id if answers else ""
+        mean = tensors.ensemble_mean(model, decoded)
+        return self.codec.encode_response(model, "", request_id, mean)
+
+    async def _scatter(self, target: Target, request: bytes, deadline: float | None) -> bytes:
+        decoded = self.codec.decode_request(request)
+        replicas = self.balancer.pick_many(
+            target.model, target.version, count=len(self.table.replicas)
+        )
+        slices = tensors.scatter(target.model, decoded.inputs, len(replicas))
+        calls = [
+            self.forward(
+                target, self.codec.encode_request(decoded, target, part), deadline, replica
+            )
+            for part, replica in zip(slices, replicas, strict=False)
+        ]
+        answers = [self.codec.decode_response(a) for a in await asyncio.gather(*calls)]
+        outputs = tensors.gather(target.model, answers)
+        return self.codec.encode_response(target.model, target.version, decoded.id, outputs)
+
+    async def close(self) -> None:
+        for task in list(self._shadows):
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)

@@ -1,0 +1,105 @@
+"""The gRPC side of talking to replicas: one channel each, bytes in and out.
+
+ModelInfer goes through a multicallable with no serializers, so the router
+sends the bytes it received and hands back the bytes the replica answered.
+The other calls (index, metadata, config, statistics) use the typed stub.
+Backend errors become domain errors carrying the backend's own message, so
+the caller sees the code and text the replica chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from modelport import errors
+from modelport.common.grpc_errors import STATUS_OF
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from modelport.router.forwarding import BackendUnavailable
+from modelport.router.replicas import Replica
+
+log = logging.getLogger(__name__)
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.ModelportError]] = {
+    code: cls for cls, code in STATUS_OF.items()
+}
+
+
+@dataclass
+class BackendHandle:
+    channel: grpc.aio.Channel
+    infer: Any  # UnaryUnaryMultiCallable taking and returning bytes
+    stub: pb_grpc.GRPCInferenceServiceStub
+
+
+def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.ModelportError:
+    code = exc.code()
+    details = exc.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"replica {replica.address}: {details}")
+    cls = ERROR_OF_STATUS.get(code, errors.Internal)
+    return cls(details)
+
+
+class GrpcTransport:
+    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            # The router retries itself, on another replica.
+            ("grpc.enable_retries", 0),
+            # A replica restarted at the same address is reconnected soon.
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+            ("grpc.keepalive_time_ms", 30_000),
+        ]
+
+    def open(self, replica: Replica) -> None:
+        channel = grpc.aio.insecure_channel(replica.address, options=self.options)
+        # No serializers: the request is bytes already, the answer stays bytes.
+        infer = channel.unary_unary(INFER_METHOD)
+        replica.handle = BackendHandle(channel, infer, pb_grpc.GRPCInferenceServiceStub(channel))
+
+    async def close(self, replica: Replica, grace: float = 30.0) -> None:
+        """Close once the requests in flight on it are done (or `grace` passed)."""
+        handle: BackendHandle | None = replica.handle
+        if handle is None:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        while replica.in_flight > 0 and loop.time() < until:
+            await asyncio.sleep(0.05)
+        await handle.channel.close()
+
+    async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes:
+        try:
+            answer: bytes = await replica.handle.infer(request, timeout=timeout)
+            return answer
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, replica) from None
+
+    async def call(self, replica: Replica, method: str, request: Any, timeout: float = 10.0) -> Any:
+        """A typed unary call on the replica's stub, errors as domain errors."""
+        try:
+            return await getattr(replica.handle.stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, replica) from None
+
+    async def served_versions(self, replica: Replica) -> dict[str, frozenset[str]]:
+        """model -> READY versions, from the replica's RepositoryIndex."""
+        index = await self.call(
+            replica, "RepositoryIndex", pb.RepositoryIndexRequest(ready=True), 5.0
+        )
+        served: dict[str, set[str]] = {}
+        for entry in index.models:
+            if entry.state in ("", "READY"):
+                versions = served.setdefault(entry.name, set())
+                if entry.version:
+                    versions.add(entry.version)
+        return {name: frozenset(versions) for name, versions in served.items()}

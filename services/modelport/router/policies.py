@@ -1,0 +1,178 @@
+"""Traffic policies and the routing decision for one request.
+
+A policy belongs to a model and comes from the registry (or any
+`PolicySource`). The planner turns (model, model_version, session) into a
+`Plan`: which model/version to call, whether to shadow a copy, or whether to
+fan out (ensemble) or split the batch (scatter).
+
+`model_version` semantics: "" → the model's policy (or its `production`
+alias, or whatever the replicas serve by default); a number → that version;
+any other string → an alias, resolved to a version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelport.errors import InvalidInput, NotFound
+
+DEFAULT_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    version: str  # "" = whatever the replicas serve by default
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """An ensemble member: a model and a version reference ("", number or alias)."""
+
+    model: str
+    version_ref: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> MemberRef:
+        model, _, ref = text.strip().partition(":")
+        if not model:
+            raise InvalidInput(f"ensemble member '{text}': expected MODEL[:VERSION|ALIAS]")
+        return cls(model, ref)
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.version_ref}" if self.version_ref else self.model
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    split: tuple[tuple[str, int], ...] = ()  # (alias, weight)
+    shadow_alias: str = ""
+    ensemble: tuple[MemberRef, ...] = ()
+    scatter: bool = False
+    revision: int = 0
+
+    def is_empty(self) -> bool:
+        return not (self.split or self.shadow_alias or self.ensemble or self.scatter)
+
+
+@dataclass(frozen=True)
+class RoutingState:
+    """Everything a source knows: per model, its policy and alias → version."""
+
+    policies: dict[str, TrafficPolicy] = field(default_factory=dict)
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    revision: int = 0
+
+
+OnState = Callable[[RoutingState], None]
+
+
+class PolicySource(Protocol):
+    async def run(self, on_state: OnState) -> None:
+        """Report the state now and after each change; runs until cancelled.
+
+        A source that loses its upstream keeps quiet: the last reported state
+        stays in force.
+        """
+        ...
+
+
+class StaticPolicySource:
+    """A fixed or test-driven state; `set()` publishes a new one."""
+
+    def __init__(self, state: RoutingState | None = None) -> None:
+        self.state = state or RoutingState()
+        self._listeners: list[OnState] = []
+
+    def set(self, state: RoutingState) -> None:
+        self.state = state
+        for listener in self._listeners:
+            listener(state)
+
+    async def run(self, on_state: OnState) -> None:
+        self._listeners.append(on_state)
+        on_state(self.state)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._listeners.remove(on_state)
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # "single" | "ensemble" | "scatter"
+    targets: tuple[Target, ...]
+    shadow: Target | None = None
+    split_alias: str = ""  # the alias a split chose (for metrics), "" otherwise
+
+
+def is_version_number(ref: str) -> bool:
+    return ref.isdigit()
+
+
+class Planner:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.state = RoutingState()
+        self._rng = rng or random.Random()
+
+    def update(self, state: RoutingState) -> None:
+        self.state = state
+
+    def policy(self, model: str) -> TrafficPolicy:
+        return self.state.policies.get(model) or TrafficPolicy()
+
+    def resolve(self, model: str, ref: str) -> str:
+        """A version reference → a version ("" stays "": the backend's default)."""
+        if ref == "" or is_version_number(ref):
+            return ref
+        version = self.state.aliases.get(model, {}).get(ref)
+        if version is None:
+            raise NotFound(f"model '{model}': unknown alias '{ref}' in model_version")
+        return version
+
+    def _default_version(self, model: str) -> str:
+        return self.state.aliases.get(model, {}).get(DEFAULT_ALIAS, "")
+
+    def _choose_split(self, model: str, split: tuple[tuple[str, int], ...], session: str) -> str:
+        total = sum(weight for _, weight in split)
+        if total <= 0:
+            return split[0][0]
+        if session:
+            # Sticky: the same session lands on the same alias while weights hold.
+            digest = hashlib.blake2b(f"{model}\0{session}".encode(), digest_size=8).digest()
+            point = int.from_bytes(digest, "big") % total
+        else:
+            point = self._rng.randrange(total)
+        for alias, weight in split:
+            if point < weight:
+                return alias
+            point -= weight
+        return split[-1][0]
+
+    def plan(self, model: str, version_ref: str, session: str = "") -> Plan:
+        if version_ref:
+            return Plan("single", (Target(model, self.resolve(model, version_ref)),))
+        policy = self.policy(model)
+        if policy.ensemble:
+            members = tuple(
+                Target(m.model, self.resolve(m.model, m.version_ref)) for m in policy.ensemble
+            )
+            return Plan("ensemble", members)
+        alias = ""
+        if policy.split:
+            alias = self._choose_split(model, policy.split, session)
+            version = self.resolve(model, alias)
+        else:
+            version = self._default_version(model)
+        shadow = None
+        shadow_version = self.state.aliases.get(model, {}).get(policy.shadow_alias)
+        if policy.shadow_alias and shadow_version is not None:
+            # An unknown shadow alias only skips the copy; the caller is served.
+            shadow = Target(model, shadow_version)
+        kind = "scatter" if policy.scatter else "single"
+        return Plan(kind, (Target(model, version),), shadow=shadow, split_alias=alias)

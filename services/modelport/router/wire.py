@@ -1,0 +1,98 @@
+"""Edits on serialized protobuf messages, without decoding them.
+
+The router forwards requests and answers as the bytes it received. When a
+policy picks another version (or an ensemble another model), the field is
+appended rather than the message re-encoded: for a singular field the last
+occurrence on the wire wins, so `request + field` is the edited request.
+"""
+
+from __future__ import annotations
+
+# Field tags (field_number << 3 | wire type 2, length-delimited).
+MODEL_NAME_TAG = b"\x0a"  # ModelInferRequest.model_name = 1
+MODEL_VERSION_TAG = b"\x12"  # ModelInferRequest.model_version = 2
+STREAM_ERROR_TAG = b"\x0a"  # ModelStreamInferResponse.error_message = 1
+STREAM_RESPONSE_TAG = b"\x12"  # ModelStreamInferResponse.infer_response = 2
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + varint(len(payload)) + payload
+
+
+def retarget(request: bytes, model: str | None = None, version: str | None = None) -> bytes:
+    """`request` with model_name and/or model_version replaced."""
+    tail = b""
+    if model is not None:
+        tail += length_delimited(MODEL_NAME_TAG, model.encode())
+    if version is not None:
+        tail += length_delimited(MODEL_VERSION_TAG, version.encode())
+    return request + tail
+
+
+def stream_response(infer_response: bytes) -> bytes:
+    """A ModelStreamInferResponse that wraps an already serialized answer."""
+    return length_delimited(STREAM_RESPONSE_TAG, infer_response)
+
+
+def stream_error(message: str, infer_response: bytes) -> bytes:
+    """A ModelStreamInferResponse that reports a failed request."""
+    return length_delimited(STREAM_ERROR_TAG, message.encode()) + length_delimited(
+        STREAM_RESPONSE_TAG, infer_response
+    )
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def routing_fields(request: bytes) -> tuple[str, str, str]:
+    """(model_name, model_version, id) of a serialized ModelInferRequest.
+
+    Walks the top-level fields only, jumping over tensors and parameters
+    without copying them; later occurrences win, as in a full parse.
+    """
+    model = version = request_id = b""
+    pos, end = 0, len(request)
+    try:
+        while pos < end:
+            key, pos = _read_varint(request, pos)
+            wire_type = key & 7
+            if wire_type == 2:
+                size, pos = _read_varint(request, pos)
+                field = key >> 3
+                if field == 1:
+                    model = request[pos : pos + size]
+                elif field == 2:
+                    version = request[pos : pos + size]
+                elif field == 3:
+                    request_id = request[pos : pos + size]
+                pos += size
+            elif wire_type == 0:
+                _, pos = _read_varint(request, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+        if pos != end:
+            raise ValueError("truncated message")
+        return model.decode(), version.decode(), request_id.decode()
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed ModelInferRequest: {exc}") from None

@@ -1,0 +1,77 @@
+"""Fixtures: real gRPC replicas and a real router on loopback, port 0."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from modelport.router.app import RouterApp
+from modelport.router.discovery import StaticDiscovery
+from modelport.router.policies import StaticPolicySource
+
+# Helpers and the toy replica live beside this file (tests/ is not a package).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from router_toy_replica import ToyReplica
+
+
+class EndpointsFile:
+    """The static discovery file, rewritten by tests to add or drop replicas."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.write_text("")
+
+    def write(self, pairs: list[tuple[str, str]]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{model}={address}\n" for model, address in pairs))
+        tmp.replace(self.path)
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[Callable[[dict[str, list[str]]], Awaitable[ToyReplica]]]:
+    started: list[ToyReplica] = []
+
+    async def start(models: dict[str, list[str]]) -> ToyReplica:
+        replica = ToyReplica(models)
+        await replica.start()
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        await replica.stop()
+
+
+@pytest.fixture
+def endpoints_file(tmp_path: Path) -> EndpointsFile:
+    return EndpointsFile(tmp_path / "endpoints")
+
+
+@pytest.fixture
+def policies() -> StaticPolicySource:
+    return StaticPolicySource()
+
+
+@pytest.fixture
+async def router(
+    endpoints_file: EndpointsFile, policies: StaticPolicySource
+) -> AsyncIterator[RouterApp]:
+    app = RouterApp(
+        StaticDiscovery(file=endpoints_file.path, poll_seconds=0.05),
+        policies,
+        index_interval=0.5,
+    )
+    await app.start()
+    yield app
+    await app.stop(0)
+
+
+@pytest.fixture
+async def stub(router: RouterApp) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router.port}") as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)

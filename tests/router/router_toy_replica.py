@@ -1,0 +1,102 @@
+"""A small OIP v2 replica for router tests that run before (or without) torch.
+
+It speaks the same gRPC service as modelport's inference service, serves
+chosen versions of two models and counts what it answered, so tests can see
+which replica and version each request reached:
+  simple  INT32 INPUT0, INPUT1 [-1,16] -> OUTPUT0 = sum, OUTPUT1 = difference
+  mlp     FP32 INPUT [-1,4] -> OUTPUT [-1,4] = INPUT * version (so members differ)
+Version "" means the highest version served.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import grpc
+import numpy as np
+from modelport.common.server import GrpcServer, ServerOptions
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+
+class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, models: dict[str, list[str]]) -> None:
+        self.models = models
+        self.served: Counter[tuple[str, str]] = Counter()
+        self.server: GrpcServer | None = None
+        self.address = ""
+
+    def _version(self, name: str, version: str, context: Any) -> str:
+        versions = self.models.get(name)
+        if versions is None:
+            raise KeyError(f"model '{name}' is not served here")
+        if version == "":
+            return max(versions, key=int)
+        if version not in versions:
+            raise KeyError(f"model '{name}' version '{version}' is not served here")
+        return version
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            version = self._version(request.model_name, request.model_version, context)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        self.served[(request.model_name, version)] += 1
+        answer = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=version, id=request.id
+        )
+        arrays = {}
+        for index, tensor in enumerate(request.inputs):
+            dtype = np.int32 if tensor.datatype == "INT32" else np.float32
+            raw = np.frombuffer(request.raw_input_contents[index], dtype=dtype)
+            arrays[tensor.name] = raw.reshape(tuple(tensor.shape))
+        if request.model_name == "simple":
+            outputs = {
+                "OUTPUT0": arrays["INPUT0"] + arrays["INPUT1"],
+                "OUTPUT1": arrays["INPUT0"] - arrays["INPUT1"],
+            }
+            datatype = "INT32"
+        else:
+            outputs = {"OUTPUT": (arrays["INPUT"] * float(version)).astype(np.float32)}
+            datatype = "FP32"
+        for name, array in outputs.items():
+            out = answer.outputs.add(name=name, datatype=datatype)
+            out.shape.extend(array.shape)
+            answer.raw_output_contents.append(array.tobytes())
+        return answer
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        answer = pb.RepositoryIndexResponse()
+        for name, versions in sorted(self.models.items()):
+            for version in versions:
+                answer.models.add(name=name, version=version, state="READY")
+        return answer
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self._version(request.name, request.version, context)
+        except KeyError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        if request.name not in self.models:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model '{request.name}' unknown")
+        return pb.ModelMetadataResponse(
+            name=request.name, versions=self.models[request.name], platform=self.address
+        )
+
+    async def start(self) -> str:
+        self.server = GrpcServer(ServerOptions(host="127.0.0.1", port=0))
+        self.server.add_service(
+            "inference.GRPCInferenceService",
+            lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(self, s),
+        )
+        port = await self.server.start()
+        self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.server.stop(0)

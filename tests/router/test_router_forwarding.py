@@ -1,0 +1,278 @@
+"""The router in front of real gRPC replicas on loopback (static discovery)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+import pytest
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
+from modelport.router.policies import MemberRef, RoutingState, TrafficPolicy
+from router_helpers import float_request, output, simple_request
+
+
+async def wait_until(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def serving(router, model: str, count: int):  # type: ignore[no-untyped-def]
+    return lambda: len(router.table.candidates(model, "")) >= count
+
+
+async def test_forwards_and_answers_like_a_replica(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address)])
+    await wait_until(serving(router, "simple", 1))
+    answer = await stub.ModelInfer(simple_request(), timeout=5)
+    assert answer.model_name == "simple" and answer.id == "req-1"
+    np.testing.assert_array_equal(output(answer, "OUTPUT0")[0], np.arange(16) + 1)
+    assert a.served == {("simple", "1"): 1}
+
+
+async def test_errors_name_the_model(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address), ("mlp", "127.0.0.1:1")])
+    await wait_until(serving(router, "simple", 1))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ModelInfer(simple_request(model="nope"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "'nope'" in info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ModelInfer(simple_request(version="9"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "version '9'" in info.value.details()
+    # `mlp` is discovered but its only replica cannot be reached.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ModelInfer(float_request(np.zeros((1, 4))), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "'mlp'" in info.value.details()
+    for call in (stub.RepositoryModelLoad, stub.RepositoryModelUnload):
+        request_type = (
+            pb.RepositoryModelLoadRequest
+            if call is stub.RepositoryModelLoad
+            else pb.RepositoryModelUnloadRequest
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(request_type(model_name="simple"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_metadata_ready_and_merged_index(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    b = await replicas({"simple": ["2"], "mlp": ["1"]})
+    endpoints_file.write([("simple", a.address), ("simple", b.address), ("mlp", b.address)])
+    await wait_until(serving(router, "simple", 2))
+    index = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=5)
+    assert [(m.name, m.version, m.state) for m in index.models] == [
+        ("mlp", "1", "READY"),
+        ("simple", "1", "READY"),
+        ("simple", "2", "READY"),
+    ]
+    meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name="simple", version="2"), timeout=5)
+    assert meta.platform == b.address  # answered by the replica serving version 2
+    ready = await stub.ModelReady(pb.ModelReadyRequest(name="simple", version="1"), timeout=5)
+    assert ready.ready
+    ready = await stub.ModelReady(pb.ModelReadyRequest(name="ghost"), timeout=5)
+    assert not ready.ready
+    assert (await stub.ServerReady(pb.ServerReadyRequest(), timeout=5)).ready
+
+
+async def test_stream_infer_answers_in_order(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address)])
+    await wait_until(serving(router, "simple", 1))
+
+    async def requests():  # type: ignore[no-untyped-def]
+        for index in range(5):
+            request = simple_request()
+            request.id = f"s{index}"
+            if index == 2:
+                request.model_name = "nope"
+            yield request
+
+    answers = [r async for r in stub.ModelStreamInfer(requests(), timeout=10)]
+    assert [r.infer_response.id for r in answers] == ["s0", "s1", "s2", "s3", "s4"]
+    assert [bool(r.error_message) for r in answers] == [False, False, True, False, False]
+    assert "'nope'" in answers[2].error_message
+
+
+async def test_canary_split_within_five_percent(
+    replicas, endpoints_file, router, stub, policies
+) -> None:
+    a = await replicas({"simple": ["1", "2"]})
+    b = await replicas({"simple": ["1", "2"]})
+    endpoints_file.write([("simple", a.address), ("simple", b.address)])
+    policies.set(
+        RoutingState(
+            policies={"simple": TrafficPolicy(split=(("production", 90), ("canary", 10)))},
+            aliases={"simple": {"production": "1", "canary": "2"}},
+        )
+    )
+    await wait_until(serving(router, "simple", 2))
+    request = simple_request()
+    total = 2000
+    for _ in range(0, total, 50):
+        await asyncio.gather(*(stub.ModelInfer(request, timeout=10) for _ in range(50)))
+    served = a.served + b.served
+    assert sum(served.values()) == total
+    # Within ±5 percentage points of each weight.
+    assert abs(served[("simple", "2")] / total - 0.10) <= 0.05
+    assert abs(served[("simple", "1")] / total - 0.90) <= 0.05
+    # Both replicas took part: balancing is per request, not per connection.
+    assert min(sum(a.served.values()), sum(b.served.values())) > total * 0.3
+
+
+async def test_sticky_session_and_explicit_alias(
+    replicas, endpoints_file, router, stub, policies
+) -> None:
+    a = await replicas({"simple": ["1", "2"]})
+    endpoints_file.write([("simple", a.address)])
+    policies.set(
+        RoutingState(
+            policies={"simple": TrafficPolicy(split=(("production", 50), ("canary", 50)))},
+            aliases={"simple": {"production": "1", "canary": "2"}},
+        )
+    )
+    await wait_until(serving(router, "simple", 1))
+    for session in ("alice", "bob", "carol", "dave"):
+        versions = {
+            (
+                await stub.ModelInfer(
+                    simple_request(), metadata=(("x-modelport-session", session),), timeout=5
+                )
+            ).model_version
+            for _ in range(8)
+        }
+        assert len(versions) == 1
+    answer = await stub.ModelInfer(simple_request(version="canary"), timeout=5)
+    assert answer.model_version == "2"
+
+
+async def test_shadow_gets_a_copy_and_its_errors_are_only_counted(
+    replicas, endpoints_file, router, stub, policies
+) -> None:
+    a = await replicas({"simple": ["1", "2"]})
+    endpoints_file.write([("simple", a.address)])
+    aliases = {"simple": {"production": "1", "canary": "2", "broken": "7"}}
+    policies.set(
+        RoutingState(policies={"simple": TrafficPolicy(shadow_alias="canary")}, aliases=aliases)
+    )
+    await wait_until(serving(router, "simple", 1))
+    for _ in range(20):
+        answer = await stub.ModelInfer(simple_request(), timeout=5)
+        assert answer.model_version == "1"
+    await wait_until(lambda: a.served[("simple", "2")] == 20)
+    assert a.served[("simple", "1")] == 20
+    # A shadow that fails (version 7 is served nowhere) never reaches the caller.
+    policies.set(
+        RoutingState(policies={"simple": TrafficPolicy(shadow_alias="broken")}, aliases=aliases)
+    )
+    for _ in range(5):
+        assert (await stub.ModelInfer(simple_request(), timeout=5)).model_version == "1"
+    await wait_until(lambda: router.router.stats.shadow_errors["simple"] == 5)
+
+
+async def test_ensemble_is_the_mean_of_its_members(
+    replicas, endpoints_file, router, stub, policies
+) -> None:
+    a = await replicas({"mlp": ["1", "2", "6"]})
+    endpoints_file.write([("mlp", a.address)])
+    members = (MemberRef("mlp", "1"), MemberRef("mlp", "2"), MemberRef("mlp", "six"))
+    policies.set(
+        RoutingState(
+            policies={"mlp": TrafficPolicy(ensemble=members)}, aliases={"mlp": {"six": "6"}}
+        )
+    )
+    await wait_until(serving(router, "mlp", 1))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    answer = await stub.ModelInfer(float_request(x), timeout=5)
+    singles = [
+        output(await stub.ModelInfer(float_request(x, version=v), timeout=5), "OUTPUT")
+        for v in ("1", "2", "6")
+    ]
+    np.testing.assert_allclose(output(answer, "OUTPUT"), np.mean(singles, axis=0), rtol=1e-6)
+    assert answer.id == "f-1" and answer.model_name == "mlp"
+
+
+async def test_scatter_splits_the_batch_and_gathers_in_order(
+    replicas, endpoints_file, router, stub, policies
+) -> None:
+    started = [await replicas({"simple": ["1"]}) for _ in range(3)]
+    endpoints_file.write([("simple", r.address) for r in started])
+    policies.set(RoutingState(policies={"simple": TrafficPolicy(scatter=True)}))
+    await wait_until(serving(router, "simple", 3))
+    answer = await stub.ModelInfer(simple_request(rows=7), timeout=5)
+    expected = np.arange(16 * 7, dtype=np.int32).reshape(7, 16)
+    np.testing.assert_array_equal(output(answer, "OUTPUT0"), expected + 1)
+    np.testing.assert_array_equal(output(answer, "OUTPUT1"), expected - 1)
+    assert [sum(r.served.values()) for r in started] == [1, 1, 1]
+
+
+async def test_routes_admin_view(replicas, endpoints_file, router, policies) -> None:
+    a = await replicas({"simple": ["1", "2"]})
+    endpoints_file.write([("simple", a.address)])
+    policies.set(
+        RoutingState(
+            policies={"simple": TrafficPolicy(split=(("production", 90), ("canary", 10)))},
+            aliases={"simple": {"production": "1", "canary": "2"}},
+        )
+    )
+    await wait_until(serving(router, "simple", 1))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router.port}") as channel:
+        admin = router_pb2_grpc.RouterAdminStub(channel)
+        routes = await admin.ListRoutes(router_pb2.ListRoutesRequest(), timeout=5)
+    (route,) = routes.models
+    assert route.name == "simple"
+    assert [(r.address, list(r.versions), r.ready) for r in route.replicas] == [
+        (a.address, ["1", "2"], True)
+    ]
+    assert [(s.alias, s.weight) for s in route.policy.split] == [("production", 90), ("canary", 10)]
+
+
+async def test_unreachable_replica_is_retried_elsewhere_and_ejected(
+    replicas, endpoints_file, router, stub
+) -> None:
+    a = await replicas({"simple": ["1"]})
+    b = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address), ("simple", b.address)])
+    await wait_until(serving(router, "simple", 2))
+    await b.stop()
+    for _ in range(40):
+        await stub.ModelInfer(simple_request(), timeout=5)
+    assert router.router.stats.retries["simple"] >= 1
+    assert router.router.stats.ejections[("simple", b.address)] >= 1
+    assert sum(a.served.values()) == 40
+
+
+async def test_new_replica_gets_a_fair_share_within_seconds(
+    replicas, endpoints_file, router, stub
+) -> None:
+    first = [await replicas({"simple": ["1"]}) for _ in range(2)]
+    endpoints_file.write([("simple", r.address) for r in first])
+    await wait_until(serving(router, "simple", 2))
+    request = simple_request()
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            await stub.ModelInfer(request, timeout=5)
+
+    workers = [asyncio.create_task(load()) for _ in range(8)]
+    await asyncio.sleep(0.3)
+    late = await replicas({"simple": ["1"]})
+    joined = time.monotonic()
+    endpoints_file.write([("simple", r.address) for r in [*first, late]])
+    await wait_until(lambda: sum(late.served.values()) > 0, 5)
+    before = Counter({r.address: sum(r.served.values()) for r in [*first, late]})
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*workers)
+    after = Counter({r.address: sum(r.served.values()) for r in [*first, late]})
+    window = after - before
+    assert time.monotonic() - joined < 5
+    assert window[late.address] >= sum(window.values()) / 3 * 0.6
