@@ -93,7 +93,12 @@ class KubernetesDiscovery:
 
     def _relist(self, api: Any) -> str:
         call, args = self._list_call(api)
-        response = call(*args, label_selector=self.label_selector, _preload_content=False)
+        response = call(
+            *args,
+            label_selector=self.label_selector,
+            _preload_content=False,
+            _request_timeout=self.watch_seconds + 15,
+        )
         body = json.loads(response.data)
         self._slices = {}
         for item in body.get("items") or []:
@@ -139,6 +144,8 @@ class KubernetesDiscovery:
                     resource_version=resource_version,
                     timeout_seconds=self.watch_seconds,
                     allow_watch_bookmarks=True,
+                    # A connection that goes silent is dropped and resumed.
+                    _request_timeout=self.watch_seconds + 15,
                 ):
                     if self._stop.is_set():
                         watcher.stop()
