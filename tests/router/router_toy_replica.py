@@ -100,3 +100,28 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.server.stop(0)
+
+
+def main() -> None:
+    """Run one toy replica in its own process: `python router_toy_replica.py simple:1,2 …`.
+
+    Prints its address on stdout once serving, then serves until killed.
+    """
+    import asyncio
+    import sys
+
+    models = {}
+    for spec in sys.argv[1:]:
+        name, _, versions = spec.partition(":")
+        models[name] = versions.split(",")
+
+    async def serve() -> None:
+        replica = ToyReplica(models)
+        print(await replica.start(), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ def table_with(*addresses: str, versions: tuple[str, ...] = ("1",)) -> ReplicaTa
     table = ReplicaTable()
     table.apply([Endpoint("m", a) for a in addresses])
     for replica in table.replicas.values():
-        replica.versions = {"m": frozenset(versions)}
+        table.set_versions(replica, {"m": frozenset(versions)})
     return table
 
 
@@ -60,7 +60,7 @@ def test_version_filter_not_found_and_unavailable() -> None:
         balancer.pick("m", "9")
     with pytest.raises(NotFound, match="model 'other'"):
         balancer.pick("other", "")
-    table.replicas["a:1"].ready = False
+    table.apply([Endpoint("m", "a:1", ready=False)])
     with pytest.raises(Unavailable, match="model 'm'"):
         balancer.pick("m", "1")
 
@@ -79,7 +79,7 @@ def test_repeated_transport_failures_eject_then_recover() -> None:
     table = ReplicaTable(clock=clock, ejection=EjectionRule(3, base_seconds=5))
     table.apply([Endpoint("m", "a:1"), Endpoint("m", "b:1")])
     for replica in table.replicas.values():
-        replica.versions = {"m": frozenset({"1"})}
+        table.set_versions(replica, {"m": frozenset({"1"})})
     bad = table.replicas["a:1"]
     ejected = []
     for _ in range(3):
@@ -101,7 +101,7 @@ def test_all_ejected_still_serves() -> None:
     table = ReplicaTable(clock=clock, ejection=EjectionRule(1))
     table.apply([Endpoint("m", "a:1")])
     replica = table.replicas["a:1"]
-    replica.versions = {"m": frozenset({"1"})}
+    table.set_versions(replica, {"m": frozenset({"1"})})
     table.started(replica)
     assert table.failed(replica, transport=True)
     assert Balancer(table).pick("m", "1") is replica

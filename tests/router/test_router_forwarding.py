@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router.policies import MemberRef, RoutingState, TrafficPolicy
 from router_helpers import float_request, output, simple_request
@@ -276,3 +277,58 @@ async def test_new_replica_gets_a_fair_share_within_seconds(
     window = after - before
     assert time.monotonic() - joined < 5
     assert window[late.address] >= sum(window.values()) / 3 * 0.6
+
+
+async def test_metrics_reach_the_prometheus_registry(replicas, endpoints_file, policies) -> None:
+    from modelport.router.app import RouterApp
+    from modelport.router.discovery import StaticDiscovery
+    from prometheus_client import REGISTRY, generate_latest
+
+    a = await replicas({"simple": ["1", "2"]})
+    endpoints_file.write([("simple", a.address)])
+    policies.set(
+        RoutingState(
+            policies={"simple": TrafficPolicy(split=(("production", 50), ("canary", 50)))},
+            aliases={"simple": {"production": "1", "canary": "2"}},
+        )
+    )
+    app = RouterApp(
+        StaticDiscovery(file=endpoints_file.path, poll_seconds=0.05), policies, metrics=True
+    )
+    await app.start()
+    try:
+        await wait_until(serving(app, "simple", 1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for _ in range(10):
+                await stub.ModelInfer(simple_request(), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ModelInfer(simple_request(model="nope"), timeout=5)
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        await app.stop(0)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (
+            s.name,
+            tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel"))),
+        ): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("modelport_router_requests_total", (("code", "OK"), ("model", "simple")))] == 10
+    assert (
+        samples[("modelport_router_requests_total", (("code", "NOT_FOUND"), ("model", "nope")))]
+        == 1
+    )
+    assert (
+        samples[("modelport_router_request_duration_seconds_count", (("model", "simple"),))] == 10
+    )
+    picks = ("modelport_router_picks_total", (("model", "simple"), ("replica", a.address)))
+    assert samples[picks] == 10
+    splits = sum(
+        v for (name, _), v in samples.items() if name == "modelport_router_policy_splits_total"
+    )
+    assert splits == 10
+    assert any(name == "modelport_router_replica_in_flight" for name, _ in samples)

@@ -32,7 +32,7 @@ class Balancer:
         if not candidates:
             raise self._why_none(model, version, bool(exclude))
         now = self.table.clock()
-        healthy = [r for r in candidates if not r.is_ejected(now)]
+        healthy = [r for r in candidates if r.ejected_until <= now]
         # When every candidate is ejected, keep serving from them rather than
         # failing everything: ejection is a hint, not a verdict.
         pool = healthy or candidates
@@ -49,7 +49,7 @@ class Balancer:
         if not candidates:
             raise self._why_none(model, version, False)
         now = self.table.clock()
-        healthy = [r for r in candidates if not r.is_ejected(now)] or candidates
+        healthy = [r for r in candidates if not r.is_ejected(now)] or list(candidates)
         self._rng.shuffle(healthy)
         healthy.sort(key=lambda r: r.in_flight)
         return healthy[:count]

@@ -115,13 +115,20 @@ def is_version_number(ref: str) -> bool:
     return ref.isdigit()
 
 
+# Plans that do not depend on chance are reused; the cap bounds what callers'
+# arbitrary model names can make the cache hold.
+PLAN_CACHE_SIZE = 4096
+
+
 class Planner:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.state = RoutingState()
         self._rng = rng or random.Random()
+        self._fixed: dict[tuple[str, str], Plan] = {}
 
     def update(self, state: RoutingState) -> None:
         self.state = state
+        self._fixed = {}
 
     def policy(self, model: str) -> TrafficPolicy:
         return self.state.policies.get(model) or TrafficPolicy()
@@ -155,6 +162,15 @@ class Planner:
         return split[-1][0]
 
     def plan(self, model: str, version_ref: str, session: str = "") -> Plan:
+        fixed = self._fixed.get((model, version_ref))
+        if fixed is not None:
+            return fixed
+        plan = self._plan(model, version_ref, session)
+        if not plan.split_alias and len(self._fixed) < PLAN_CACHE_SIZE:
+            self._fixed[(model, version_ref)] = plan
+        return plan
+
+    def _plan(self, model: str, version_ref: str, session: str) -> Plan:
         if version_ref:
             return Plan("single", (Target(model, self.resolve(model, version_ref)),))
         policy = self.policy(model)

@@ -74,6 +74,8 @@ class ReplicaTable:
     clock: Callable[[], float] = time.monotonic
     ejection: EjectionRule = field(default_factory=EjectionRule)
     replicas: dict[str, Replica] = field(default_factory=dict)
+    # (model, version) -> replicas taking traffic for it; rebuilt after any change.
+    _candidates: dict[tuple[str, str], list[Replica]] = field(default_factory=dict)
 
     def apply(self, endpoints: Iterable[Endpoint]) -> tuple[list[Replica], list[Replica]]:
         """Make the table match discovery; returns (added, removed) replicas."""
@@ -102,7 +104,13 @@ class ReplicaTable:
             replica.models = frozenset(names)
             replica.ready = ready[address]
             replica.terminating = terminating[address]
+        self._candidates.clear()
         return added, removed
+
+    def set_versions(self, replica: Replica, versions: dict[str, frozenset[str]]) -> None:
+        if versions != replica.versions:
+            replica.versions = versions
+            self._candidates.clear()
 
     def known_models(self) -> set[str]:
         names: set[str] = set()
@@ -113,7 +121,16 @@ class ReplicaTable:
         return names
 
     def candidates(self, model: str, version: str) -> list[Replica]:
-        return [r for r in self.replicas.values() if r.takes_traffic() and r.serves(model, version)]
+        """Replicas that may take this request (a shared list: do not mutate)."""
+        key = (model, version)
+        found = self._candidates.get(key)
+        if found is None:
+            found = [
+                r for r in self.replicas.values() if r.takes_traffic() and r.serves(model, version)
+            ]
+            if found:  # names from callers are unbounded; only real routes are kept
+                self._candidates[key] = found
+        return found
 
     # Outcome bookkeeping, called by the forwarder around each backend call.
     def started(self, replica: Replica) -> None:

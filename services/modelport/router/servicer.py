@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from modelport import __version__, errors
-from modelport.common.grpc_errors import maps_errors, public_message
+from modelport.common.grpc_errors import maps_errors, public_message, status_of
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router import wire
 from modelport.router.balancer import Balancer
@@ -72,8 +72,8 @@ class RouterServicer:
             return await self.router.infer(
                 model, version, request, _session(context), _deadline(context)
             )
-        except errors.ModelportError as exc:
-            code = type(exc).__name__
+        except Exception as exc:
+            code = status_of(exc).name
             raise
         finally:
             self.outcomes[(model, code)] += 1

@@ -48,7 +48,7 @@ class VersionPoller:
 
     async def refresh(self, replica: Replica) -> bool:
         try:
-            replica.versions = await self.probe(replica)
+            self.table.set_versions(replica, await self.probe(replica))
             return True
         except Exception as exc:
             log.debug("index of %s unreadable: %s", replica.address, exc)
