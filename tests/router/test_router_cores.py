@@ -139,7 +139,7 @@ def test_shadow_ensemble_and_scatter_plans() -> None:
     planner = planner_with(TrafficPolicy(shadow_alias="canary"), {"canary": "2"})
     plan = planner.plan("m", "")
     assert plan.kind == "single" and plan.shadow is not None and plan.shadow.version == "2"
-    members = (MemberRef("m", "1"), MemberRef.parse("n:canary"))
+    members = (MemberRef("m", "1"), MemberRef.parse("n@canary"))
     planner.update(
         RoutingState(
             policies={"m": TrafficPolicy(ensemble=members), "s": TrafficPolicy(scatter=True)},

@@ -39,13 +39,23 @@ class MemberRef:
 
     @classmethod
     def parse(cls, text: str) -> MemberRef:
-        model, _, ref = text.strip().partition(":")
-        if not model:
-            raise InvalidInput(f"ensemble member '{text}': expected MODEL[:VERSION|ALIAS]")
+        """The registry's reference syntax: `model`, `model@alias` or `model:version`."""
+        text = text.strip()
+        if "@" in text:
+            model, _, ref = text.partition("@")
+        else:
+            model, _, ref = text.partition(":")
+            if ref and not ref.isdigit():
+                raise InvalidInput(f"ensemble member '{text}': version must be a number")
+        if not model or ("@" in text and not ref):
+            raise InvalidInput(f"ensemble member '{text}': expected MODEL, MODEL@ALIAS or MODEL:N")
         return cls(model, ref)
 
     def __str__(self) -> str:
-        return f"{self.model}:{self.version_ref}" if self.version_ref else self.model
+        if not self.version_ref:
+            return self.model
+        separator = ":" if self.version_ref.isdigit() else "@"
+        return f"{self.model}{separator}{self.version_ref}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,9 @@ class Planner:
             raise NotFound(f"model '{model}': unknown alias '{ref}' in model_version")
         return version
 
+    def _member_version(self, member: MemberRef) -> str:
+        return self.resolve(member.model, member.version_ref) or self._default_version(member.model)
+
     def _default_version(self, model: str) -> str:
         return self.state.aliases.get(model, {}).get(DEFAULT_ALIAS, "")
 
@@ -175,9 +188,7 @@ class Planner:
             return Plan("single", (Target(model, self.resolve(model, version_ref)),))
         policy = self.policy(model)
         if policy.ensemble:
-            members = tuple(
-                Target(m.model, self.resolve(m.model, m.version_ref)) for m in policy.ensemble
-            )
+            members = tuple(Target(m.model, self._member_version(m)) for m in policy.ensemble)
             return Plan("ensemble", members)
         alias = ""
         if policy.split:
