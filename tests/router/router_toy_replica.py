@@ -10,6 +10,7 @@ Version "" means the highest version served.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -26,6 +27,7 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
         self.served: Counter[tuple[str, str]] = Counter()
         self.server: GrpcServer | None = None
         self.address = ""
+        self.delay = 0.0  # seconds to wait before answering ModelInfer
 
     def _version(self, name: str, version: str, context: Any) -> str:
         versions = self.models.get(name)
@@ -42,6 +44,8 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
             version = self._version(request.model_name, request.model_version, context)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.served[(request.model_name, version)] += 1
         answer = pb.ModelInferResponse(
             model_name=request.model_name, model_version=version, id=request.id
@@ -107,7 +111,6 @@ def main() -> None:
 
     Prints its address on stdout once serving, then serves until killed.
     """
-    import asyncio
     import sys
 
     models = {}

@@ -332,3 +332,20 @@ async def test_metrics_reach_the_prometheus_registry(replicas, endpoints_file, p
     )
     assert splits == 10
     assert any(name == "modelport_router_replica_in_flight" for name, _ in samples)
+
+
+async def test_retries_never_outlast_the_callers_deadline(
+    replicas, endpoints_file, router, stub
+) -> None:
+    down = await replicas({"simple": ["1"]})
+    slow = await replicas({"simple": ["1"]})
+    slow.delay = 2.0
+    endpoints_file.write([("simple", down.address), ("simple", slow.address)])
+    await wait_until(serving(router, "simple", 2))
+    await down.stop()
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ModelInfer(simple_request(), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 0.6

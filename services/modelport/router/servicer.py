@@ -72,6 +72,9 @@ class RouterServicer:
             return await self.router.infer(
                 model, version, request, _session(context), _deadline(context)
             )
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception as exc:
             code = status_of(exc).name
             raise
