@@ -126,10 +126,12 @@ class KubernetesDiscovery:
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
 
-        api = self._api()
+        api = None
         resource_version = ""
         while not self._stop.is_set():
             try:
+                if api is None:
+                    api = self._api()
                 if not resource_version:
                     resource_version = self._relist(api)
                     report(self._snapshot())

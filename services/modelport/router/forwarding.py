@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from modelport.errors import DeadlineExceeded, NotFound, Unavailable
 from modelport.router import tensors, wire
-from modelport.router.balancer import Balancer
+from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
 from modelport.router.replicas import Replica, ReplicaTable
 
@@ -128,16 +128,20 @@ class Router:
         first = replica or self.balancer.pick(target.model, target.version)
         try:
             return await self._call(first, target, request, deadline)
-        except BackendUnavailable:
+        except BackendUnavailable as exc:
+            failure = BackendUnavailable(f"{describe(target.model, target.version)}: {exc}")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining < MIN_RETRY_SECONDS:
-                raise
+                raise failure from None
             try:
                 second = self.balancer.pick(target.model, target.version, exclude=(first,))
             except (Unavailable, NotFound):
-                raise
-            self.stats.retries[target.model] += 1
+                raise failure from None
+        self.stats.retries[target.model] += 1
+        try:
             return await self._call(second, target, request, deadline)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{describe(target.model, target.version)}: {exc}") from None
 
     async def _call(
         self, replica: Replica, target: Target, request: bytes, deadline: float | None
