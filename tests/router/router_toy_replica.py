@@ -3,7 +3,7 @@
 It speaks the same gRPC service as modelport's inference service, serves
 chosen versions of two models and counts what it answered, so tests can see
 which replica and version each request reached:
-  simple  INT32 INPUT0, INPUT1 [-1,16] -> OUTPUT0 = sum, OUTPUT1 = difference
+  simple* INT32 INPUT0, INPUT1 [-1,16] -> OUTPUT0 = sum, OUTPUT1 = difference
   mlp     FP32 INPUT [-1,4] -> OUTPUT [-1,4] = INPUT * version (so members differ)
 Version "" means the highest version served.
 """
@@ -55,7 +55,7 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
             dtype = np.int32 if tensor.datatype == "INT32" else np.float32
             raw = np.frombuffer(request.raw_input_contents[index], dtype=dtype)
             arrays[tensor.name] = raw.reshape(tuple(tensor.shape))
-        if request.model_name == "simple":
+        if request.model_name.startswith("simple"):
             outputs = {
                 "OUTPUT0": arrays["INPUT0"] + arrays["INPUT1"],
                 "OUTPUT1": arrays["INPUT0"] - arrays["INPUT1"],
