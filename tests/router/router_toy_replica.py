@@ -28,6 +28,7 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
         self.server: GrpcServer | None = None
         self.address = ""
         self.delay = 0.0  # seconds to wait before answering ModelInfer
+        self.last_metadata: dict[str, str] = {}
 
     def _version(self, name: str, version: str, context: Any) -> str:
         versions = self.models.get(name)
@@ -44,6 +45,7 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
             version = self._version(request.model_name, request.model_version, context)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        self.last_metadata = dict(context.invocation_metadata() or ())
         if self.delay:
             await asyncio.sleep(self.delay)
         self.served[(request.model_name, version)] += 1

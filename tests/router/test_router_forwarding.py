@@ -349,3 +349,14 @@ async def test_retries_never_outlast_the_callers_deadline(
             await stub.ModelInfer(simple_request(), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 0.6
+
+
+async def test_trace_context_reaches_the_replica(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address)])
+    await wait_until(serving(router, "simple", 1))
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    metadata = (("traceparent", traceparent), ("x-other", "kept-at-router"))
+    await stub.ModelInfer(simple_request(), metadata=metadata, timeout=5)
+    assert a.last_metadata.get("traceparent") == traceparent
+    assert "x-other" not in a.last_metadata

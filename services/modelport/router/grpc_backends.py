@@ -10,6 +10,7 @@ the caller sees the code and text the replica chose.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,13 @@ from modelport.router.replicas import Replica
 log = logging.getLogger(__name__)
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Caller metadata the backend call carries along (W3C trace context), set by
+# the servicer per request; tasks started for shadows and fan-outs inherit it.
+forwarded_metadata: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] = (
+    contextvars.ContextVar("forwarded_metadata", default=None)
+)
+FORWARDED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
 ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.ModelportError]] = {
     code: cls for cls, code in STATUS_OF.items()
 }
@@ -79,7 +87,9 @@ class GrpcTransport:
 
     async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes:
         try:
-            answer: bytes = await replica.handle.infer(request, timeout=timeout)
+            answer: bytes = await replica.handle.infer(
+                request, timeout=timeout, metadata=forwarded_metadata.get()
+            )
             return answer
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, replica) from None

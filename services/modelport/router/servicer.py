@@ -23,7 +23,7 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router import wire
 from modelport.router.balancer import Balancer
 from modelport.router.forwarding import Router
-from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.grpc_backends import FORWARDED_KEYS, GrpcTransport, forwarded_metadata
 from modelport.router.replicas import Replica
 
 SERVICE = "inference.GRPCInferenceService"
@@ -31,11 +31,18 @@ SESSION_KEY = "x-modelport-session"
 EXTENSIONS = ["model_configuration", "model_repository", "statistics", "modelport_router"]
 
 
-def _session(context: grpc.aio.ServicerContext) -> str:
+def _read_metadata(context: grpc.aio.ServicerContext) -> str:
+    """The session key; trace headers are stored for the backend call."""
+    session = ""
+    carried = []
     for key, value in context.invocation_metadata() or ():
         if key == SESSION_KEY:
-            return value if isinstance(value, str) else value.decode()
-    return ""
+            session = value if isinstance(value, str) else value.decode()
+        elif key in FORWARDED_KEYS:
+            carried.append((key, value))
+    if carried:
+        forwarded_metadata.set(tuple(carried))
+    return session
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -70,7 +77,7 @@ class RouterServicer:
         code = "OK"
         try:
             return await self.router.infer(
-                model, version, request, _session(context), _deadline(context)
+                model, version, request, _read_metadata(context), _deadline(context)
             )
         except asyncio.CancelledError:
             code = "CANCELLED"
