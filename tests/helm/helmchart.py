@@ -1,0 +1,54 @@
+"""Paths and helpers for the chart tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "deploy" / "helm" / "modelport"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "mp"
+NAMESPACE = "serving"
+
+Manifest = dict[str, Any]
+Render = Callable[..., list[Manifest]]
+
+
+def helm_path() -> Path:
+    configured = os.environ.get("HELM")
+    return Path(configured) if configured else REPO_ROOT / ".venv" / "bin" / "helm"
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def template_args(values_files: tuple[Path, ...], sets: tuple[str, ...]) -> list[str]:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    for path in values_files:
+        args += ["--values", str(path)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    return args
+
+
+def scenario(name: str) -> Path:
+    path = CHART / "ci" / f"{name}-values.yaml"
+    assert path.is_file(), path
+    return path
+
+
+def by_kind(objects: list[Manifest], kind: str) -> list[Manifest]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def named(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [obj for obj in by_kind(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]

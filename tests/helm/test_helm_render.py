@@ -1,0 +1,96 @@
+"""Every ci/*-values.yaml scenario renders, lints strictly and validates against the
+Kubernetes schemas of a current release with unknown fields rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from helmchart import CHART, SCENARIOS, Manifest, Render, run_helm
+
+# The newest Kubernetes whose schemas kubernetes-validate ships (strict variant).
+KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
+
+# Custom resources have no schema in kubernetes-validate: their required fields (those
+# of the CRDs' openAPIV3Schema that the chart relies on) are checked by hand below.
+CUSTOM_RESOURCE_REQUIRED: dict[tuple[str, str], list[str]] = {
+    ("keda.sh/v1alpha1", "ScaledObject"): [
+        "spec.scaleTargetRef.name",
+        "spec.triggers",
+    ],
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): [
+        "spec.selector",
+        "spec.endpoints",
+    ],
+}
+
+
+def dig(obj: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def check_custom_resource(obj: Manifest) -> None:
+    key = (obj["apiVersion"], obj["kind"])
+    for field in CUSTOM_RESOURCE_REQUIRED[key]:
+        assert dig(obj, field), f"{obj['kind']}/{obj['metadata']['name']}: {field} missing"
+    if obj["kind"] == "ScaledObject":
+        for trigger in obj["spec"]["triggers"]:
+            assert trigger["type"] == "prometheus"
+            for field in ("serverAddress", "query", "threshold"):
+                value = trigger["metadata"][field]
+                # KEDA trigger metadata is map[string]string: numbers must be quoted.
+                assert isinstance(value, str) and value, f"trigger metadata {field}={value!r}"
+    if obj["kind"] == "ServiceMonitor":
+        for endpoint in obj["spec"]["endpoints"]:
+            assert endpoint.get("port") or endpoint.get("targetPort")
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_objects_validate_against_kubernetes_schemas(
+    render: Render, values: Path
+) -> None:
+    objects = render(values)
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_RESOURCE_REQUIRED:
+            check_custom_resource(obj)
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            name = f"{obj['kind']}/{obj['metadata'].get('name')}"
+            pytest.fail(f"{values.name}: {name} invalid for {KUBERNETES_VERSION}: {error}")
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_lints_strictly(helm: Path, values: Path) -> None:
+    done = run_helm(helm, "lint", "--strict", str(CHART), "--values", str(values))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_scenarios_cover_the_required_cases() -> None:
+    names = {path.name for path in SCENARIOS}
+    for required in (
+        "defaults-values.yaml",
+        "two-models-gpu-keda-values.yaml",
+        "postgresql-tls-values.yaml",
+        "disabled-values.yaml",
+    ):
+        assert required in names
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    """The validator itself must catch what the scenarios rely on it to catch."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 8001}], "clusterIp": "None"},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(service, KUBERNETES_VERSION, strict=True)
