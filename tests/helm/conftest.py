@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from helmchart import Manifest, Render, helm_path, run_helm, template_args
+from helmchart import Manifest, Render, helm_path, load_manifests, run_helm, template_args
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +34,7 @@ def render(helm: Path) -> Render:
         if key not in cache:
             done = run_helm(helm, *template_args(values_files, sets))
             assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
-            cache[key] = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+            cache[key] = load_manifests(done.stdout)
         return cache[key]
 
     return _render

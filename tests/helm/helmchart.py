@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "deploy" / "helm" / "modelport"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -36,6 +38,26 @@ def template_args(values_files: tuple[Path, ...], sets: tuple[str, ...]) -> list
     for assignment in sets:
         args += ["--set", assignment]
     return args
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects duplicate keys: two documents glued together by a
+    missing `---` parse as one object whose later keys silently win otherwise."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_manifests(text: str) -> list[Manifest]:
+    return [doc for doc in yaml.load_all(text, Loader=UniqueKeyLoader) if doc]
 
 
 def scenario(name: str) -> Path:

@@ -8,7 +8,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from helmchart import CHART, SCENARIOS, Manifest, Render, run_helm
+import yaml
+from helmchart import CHART, SCENARIOS, Manifest, Render, load_manifests, run_helm
 
 # The newest Kubernetes whose schemas kubernetes-validate ships (strict variant).
 KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
@@ -52,9 +53,7 @@ def check_custom_resource(obj: Manifest) -> None:
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
-def test_scenario_objects_validate_against_kubernetes_schemas(
-    render: Render, values: Path
-) -> None:
+def test_scenario_objects_validate_against_kubernetes_schemas(render: Render, values: Path) -> None:
     objects = render(values)
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) in CUSTOM_RESOURCE_REQUIRED:
@@ -65,6 +64,28 @@ def test_scenario_objects_validate_against_kubernetes_schemas(
         except kubernetes_validate.ValidationError as error:
             name = f"{obj['kind']}/{obj['metadata'].get('name')}"
             pytest.fail(f"{values.name}: {name} invalid for {KUBERNETES_VERSION}: {error}")
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_renders_one_workload_per_component_and_model(
+    render: Render, values: Path
+) -> None:
+    settings = yaml.safe_load(values.read_text()) or {}
+    objects = render(values)
+    expected = {f"mp-modelport-model-{model['name']}" for model in settings.get("models", [])}
+    for component in ("router", "registry"):
+        if settings.get(component, {}).get("enabled", True):
+            expected.add(f"mp-modelport-{component}")
+    deployments = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"]
+    assert sorted(deployments) == sorted(expected)
+    services = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Service"]
+    assert sorted(services) == sorted(expected)
+
+
+def test_duplicate_keys_are_caught() -> None:
+    glued = "kind: Service\nmetadata: {name: a}\nkind: Deployment\n"
+    with pytest.raises(yaml.constructor.ConstructorError):
+        load_manifests(glued)
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
