@@ -9,7 +9,17 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helmchart import CHART, SCENARIOS, Manifest, Render, load_manifests, run_helm
+from helmchart import (
+    CHART,
+    REPO_ROOT,
+    SCENARIOS,
+    Manifest,
+    Render,
+    load_manifests,
+    named,
+    run_helm,
+    scenario,
+)
 
 # The newest Kubernetes whose schemas kubernetes-validate ships (strict variant).
 KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
@@ -115,3 +125,24 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(service, KUBERNETES_VERSION, strict=True)
+
+
+def test_example_loadtest_job_is_valid_and_admitted_by_the_router_policy(
+    render: Render,
+) -> None:
+    example = yaml.safe_load((REPO_ROOT / "deploy" / "examples" / "loadtest-job.yaml").read_text())
+    kubernetes_validate.validate(example, KUBERNETES_VERSION, strict=True)
+    pod = example["spec"]["template"]
+    assert "modelport loadtest" in pod["spec"]["containers"][0]["args"][0]
+    # The router policy of a release with restricted clients admits the loadtest pods
+    # (the example is written for release "modelport", the scenarios render "mp").
+    objects = render(scenario("two-models-gpu-keda"))
+    policy = named(objects, "NetworkPolicy", "mp-modelport-router")
+    peers = [
+        p["podSelector"]["matchLabels"]
+        for p in policy["spec"]["ingress"][0]["from"]
+        if "podSelector" in p
+    ]
+    loadtest = next(p for p in peers if p.get("app.kubernetes.io/component") == "loadtest")
+    expected = {**loadtest, "app.kubernetes.io/instance": "modelport"}
+    assert expected.items() <= pod["metadata"]["labels"].items()
