@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from helmchart import RELEASE, SCENARIOS, Manifest, Render, by_kind, named, scenario
+import yaml
+from helmchart import (
+    CHART,
+    RELEASE,
+    SCENARIOS,
+    Manifest,
+    Render,
+    by_kind,
+    named,
+    run_helm,
+    scenario,
+)
 
 PREFIX = f"{RELEASE}-modelport"
 
@@ -403,3 +415,30 @@ def test_values_schema_rejects_misspelled_or_invalid_keys(
 ) -> None:
     error = render_error(sets=(assignment,))
     assert "schema" in error.lower(), error
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
+def test_notes_tell_how_to_reach_the_router_and_run_an_inference(helm: Path, values: Path) -> None:
+    done = run_helm(
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        "serving",
+        "--dry-run=client",
+        "--values",
+        str(values),
+    )
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    settings = yaml.safe_load(values.read_text()) or {}
+    if settings.get("router", {}).get("enabled", True):
+        assert f"port-forward svc/{PREFIX}-router 8001:8001" in notes
+    models = settings.get("models", [])
+    if models and settings.get("router", {}).get("enabled", True):
+        assert f"--model {models[0]['name']} --random" in notes
+        tls = settings.get("tls", {}).get("enabled", False)
+        assert ("-cacert" in notes) is tls and ("-plaintext" in notes) is not tls
+    elif not models:
+        assert "No models are deployed yet" in notes

@@ -131,6 +131,9 @@ would be lost). Returns YAML; call with (dict "base" $a "override" $b).
 
 {{/* Environment every modelport container gets (each flag reads MODELPORT_<FLAG>). */}}
 {{- define "modelport.commonEnv" -}}
+# Read-only root filesystem: whatever is written under $HOME lands in the /tmp volume.
+- name: HOME
+  value: /tmp
 - name: MODELPORT_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: MODELPORT_LOG_FORMAT
