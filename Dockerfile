@@ -49,9 +49,10 @@ RUN index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_FLAVOR}}"
  && pip install --index-url "$index" "$torch_pin"
 COPY pyproject.toml README.md ./
 COPY services ./services
+# pip's .pyc files stay: the root filesystem is read-only at run time, so without them
+# every start (and every TLS health probe) would compile the imports again.
 RUN pip install -c constraints.txt . \
  && pip uninstall -y pip setuptools wheel \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
  && modelport --version
 
 # ---- runtime -----------------------------------------------------------------------
