@@ -60,7 +60,9 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        self._service_names: list[str] = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        ]
         self.port = 0
 
     def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
@@ -104,6 +106,7 @@ def install_stop_signals(on_stop: Callable[[], Awaitable[None] | None]) -> async
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     fired = False
+    tasks: set[asyncio.Task[None]] = set()
 
     def handler(signum: int) -> None:
         nonlocal fired
@@ -120,7 +123,9 @@ def install_stop_signals(on_stop: Callable[[], Awaitable[None] | None]) -> async
             finally:
                 done.set()
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
