@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helmchart import Manifest, Render, helm_path, load_manifests, run_helm, template_args
+
+from tests.helm.helmchart import (
+    Manifest,
+    Render,
+    helm_path,
+    load_manifests,
+    run_helm,
+    template_args,
+)
 
 
 @pytest.fixture(scope="session")

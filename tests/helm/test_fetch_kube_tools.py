@@ -12,7 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helmchart import REPO_ROOT
+
+from tests.helm.helmchart import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "fetch_kube_tools.py"
 

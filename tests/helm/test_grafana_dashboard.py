@@ -9,7 +9,8 @@ from typing import Any
 
 import promql_parser
 import pytest
-from helmchart import RELEASE, Render, by_kind, scenario
+
+from tests.helm.helmchart import RELEASE, Render, by_kind, scenario
 
 COUNTERS = {
     "modelport_inference_requests_total",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helmchart import (
+
+from tests.helm.helmchart import (
     CHART,
     RELEASE,
     SCENARIOS,

@@ -9,7 +9,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helmchart import (
+
+from tests.helm.helmchart import (
     CHART,
     REPO_ROOT,
     SCENARIOS,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from helmchart import CHART, REPO_ROOT, by_kind, load_manifests, run_helm
+
+from tests.helm.helmchart import CHART, REPO_ROOT, by_kind, load_manifests, run_helm
 
 SKAFFOLD = REPO_ROOT / "skaffold.yaml"
 # The newest schema skaffold publishes (v4beta14, skaffold 2.19).

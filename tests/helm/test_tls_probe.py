@@ -14,7 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from helmchart import RELEASE, Render, named, scenario
+
+from tests.helm.helmchart import RELEASE, Render, named, scenario
 
 SERVER_NAME = "modelport.internal"  # tls.serverName in the postgresql-tls scenario
 
