@@ -74,3 +74,26 @@ def named(objects: list[Manifest], kind: str, name: str) -> Manifest:
     matches = [obj for obj in by_kind(objects, kind) if obj["metadata"]["name"] == name]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
     return matches[0]
+
+
+PREFIX = f"{RELEASE}-modelport"  # the chart's full name for release RELEASE
+
+
+def pod_spec(deployment: Manifest) -> Manifest:
+    return deployment["spec"]["template"]["spec"]
+
+
+def container(deployment: Manifest) -> Manifest:
+    containers = pod_spec(deployment)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(flag + "=")]
+    assert len(values) == 1, f"{flag} in {args}"
+    return values[0]
+
+
+def env_of(cont: Manifest) -> dict[str, Manifest]:
+    return {item["name"]: item for item in cont.get("env", [])}

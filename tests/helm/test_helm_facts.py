@@ -1,4 +1,5 @@
-"""The facts users of the chart rely on, asserted on the rendered objects."""
+"""The facts users of the chart rely on about workloads: GPUs, probes, shutdown, the CLI
+contract, autoscaling, the registry's storage and the values schema."""
 
 from __future__ import annotations
 
@@ -6,42 +7,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.helm.helmchart import (
-    CHART,
-    RELEASE,
+    PREFIX,
     SCENARIOS,
-    Manifest,
     Render,
+    arg_value,
     by_kind,
+    container,
+    env_of,
     named,
-    run_helm,
+    pod_spec,
     scenario,
 )
-
-PREFIX = f"{RELEASE}-modelport"
-
-
-def pod_spec(deployment: Manifest) -> Manifest:
-    return deployment["spec"]["template"]["spec"]
-
-
-def container(deployment: Manifest) -> Manifest:
-    containers = pod_spec(deployment)["containers"]
-    assert len(containers) == 1
-    return containers[0]
-
-
-def arg_value(args: list[str], flag: str) -> str:
-    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(flag + "=")]
-    assert len(values) == 1, f"{flag} in {args}"
-    return values[0]
-
-
-def env_of(cont: Manifest) -> dict[str, Manifest]:
-    return {item["name"]: item for item in cont.get("env", [])}
-
 
 # --- GPU ----------------------------------------------------------------------------
 
@@ -78,7 +56,7 @@ def test_gpu_model_without_node_selector_gets_the_gpu_default(render: Render) ->
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
 def test_every_deployment_has_probes_and_a_locked_down_security_context(
-    render: Render, values: object
+    render: Render, values: Path
 ) -> None:
     for deployment in by_kind(render(values), "Deployment"):
         spec = pod_spec(deployment)
@@ -132,37 +110,6 @@ def test_inference_args_follow_the_cli_contract(render: Render) -> None:
     service = named(objects, "Service", f"{PREFIX}-model-resnet50")
     assert service["spec"]["clusterIP"] == "None"
     assert service["metadata"]["labels"]["modelport.io/model"] == "resnet50"
-
-
-# --- router RBAC ---------------------------------------------------------------------
-
-
-def test_router_role_allows_exactly_list_and_watch_on_endpointslices(render: Render) -> None:
-    objects = render(scenario("defaults"))
-    role = named(objects, "Role", f"{PREFIX}-router")
-    assert role["rules"] == [
-        {
-            "apiGroups": ["discovery.k8s.io"],
-            "resources": ["endpointslices"],
-            "verbs": ["list", "watch"],
-        }
-    ]
-    binding = named(objects, "RoleBinding", f"{PREFIX}-router")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    router = named(objects, "Deployment", f"{PREFIX}-router")
-    account = pod_spec(router)["serviceAccountName"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account, "namespace": "serving"}
-    ]
-    args = container(router)["args"]
-    assert arg_value(args, "--discovery") == "kubernetes"
-    assert arg_value(args, "--namespace") == "serving"
-
-
-def test_only_the_router_mounts_an_api_token(render: Render) -> None:
-    for deployment in by_kind(render(scenario("two-models-gpu-keda")), "Deployment"):
-        is_router = deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
-        assert pod_spec(deployment).get("automountServiceAccountToken", True) is is_router
 
 
 # --- autoscaling ---------------------------------------------------------------------
@@ -263,6 +210,7 @@ def test_postgresql_registry_reads_its_url_from_a_secret(render: Render) -> None
         ),
         (("tls.enabled=true",), "tls.secretName is required"),
         (("models[0].name=a", "models[1].name=a"), "listed twice"),
+        (("models[0].name=a", "models[0].autoscaling.minReplicas=0"), "only keda scales to zero"),
         (
             ("registry.enabled=false", "models[0].name=a"),
             "registry.externalAddress is required",
@@ -273,129 +221,6 @@ def test_inconsistent_values_fail_with_a_clear_message(
     render_error: Callable[..., str], sets: tuple[str, ...], message: str
 ) -> None:
     assert message in render_error(sets=sets)
-
-
-# --- TLS -----------------------------------------------------------------------------
-
-
-def test_tls_secret_is_mounted_and_probes_speak_tls(render: Render) -> None:
-    objects = render(scenario("postgresql-tls"))
-    workloads = by_kind(objects, "Deployment") + by_kind(objects, "Job")
-    assert len(workloads) == 4
-    for workload in workloads:
-        spec = pod_spec(workload)
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes["tls"]["secret"]["secretName"] == "modelport-grpc-tls"
-        main = spec["containers"][0]
-        assert {"name": "tls", "mountPath": "/etc/modelport/tls", "readOnly": True} in main[
-            "volumeMounts"
-        ]
-        env = env_of(main)
-        assert env["MODELPORT_TLS_CERT_FILE"]["value"] == "/etc/modelport/tls/tls.crt"
-        assert env["MODELPORT_TLS_KEY_FILE"]["value"] == "/etc/modelport/tls/tls.key"
-        assert env["MODELPORT_TLS_CA_FILE"]["value"] == "/etc/modelport/tls/ca.crt"
-        if workload["kind"] == "Deployment":
-            # kubelet's gRPC probes are plaintext: with TLS they must be exec probes.
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert "grpc" not in main[probe]
-                assert main[probe]["exec"]["command"][-1] == "modelport.internal"
-
-
-def test_tls_probe_script_compiles(render: Render) -> None:
-    objects = render(scenario("postgresql-tls"))
-    main = container(named(objects, "Deployment", f"{PREFIX}-model-mlp"))
-    command = main["readinessProbe"]["exec"]["command"]
-    assert command[:2] == ["python", "-c"]
-    compile(command[2], "probe", "exec")
-    assert command[3:5] == ["8001", "mlp"]
-
-
-# --- network policies ----------------------------------------------------------------
-
-
-def test_network_policies_let_only_the_router_reach_inference(render: Render) -> None:
-    objects = render(scenario("two-models-gpu-keda"))
-    policy = named(objects, "NetworkPolicy", f"{PREFIX}-inference")
-    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8001)
-    assert grpc_rule["from"] == [
-        {
-            "podSelector": {
-                "matchLabels": {
-                    "app.kubernetes.io/name": "modelport",
-                    "app.kubernetes.io/instance": RELEASE,
-                    "app.kubernetes.io/component": "router",
-                }
-            }
-        }
-    ]
-    router_pods = pod_spec(named(objects, "Deployment", f"{PREFIX}-router"))
-    router_labels = named(objects, "Deployment", f"{PREFIX}-router")["spec"]["template"]
-    assert router_pods  # the selector above must match the router pods' labels
-    selector = grpc_rule["from"][0]["podSelector"]["matchLabels"]
-    assert selector.items() <= router_labels["metadata"]["labels"].items()
-
-
-def test_network_policy_lets_inference_router_and_admins_reach_registry(render: Render) -> None:
-    objects = render(scenario("two-models-gpu-keda"))
-    policy = named(objects, "NetworkPolicy", f"{PREFIX}-registry")
-    rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 8003)
-    components = [
-        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for peer in rule["from"]
-        if "podSelector" in peer
-    ]
-    assert components == ["inference", "router"]
-    admin = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml-platform"}}}
-    assert admin in rule["from"]
-    # Clients restricted by routerFrom; the helm test pod is let in beside them.
-    router_policy = named(objects, "NetworkPolicy", f"{PREFIX}-router")
-    router_rule = router_policy["spec"]["ingress"][0]
-    loadtest = [p for p in router_rule["from"] if "podSelector" in p]
-    assert loadtest[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "loadtest"
-
-
-# --- observability and helm test -----------------------------------------------------
-
-
-def test_otlp_endpoint_and_service_monitor(render: Render) -> None:
-    objects = render(scenario("two-models-gpu-keda"))
-    for deployment in by_kind(objects, "Deployment"):
-        env = env_of(container(deployment))
-        assert env["MODELPORT_OTLP_ENDPOINT"]["value"].endswith(":4317")
-        assert env["MODELPORT_LOG_FORMAT"]["value"] == "json"
-    monitor = by_kind(objects, "ServiceMonitor")[0]
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    for service in by_kind(objects, "Service"):
-        assert "metrics" in {port["name"] for port in service["spec"]["ports"]}
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= (
-            service["metadata"]["labels"].items()
-        )
-    assert not by_kind(render(scenario("defaults")), "ServiceMonitor")
-
-
-def test_helm_test_job_load_tests_the_first_model_through_the_router(render: Render) -> None:
-    objects = render(scenario("two-models-gpu-keda"))
-    job = by_kind(objects, "Job")[0]
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    main = pod_spec(job)["containers"][0]
-    env = env_of(main)
-    assert env["ROUTER"]["value"] == f"{PREFIX}-router:8001"
-    assert env["MODEL"]["value"] == "simple"
-    script = main["args"][0]
-    assert "modelport loadtest" in script and "--random" in script
-    assert "exit $status" in script  # the Job fails when the load test does
-    assert not by_kind(render(scenario("disabled")), "Job")
-
-
-def test_dev_sync_puts_writable_sources_first_on_the_path(render: Render) -> None:
-    objects = render(scenario("minimal"), sets=("devSync.enabled=true",))
-    for deployment in by_kind(objects, "Deployment"):
-        spec = pod_spec(deployment)
-        assert spec["initContainers"][0]["name"] == "dev-sync-seed"
-        main = spec["containers"][0]
-        assert env_of(main)["PYTHONPATH"]["value"] == "/opt/modelport-dev"
-        assert {"name": "dev-src", "mountPath": "/opt/modelport-dev"} in main["volumeMounts"]
 
 
 # --- values schema -------------------------------------------------------------------
@@ -416,30 +241,3 @@ def test_values_schema_rejects_misspelled_or_invalid_keys(
 ) -> None:
     error = render_error(sets=(assignment,))
     assert "schema" in error.lower(), error
-
-
-@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
-def test_notes_tell_how_to_reach_the_router_and_run_an_inference(helm: Path, values: Path) -> None:
-    done = run_helm(
-        helm,
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        "serving",
-        "--dry-run=client",
-        "--values",
-        str(values),
-    )
-    assert done.returncode == 0, done.stderr
-    notes = done.stdout.split("NOTES:", 1)[1]
-    settings = yaml.safe_load(values.read_text()) or {}
-    if settings.get("router", {}).get("enabled", True):
-        assert f"port-forward svc/{PREFIX}-router 8001:8001" in notes
-    models = settings.get("models", [])
-    if models and settings.get("router", {}).get("enabled", True):
-        assert f"--model {models[0]['name']} --random" in notes
-        tls = settings.get("tls", {}).get("enabled", False)
-        assert ("-cacert" in notes) is tls and ("-plaintext" in notes) is not tls
-    elif not models:
-        assert "No models are deployed yet" in notes
