@@ -3,6 +3,9 @@ observability, the helm test Job, NOTES and dev sync."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from tests.helm.helmchart import (
     CHART,
     PREFIX,
     RELEASE,
+    REPO_ROOT,
     SCENARIOS,
     Render,
     arg_value,
@@ -166,6 +170,31 @@ def test_dev_sync_puts_writable_sources_first_on_the_path(render: Render) -> Non
         main = spec["containers"][0]
         assert env_of(main)["PYTHONPATH"]["value"] == "/opt/modelport-dev"
         assert {"name": "dev-src", "mountPath": "/opt/modelport-dev"} in main["volumeMounts"]
+
+
+def test_dev_sync_seed_makes_the_synced_copy_the_one_python_imports(
+    render: Render, tmp_path: Path
+) -> None:
+    """Run the init container's script here, then edit the copy as a skaffold sync would
+    (services/modelport/x.py → <dest>/modelport/x.py) and check Python loads the edit."""
+    objects = render(scenario("minimal"), sets=("devSync.enabled=true",))
+    seed = pod_spec(named(objects, "Deployment", f"{PREFIX}-router"))["initContainers"][0]
+    assert seed["command"][:2] == ["python", "-c"]
+    script = seed["command"][2].replace("/opt/modelport-dev", str(tmp_path))
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "services")}
+    subprocess.run([sys.executable, "-c", script], check=True, env=environment, timeout=60)
+    synced = tmp_path / "modelport" / "dev_sync_probe.py"
+    synced.write_text("EDITED = True\n")
+    check = "import modelport, modelport.dev_sync_probe as m; print(modelport.__file__, m.EDITED)"
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT / 'services'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == [str(tmp_path / "modelport" / "__init__.py"), "True"]
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
