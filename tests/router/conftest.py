@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -13,10 +12,7 @@ from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
 from modelport.router.policies import StaticPolicySource
 
-# Helpers and the toy replica live beside this file (tests/ is not a package).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from router_toy_replica import ToyReplica
+from tests.router.router_toy_replica import ToyReplica
 
 
 class EndpointsFile:

@@ -16,7 +16,8 @@ import grpc
 from click.testing import CliRunner
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router.cli import routes
-from router_helpers import simple_request
+
+from tests.router.router_helpers import simple_request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 SERVE = "from modelport.router.cli import serve_router; serve_router(prog_name='serve router')"

@@ -13,7 +13,8 @@ from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer
 from modelport.router.policies import MemberRef, Planner, RoutingState, TrafficPolicy
 from modelport.router.replicas import EjectionRule, Endpoint, ReplicaTable
-from router_helpers import simple_request
+
+from tests.router.router_helpers import simple_request
 
 
 class FakeClock:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fake_kube_api import FakeEndpointSliceApi, endpoint_slice
 from kubernetes import client as kube
 from modelport.errors import InvalidInput
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -24,7 +23,9 @@ from modelport.router.discovery import (
 )
 from modelport.router.discovery_kubernetes import KubernetesDiscovery, endpoints_of_slice
 from modelport.router.replicas import Endpoint
-from router_helpers import simple_request
+
+from tests.router.fake_kube_api import FakeEndpointSliceApi, endpoint_slice
+from tests.router.router_helpers import simple_request
 
 
 async def wait_until(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]

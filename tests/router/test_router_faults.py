@@ -13,7 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from router_helpers import simple_request
+
+from tests.router.router_helpers import simple_request
 
 HERE = Path(__file__).resolve().parent
 SERVICES = HERE.parents[1] / "services"

@@ -13,7 +13,8 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router.policies import MemberRef, RoutingState, TrafficPolicy
-from router_helpers import float_request, output, simple_request
+
+from tests.router.router_helpers import float_request, output, simple_request
 
 
 async def wait_until(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]

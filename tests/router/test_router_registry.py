@@ -13,8 +13,9 @@ from modelport.router.discovery import StaticDiscovery
 from modelport.router.policies import MemberRef
 from modelport.router.registry_policies import RegistryPolicySource, policy_from_message
 from modelport.router.replicas import Endpoint
-from registry_stand_in import RegistryStandIn
-from router_helpers import simple_request
+
+from tests.router.registry_stand_in import RegistryStandIn
+from tests.router.router_helpers import simple_request
 
 
 def test_policy_messages_become_policies() -> None:

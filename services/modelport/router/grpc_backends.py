@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 
 from modelport import errors
-from modelport.common.grpc_errors import STATUS_OF
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router.forwarding import BackendUnavailable
@@ -34,9 +33,13 @@ forwarded_metadata: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] =
 )
 FORWARDED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 
-ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.ModelportError]] = {
-    code: cls for cls, code in STATUS_OF.items()
-}
+
+class RelayedError(errors.ModelportError):
+    """A replica's own error, passed on with its status code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -51,8 +54,7 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
     details = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"replica {replica.address}: {details}")
-    cls = ERROR_OF_STATUS.get(code, errors.Internal)
-    return cls(details)
+    return RelayedError(code.name, details)
 
 
 class GrpcTransport:
