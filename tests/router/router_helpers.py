@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from modelport.proto.inference import grpc_service_pb2 as pb
 
@@ -32,3 +37,18 @@ def output(answer: pb.ModelInferResponse, name: str) -> np.ndarray:
             raw = np.frombuffer(answer.raw_output_contents[index], dtype=dtype)
             return raw.reshape(tuple(out.shape))
     raise KeyError(name)
+
+
+async def wait_until(condition: Callable[[], object], seconds: float = 5.0) -> float:
+    """Poll until `condition()` holds; returns how long it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+def serving(router: Any, model: str, count: int) -> Callable[[], bool]:
+    """True once `count` replicas take traffic for `model`."""
+    return lambda: len(router.table.candidates(model, "")) >= count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import grpc
@@ -25,15 +24,7 @@ from modelport.router.discovery_kubernetes import KubernetesDiscovery, endpoints
 from modelport.router.replicas import Endpoint
 
 from tests.router.fake_kube_api import FakeEndpointSliceApi, endpoint_slice
-from tests.router.router_helpers import simple_request
-
-
-async def wait_until(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+from tests.router.router_helpers import simple_request, wait_until
 
 
 def test_static_parsing() -> None:

@@ -14,19 +14,7 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router.policies import MemberRef, RoutingState, TrafficPolicy
 
-from tests.router.router_helpers import float_request, output, simple_request
-
-
-async def wait_until(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-def serving(router, model: str, count: int):  # type: ignore[no-untyped-def]
-    return lambda: len(router.table.candidates(model, "")) >= count
+from tests.router.router_helpers import float_request, output, serving, simple_request, wait_until
 
 
 async def test_forwards_and_answers_like_a_replica(replicas, endpoints_file, router, stub) -> None:
@@ -101,32 +89,6 @@ async def test_stream_infer_answers_in_order(replicas, endpoints_file, router, s
     assert [r.infer_response.id for r in answers] == ["s0", "s1", "s2", "s3", "s4"]
     assert [bool(r.error_message) for r in answers] == [False, False, True, False, False]
     assert "'nope'" in answers[2].error_message
-
-
-async def test_canary_split_within_five_percent(
-    replicas, endpoints_file, router, stub, policies
-) -> None:
-    a = await replicas({"simple": ["1", "2"]})
-    b = await replicas({"simple": ["1", "2"]})
-    endpoints_file.write([("simple", a.address), ("simple", b.address)])
-    policies.set(
-        RoutingState(
-            policies={"simple": TrafficPolicy(split=(("production", 90), ("canary", 10)))},
-            aliases={"simple": {"production": "1", "canary": "2"}},
-        )
-    )
-    await wait_until(serving(router, "simple", 2))
-    request = simple_request()
-    total = 2000
-    for _ in range(0, total, 50):
-        await asyncio.gather(*(stub.ModelInfer(request, timeout=10) for _ in range(50)))
-    served = a.served + b.served
-    assert sum(served.values()) == total
-    # Within ±5 percentage points of each weight.
-    assert abs(served[("simple", "2")] / total - 0.10) <= 0.05
-    assert abs(served[("simple", "1")] / total - 0.90) <= 0.05
-    # Both replicas took part: balancing is per request, not per connection.
-    assert min(sum(a.served.values()), sum(b.served.values())) > total * 0.3
 
 
 async def test_sticky_session_and_explicit_alias(

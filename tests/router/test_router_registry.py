@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -15,7 +14,7 @@ from modelport.router.registry_policies import RegistryPolicySource, policy_from
 from modelport.router.replicas import Endpoint
 
 from tests.router.registry_stand_in import RegistryStandIn
-from tests.router.router_helpers import simple_request
+from tests.router.router_helpers import simple_request, wait_until
 
 
 def test_policy_messages_become_policies() -> None:
@@ -32,15 +31,6 @@ def test_policy_messages_become_policies() -> None:
         MemberRef("c", "3"),
     )
     assert policy_from_message(rpb.TrafficPolicy(scatter=rpb.Scatter())).scatter
-
-
-async def wait_until(condition, seconds: float = 5.0) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > seconds:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def test_registry_policies_apply_quickly_and_outlive_the_registry(replicas) -> None:  # type: ignore[no-untyped-def]
