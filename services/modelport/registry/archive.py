@@ -181,13 +181,17 @@ def signature_of(config: Any) -> Signature:
 
 def check_model_loads(path: Path, what: str) -> None:
     """Load with torch's graph/TorchScript loaders (no pickle); reject what fails."""
+    import warnings
+
     import torch
 
     try:
         if path.suffix == ".pt2":
             torch.export.load(str(path))
         else:
-            torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InvalidInput(f"{what}: model file does not load: {first_line[:300]}") from None
