@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from model_dirs import scale_model_dir
-from modelport.registry.server import RegistryServer, RegistrySettings
 from modelport.registry.store import RegistryStore
-from postgres import PostgresServer
+
+from tests.registry.model_dirs import scale_model_dir
+from tests.registry.postgres import PostgresServer
+from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 
 MAX_UPLOAD = 8 * 1024 * 1024
 
@@ -72,34 +68,6 @@ def store(database_url: str, tmp_path: Path) -> Iterator[RegistryStore]:
         yield opened
     finally:
         opened.close()
-
-
-class ThreadedRegistry:
-    """A real registry gRPC server on its own event loop thread (for sync clients)."""
-
-    def __init__(self, settings: RegistrySettings) -> None:
-        self.server = RegistryServer(settings)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(60)
-        self.address = self.server.address
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def registry_settings(tmp_path: Path, database: str = "") -> RegistrySettings:
-    return RegistrySettings(
-        database=database or f"sqlite:///{tmp_path / 'registry.db'}",
-        blob_dir=tmp_path / "blobs",
-        max_upload_mb=8,
-        host="127.0.0.1",
-        grpc_port=0,
-    )
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ class RegistryProcess:
         env["MODELPORT_BLOB_DIR"] = str(blob_dir)  # flags also come from MODELPORT_*
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "modelport.registry.cli",
+                sys.executable, "-m", "modelport.cli", "serve", "registry",
                 "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
                 "--database", database, *extra,
             ],

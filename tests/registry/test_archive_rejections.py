@@ -13,9 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ThreadedRegistry
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
+
+from tests.registry.registry_servers import ThreadedRegistry
 
 MARKER = Path(tempfile.gettempdir()) / f"modelport-unpickled-{os.getpid()}"
 

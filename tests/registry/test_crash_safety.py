@@ -16,7 +16,8 @@ from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.archive import pack_directory
 from modelport.registry.store import RegistryStore
-from registry_process import RegistryProcess
+
+from tests.registry.registry_process import RegistryProcess
 
 
 def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., Path]) -> None:

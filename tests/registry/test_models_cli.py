@@ -7,13 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import ThreadedRegistry
+from modelport.cli import main
 from modelport.client.registry import ensure_pushed
-from modelport.registry.models_cli import models
+
+from tests.registry.registry_servers import ThreadedRegistry
 
 
 def run(registry: ThreadedRegistry, *args: str, ok: bool = True) -> str:
-    result = CliRunner().invoke(models, [*args], env={"MODELPORT_REGISTRY": registry.address})
+    result = CliRunner().invoke(
+        main, ["models", *args], env={"MODELPORT_REGISTRY": registry.address}
+    )
     assert (result.exit_code == 0) == ok, result.output
     return result.output
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import ThreadedRegistry, registry_settings
 from modelport.client.registry import RegistryClient, parse_policy
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
+
+from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 
 Kind = pb.WatchEvent.Kind
 

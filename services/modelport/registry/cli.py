@@ -65,6 +65,3 @@ def serve_registry(
     use_fast_event_loop()
     asyncio.run(run())
 
-
-if __name__ == "__main__":  # `python -m modelport.registry.cli`: the same command, standalone
-    serve_registry()
