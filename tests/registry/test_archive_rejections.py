@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 
@@ -26,6 +27,12 @@ class Bomb:
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (Path.touch, (MARKER,))
+
+
+def torchscript_bytes() -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.ReLU()), buffer)
+    return buffer.getvalue()
 
 
 def tar_of(entries: dict[str, bytes], *, gzip: bool = False, link: tuple[str, str] | None = None):
@@ -78,8 +85,8 @@ CASES: dict[str, tuple[Callable[[dict[str, bytes]], bytes], str]] = {
         lambda g: tar_of({**g, "config.pbtxt": b"name: 'x' input [ { nme: 1 } ]"}),
         "invalid config.pbtxt",
     ),
-    "config without outputs": (
-        lambda g: tar_of({**g, "config.pbtxt": b'name: "x"'}),
+    "torchscript config without outputs": (
+        lambda g: tar_of({"config.pbtxt": b'name: "x"', "1/model.pt": torchscript_bytes()}),
         "no inputs or no outputs",
     ),
     "model does not load": (
@@ -143,6 +150,17 @@ def test_gzip_flat_and_wrapped_layouts_are_accepted(
         client.pull("bad:2", tmp_path / "out")
     assert (tmp_path / "out" / "2" / "model.pt2").read_bytes() == good["1/model.pt2"]
     assert 'name: "bad"' in (tmp_path / "out" / "config.pbtxt").read_text()
+
+
+def test_export_program_completes_a_bare_config(
+    good: dict[str, bytes], registry: ThreadedRegistry
+) -> None:
+    with RegistryClient(registry.address) as client:
+        version = upload(client, tar_of({**good, "config.pbtxt": b'platform: "torch_export"'}))
+    signature = version.signature
+    assert [t.datatype for t in signature.inputs] == ["FP32"]
+    assert list(signature.inputs[0].dims) == [4] and len(signature.outputs) == 1
+    assert signature.max_batch_size > 0, "the dynamic leading dim is the batch"
 
 
 def test_duplicate_model_is_already_exists(registry: ThreadedRegistry) -> None:

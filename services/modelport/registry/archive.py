@@ -155,8 +155,6 @@ def parse_config(text: str, model_name: str) -> Any:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
         raise InvalidInput(f"model '{model_name}': invalid {CONFIG}: {exc}") from None
-    if not config.input or not config.output:
-        raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
     config.name = model_name
     return config
 
@@ -179,15 +177,18 @@ def signature_of(config: Any) -> Signature:
     )
 
 
-def check_model_loads(path: Path, what: str) -> None:
-    """Load with torch's graph/TorchScript loaders (no pickle); reject what fails."""
+def check_model_loads(path: Path, what: str) -> Any:
+    """Load with torch's graph/TorchScript loaders (no pickle); reject what fails.
+
+    Returns the torch.export program for a .pt2 (None for TorchScript).
+    """
     import warnings
 
     import torch
 
     try:
         if path.suffix == ".pt2":
-            torch.export.load(str(path))
+            return torch.export.load(str(path))
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -195,6 +196,7 @@ def check_model_loads(path: Path, what: str) -> None:
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InvalidInput(f"{what}: model file does not load: {first_line[:300]}") from None
+    return None
 
 
 def _layout(model_name: str, root: Path, files: list[PurePosixPath]) -> tuple[str, list[Path]]:
@@ -238,7 +240,14 @@ def prepare(
     model_file = next((c for c in candidates if c in names), "")
     if not model_file:
         raise InvalidInput(f"{where}: no model file (expected one of {', '.join(candidates)})")
-    check_model_loads(names[model_file], f"{where} file '{model_file}'")
+    program = check_model_loads(names[model_file], f"{where} file '{model_file}'")
+    if (not config.input or not config.output) and program is not None:
+        # As the inference service does: a torch.export program states its own signature.
+        from modelport.inference.config import complete_from_program
+
+        complete_from_program(config, program)
+    if not config.input or not config.output:
+        raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
 
     from google.protobuf import text_format
 

@@ -64,4 +64,3 @@ def serve_registry(
 
     use_fast_event_loop()
     asyncio.run(run())
-
