@@ -1,32 +1,27 @@
 """The registry core: models, versions, aliases, policies and events over SQLAlchemy + blobs.
 
 Transport-free and synchronous (the servicer runs it in worker threads). Every
-mutation runs in `_write`, which first takes the revision-counter row lock, so
-mutations are serialised, each event gets the next revision, and events become
-visible in revision order.
+mutation runs in a `Writer` transaction (see `transactions`): serialised, each
+event with the next revision, visible in revision order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy import Engine, Row, select
 
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import archive
+from modelport.registry import queries as q
 from modelport.registry import tables as t
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
 from modelport.registry.records import (
-    DEFAULT_ALIAS,
     AliasInfo,
     AliasMove,
     Event,
@@ -40,42 +35,9 @@ from modelport.registry.records import (
     check_alias_name,
     check_model_name,
 )
+from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-@dataclass
-class _Tx:
-    conn: Connection
-    events: list[int]
-
-    def emit(self, kind: str, model: str, **fields: Any) -> int:
-        self.conn.execute(
-            t.revision_counter.update()
-            .where(t.revision_counter.c.id == 1)
-            .values(revision=t.revision_counter.c.revision + 1)
-        )
-        revision = int(
-            self.conn.scalar(
-                select(t.revision_counter.c.revision).where(t.revision_counter.c.id == 1)
-            )
-            or 0
-        )
-        row = {"version": 0, "alias": "", "previous_version": 0, **fields}
-        self.conn.execute(
-            t.events.insert().values(revision=revision, kind=kind, model=model, at=utcnow(), **row)
-        )
-        self.events.append(revision)
-        return revision
 
 
 class RegistryStore:
@@ -83,8 +45,9 @@ class RegistryStore:
         self.engine = engine
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
-        self._listeners: list[Callable[[int], None]] = []
-        self._listeners_lock = threading.Lock()
+        self.writer = Writer(engine)
+        self.add_listener = self.writer.add_listener
+        self.remove_listener = self.writer.remove_listener
 
     @classmethod
     def open(cls, database: str, blob_dir: Path | str, *, max_upload_bytes: int) -> RegistryStore:
@@ -100,64 +63,13 @@ class RegistryStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- change notification -------------------------------------------------
-
-    def add_listener(self, callback: Callable[[int], None]) -> None:
-        """`callback(revision)` runs after each committed change (in the writer's thread)."""
-        with self._listeners_lock:
-            self._listeners.append(callback)
-
-    def remove_listener(self, callback: Callable[[int], None]) -> None:
-        with self._listeners_lock, contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[_Tx]:
-        tx = _Tx(conn=None, events=[])  # type: ignore[arg-type]
-        with self.engine.begin() as conn:
-            # A no-op write first: takes the lock (PostgreSQL row lock, SQLite
-            # write lock) before anything is read, so writers queue here.
-            conn.execute(
-                t.revision_counter.update()
-                .where(t.revision_counter.c.id == 1)
-                .values(revision=t.revision_counter.c.revision)
-            )
-            tx.conn = conn
-            yield tx
-        if tx.events:
-            with self._listeners_lock:
-                listeners = list(self._listeners)
-            for callback in listeners:
-                callback(tx.events[-1])
-
     def current_revision(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(t.revision_counter.c.revision)) or 0)
 
     # -- models ----------------------------------------------------------------
 
-    def _model_row(self, conn: Connection, name: str) -> Row[Any]:
-        row = conn.execute(select(t.models).where(t.models.c.name == name)).first()
-        if row is None:
-            raise NotFound(f"model '{name}' is not in the registry")
-        return row
-
-    def _model_info(self, conn: Connection, row: Row[Any]) -> ModelInfo:
-        aliases = conn.execute(
-            select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == row.id)
-        ).all()
-        count = conn.scalar(select(func.count()).where(t.versions.c.model_id == row.id))
-        return ModelInfo(
-            name=row.name,
-            description=row.description,
-            labels=dict(row.labels),
-            created_at=_utc(row.created_at),
-            aliases={a: int(v) for a, v in aliases},
-            latest_version=int(row.latest_version),
-            version_count=int(count or 0),
-        )
-
-    def _insert_model(self, tx: _Tx, name: str, description: str, labels: dict[str, str]) -> None:
+    def _insert_model(self, tx: Tx, name: str, description: str, labels: dict[str, str]) -> None:
         check_model_name(name)
         if tx.conn.execute(select(t.models.c.id).where(t.models.c.name == name)).first():
             raise AlreadyExists(f"model '{name}' exists already")
@@ -175,23 +87,23 @@ class RegistryStore:
     def create_model(
         self, name: str, description: str = "", labels: dict[str, str] | None = None
     ) -> ModelInfo:
-        with self._write() as tx:
+        with self.writer.write() as tx:
             self._insert_model(tx, name, description, labels or {})
         return self.get_model(name)
 
     def get_model(self, name: str) -> ModelInfo:
         with self.engine.connect() as conn:
-            return self._model_info(conn, self._model_row(conn, name))
+            return q.model_info(conn, q.model_row(conn, name))
 
     def list_models(self) -> tuple[list[ModelInfo], int]:
         revision = self.current_revision()
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.models).order_by(t.models.c.name)).all()
-            return [self._model_info(conn, row) for row in rows], revision
+            return [q.model_info(conn, row) for row in rows], revision
 
     def delete_model(self, name: str, *, force: bool = False) -> None:
-        with self._write() as tx:
-            model = self._model_row(tx.conn, name)
+        with self.writer.write() as tx:
+            model = q.model_row(tx.conn, name)
             aliased = tx.conn.scalars(
                 select(t.aliases.c.alias).where(t.aliases.c.model_id == model.id)
             ).all()
@@ -240,7 +152,7 @@ class RegistryStore:
             parent = self.resolve(new.parent) if new.parent else None
             prepared = archive.prepare(sink.path, new.model, work, stored, self.max_upload_bytes)
             self.blobs.commit(prepared.path, prepared.sha256)
-            with self._write() as tx:
+            with self.writer.write() as tx:
                 if (
                     new.create_model
                     and not tx.conn.execute(
@@ -248,7 +160,7 @@ class RegistryStore:
                     ).first()
                 ):
                     self._insert_model(tx, new.model, new.description, {})
-                model = self._model_row(tx.conn, new.model)
+                model = q.model_row(tx.conn, new.model)
                 version = int(model.latest_version) + 1
                 tx.conn.execute(
                     t.versions.insert().values(
@@ -280,62 +192,11 @@ class RegistryStore:
             shutil.rmtree(work, ignore_errors=True)
         return self.get_version(f"{new.model}:{version}")
 
-    def _version_info(self, conn: Connection, model_name: str, row: Row[Any]) -> VersionInfo:
-        aliases = conn.scalars(
-            select(t.aliases.c.alias).where(
-                t.aliases.c.model_id == row.model_id, t.aliases.c.version == row.version
-            )
-        ).all()
-        return VersionInfo(
-            model=model_name,
-            version=int(row.version),
-            sha256=row.sha256,
-            size_bytes=int(row.size_bytes),
-            created_at=_utc(row.created_at),
-            labels=dict(row.labels),
-            metrics=dict(row.metrics),
-            parent=row.parent,
-            signature=archive.Signature.from_json(row.signature),
-            model_file=row.model_file,
-            aliases=tuple(sorted(aliases)),
-        )
-
-    def _version_row(self, conn: Connection, model: Row[Any], version: int) -> Row[Any]:
-        row = conn.execute(
-            select(t.versions).where(
-                t.versions.c.model_id == model.id, t.versions.c.version == version
-            )
-        ).first()
-        if row is None:
-            raise NotFound(f"model '{model.name}' has no version {version}")
-        return row
-
-    def _resolve_row(self, conn: Connection, ref: Ref) -> tuple[Row[Any], str]:
-        model = self._model_row(conn, ref.model)
-        if ref.version:
-            return self._version_row(conn, model, ref.version), ""
-        alias = ref.alias or DEFAULT_ALIAS
-        target = conn.scalar(
-            select(t.aliases.c.version).where(
-                t.aliases.c.model_id == model.id, t.aliases.c.alias == alias
-            )
-        )
-        if target is not None:
-            return self._version_row(conn, model, int(target)), alias
-        if ref.alias:
-            raise NotFound(f"model '{ref.model}' has no alias '{ref.alias}'")
-        latest = conn.scalar(
-            select(func.max(t.versions.c.version)).where(t.versions.c.model_id == model.id)
-        )
-        if latest is None:
-            raise NotFound(f"model '{ref.model}' has no versions")
-        return self._version_row(conn, model, int(latest)), ""
-
     def resolve(self, ref: str | Ref) -> Resolved:
         parsed = Ref.parse(ref) if isinstance(ref, str) else ref
         revision = self.current_revision()
         with self.engine.connect() as conn:
-            row, alias = self._resolve_row(conn, parsed)
+            row, alias = q.resolve_row(conn, parsed)
         return Resolved(
             parsed.model, int(row.version), row.sha256, alias, revision, int(row.size_bytes)
         )
@@ -343,23 +204,23 @@ class RegistryStore:
     def get_version(self, ref: str | Ref) -> VersionInfo:
         parsed = Ref.parse(ref) if isinstance(ref, str) else ref
         with self.engine.connect() as conn:
-            row, _alias = self._resolve_row(conn, parsed)
-            return self._version_info(conn, parsed.model, row)
+            row, _alias = q.resolve_row(conn, parsed)
+            return q.version_info(conn, parsed.model, row)
 
     def list_versions(self, model: str) -> list[VersionInfo]:
         with self.engine.connect() as conn:
-            model_row = self._model_row(conn, model)
+            model_row = q.model_row(conn, model)
             rows = conn.execute(
                 select(t.versions)
                 .where(t.versions.c.model_id == model_row.id)
                 .order_by(t.versions.c.version)
             ).all()
-            return [self._version_info(conn, model, row) for row in rows]
+            return [q.version_info(conn, model, row) for row in rows]
 
     def delete_version(self, model: str, version: int) -> None:
-        with self._write() as tx:
-            model_row = self._model_row(tx.conn, model)
-            row = self._version_row(tx.conn, model_row, version)
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
+            row = q.version_row(tx.conn, model_row, version)
             aliased = tx.conn.scalars(
                 select(t.aliases.c.alias).where(
                     t.aliases.c.model_id == model_row.id, t.aliases.c.version == version
@@ -388,9 +249,9 @@ class RegistryStore:
 
     # -- aliases -------------------------------------------------------------------
 
-    def _move_alias(self, tx: _Tx, model: Row[Any], alias: str, version: int) -> AliasInfo:
+    def _move_alias(self, tx: Tx, model: Row[Any], alias: str, version: int) -> AliasInfo:
         check_alias_name(model.name, alias)
-        self._version_row(tx.conn, model, version)
+        q.version_row(tx.conn, model, version)
         where = (t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
         previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
         revision = tx.emit(
@@ -414,12 +275,12 @@ class RegistryStore:
         return AliasInfo(model.name, alias, version, int(previous or 0), now, revision)
 
     def set_alias(self, model: str, alias: str, version: int) -> AliasInfo:
-        with self._write() as tx:
-            return self._move_alias(tx, self._model_row(tx.conn, model), alias, version)
+        with self.writer.write() as tx:
+            return self._move_alias(tx, q.model_row(tx.conn, model), alias, version)
 
     def delete_alias(self, model: str, alias: str) -> None:
-        with self._write() as tx:
-            model_row = self._model_row(tx.conn, model)
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
             where = (t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias)
             previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
             if previous is None:
@@ -440,17 +301,19 @@ class RegistryStore:
 
     def alias_history(self, model: str, alias: str = "") -> list[AliasMove]:
         with self.engine.connect() as conn:
-            model_row = self._model_row(conn, model)
+            model_row = q.model_row(conn, model)
             query = select(t.alias_history).where(t.alias_history.c.model_id == model_row.id)
             if alias:
                 query = query.where(t.alias_history.c.alias == alias)
             rows = conn.execute(query.order_by(t.alias_history.c.revision)).all()
-        return [AliasMove(r.alias, int(r.version), _utc(r.moved_at), int(r.revision)) for r in rows]
+        return [
+            AliasMove(r.alias, int(r.version), as_utc(r.moved_at), int(r.revision)) for r in rows
+        ]
 
     def rollback_alias(self, model: str, alias: str) -> AliasInfo:
         """Point `alias` back at the version it held before its current one (if still stored)."""
-        with self._write() as tx:
-            model_row = self._model_row(tx.conn, model)
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
             current = tx.conn.scalar(
                 select(t.aliases.c.version).where(
                     t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias
@@ -479,8 +342,8 @@ class RegistryStore:
 
     def set_policy(self, model: str, policy: Policy) -> Policy:
         policy.check(model)
-        with self._write() as tx:
-            model_row = self._model_row(tx.conn, model)
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
             tx.conn.execute(t.policies.delete().where(t.policies.c.model_id == model_row.id))
             revision = tx.emit(EventKind.POLICY_CHANGED, model)
             if not policy.is_empty():
@@ -493,7 +356,7 @@ class RegistryStore:
 
     def get_policy(self, model: str) -> Policy:
         with self.engine.connect() as conn:
-            model_row = self._model_row(conn, model)
+            model_row = q.model_row(conn, model)
             row = conn.execute(
                 select(t.policies).where(t.policies.c.model_id == model_row.id)
             ).first()
@@ -517,7 +380,7 @@ class RegistryStore:
                 version=int(r.version),
                 alias=r.alias,
                 previous_version=int(r.previous_version),
-                at=_utc(r.at),
+                at=as_utc(r.at),
             )
             for r in rows
         ]
