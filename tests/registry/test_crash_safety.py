@@ -17,9 +17,10 @@ from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.archive import pack_directory
 from modelport.registry.store import RegistryStore
 
-from tests.registry.registry_process import RegistryProcess
+from tests.registry.service_process import RegistryProcess
 
 
+@pytest.mark.slow
 def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., Path]) -> None:
     database = f"sqlite:///{tmp_path / 'registry.db'}"
     blobs = tmp_path / "blobs"

@@ -11,12 +11,14 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pytest
 from modelport.client.registry import RegistryClient
 from modelport.proto.inference import grpc_service_pb2 as ipb
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
 
 from tests.inference.requests import output, raw_request
 from tests.registry.registry_servers import ThreadedRegistry, registry_settings
+from tests.registry.service_process import RegistryProcess, ServiceProcess
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 
@@ -158,3 +160,30 @@ async def test_registry_outage_leaves_serving_and_the_cache_serves_a_restart(
             await asyncio.sleep(0.05)
     finally:
         registry.stop()
+
+
+@pytest.mark.slow
+def test_serve_inference_process_follows_the_registry(
+    tmp_path: Path, make_model: Callable[..., Path]
+) -> None:
+    """The real entry points: `modelport serve registry` and `serve inference --registry`."""
+    registry = RegistryProcess(f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "blobs")
+    inference = None
+    try:
+        with RegistryClient(registry.address) as client:
+            client.push(make_model("scale", 2.0), name="scale", aliases=["production"])
+        inference = ServiceProcess(
+            "inference",
+            "--registry", registry.address, "--model", "scale@production",
+            env={"MODELPORT_CACHE_DIR": str(tmp_path / "cache")},
+        )  # fmt: skip
+        with grpc.insecure_channel(inference.address) as channel:
+            stub = ipb_grpc.GRPCInferenceServiceStub(channel)
+            request = raw_request("scale", {"INPUT0": ("FP32", X)})
+            assert factor_of(stub.ModelInfer(request, timeout=10)) == 2.0
+        assert list((tmp_path / "cache" / "archives").glob("*.tar"))
+        assert inference.terminate() == 0
+    finally:
+        if inference is not None and inference.process.poll() is None:
+            inference.kill()
+        assert registry.terminate() == 0

@@ -1,4 +1,4 @@
-"""`modelport serve registry` as a real subprocess, on a port it picks itself."""
+"""`modelport serve …` as a real subprocess, on a port it picks itself (port 0)."""
 
 from __future__ import annotations
 
@@ -16,20 +16,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
 
-class RegistryProcess:
-    def __init__(self, database: str, blob_dir: Path, *extra: str) -> None:
-        env = {
+class ServiceProcess:
+    """`modelport serve SERVICE ARGS…`; `address` once it reports SERVING."""
+
+    def __init__(self, service: str, *args: str, env: dict[str, str] | None = None) -> None:
+        full_env = {
             **os.environ,
             "PYTHONPATH": f"{SERVICES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            **(env or {}),
         }
-        env["MODELPORT_BLOB_DIR"] = str(blob_dir)  # flags also come from MODELPORT_*
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "modelport.cli", "serve", "registry",
-                "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
-                "--database", database, *extra,
+                sys.executable, "-m", "modelport.cli", "serve", service,
+                "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", *args,
             ],
-            env=env,
+            env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -40,7 +41,7 @@ class RegistryProcess:
         threading.Thread(target=self._read_log, daemon=True).start()
         if not self._found.wait(60) or self._port is None:
             self.kill()
-            raise RuntimeError("registry did not start:\n" + "".join(self.log[-30:]))
+            raise RuntimeError(f"{service} did not start:\n" + "".join(self.log[-30:]))
         self.address = f"127.0.0.1:{self._port}"
         self._wait_serving()
 
@@ -66,7 +67,7 @@ class RegistryProcess:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.1)
-        raise RuntimeError("registry never reported SERVING")
+        raise RuntimeError("never reported SERVING:\n" + "".join(self.log[-30:]))
 
     def kill(self) -> None:
         self.process.kill()
@@ -75,3 +76,11 @@ class RegistryProcess:
     def terminate(self) -> int:
         self.process.terminate()
         return self.process.wait(30)
+
+
+class RegistryProcess(ServiceProcess):
+    def __init__(self, database: str, blob_dir: Path) -> None:
+        # --blob-dir through its environment variable: flags also read MODELPORT_<FLAG>.
+        super().__init__(
+            "registry", "--database", database, env={"MODELPORT_BLOB_DIR": str(blob_dir)}
+        )
