@@ -12,6 +12,8 @@ from modelport import __version__
 from modelport.cli.samples import samples
 from modelport.cli.serve import serve
 from modelport.cli.up import up
+from modelport.registry.cli import serve_registry
+from modelport.registry.models_cli import models
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -23,3 +25,5 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(up)
 main.add_command(samples)
+main.add_command(models)
+serve.add_command(serve_registry)

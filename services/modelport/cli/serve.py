@@ -38,10 +38,21 @@ def serve() -> None:
     default=False,
     help="Bind with SO_REUSEPORT so several processes share the gRPC port.",
 )
+@option("--registry", default="", help="Registry address to follow models from (with --model).")
+@option(
+    "--model", multiple=True, help="NAME@ALIAS, NAME:VERSION or NAME to serve from the registry."
+)
+@option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("~/.cache/modelport/artifacts"),
+    help="Where registry artifacts are cached (by sha256) across restarts.",
+)
 @common_server_options(grpc_port=8001)
 def serve_inference(**flags: object) -> None:
     """Serve PyTorch models over the KServe v2 / Triton gRPC protocol."""
     from modelport.inference.app import InferenceSettings, run
 
     flags["load_models"] = split_multi(flags.pop("load_model"))  # type: ignore[arg-type]
+    flags["models"] = split_multi(flags.pop("model"))  # type: ignore[arg-type]
     run(InferenceSettings(**flags))  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from modelport.common.server import (
     use_fast_event_loop,
 )
 from modelport.inference.model_manager import ModelManager
+from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
@@ -46,6 +47,10 @@ class InferenceSettings:
     log_level: str = "info"
     log_format: str = "text"
     otlp_endpoint: str = ""
+    # Follow models in a registry: "NAME@ALIAS", "NAME:VERSION" or "NAME".
+    registry: str = ""
+    models: list[str] = field(default_factory=list)
+    cache_dir: Path = Path("~/.cache/modelport/artifacts")
 
 
 class InferenceApp:
@@ -70,6 +75,7 @@ class InferenceApp:
         )
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
+        self.follower: RegistryFollower | None = None
         self.port = 0
 
     def _health_changed(self, name: str, ready: bool) -> None:
@@ -90,6 +96,12 @@ class InferenceApp:
                 await self.manager.load_all(names)
         else:
             await self.manager.load_all()
+        if settings.registry and settings.models:
+            self.follower = RegistryFollower(
+                self.manager, settings.registry, settings.models, settings.cache_dir.expanduser()
+            )
+            self.follower.start()
+            await self.follower.ready.wait()
         self.servicer.ready = True
         await self.server.set_serving("", True)
         if self._pending_health:
@@ -98,6 +110,8 @@ class InferenceApp:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_seconds if grace is None else grace
+        if self.follower is not None:
+            await self.follower.stop()
         self.manager.draining = True
         self.servicer.ready = False
         await self.server.drain(grace)

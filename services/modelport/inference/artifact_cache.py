@@ -1,0 +1,142 @@
+"""Local cache of registry artifacts, keyed by sha256, kept across restarts.
+
+    <root>/archives/<sha256>.tar         stored archives, verified before adoption
+    <root>/models/<name>/<key>/          Triton folders built from them (key: versions + shas)
+    <root>/state.json                    what each followed reference last resolved to
+
+Writes go to a temp name and are renamed into place, so a crash never leaves a
+half-written archive or folder under a final name. An archive is re-hashed the
+first time this process reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One version of a model as the registry resolved it."""
+
+    model: str
+    version: int
+    sha256: str
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArtifactCache:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.archives = self.root / "archives"
+        self.models = self.root / "models"
+        self.tmp = self.root / "tmp"
+        for folder in (self.archives, self.models, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():  # from a previous process that died mid-write
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+        self._verified: set[str] = set()
+
+    def archive_path(self, sha256: str) -> Path:
+        return self.archives / f"{sha256}.tar"
+
+    def has(self, sha256: str) -> bool:
+        """The archive is here and hashes to its name (a corrupt one is removed)."""
+        path = self.archive_path(sha256)
+        if sha256 in self._verified:
+            return path.is_file()
+        if not path.is_file():
+            return False
+        if _sha256_of(path) != sha256:
+            log.warning("cached archive %s is corrupt; fetching it again", sha256)
+            path.unlink(missing_ok=True)
+            return False
+        self._verified.add(sha256)
+        return True
+
+    def temp_path(self) -> Path:
+        return self.tmp / uuid.uuid4().hex
+
+    def adopt(self, temp: Path, sha256: str) -> Path:
+        """Move a downloaded file into the cache if it hashes to `sha256`."""
+        actual = _sha256_of(temp)
+        if actual != sha256:
+            temp.unlink(missing_ok=True)
+            raise InvalidInput(f"downloaded archive hashes to {actual}, expected {sha256}")
+        with temp.open("rb") as f:
+            os.fsync(f.fileno())
+        final = self.archive_path(sha256)
+        os.replace(temp, final)
+        self._verified.add(sha256)
+        return final
+
+    def model_dir(self, name: str, artifacts: Sequence[Artifact]) -> Path:
+        """A Triton folder serving `artifacts` (config from the first), built once."""
+        from modelport.registry.archive import materialize
+
+        key = "_".join(
+            f"{a.version}-{a.sha256[:16]}" for a in sorted(artifacts, key=lambda a: a.version)
+        )
+        final = self.models / name / key
+        if final.is_dir():
+            return final
+        building = self.tmp / uuid.uuid4().hex
+        # Later artifacts first, so the first one's config.pbtxt is the one left.
+        for artifact in reversed(artifacts):
+            materialize(self.archive_path(artifact.sha256), building, artifact.version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(building, final)
+        except OSError:  # built meanwhile by someone else: theirs is as good
+            shutil.rmtree(building, ignore_errors=True)
+        return final
+
+    def prune(self, name: str, keep: Sequence[Path]) -> None:
+        """Remove built folders of `name` other than `keep` (archives stay for rollbacks)."""
+        folder = self.models / name
+        if not folder.is_dir():
+            return
+        for entry in folder.iterdir():
+            if entry not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # -- what each reference resolved to (for a start while the registry is down) --
+
+    def recall(self) -> dict[str, list[Artifact]]:
+        path = self.root / "state.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {
+            model: [Artifact(model, int(a["version"]), str(a["sha256"])) for a in items]
+            for model, items in data.items()
+        }
+
+    def remember(self, serving: dict[str, list[Artifact]]) -> None:
+        path = self.root / "state.json"
+        temp = self.temp_path()
+        data = {
+            model: [{"version": a.version, "sha256": a.sha256} for a in items]
+            for model, items in serving.items()
+        }
+        temp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(temp, path)

@@ -1,0 +1,202 @@
+"""What the registry store hands out: plain frozen records, and reference parsing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from modelport.errors import InvalidInput
+from modelport.registry.archive import Signature
+
+DEFAULT_ALIAS = "production"
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Aliases start with a letter, so "7" is always a version and never an alias.
+_ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name or ""):
+        raise InvalidInput(
+            f"model name '{name}': use 1-128 letters, digits, '_', '.', '-' "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_alias_name(model: str, alias: str) -> str:
+    if not _ALIAS_NAME.match(alias or ""):
+        raise InvalidInput(
+            f"model '{model}': alias '{alias}': use letters, digits, '_', '.', '-' "
+            "starting with a letter"
+        )
+    return alias
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed reference: `name@alias`, `name:version` or `name`."""
+
+    model: str
+    alias: str = ""
+    version: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Ref:
+        text = text.strip()
+        if "@" in text:
+            model, _, alias = text.partition("@")
+            return cls(check_model_name(model), alias=check_alias_name(model, alias))
+        if ":" in text:
+            model, _, number = text.partition(":")
+            if not number.isdigit() or int(number) <= 0:
+                raise InvalidInput(f"reference '{text}': version must be a positive integer")
+            return cls(check_model_name(model), version=int(number))
+        return cls(check_model_name(text))
+
+    def __str__(self) -> str:
+        if self.alias:
+            return f"{self.model}@{self.alias}"
+        if self.version:
+            return f"{self.model}:{self.version}"
+        return self.model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    labels: dict[str, str]
+    created_at: datetime
+    aliases: dict[str, int]
+    latest_version: int
+    version_count: int
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model: str
+    version: int
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+    labels: dict[str, str]
+    metrics: dict[str, float]
+    parent: str
+    signature: Signature
+    model_file: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    model: str
+    alias: str
+    version: int
+    previous_version: int
+    updated_at: datetime
+    revision: int
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    version: int  # 0: deleted
+    moved_at: datetime
+    revision: int
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model: str
+    version: int
+    sha256: str
+    alias: str
+    revision: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A model's traffic policy: a weighted split by alias, a shadow, or a fan-out."""
+
+    split: tuple[tuple[str, int], ...] = ()
+    shadow_alias: str = ""
+    ensemble: tuple[str, ...] = ()
+    scatter: bool = False
+    revision: int = 0
+
+    def is_empty(self) -> bool:
+        return not (self.split or self.shadow_alias or self.ensemble or self.scatter)
+
+    def check(self, model: str) -> None:
+        seen: set[str] = set()
+        for alias, weight in self.split:
+            check_alias_name(model, alias)
+            if alias in seen:
+                raise InvalidInput(f"model '{model}': policy split names alias '{alias}' twice")
+            seen.add(alias)
+            if weight <= 0:
+                raise InvalidInput(
+                    f"model '{model}': policy split weight for '{alias}' must be positive"
+                )
+        if self.shadow_alias:
+            check_alias_name(model, self.shadow_alias)
+        if self.ensemble and self.scatter:
+            raise InvalidInput(f"model '{model}': a policy is an ensemble or a scatter, not both")
+        for member in self.ensemble:
+            Ref.parse(member)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "split": [[alias, weight] for alias, weight in self.split],
+            "shadow_alias": self.shadow_alias,
+            "ensemble": list(self.ensemble),
+            "scatter": self.scatter,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], revision: int) -> Policy:
+        return cls(
+            split=tuple((str(a), int(w)) for a, w in data.get("split", [])),
+            shadow_alias=str(data.get("shadow_alias", "")),
+            ensemble=tuple(data.get("ensemble", [])),
+            scatter=bool(data.get("scatter", False)),
+            revision=revision,
+        )
+
+
+class EventKind:
+    MODEL_CREATED = "MODEL_CREATED"
+    MODEL_DELETED = "MODEL_DELETED"
+    VERSION_ADDED = "VERSION_ADDED"
+    VERSION_DELETED = "VERSION_DELETED"
+    ALIAS_MOVED = "ALIAS_MOVED"
+    ALIAS_DELETED = "ALIAS_DELETED"
+    POLICY_CHANGED = "POLICY_CHANGED"
+
+
+@dataclass(frozen=True)
+class Event:
+    revision: int
+    kind: str
+    model: str
+    version: int = 0
+    alias: str = ""
+    previous_version: int = 0
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What an upload brings besides its archive."""
+
+    model: str
+    labels: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent: str = ""
+    aliases: tuple[str, ...] = ()
+    create_model: bool = False
+    description: str = ""

@@ -1,0 +1,75 @@
+"""Composition root of the registry: settings → store → servicer → gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.common.server import GrpcServer, ServerOptions
+from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
+from modelport.registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    database: str = "sqlite:///modelport-registry/registry.db"
+    blob_dir: Path = Path("modelport-registry/blobs")
+    max_upload_mb: int = 2048
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+class RegistryServer:
+    """The registry's gRPC server; `start` returns the bound port."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self.store: RegistryStore | None = None
+        self.servicer: RegistryServicer | None = None
+        self.grpc: GrpcServer | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.grpc is not None
+        return f"{self.settings.host}:{self.grpc.port}"
+
+    async def start(self) -> int:
+        settings = self.settings
+        self.store = await asyncio.to_thread(
+            RegistryStore.open,
+            settings.database,
+            settings.blob_dir,
+            max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+        )
+        self.servicer = RegistryServicer(self.store)
+        self.servicer.attach(asyncio.get_running_loop())
+        self.grpc = GrpcServer(
+            ServerOptions(
+                host=settings.host,
+                port=settings.grpc_port,
+                max_message_bytes=settings.max_message_bytes,
+            )
+        )
+        servicer = self.servicer
+        self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
+        port = await self.grpc.start()
+        await self.grpc.set_serving("", True)
+        await self.grpc.set_serving(SERVICE_NAME, True)
+        return port
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        if self.servicer is not None:
+            self.servicer.close()
+        if self.grpc is not None:
+            await self.grpc.drain(grace_seconds)
+        if self.store is not None:
+            self.store.close()
+
+    async def wait(self) -> None:
+        assert self.grpc is not None
+        await self.grpc.wait()

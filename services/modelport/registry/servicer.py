@@ -1,0 +1,246 @@
+"""`modelport.registry.v1.ModelRegistry` over the transport-free `RegistryStore`.
+
+Store calls block on the database and disk, so each runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from modelport.common.grpc_errors import maps_errors
+from modelport.common.metrics import meter
+from modelport.errors import InvalidInput
+from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
+from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
+from modelport.registry import convert
+from modelport.registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20
+# Watchers also poll this often, so changes made by another registry process
+# sharing the database still arrive.
+WATCH_POLL_SECONDS = 1.0
+
+_meter = meter("modelport.registry")
+_uploads = _meter.create_counter("modelport_registry_uploads", description="Version uploads")
+_downloads = _meter.create_counter("modelport_registry_downloads", description="Version downloads")
+_subscribers = _meter.create_up_down_counter(
+    "modelport_registry_watch_subscribers", description="Open Watch streams"
+)
+
+
+class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+        self._wakeups: set[asyncio.Event] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        store.add_listener(self._on_commit)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def _on_commit(self, _revision: int) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    def close(self) -> None:
+        """End every Watch stream (at drain: they would otherwise hold the grace period)."""
+        self._closing = True
+        self._wake_all()
+
+    # -- models --------------------------------------------------------------
+
+    @maps_errors
+    async def CreateModel(self, request: pb.CreateModelRequest, context: Any) -> pb.Model:
+        info = await asyncio.to_thread(
+            self.store.create_model, request.name, request.description, dict(request.labels)
+        )
+        return convert.model_msg(info)
+
+    @maps_errors
+    async def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.Model:
+        return convert.model_msg(await asyncio.to_thread(self.store.get_model, request.name))
+
+    @maps_errors
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Any
+    ) -> pb.ListModelsResponse:
+        models, revision = await asyncio.to_thread(self.store.list_models)
+        return pb.ListModelsResponse(
+            models=[convert.model_msg(m) for m in models], revision=revision
+        )
+
+    @maps_errors
+    async def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: Any
+    ) -> pb.DeleteModelResponse:
+        await asyncio.to_thread(self.store.delete_model, request.name, force=request.force)
+        return pb.DeleteModelResponse()
+
+    # -- versions --------------------------------------------------------------
+
+    @maps_errors
+    async def UploadVersion(
+        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Any
+    ) -> pb.ModelVersion:
+        outcome = "error"
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("part") != "header":
+                outcome = "invalid"
+                raise InvalidInput("upload must start with a header message")
+            header = first.header
+            new = convert.new_version(header)
+            sink = await asyncio.to_thread(self.store.begin_upload, new)
+            try:
+                async for message in request_iterator:
+                    if message.WhichOneof("part") != "chunk":
+                        raise InvalidInput(f"model '{new.model}': upload sent a second header")
+                    sink.write(message.chunk)
+            except BaseException:
+                sink.discard()
+                raise
+            info = await asyncio.to_thread(self.store.finish_upload, sink, new, header.sha256)
+            outcome = "stored"
+            log.info("stored %s:%d sha256=%s", info.model, info.version, info.sha256)
+            return convert.version_msg(info)
+        except InvalidInput:
+            outcome = "invalid"
+            raise
+        finally:
+            _uploads.add(1, {"outcome": outcome})
+
+    @maps_errors
+    async def DownloadVersion(
+        self, request: pb.DownloadVersionRequest, context: Any
+    ) -> AsyncIterator[pb.DownloadVersionResponse]:
+        chunk_bytes = min(request.chunk_bytes or DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES)
+        info, chunks = await asyncio.to_thread(self.store.open_download, request.ref, chunk_bytes)
+        _downloads.add(1)
+        yield pb.DownloadVersionResponse(
+            header=pb.DownloadHeader(
+                version=convert.version_msg(info), size_bytes=info.size_bytes, sha256=info.sha256
+            )
+        )
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield pb.DownloadVersionResponse(chunk=chunk)
+
+    @maps_errors
+    async def GetVersion(self, request: pb.GetVersionRequest, context: Any) -> pb.ModelVersion:
+        return convert.version_msg(await asyncio.to_thread(self.store.get_version, request.ref))
+
+    @maps_errors
+    async def ListVersions(
+        self, request: pb.ListVersionsRequest, context: Any
+    ) -> pb.ListVersionsResponse:
+        versions = await asyncio.to_thread(self.store.list_versions, request.model)
+        return pb.ListVersionsResponse(versions=[convert.version_msg(v) for v in versions])
+
+    @maps_errors
+    async def DeleteVersion(
+        self, request: pb.DeleteVersionRequest, context: Any
+    ) -> pb.DeleteVersionResponse:
+        await asyncio.to_thread(self.store.delete_version, request.model, request.version)
+        return pb.DeleteVersionResponse()
+
+    # -- aliases ------------------------------------------------------------------
+
+    @maps_errors
+    async def SetAlias(self, request: pb.SetAliasRequest, context: Any) -> pb.Alias:
+        info = await asyncio.to_thread(
+            self.store.set_alias, request.model, request.alias, request.version
+        )
+        return convert.alias_msg(info)
+
+    @maps_errors
+    async def DeleteAlias(
+        self, request: pb.DeleteAliasRequest, context: Any
+    ) -> pb.DeleteAliasResponse:
+        await asyncio.to_thread(self.store.delete_alias, request.model, request.alias)
+        return pb.DeleteAliasResponse()
+
+    @maps_errors
+    async def RollbackAlias(self, request: pb.RollbackAliasRequest, context: Any) -> pb.Alias:
+        info = await asyncio.to_thread(self.store.rollback_alias, request.model, request.alias)
+        return convert.alias_msg(info)
+
+    @maps_errors
+    async def ListAliasHistory(
+        self, request: pb.ListAliasHistoryRequest, context: Any
+    ) -> pb.ListAliasHistoryResponse:
+        moves = await asyncio.to_thread(self.store.alias_history, request.model, request.alias)
+        return pb.ListAliasHistoryResponse(moves=[convert.alias_move_msg(m) for m in moves])
+
+    @maps_errors
+    async def Resolve(self, request: pb.ResolveRequest, context: Any) -> pb.ResolveResponse:
+        return convert.resolved_msg(await asyncio.to_thread(self.store.resolve, request.ref))
+
+    # -- policies ----------------------------------------------------------------
+
+    @maps_errors
+    async def SetTrafficPolicy(
+        self, request: pb.SetTrafficPolicyRequest, context: Any
+    ) -> pb.TrafficPolicy:
+        request.policy.model = request.model
+        policy = convert.policy_from_msg(request.policy)
+        stored = await asyncio.to_thread(self.store.set_policy, request.model, policy)
+        return convert.policy_msg(request.model, stored)
+
+    @maps_errors
+    async def GetTrafficPolicy(
+        self, request: pb.GetTrafficPolicyRequest, context: Any
+    ) -> pb.TrafficPolicy:
+        policy = await asyncio.to_thread(self.store.get_policy, request.model)
+        return convert.policy_msg(request.model, policy)
+
+    # -- watch -------------------------------------------------------------------
+
+    @maps_errors
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WatchEvent]:
+        if request.after_revision < 0:
+            raise InvalidInput("watch: after_revision must be 0 or more")
+        after = request.after_revision
+        models = frozenset(request.models)
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        _subscribers.add(1)
+        caught_up = False
+        limit = 500
+        try:
+            while not self._closing:
+                wakeup.clear()
+                events = await asyncio.to_thread(self.store.events_after, after, models, limit)
+                for event in events:
+                    yield convert.event_msg(event)
+                    after = event.revision
+                if len(events) == limit:
+                    continue
+                if not caught_up:
+                    caught_up = True
+                    yield pb.WatchEvent(revision=after, kind=pb.WatchEvent.CAUGHT_UP)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), WATCH_POLL_SECONDS)
+        finally:
+            self._wakeups.discard(wakeup)
+            _subscribers.add(-1)
+
+
+def register(server: grpc.aio.Server, servicer: RegistryServicer) -> None:
+    registry_pb2_grpc.add_ModelRegistryServicer_to_server(servicer, server)
+
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelRegistry"].full_name

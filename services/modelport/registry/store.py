@@ -1,0 +1,386 @@
+"""The registry core: models, versions, aliases, policies and events over SQLAlchemy + blobs.
+
+Transport-free and synchronous (the servicer runs it in worker threads). Every
+mutation runs in a `Writer` transaction (see `transactions`): serialised, each
+event with the next revision, visible in revision order.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Row, select
+
+from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from modelport.registry import archive
+from modelport.registry import queries as q
+from modelport.registry import tables as t
+from modelport.registry.blobs import BlobStore, UploadSink
+from modelport.registry.database import migrate, open_engine
+from modelport.registry.records import (
+    AliasInfo,
+    AliasMove,
+    Event,
+    EventKind,
+    ModelInfo,
+    NewVersion,
+    Policy,
+    Ref,
+    Resolved,
+    VersionInfo,
+    check_alias_name,
+    check_model_name,
+)
+from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class RegistryStore:
+    def __init__(self, engine: Engine, blobs: BlobStore, *, max_upload_bytes: int) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.max_upload_bytes = max_upload_bytes
+        self.writer = Writer(engine)
+        self.add_listener = self.writer.add_listener
+        self.remove_listener = self.writer.remove_listener
+
+    @classmethod
+    def open(cls, database: str, blob_dir: Path | str, *, max_upload_bytes: int) -> RegistryStore:
+        """Open the database, migrate it, and sweep what a crash may have left in the blob dir."""
+        engine = open_engine(database)
+        migrate(engine)
+        store = cls(engine, BlobStore(blob_dir), max_upload_bytes=max_upload_bytes)
+        with engine.connect() as conn:
+            referenced = set(conn.scalars(select(t.versions.c.sha256).distinct()))
+        store.blobs.sweep(referenced)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def current_revision(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(t.revision_counter.c.revision)) or 0)
+
+    # -- models ----------------------------------------------------------------
+
+    def _insert_model(self, tx: Tx, name: str, description: str, labels: dict[str, str]) -> None:
+        check_model_name(name)
+        if tx.conn.execute(select(t.models.c.id).where(t.models.c.name == name)).first():
+            raise AlreadyExists(f"model '{name}' exists already")
+        tx.conn.execute(
+            t.models.insert().values(
+                name=name,
+                description=description,
+                labels=dict(labels),
+                created_at=utcnow(),
+                latest_version=0,
+            )
+        )
+        tx.emit(EventKind.MODEL_CREATED, name)
+
+    def create_model(
+        self, name: str, description: str = "", labels: dict[str, str] | None = None
+    ) -> ModelInfo:
+        with self.writer.write() as tx:
+            self._insert_model(tx, name, description, labels or {})
+        return self.get_model(name)
+
+    def get_model(self, name: str) -> ModelInfo:
+        with self.engine.connect() as conn:
+            return q.model_info(conn, q.model_row(conn, name))
+
+    def list_models(self) -> tuple[list[ModelInfo], int]:
+        revision = self.current_revision()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.models).order_by(t.models.c.name)).all()
+            return [q.model_info(conn, row) for row in rows], revision
+
+    def delete_model(self, name: str, *, force: bool = False) -> None:
+        with self.writer.write() as tx:
+            model = q.model_row(tx.conn, name)
+            aliased = tx.conn.scalars(
+                select(t.aliases.c.alias).where(t.aliases.c.model_id == model.id)
+            ).all()
+            if aliased and not force:
+                raise FailedPrecondition(
+                    f"model '{name}' still has aliases ({', '.join(sorted(aliased))}); "
+                    "delete them first or force"
+                )
+            shas = set(
+                tx.conn.scalars(
+                    select(t.versions.c.sha256).where(t.versions.c.model_id == model.id)
+                )
+            )
+            for table in (t.aliases, t.alias_history, t.policies, t.versions):
+                tx.conn.execute(table.delete().where(table.c.model_id == model.id))
+            tx.conn.execute(t.models.delete().where(t.models.c.id == model.id))
+            tx.emit(EventKind.MODEL_DELETED, name)
+        self._drop_unreferenced(shas)
+
+    # -- versions ----------------------------------------------------------------
+
+    def begin_upload(self, new: NewVersion) -> UploadSink:
+        """Check the header before any bytes arrive; returns where the bytes go."""
+        check_model_name(new.model)
+        for alias in new.aliases:
+            check_alias_name(new.model, alias)
+        if not new.create_model:
+            self.get_model(new.model)
+        return self.blobs.sink(self.max_upload_bytes)
+
+    def finish_upload(self, sink: UploadSink, new: NewVersion, expected_sha256: str) -> VersionInfo:
+        """Verify, check and store an upload whose bytes are all in `sink`.
+
+        The blob is durable before the row is written; on any error the temp
+        files go and nothing is stored.
+        """
+        work = self.blobs.temp_dir()
+        stored = self.blobs.temp_path(".tar")
+        try:
+            received = sink.finish()
+            if expected_sha256 and received != expected_sha256.lower():
+                raise InvalidInput(
+                    f"model '{new.model}': upload sha256 mismatch: header says "
+                    f"{expected_sha256}, received bytes hash to {received}"
+                )
+            parent = self.resolve(new.parent) if new.parent else None
+            prepared = archive.prepare(sink.path, new.model, work, stored, self.max_upload_bytes)
+            self.blobs.commit(prepared.path, prepared.sha256)
+            with self.writer.write() as tx:
+                if (
+                    new.create_model
+                    and not tx.conn.execute(
+                        select(t.models.c.id).where(t.models.c.name == new.model)
+                    ).first()
+                ):
+                    self._insert_model(tx, new.model, new.description, {})
+                model = q.model_row(tx.conn, new.model)
+                version = int(model.latest_version) + 1
+                tx.conn.execute(
+                    t.versions.insert().values(
+                        model_id=model.id,
+                        version=version,
+                        sha256=prepared.sha256,
+                        size_bytes=prepared.size_bytes,
+                        created_at=utcnow(),
+                        labels=dict(new.labels),
+                        metrics={k: float(v) for k, v in new.metrics.items()},
+                        parent=f"{parent.model}:{parent.version}" if parent else "",
+                        signature=prepared.signature.to_json(),
+                        model_file=prepared.model_file,
+                    )
+                )
+                tx.conn.execute(
+                    t.models.update()
+                    .where(t.models.c.id == model.id)
+                    .values(latest_version=version)
+                )
+                tx.emit(EventKind.VERSION_ADDED, new.model, version=version)
+                for alias in new.aliases:
+                    self._move_alias(tx, model, alias, version)
+        except BaseException:
+            stored.unlink(missing_ok=True)
+            raise
+        finally:
+            sink.discard()
+            shutil.rmtree(work, ignore_errors=True)
+        return self.get_version(f"{new.model}:{version}")
+
+    def resolve(self, ref: str | Ref) -> Resolved:
+        parsed = Ref.parse(ref) if isinstance(ref, str) else ref
+        revision = self.current_revision()
+        with self.engine.connect() as conn:
+            row, alias = q.resolve_row(conn, parsed)
+        return Resolved(
+            parsed.model, int(row.version), row.sha256, alias, revision, int(row.size_bytes)
+        )
+
+    def get_version(self, ref: str | Ref) -> VersionInfo:
+        parsed = Ref.parse(ref) if isinstance(ref, str) else ref
+        with self.engine.connect() as conn:
+            row, _alias = q.resolve_row(conn, parsed)
+            return q.version_info(conn, parsed.model, row)
+
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        with self.engine.connect() as conn:
+            model_row = q.model_row(conn, model)
+            rows = conn.execute(
+                select(t.versions)
+                .where(t.versions.c.model_id == model_row.id)
+                .order_by(t.versions.c.version)
+            ).all()
+            return [q.version_info(conn, model, row) for row in rows]
+
+    def delete_version(self, model: str, version: int) -> None:
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
+            row = q.version_row(tx.conn, model_row, version)
+            aliased = tx.conn.scalars(
+                select(t.aliases.c.alias).where(
+                    t.aliases.c.model_id == model_row.id, t.aliases.c.version == version
+                )
+            ).all()
+            if aliased:
+                raise FailedPrecondition(
+                    f"model '{model}' version {version} is aliased as "
+                    f"{', '.join(sorted(aliased))}: move or delete the alias first"
+                )
+            tx.conn.execute(t.versions.delete().where(t.versions.c.id == row.id))
+            tx.emit(EventKind.VERSION_DELETED, model, version=version)
+        self._drop_unreferenced({row.sha256})
+
+    def _drop_unreferenced(self, shas: set[str]) -> None:
+        with self.engine.connect() as conn:
+            still = set(
+                conn.scalars(select(t.versions.c.sha256).where(t.versions.c.sha256.in_(shas)))
+            )
+        for sha in shas - still:
+            self.blobs.delete(sha)
+
+    def open_download(self, ref: str, chunk_bytes: int) -> tuple[VersionInfo, Iterator[bytes]]:
+        info = self.get_version(ref)
+        return info, self.blobs.read_chunks(info.sha256, chunk_bytes)
+
+    # -- aliases -------------------------------------------------------------------
+
+    def _move_alias(self, tx: Tx, model: Row[Any], alias: str, version: int) -> AliasInfo:
+        check_alias_name(model.name, alias)
+        q.version_row(tx.conn, model, version)
+        where = (t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
+        previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
+        revision = tx.emit(
+            EventKind.ALIAS_MOVED,
+            model.name,
+            version=version,
+            alias=alias,
+            previous_version=int(previous or 0),
+        )
+        now = utcnow()
+        values = {"version": version, "updated_at": now, "revision": revision}
+        if previous is None:
+            tx.conn.execute(t.aliases.insert().values(model_id=model.id, alias=alias, **values))
+        else:
+            tx.conn.execute(t.aliases.update().where(*where).values(**values))
+        tx.conn.execute(
+            t.alias_history.insert().values(
+                model_id=model.id, alias=alias, version=version, moved_at=now, revision=revision
+            )
+        )
+        return AliasInfo(model.name, alias, version, int(previous or 0), now, revision)
+
+    def set_alias(self, model: str, alias: str, version: int) -> AliasInfo:
+        with self.writer.write() as tx:
+            return self._move_alias(tx, q.model_row(tx.conn, model), alias, version)
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
+            where = (t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias)
+            previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
+            if previous is None:
+                raise NotFound(f"model '{model}' has no alias '{alias}'")
+            tx.conn.execute(t.aliases.delete().where(*where))
+            revision = tx.emit(
+                EventKind.ALIAS_DELETED, model, alias=alias, previous_version=int(previous)
+            )
+            tx.conn.execute(
+                t.alias_history.insert().values(
+                    model_id=model_row.id,
+                    alias=alias,
+                    version=0,
+                    moved_at=utcnow(),
+                    revision=revision,
+                )
+            )
+
+    def alias_history(self, model: str, alias: str = "") -> list[AliasMove]:
+        with self.engine.connect() as conn:
+            model_row = q.model_row(conn, model)
+            query = select(t.alias_history).where(t.alias_history.c.model_id == model_row.id)
+            if alias:
+                query = query.where(t.alias_history.c.alias == alias)
+            rows = conn.execute(query.order_by(t.alias_history.c.revision)).all()
+        return [
+            AliasMove(r.alias, int(r.version), as_utc(r.moved_at), int(r.revision)) for r in rows
+        ]
+
+    def rollback_alias(self, model: str, alias: str) -> AliasInfo:
+        """Point `alias` back at the version it held before its current one (if still stored)."""
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
+            current = tx.conn.scalar(
+                select(t.aliases.c.version).where(
+                    t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias
+                )
+            )
+            if current is None:
+                raise NotFound(f"model '{model}' has no alias '{alias}' to roll back")
+            history = tx.conn.scalars(
+                select(t.alias_history.c.version)
+                .where(t.alias_history.c.model_id == model_row.id, t.alias_history.c.alias == alias)
+                .order_by(t.alias_history.c.revision.desc())
+            ).all()
+            existing = set(
+                tx.conn.scalars(
+                    select(t.versions.c.version).where(t.versions.c.model_id == model_row.id)
+                )
+            )
+            target = next((int(v) for v in history if v and v != current and v in existing), 0)
+            if not target:
+                raise FailedPrecondition(
+                    f"model '{model}' alias '{alias}' has no earlier version to roll back to"
+                )
+            return self._move_alias(tx, model_row, alias, target)
+
+    # -- traffic policies ------------------------------------------------------
+
+    def set_policy(self, model: str, policy: Policy) -> Policy:
+        policy.check(model)
+        with self.writer.write() as tx:
+            model_row = q.model_row(tx.conn, model)
+            tx.conn.execute(t.policies.delete().where(t.policies.c.model_id == model_row.id))
+            revision = tx.emit(EventKind.POLICY_CHANGED, model)
+            if not policy.is_empty():
+                tx.conn.execute(
+                    t.policies.insert().values(
+                        model_id=model_row.id, policy=policy.to_json(), revision=revision
+                    )
+                )
+        return Policy.from_json(policy.to_json(), revision)
+
+    def get_policy(self, model: str) -> Policy:
+        with self.engine.connect() as conn:
+            model_row = q.model_row(conn, model)
+            row = conn.execute(
+                select(t.policies).where(t.policies.c.model_id == model_row.id)
+            ).first()
+        return Policy.from_json(row.policy, int(row.revision)) if row else Policy()
+
+    # -- events --------------------------------------------------------------------
+
+    def events_after(
+        self, revision: int, models: frozenset[str] = frozenset(), limit: int = 500
+    ) -> list[Event]:
+        query = select(t.events).where(t.events.c.revision > revision)
+        if models:
+            query = query.where(t.events.c.model.in_(models))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.events.c.revision).limit(limit)).all()
+        return [
+            Event(
+                revision=int(r.revision),
+                kind=r.kind,
+                model=r.model,
+                version=int(r.version),
+                alias=r.alias,
+                previous_version=int(r.previous_version),
+                at=as_utc(r.at),
+            )
+            for r in rows
+        ]

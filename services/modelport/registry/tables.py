@@ -1,0 +1,105 @@
+"""The registry's metadata schema (SQLAlchemy Core), shared by the store and the migrations.
+
+Every change bumps the single-row `revision_counter` inside its transaction and
+appends a row to `events`. Bumping the counter takes a row lock, so writers are
+serialised and revisions become visible in order: a watcher that has seen
+revision N can never later find an event N-1 committed behind its back.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Highest version number ever assigned: numbers are never reused, so
+    # "model:7" always names the same bytes.
+    Column("latest_version", BigInteger, nullable=False, default=0),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False, index=True),
+    Column("version", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("parent", String(200), nullable=False, default=""),
+    Column("signature", JSON, nullable=False),
+    Column("model_file", String(200), nullable=False),
+    UniqueConstraint("model_id", "version", name="uq_versions_model_version"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("alias", String(128), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False, index=True),
+    Column("alias", String(128), nullable=False),
+    # 0: the alias was deleted.
+    Column("version", BigInteger, nullable=False),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(32), nullable=False),
+    # Names, not ids: events outlive the models they mention.
+    Column("model", String(128), nullable=False, index=True),
+    Column("version", BigInteger, nullable=False, default=0),
+    Column("alias", String(128), nullable=False, default=""),
+    Column("previous_version", BigInteger, nullable=False, default=0),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+revision_counter = Table(
+    "revision_counter",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
