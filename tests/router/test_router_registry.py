@@ -79,3 +79,46 @@ async def test_registry_policies_apply_quickly_and_outlive_the_registry(replicas
     finally:
         await app.stop(0)
         await registry.stop()
+
+
+async def test_policies_from_a_real_registry(replicas, sample_repo, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The registry service itself (SQLite store, real Watch) drives the router."""
+    from modelport.client.registry import RegistryClient, parse_policy
+
+    from tests.registry.registry_servers import ThreadedRegistry, registry_settings
+
+    a = await replicas({"simple": ["1", "2"]})
+    registry = ThreadedRegistry(registry_settings(tmp_path))
+    client = RegistryClient(registry.address, timeout=30)
+
+    def publish() -> None:
+        for alias in ("production", "canary"):  # versions 1 and 2 of `simple`
+            client.push(sample_repo / "simple", name="simple", aliases=[alias])
+
+    await asyncio.to_thread(publish)
+    source = RegistryPolicySource(registry.address, retry_seconds=0.05)
+    app = RouterApp(StaticDiscovery([Endpoint("simple", a.address)]), source, index_interval=0.5)
+    await app.start()
+    planner = app.router.planner
+    stopped = False
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await wait_until(lambda: planner.state.aliases.get("simple", {}).get("canary") == "2")
+            await wait_until(lambda: bool(app.table.candidates("simple", "1")))
+            assert (await stub.ModelInfer(simple_request(), timeout=5)).model_version == "1"
+            policy = parse_policy(split={"canary": 1})
+            await asyncio.to_thread(client.set_policy, "simple", policy)
+            took = await wait_until(lambda: planner.policy("simple").split == (("canary", 1),))
+            assert took < 1.0
+            assert (await stub.ModelInfer(simple_request(), timeout=5)).model_version == "2"
+            # The registry goes away: the last known policy stays in force.
+            await asyncio.to_thread(registry.stop)
+            stopped = True
+            await asyncio.sleep(0.3)
+            assert (await stub.ModelInfer(simple_request(), timeout=5)).model_version == "2"
+    finally:
+        client.close()
+        await app.stop(0)
+        if not stopped:
+            await asyncio.to_thread(registry.stop)
