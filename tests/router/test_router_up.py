@@ -1,0 +1,62 @@
+"""`modelport up`: registry, an inference service per sample model, and the router."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+from tests.inference.requests import mlp_request, output, simple_request
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(sample_repo, data / "models")  # already built: no export at start
+    command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
+               "--grpc-port", "0", "--registry-port", "0", "--metrics-port", "-1",
+               "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(SERVICES)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        address = ""
+        while not address:
+            line = process.stderr.readline()
+            assert line, "modelport up exited"
+            found = re.search(r"router on (\S+:\d+)", line)
+            address = found.group(1) if found else ""
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            deadline = time.monotonic() + 30
+            while not all(
+                stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=5).ready
+                for name in ("simple", "mlp")
+            ):
+                assert time.monotonic() < deadline, "models never became ready at the router"
+                time.sleep(0.1)
+            a = np.arange(16, dtype=np.int32).reshape(1, 16)
+            answer = stub.ModelInfer(simple_request(a, a), timeout=10)
+            np.testing.assert_array_equal(output(answer, "OUTPUT0", np.int32), 2 * a)
+            x = np.zeros((2, 256), dtype=np.float32)
+            answer = stub.ModelInfer(mlp_request(x), timeout=10)
+            assert output(answer, "OUTPUT", np.float32).shape == (2, 16)
+            index = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=5)
+            assert {m.name for m in index.models} == {"simple", "mlp"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
