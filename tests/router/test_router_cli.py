@@ -60,6 +60,8 @@ async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) 
         (model,) = json.loads(result.output)["models"]
         assert model["name"] == "simple"
         assert model["replicas"][0]["versions"] == ["1", "2"]
+        replica = model["replicas"][0]
+        assert int(replica["in_flight"]) == 0 and int(replica["picks"]) >= 1  # int64: JSON strings
         table = await asyncio.to_thread(CliRunner().invoke, routes, ["--router", address])
         assert a.address in table.output and "default" in table.output
         process.send_signal(signal.SIGTERM)

@@ -157,7 +157,10 @@ def routes(address: str, model: str, as_json: bool) -> None:
             message = f"router {address}: {exc.code().name}: {exc.details()}"
             raise click.ClickException(message) from None
     if as_json:
-        click.echo(json.dumps(MessageToDict(answer, preserving_proto_field_name=True), indent=2))
+        as_dict = MessageToDict(
+            answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        click.echo(json.dumps(as_dict, indent=2))
         return
     print_routes(answer)
 
