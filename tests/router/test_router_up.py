@@ -19,6 +19,7 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.inference.requests import mlp_request, output, simple_request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
+ROUTES = "from modelport.router.cli import routes; routes(prog_name='modelport routes')"
 
 
 def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path) -> None:
@@ -31,12 +32,12 @@ def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stderr is not None
-        address = ""
+        address = registry = ""
         while not address:
             line = process.stderr.readline()
             assert line, "modelport up exited"
-            found = re.search(r"router on (\S+:\d+)", line)
-            address = found.group(1) if found else ""
+            found = re.search(r"router on (\S+:\d+).*registry on (\S+:\d+)", line)
+            address, registry = found.groups() if found else ("", "")
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             deadline = time.monotonic() + 30
@@ -54,6 +55,25 @@ def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path
             assert output(answer, "OUTPUT", np.float32).shape == (2, 16)
             index = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=5)
             assert {m.name for m in index.models} == {"simple", "mlp"}
+            # A policy set with `modelport models policy` reaches the router: an
+            # ensemble of mlp with itself answers what mlp answers.
+            direct = output(stub.ModelInfer(mlp_request(x), timeout=10), "OUTPUT", np.float32)
+            subprocess.run(
+                [sys.executable, "-m", "modelport.cli", "models", "policy", "mlp",
+                 "--ensemble", "mlp:1,mlp@production", "--registry", registry],
+                check=True, env=env, capture_output=True,
+            )  # fmt: skip
+            routes = ""
+            while "ensemble" not in routes:
+                assert time.monotonic() < deadline + 10, routes
+                listed = subprocess.run(
+                    [sys.executable, "-c", ROUTES, "--router", address, "--json"],
+                    check=True, env=env, capture_output=True, text=True,
+                )  # fmt: skip
+                routes = listed.stdout
+                time.sleep(0.05)
+            mean = output(stub.ModelInfer(mlp_request(x), timeout=10), "OUTPUT", np.float32)
+            np.testing.assert_allclose(mean, direct, rtol=1e-5, atol=1e-6)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
