@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT / "services"))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from modelport.proto.inference import grpc_service_pb2 as pb  # noqa: E402
+from modelport.router import wire  # noqa: E402
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -66,6 +68,12 @@ async def serve_bare() -> None:
     async def repository_index(request: bytes, context: object) -> bytes:
         return index_bytes
 
+    async def stream(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
+        """The same answer per request, with the request's id (which the router sets)."""
+        async for request in requests:
+            request_id = wire.routing_fields(request)[2].encode()
+            yield wire.stream_response(answer + wire.length_delimited(b"\x1a", request_id))
+
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -74,6 +82,7 @@ async def serve_bare() -> None:
                 {
                     "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
                     "RepositoryIndex": grpc.unary_unary_rpc_method_handler(repository_index),
+                    "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stream),
                 },
             ),
         )

@@ -22,8 +22,10 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 
 class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: dict[str, list[str]]) -> None:
+    def __init__(self, models: dict[str, list[str]], *, streaming: bool = True) -> None:
         self.models = models
+        self.streaming = streaming  # False: ModelStreamInfer is UNIMPLEMENTED, as on some servers
+        self.streamed = 0  # requests that arrived on a stream
         self.served: Counter[tuple[str, str]] = Counter()
         self.server: GrpcServer | None = None
         self.address = ""
@@ -58,6 +60,11 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
             raw = np.frombuffer(request.raw_input_contents[index], dtype=dtype)
             arrays[tensor.name] = raw.reshape(tuple(tensor.shape))
         if request.model_name.startswith("simple"):
+            if set(arrays) != {"INPUT0", "INPUT1"}:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"model '{request.model_name}': needs INPUT0/1",
+                )
             outputs = {
                 "OUTPUT0": arrays["INPUT0"] + arrays["INPUT1"],
                 "OUTPUT1": arrays["INPUT0"] - arrays["INPUT1"],
@@ -71,6 +78,44 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
             out.shape.extend(array.shape)
             answer.raw_output_contents.append(array.tobytes())
         return answer
+
+    async def ModelStreamInfer(self, requests: Any, context: Any) -> Any:
+        """Concurrent, answers in completion order with the request id, errors in-band."""
+        if not self.streaming:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no streaming here")
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+
+        class InBand:
+            async def abort(self, code: Any, message: str) -> None:
+                raise RuntimeError(message)
+
+            def invocation_metadata(self) -> tuple[()]:
+                return ()
+
+        async def answer(request: Any) -> None:
+            self.streamed += 1
+            try:
+                response = await self.ModelInfer(request, InBand())
+                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            except RuntimeError as exc:
+                echo = pb.ModelInferResponse(id=request.id)
+                await answers.put(
+                    pb.ModelStreamInferResponse(error_message=str(exc), infer_response=echo)
+                )
+
+        async def read() -> None:
+            tasks = []
+            async for request in requests:  # answer each as it arrives
+                tasks.append(asyncio.ensure_future(answer(request)))
+            await asyncio.gather(*tasks)
+            await answers.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         answer = pb.RepositoryIndexResponse()

@@ -87,7 +87,9 @@ async def test_stream_infer_answers_in_order(replicas, endpoints_file, router, s
 
     answers = [r async for r in stub.ModelStreamInfer(requests(), timeout=10)]
     assert [r.infer_response.id for r in answers] == ["s0", "s1", "s2", "s3", "s4"]
-    assert [bool(r.error_message) for r in answers] == [False, False, True, False, False]
+    assert [bool(r.error_message) for r in answers] == [False, False, True, False, False], [
+        r.error_message for r in answers
+    ]
     assert "'nope'" in answers[2].error_message
 
 
@@ -323,3 +325,39 @@ async def test_trace_context_reaches_the_replica(replicas, endpoints_file, route
     await stub.ModelInfer(simple_request(), metadata=metadata, timeout=5)
     assert a.last_metadata.get("traceparent") == traceparent
     assert "x-other" not in a.last_metadata
+
+
+async def test_requests_ride_one_stream_per_replica(replicas, endpoints_file, router, stub) -> None:
+    a = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address)])
+    await wait_until(serving(router, "simple", 1))
+    answers = await asyncio.gather(
+        *(stub.ModelInfer(simple_request(), timeout=5) for _ in range(30))
+    )
+    # The caller's id comes back, not the router's stream id.
+    assert {answer.id for answer in answers} == {"req-1"}
+    assert a.streamed == 30
+    # An in-band error is asked again unary, so the caller sees the real code.
+    bad = simple_request()
+    bad.inputs[0].name = "WRONG"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ModelInfer(bad, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs INPUT0/1" in info.value.details()
+    assert a.streamed == 31
+
+
+async def test_replicas_without_streaming_are_called_unary(endpoints_file, router, stub) -> None:
+    from tests.router.router_toy_replica import ToyReplica
+
+    a = ToyReplica({"simple": ["1"]}, streaming=False)
+    await a.start()
+    try:
+        endpoints_file.write([("simple", a.address)])
+        await wait_until(serving(router, "simple", 1))
+        for _ in range(5):
+            assert (await stub.ModelInfer(simple_request(), timeout=5)).id == "req-1"
+        assert router.table.replicas[a.address].handle.mux.unsupported
+        assert sum(a.served.values()) == 5
+    finally:
+        await a.stop()

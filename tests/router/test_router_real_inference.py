@@ -102,7 +102,7 @@ async def served_counts(replicas, stub_for, model: str) -> list[dict[str, int]]:
 
 
 async def test_balances_and_answers_like_the_replicas(two_replicas, routed, stub_for) -> None:  # type: ignore[no-untyped-def]
-    _, stub = routed
+    app, stub = routed
     x = np.random.default_rng(0).normal(size=(2, 256)).astype(np.float32)
     direct = await stub_for(two_replicas[0].address).ModelInfer(mlp_request(x), timeout=10)
     answers = await asyncio.gather(
@@ -117,6 +117,8 @@ async def test_balances_and_answers_like_the_replicas(two_replicas, routed, stub
         )
     per_replica = [sum(c.values()) for c in await served_counts(two_replicas, stub_for, "mlp")]
     assert min(per_replica) >= 10, per_replica  # per request, not per connection
+    for replica in app.table.replicas.values():  # forwarded over each replica's stream
+        assert replica.handle.mux.answered and not replica.handle.mux.unsupported
     index = await stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=5)
     assert {(m.name, m.version) for m in index.models} >= {
         ("simple", "1"),

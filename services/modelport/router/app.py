@@ -35,12 +35,13 @@ class RouterApp:
         options: ServerOptions | None = None,
         index_interval: float = 5.0,
         metrics: bool = False,
+        multiplex: bool = True,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
-        self.transport = GrpcTransport(self.options.max_message_bytes)
+        self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
         self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
         self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
         self.servicer = RouterServicer(self.router, self.transport)
@@ -107,6 +108,5 @@ class RouterApp:
         await self.poller.close()
         await self.router.close()
         for replica in list(self.table.replicas.values()):
-            if replica.handle is not None:
-                await replica.handle.channel.close()
+            await self.transport.close(replica, grace=0)
         await asyncio.gather(*self._closing, return_exceptions=True)

@@ -83,6 +83,11 @@ def build_policy_source(registry: str) -> Any:
     help="kubernetes: selects the EndpointSlices of model Services.",
 )
 @option("--index-interval", type=float, default=5.0, help="Seconds between index reads.")
+@option(
+    "--multiplex/--no-multiplex",
+    default=True,
+    help="Forward over one ModelStreamInfer stream per replica (less CPU per request).",
+)
 def serve_router(
     host: str,
     grpc_port: int,
@@ -101,6 +106,7 @@ def serve_router(
     namespace: str,
     label_selector: str,
     index_interval: float,
+    multiplex: bool,
 ) -> None:
     """The front door: one OIP v2 address, requests balanced across replicas."""
     from modelport.common import logs
@@ -125,7 +131,12 @@ def serve_router(
 
     async def run() -> None:
         app = RouterApp(
-            discovery, policies, options, index_interval=index_interval, metrics=metrics_port >= 0
+            discovery,
+            policies,
+            options,
+            index_interval=index_interval,
+            metrics=metrics_port >= 0,
+            multiplex=multiplex,
         )
         if metrics_port >= 0:
             serve_metrics(host, metrics_port)

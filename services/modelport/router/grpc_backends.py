@@ -20,8 +20,10 @@ import grpc
 from modelport import errors
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from modelport.router import wire
 from modelport.router.forwarding import BackendUnavailable
 from modelport.router.replicas import Replica
+from modelport.router.stream_mux import InBandError, NotStreaming, StreamClosed, StreamMux
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class BackendHandle:
     channel: grpc.aio.Channel
     infer: Any  # UnaryUnaryMultiCallable taking and returning bytes
     stub: pb_grpc.GRPCInferenceServiceStub
+    mux: StreamMux | None = None
 
 
 def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.ModelportError:
@@ -58,7 +61,9 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
 
 
 class GrpcTransport:
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = True) -> None:
+        # Forward over one ModelStreamInfer stream per replica (see stream_mux).
+        self.multiplex = multiplex
         self.options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -74,7 +79,9 @@ class GrpcTransport:
         channel = grpc.aio.insecure_channel(replica.address, options=self.options)
         # No serializers: the request is bytes already, the answer stays bytes.
         infer = channel.unary_unary(INFER_METHOD)
-        replica.handle = BackendHandle(channel, infer, pb_grpc.GRPCInferenceServiceStub(channel))
+        mux = StreamMux(channel, replica.address) if self.multiplex else None
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        replica.handle = BackendHandle(channel, infer, stub, mux)
 
     async def close(self, replica: Replica, grace: float = 30.0) -> None:
         """Close once the requests in flight on it are done (or `grace` passed)."""
@@ -85,13 +92,27 @@ class GrpcTransport:
         until = loop.time() + grace
         while replica.in_flight > 0 and loop.time() < until:
             await asyncio.sleep(0.05)
+        if handle.mux is not None:
+            await handle.mux.close()
         await handle.channel.close()
 
     async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes:
+        handle: BackendHandle = replica.handle
+        metadata = forwarded_metadata.get()
+        mux = handle.mux
+        stream_failed = False
+        if mux is not None and metadata is None and not mux.unsupported:
+            try:
+                return await mux.infer(request, timeout, wire.routing_fields(request)[2])
+            except (StreamClosed, NotStreaming):
+                stream_failed = True  # re-sent unary below: fails fast if the replica is gone
+            except InBandError:
+                pass  # asked again unary below, so the caller gets the real status code
         try:
-            answer: bytes = await replica.handle.infer(
-                request, timeout=timeout, metadata=forwarded_metadata.get()
-            )
+            answer: bytes = await handle.infer(request, timeout=timeout, metadata=metadata)
+            if stream_failed and mux is not None and not mux.answered:
+                log.info("replica %s does not stream; calling it unary", replica.address)
+                mux.unsupported = True
             return answer
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, replica) from None

@@ -96,3 +96,21 @@ def routing_fields(request: bytes) -> tuple[str, str, str]:
         return model.decode(), version.decode(), request_id.decode()
     except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed ModelInferRequest: {exc}") from None
+
+
+def stream_parts(message: bytes) -> tuple[str, bytes]:
+    """(error_message, infer_response bytes) of a serialized ModelStreamInferResponse."""
+    error = b""
+    answer = b""
+    pos, end = 0, len(message)
+    while pos < end:
+        key, pos = _read_varint(message, pos)
+        if key & 7 != 2:
+            raise ValueError("unexpected field in ModelStreamInferResponse")
+        size, pos = _read_varint(message, pos)
+        if key >> 3 == 1:
+            error = message[pos : pos + size]
+        elif key >> 3 == 2:
+            answer = message[pos : pos + size]
+        pos += size
+    return error.decode(errors="replace"), answer
