@@ -8,6 +8,8 @@ router in front of it, and this driver. Measured:
 2. CPU seconds per request (utime+stime from /proc/<pid>/stat) of the bare
    server when driven directly, and of the router process when driven through
    it, at a fixed concurrency; their ratio; and router cores per 1,000 req/s.
+   For reference, the same for the router with --no-multiplex (one unary call
+   per forwarded request) and for the least a grpc.aio forwarder can do.
 
     python benchmarks/bench_router.py [--seconds 5] [--concurrency 16] [--json]
 """
@@ -117,7 +119,7 @@ async def serve_floor_proxy(backend: str) -> None:
     await server.wait_for_termination()
 
 
-async def serve_router(backend: str) -> None:
+async def serve_router(backend: str, multiplex: bool = True) -> None:
     from modelport.common.server import ServerOptions
     from modelport.router.app import RouterApp
     from modelport.router.discovery import StaticDiscovery, parse_endpoint
@@ -126,6 +128,7 @@ async def serve_router(backend: str) -> None:
         StaticDiscovery([parse_endpoint(f"simple={backend}")]),
         options=ServerOptions(host="127.0.0.1", port=0),
         metrics=True,  # as deployed: the per-request metric work is part of the cost
+        multiplex=multiplex,
     )
     port = await app.start()
     while not app.table.candidates("simple", ""):
@@ -188,6 +191,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     bare, bare_port = spawn("--role", "bare")
     router, router_port = spawn("--role", "router", "--backend", f"127.0.0.1:{bare_port}")
     floor, floor_port = spawn("--role", "floor", "--backend", f"127.0.0.1:{bare_port}")
+    unary, unary_port = spawn("--role", "router-unary", "--backend", f"127.0.0.1:{bare_port}")
     try:
         direct, routed = f"127.0.0.1:{bare_port}", f"127.0.0.1:{router_port}"
         lat_direct = await latencies(direct, args.requests)
@@ -196,8 +200,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         router_load = await throughput(routed, args.seconds, args.concurrency, router.pid)
         floor_address = f"127.0.0.1:{floor_port}"
         floor_load = await throughput(floor_address, args.seconds, args.concurrency, floor.pid)
+        unary_address = f"127.0.0.1:{unary_port}"
+        unary_load = await throughput(unary_address, args.seconds, args.concurrency, unary.pid)
     finally:
-        for process in (floor, router, bare):
+        for process in (unary, floor, router, bare):
             process.kill()
             process.wait()
     ratio = router_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"]
@@ -220,6 +226,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             # A forwarder with no routing logic at all: the grpc.aio floor.
             "floor_proxy_us_per_request": floor_load["cpu_s_per_request"] * 1e6,
             "floor_proxy_vs_bare": floor_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"],
+            # The router with --no-multiplex: one unary call per forwarded request.
+            "router_unary_us_per_request": unary_load["cpu_s_per_request"] * 1e6,
+            "router_unary_vs_bare": unary_load["cpu_s_per_request"]
+            / bare_load["cpu_s_per_request"],
             "direct_rps": bare_load["rps"],
             "routed_rps": router_load["rps"],
         },
@@ -229,7 +239,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--role", choices=["driver", "bare", "router", "floor"], default="driver")
+    parser.add_argument(
+        "--role", choices=["driver", "bare", "router", "router-unary", "floor"], default="driver"
+    )
     parser.add_argument("--backend", default="")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -248,6 +260,8 @@ def main() -> None:
         asyncio.run(serve_floor_proxy(args.backend))
     elif args.role == "router":
         asyncio.run(serve_router(args.backend))
+    elif args.role == "router-unary":
+        asyncio.run(serve_router(args.backend, multiplex=False))
     else:
         result = asyncio.run(measure(args))
         print(json.dumps(result, indent=2))

@@ -48,6 +48,12 @@ def endpoints_file(tmp_path: Path) -> EndpointsFile:
     return EndpointsFile(tmp_path / "endpoints")
 
 
+@pytest.fixture(params=[False, True], ids=["unary", "multiplex"])
+def multiplex(request: pytest.FixtureRequest) -> bool:
+    """Every router test runs with unary forwarding and with one stream per replica."""
+    return bool(request.param)
+
+
 @pytest.fixture
 def policies() -> StaticPolicySource:
     return StaticPolicySource()
@@ -55,12 +61,13 @@ def policies() -> StaticPolicySource:
 
 @pytest.fixture
 async def router(
-    endpoints_file: EndpointsFile, policies: StaticPolicySource
+    endpoints_file: EndpointsFile, policies: StaticPolicySource, multiplex: bool
 ) -> AsyncIterator[RouterApp]:
     app = RouterApp(
         StaticDiscovery(file=endpoints_file.path, poll_seconds=0.05),
         policies,
         index_interval=0.5,
+        multiplex=multiplex,
     )
     await app.start()
     yield app

@@ -77,7 +77,9 @@ async def routed(
     endpoints = [
         Endpoint(model, r.address) for r in two_replicas for model in ("simple", "mlp", "mlp_b")
     ]
-    app = RouterApp(StaticDiscovery(endpoints), policies, index_interval=0.5)
+    # Over real replicas, forward on one stream per replica (the unary path is
+    # what the other tests here use).
+    app = RouterApp(StaticDiscovery(endpoints), policies, index_interval=0.5, multiplex=True)
     await app.start()
     try:
         deadline = time.monotonic() + 30

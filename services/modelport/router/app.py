@@ -35,7 +35,7 @@ class RouterApp:
         options: ServerOptions | None = None,
         index_interval: float = 5.0,
         metrics: bool = False,
-        multiplex: bool = True,
+        multiplex: bool = False,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery

@@ -85,8 +85,8 @@ def build_policy_source(registry: str) -> Any:
 @option("--index-interval", type=float, default=5.0, help="Seconds between index reads.")
 @option(
     "--multiplex/--no-multiplex",
-    default=True,
-    help="Forward over one ModelStreamInfer stream per replica (less CPU per request).",
+    default=False,
+    help="Forward over one ModelStreamInfer stream per replica instead of a call per request.",
 )
 def serve_router(
     host: str,

@@ -61,7 +61,7 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
 
 
 class GrpcTransport:
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = True) -> None:
+    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = False) -> None:
         # Forward over one ModelStreamInfer stream per replica (see stream_mux).
         self.multiplex = multiplex
         self.options = [
