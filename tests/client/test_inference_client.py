@@ -5,9 +5,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from toy_oip_server import serve_toy, toy_server_in_thread
-
 from modelport.client import AsyncInferenceClient, InferenceClient, ModelportClientError, codec
+from toy_oip_server import serve_toy, toy_server_in_thread
 
 # One array per OIP datatype numpy can hold, with values at the edges of each type.
 ARRAYS = {
@@ -77,7 +76,7 @@ def test_every_datatype_round_trips(model: str) -> None:
 
 
 def test_sync_client_control_plane_and_errors() -> None:
-    with toy_server_in_thread() as (address, servicer), InferenceClient(address) as client:
+    with toy_server_in_thread() as (address, _), InferenceClient(address) as client:
         assert client.is_server_live() and client.is_server_ready()
         assert client.server_metadata().name == "toy"
         metadata = client.model_metadata("simple")

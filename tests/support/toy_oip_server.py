@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from modelport.client import codec
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
