@@ -1,0 +1,171 @@
+"""Short, bounded load tests against a real OIP server on loopback.
+
+Each run is a second or two; the numbers checked are the report's own
+consistency (counts add up, percentiles ordered, errors classified by status)
+and what the server saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from modelport.loadtest.session import SessionOptions, run_session
+from toy_oip_server import toy_server_in_thread
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def check_consistent(report: dict) -> None:
+    requests = report["requests"]
+    assert requests["total"] == requests["ok"] + requests["errors"]
+    assert requests["errors"] == sum(report["errors_by_status"].values())
+    assert report["throughput_rps"] == pytest.approx(requests["ok"] / report["duration_s"])
+    for latency in (report["latency_ms"], report["error_latency_ms"]):
+        values = [latency[k] for k in ("min", "p50", "p90", "p99", "p99.9", "max")]
+        assert values == sorted(values)
+    assert len(report["generator"]["worker_cpu_utilization"]) == report["generator"]["processes"]
+
+
+def test_closed_loop_report_adds_up_and_plots(tmp_path: Path) -> None:
+    with toy_server_in_thread() as (address, servicer):
+        report, passed = run_session(
+            SessionOptions(
+                url=address,
+                model="simple",
+                random=True,
+                shapes={"INPUT0": [2, 16], "INPUT1": [2, 16]},
+                concurrency=4,
+                duration_s=1.0,
+                warmup_s=0.3,
+                processes=2,
+                report_path=tmp_path / "report.json",
+                plot_path=tmp_path / "run.png",
+                live=False,
+            )
+        )
+        served = servicer.infer_count
+    assert passed and report["passed"]
+    check_consistent(report)
+    assert report["requests"]["ok"] > 50 and report["requests"]["errors"] == 0
+    # Warm-up and measured requests all reached the server; only the window is reported.
+    assert served >= report["requests"]["total"]
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors_are_counted_by_status_and_fail_the_run(tmp_path: Path) -> None:
+    """Half the requests name an input the model lacks: INVALID_ARGUMENT, counted apart."""
+    good = {"INPUT0": [1] * 16, "INPUT1": [2] * 16}
+    bad = {"WRONG": [1] * 16}
+    data = tmp_path / "requests.json"
+    data.write_text(json.dumps({"data": [good, bad]}))
+    with toy_server_in_thread() as (address, _):
+        report, passed = run_session(
+            SessionOptions(
+                url=address,
+                model="simple",
+                requests_json=data,
+                concurrency=2,
+                duration_s=0.8,
+                warmup_s=0.2,
+                processes=1,
+                max_error_rate=0.2,
+                live=False,
+            )
+        )
+    check_consistent(report)
+    assert set(report["errors_by_status"]) == {"INVALID_ARGUMENT"}
+    # One caller per request variant, each cycling the list: about half fail.
+    assert 0.3 < report["error_rate"] < 0.7
+    assert not passed and "error rate" in report["failures"][0]
+
+
+def test_open_loop_sends_on_schedule_and_counts_from_it() -> None:
+    with toy_server_in_thread() as (address, _):
+        report, passed = run_session(
+            SessionOptions(
+                url=address,
+                model="slow",
+                random=True,
+                rate=200.0,
+                duration_s=1.0,
+                warmup_s=0.2,
+                processes=2,
+                live=False,
+            )
+        )
+    assert passed
+    check_consistent(report)
+    # A fixed schedule: exactly rate × duration requests are due in the window.
+    assert abs(report["requests"]["total"] - 200) <= 1
+    assert report["offered_rps"] == pytest.approx(200, abs=1)
+    assert report["latency_ms"]["min"] >= 5.0  # the model sleeps 5 ms
+    assert report["mode"] == "open" and report["generator"]["schedule_lag_ms"]["p99"] < 50
+
+
+def test_streaming_counts_stream_errors(tmp_path: Path) -> None:
+    for name, values in {"INPUT0": np.ones((1, 16), np.int32), "WRONG": np.ones(3)}.items():
+        np.save(tmp_path / f"{name}.npy", values)
+    with toy_server_in_thread() as (address, _):
+        good, _ = run_session(
+            SessionOptions(
+                url=address,
+                model="simple",
+                random=True,
+                streaming=True,
+                concurrency=2,
+                duration_s=0.6,
+                warmup_s=0.1,
+                processes=1,
+                live=False,
+            )
+        )
+        bad, passed = run_session(
+            SessionOptions(
+                url=address,
+                model="simple",
+                npy_files={"INPUT0": tmp_path / "INPUT0.npy", "WRONG": tmp_path / "WRONG.npy"},
+                streaming=True,
+                concurrency=1,
+                duration_s=0.4,
+                warmup_s=0.1,
+                processes=1,
+                live=False,
+            )
+        )
+    check_consistent(good)
+    assert good["streaming"] and good["requests"]["ok"] > 20 and good["requests"]["errors"] == 0
+    check_consistent(bad)
+    assert not passed and bad["requests"]["ok"] == 0
+    assert set(bad["errors_by_status"]) == {"STREAM_ERROR"}
+
+
+def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
+    from modelport.cli.loadtest import loadtest
+
+    np.save(tmp_path / "x.npy", np.ones((1, 16), np.int32))
+    runner = CliRunner()
+    with toy_server_in_thread() as (address, _):
+        ok = runner.invoke(
+            loadtest,
+            ["--url", address, "--model", "simple", "--random", "--concurrency", "2",
+             "--duration", "0.5", "--warmup", "0.1", "--processes", "1", "--report", "-"],
+        )  # fmt: skip
+        wrong = runner.invoke(
+            loadtest,
+            ["--url", address, "--model", "nope", "--input-npy", f"INPUT0={tmp_path / 'x.npy'}",
+             "--concurrency", "1", "--duration", "0.3", "--warmup", "0", "--processes", "1",
+             "--report", str(tmp_path / "r.json")],
+        )  # fmt: skip
+        usage = runner.invoke(loadtest, ["--url", address, "--model", "simple"])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.stdout[ok.stdout.index("{") :])
+    assert report["passed"] and report["requests"]["ok"] > 0
+    assert wrong.exit_code == 1
+    failed = json.loads((tmp_path / "r.json").read_text())
+    assert set(failed["errors_by_status"]) == {"NOT_FOUND"} and failed["requests"]["ok"] == 0
+    assert usage.exit_code == 2 and "input source" in usage.output
