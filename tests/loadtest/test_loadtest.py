@@ -100,7 +100,7 @@ def test_open_loop_sends_on_schedule_and_counts_from_it() -> None:
         )
     assert passed
     check_consistent(report)
-    # A fixed schedule: exactly rate × duration requests are due in the window.
+    # A fixed schedule: exactly rate x duration requests are due in the window.
     assert abs(report["requests"]["total"] - 200) <= 1
     assert report["offered_rps"] == pytest.approx(200, abs=1)
     assert report["latency_ms"]["min"] >= 5.0  # the model sleeps 5 ms
