@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 from modelport.client import codec
+from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.proto.inference import model_config_pb2 as mc
@@ -140,10 +141,15 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         await self._hook("ModelInfer", context)
         self.infer_count += 1
-        try:
-            return await infer(request)
-        except ToyError as error:
-            await context.abort(error.code, str(error))
+        # The spans modelport's inference service opens, so tracing tests have a backend.
+        with tracing.server_span("ModelInfer", context, model=request.model_name):
+            with tracing.span(tracing.INFERENCE_QUEUE, model=request.model_name):
+                await asyncio.sleep(0)
+            try:
+                with tracing.span(tracing.INFERENCE_EXECUTE, batch_size=1):
+                    return await infer(request)
+            except ToyError as error:
+                await context.abort(error.code, str(error))
 
     async def ModelStreamInfer(
         self, requests: Any, context: Any
