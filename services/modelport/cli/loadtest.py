@@ -90,6 +90,11 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option(
     "--max-error-rate", type=float, default=0.01, help="Exit 1 when the error share exceeds this."
 )
+@option(
+    "--server-metrics",
+    multiple=True,
+    help="host:port of a /metrics page (repeat per replica): adds queue/compute times.",
+)
 @option("--tls", is_flag=True, help="Use TLS (implied by grpcs:// or any certificate flag).")
 @option("--tls-ca", default="", help="CA bundle (PEM) to verify the server.")
 @option("--tls-cert", default="", help="Client certificate (PEM) for mutual TLS.")
@@ -114,6 +119,7 @@ def loadtest(
     report_path: str | None,
     plot_path: str | None,
     max_error_rate: float,
+    server_metrics: tuple[str, ...],
     tls: bool,
     tls_ca: str,
     tls_cert: str,
@@ -159,6 +165,7 @@ def loadtest(
         report_path=None if to_stdout or not report_path else Path(report_path),
         plot_path=Path(plot_path) if plot_path else None,
         max_error_rate=max_error_rate,
+        server_metrics=split_multi(server_metrics),
     )
     try:
         document, passed = run_session(options)

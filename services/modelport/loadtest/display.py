@@ -89,6 +89,17 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     errors = errors_table(report)
     if errors is not None:
         console.print(errors)
+    server = report.get("server")
+    if server:
+        parts = [
+            f"{label} {server[key]:.2f} ms"
+            for key, label in (("router_ms", "router"), ("queue_ms", "queue"),
+                               ("compute_ms", "compute"), ("request_ms", "inference"))
+            if key in server
+        ]  # fmt: skip
+        if "batch_size_mean" in server:
+            parts.append(f"batch {server['batch_size_mean']:.1f}")
+        console.print("server means: " + (", ".join(parts) or "no modelport metrics seen"))
     style = "yellow" if report["generator"]["saturated"] else "dim"
     console.print(f"[{style}]{report['generator']['note']}[/]")
 

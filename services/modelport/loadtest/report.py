@@ -17,6 +17,8 @@ from modelport.loadtest.runner import RunResult
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 # A worker process busy this share of its wall time could not have sent faster.
 SATURATED_CPU = 0.9
+# The whole machine this busy: generator processes wait for a core like everyone else.
+BUSY_HOST = 0.95
 # Open loop: sends this late behind schedule (p99) mean the generator fell behind.
 SATURATED_LAG_MS = 5.0
 
@@ -44,9 +46,17 @@ def generator_health(result: RunResult) -> dict[str, Any]:
         reasons.append(f"a worker process used {busiest:.0%} of a core")
     if result.spec.rate > 0 and lag_p99 > SATURATED_LAG_MS:
         reasons.append(f"p99 send lag behind the schedule was {lag_p99:.1f} ms")
+    host = result.host_cpu_busy
+    warning = ""
+    if host is not None and host >= BUSY_HOST:
+        warning = (
+            f"; note: this machine's CPUs were {host:.0%} busy, so the generator competed"
+            " for cores with whatever else runs here (a server on the same host?)"
+        )
     return {
         "processes": len(result.workers),
         "cpu_cores": os.cpu_count(),
+        "host_cpu_busy": None if host is None else round(host, 3),
         "worker_cpu_utilization": [round(c, 3) for c in cpu],
         "schedule_lag_ms": {
             "p99": lag_p99,
@@ -57,7 +67,8 @@ def generator_health(result: RunResult) -> dict[str, Any]:
             "generator saturated: " + "; ".join(reasons) + " (numbers understate the server)"
             if reasons
             else "generator kept up"
-        ),
+        )
+        + warning,
     }
 
 

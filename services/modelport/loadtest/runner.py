@@ -73,6 +73,18 @@ class RunResult:
     measured_s: float
     workers: list[WorkerResult] = field(default_factory=list)
     all_requests: int = 0  # warm-up included
+    host_cpu_busy: float | None = None  # share of all cores busy during the run (Linux)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all cores, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -125,6 +137,7 @@ def run_load(
         # A short lead so every worker is already waiting when the instant comes.
         t0 = time.monotonic_ns() + 50_000_000
         start.value = t0
+        cpu_before = _cpu_times()
         total_s = spec.warmup_s + spec.duration_s
         deadline = time.monotonic() + total_s + spec.timeout_s + 30
         while len(gathered) < count:
@@ -142,6 +155,10 @@ def run_load(
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
+    cpu_after = _cpu_times()
+    host_busy = None
+    if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
+        host_busy = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     failures = [w.error for w in gathered if w.error]
     if failures:
         raise RuntimeError(f"load worker failed: {failures[0]}")
@@ -149,7 +166,7 @@ def run_load(
     merged = Samples.merge([w.log for w in gathered])
     begin = int(spec.warmup_s * 1e9)
     window = merged.window(begin, begin + int(spec.duration_s * 1e9))
-    return RunResult(spec, window, spec.duration_s, gathered, len(merged))
+    return RunResult(spec, window, spec.duration_s, gathered, len(merged), host_busy)
 
 
 def _wait_ready(states: Any, processes: list[Any]) -> bool:

@@ -10,9 +10,11 @@ from typing import Any
 from rich.console import Console
 
 from modelport.client import InferenceClient, ModelportClientError, TlsOptions
+from modelport.common.scrape import Scrape, scrape
 from modelport.loadtest import display, inputs
 from modelport.loadtest.report import summarize, verdict
 from modelport.loadtest.runner import LoadSpec, RunResult, run_load
+from modelport.loadtest.server_metrics import server_breakdown
 
 
 @dataclass
@@ -36,6 +38,7 @@ class SessionOptions:
     report_path: Path | None = None
     plot_path: Path | None = None
     max_error_rate: float = 0.01
+    server_metrics: list[str] = field(default_factory=list)  # /metrics addresses to explain
     live: bool = True
 
 
@@ -64,6 +67,16 @@ def build_requests(options: SessionOptions) -> list[bytes]:
             options.requests_json, options.model, version=options.version, metadata=metadata
         )
     return inputs.serialize(built)
+
+
+def _scrape(addresses: list[str], console: Console) -> Scrape | None:
+    if not addresses:
+        return None
+    try:
+        return scrape(*addresses)
+    except (OSError, ValueError) as error:  # the run itself still counts
+        console.print(f"[yellow]could not read server metrics: {error}[/]")
+        return None
 
 
 def _levels(options: SessionOptions, base: LoadSpec) -> list[LoadSpec]:
@@ -99,12 +112,16 @@ def run_session(
     last: RunResult | None = None
     for spec in _levels(options, base):
         label = f"rate {spec.rate:g}/s" if spec.rate else f"c={spec.concurrency}"
+        before = _scrape(options.server_metrics, console)
         if options.live and console.is_terminal:
             with display.live_progress(console, label) as show:
                 last = run_load(spec, on_progress=show)
         else:
             last = run_load(spec)
         report = summarize(last, model=options.model, version=options.version)
+        after = _scrape(options.server_metrics, console)
+        if before is not None and after is not None:
+            report["server"] = server_breakdown(before, after, options.model)
         reports.append(report)
         display.print_report(console, report)
 
