@@ -38,9 +38,9 @@ def test_metrics_url_accepts_addresses_and_refuses_other_schemes() -> None:
 
 PAGE = """\
 # TYPE modelport_inference_requests_total counter
-modelport_inference_requests_total{{model="simple",version="1",outcome="ok",code="OK"}} {ok}
-modelport_inference_requests_total{{model="simple",version="1",outcome="error",code="NOT_FOUND"}} {bad}
-modelport_inference_requests_total{{model="mlp",version="1",outcome="ok",code="OK"}} 1000
+modelport_inference_requests_total{{model="simple",outcome="ok",code="OK"}} {ok}
+modelport_inference_requests_total{{model="simple",outcome="error",code="NOT_FOUND"}} {bad}
+modelport_inference_requests_total{{model="mlp",outcome="ok",code="OK"}} 1000
 # TYPE modelport_inference_queue_duration_seconds histogram
 modelport_inference_queue_duration_seconds_bucket{{model="simple",version="1",le="+Inf"}} {ok}
 modelport_inference_queue_duration_seconds_sum{{model="simple",version="1"}} {queue_sum}
