@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from modelport.client.codec import build_request
+from modelport.loadtest.runner import LoadSpec, run_load
 from modelport.loadtest.session import SessionOptions, run_session
 from toy_oip_server import toy_server_in_thread
 
@@ -28,6 +30,13 @@ def check_consistent(report: dict) -> None:
         values = [latency[k] for k in ("min", "p50", "p90", "p99", "p99.9", "max")]
         assert values == sorted(values)
     assert len(report["generator"]["worker_cpu_utilization"]) == report["generator"]["processes"]
+
+
+def short_run(address: str, model: str, **options: object) -> tuple[dict, bool]:
+    """A sub-second run with one load process, unless the test says otherwise."""
+    settings: dict = {"duration_s": 0.6, "warmup_s": 0.1, "processes": 1, "live": False}
+    settings.update(options)
+    return run_session(SessionOptions(url=address, model=model, **settings))
 
 
 def test_closed_loop_report_adds_up_and_plots(tmp_path: Path) -> None:
@@ -64,18 +73,8 @@ def test_errors_are_counted_by_status_and_fail_the_run(tmp_path: Path) -> None:
     data = tmp_path / "requests.json"
     data.write_text(json.dumps({"data": [good, bad]}))
     with toy_server_in_thread() as (address, _):
-        report, passed = run_session(
-            SessionOptions(
-                url=address,
-                model="simple",
-                requests_json=data,
-                concurrency=2,
-                duration_s=0.8,
-                warmup_s=0.2,
-                processes=1,
-                max_error_rate=0.2,
-                live=False,
-            )
+        report, passed = short_run(
+            address, "simple", requests_json=data, concurrency=2, max_error_rate=0.2
         )
     check_consistent(report)
     assert set(report["errors_by_status"]) == {"INVALID_ARGUMENT"}
@@ -86,17 +85,8 @@ def test_errors_are_counted_by_status_and_fail_the_run(tmp_path: Path) -> None:
 
 def test_open_loop_sends_on_schedule_and_counts_from_it() -> None:
     with toy_server_in_thread() as (address, _):
-        report, passed = run_session(
-            SessionOptions(
-                url=address,
-                model="slow",
-                random=True,
-                rate=200.0,
-                duration_s=1.0,
-                warmup_s=0.2,
-                processes=2,
-                live=False,
-            )
+        report, passed = short_run(
+            address, "slow", random=True, rate=200.0, duration_s=1.0, warmup_s=0.2, processes=2
         )
     assert passed
     check_consistent(report)
@@ -107,36 +97,33 @@ def test_open_loop_sends_on_schedule_and_counts_from_it() -> None:
     assert report["mode"] == "open" and report["generator"]["schedule_lag_ms"]["p99"] < 50
 
 
+def test_open_loop_counts_every_request_a_server_stall_delayed() -> None:
+    """No coordinated omission: a 150 ms freeze delays every request due during it.
+
+    At 200 requests/s about 30 fall due in the freeze; measured from their
+    scheduled times, those due in its first 100 ms waited over 50 ms. A closed
+    loop with one caller records a single slow request for the same freeze.
+    """
+    a = np.ones((1, 16), np.int32)
+    request = build_request("stall", {"INPUT0": a, "INPUT1": a}).SerializeToString()
+    with toy_server_in_thread() as (address, _):
+        spec = LoadSpec(url=address, requests=[request], rate=200.0, duration_s=1.0, warmup_s=0)
+        open_loop = run_load(spec).samples
+    with toy_server_in_thread() as (address, _):
+        spec = LoadSpec(url=address, requests=[request], concurrency=1, duration_s=1.0, warmup_s=0)
+        closed_loop = run_load(spec).samples
+    assert abs(len(open_loop) - 200) <= 1 and (open_loop.codes == 0).all()
+    assert (open_loop.latencies_ns > 50e6).sum() >= 15
+    assert 1 <= (closed_loop.latencies_ns > 50e6).sum() <= 3  # the stalled one (+ hiccups)
+
+
 def test_streaming_counts_stream_errors(tmp_path: Path) -> None:
     for name, values in {"INPUT0": np.ones((1, 16), np.int32), "WRONG": np.ones(3)}.items():
         np.save(tmp_path / f"{name}.npy", values)
     with toy_server_in_thread() as (address, _):
-        good, _ = run_session(
-            SessionOptions(
-                url=address,
-                model="simple",
-                random=True,
-                streaming=True,
-                concurrency=2,
-                duration_s=0.6,
-                warmup_s=0.1,
-                processes=1,
-                live=False,
-            )
-        )
-        bad, passed = run_session(
-            SessionOptions(
-                url=address,
-                model="simple",
-                npy_files={"INPUT0": tmp_path / "INPUT0.npy", "WRONG": tmp_path / "WRONG.npy"},
-                streaming=True,
-                concurrency=1,
-                duration_s=0.4,
-                warmup_s=0.1,
-                processes=1,
-                live=False,
-            )
-        )
+        good, _ = short_run(address, "simple", random=True, streaming=True, concurrency=2)
+        npy = {"INPUT0": tmp_path / "INPUT0.npy", "WRONG": tmp_path / "WRONG.npy"}
+        bad, passed = short_run(address, "simple", npy_files=npy, streaming=True, concurrency=1)
     check_consistent(good)
     assert good["streaming"] and good["requests"]["ok"] > 20 and good["requests"]["errors"] == 0
     check_consistent(bad)

@@ -7,6 +7,8 @@ without torch. Models:
   echo    any inputs -> the same tensors back, named OUT_<input>, as raw bytes
   typed   like echo, but answers in the typed `contents` fields (no raw bytes)
   slow    like simple, after a 5 ms sleep
+  stall   like simple, but 0.3 s after its first request the whole server freezes
+          for 150 ms once (a blocking call on the event loop: a GC pause, a stuck lock)
 Unknown models fail NOT_FOUND; `simple` with a wrong input fails INVALID_ARGUMENT.
 """
 
@@ -16,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -27,7 +30,8 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.proto.inference import model_config_pb2 as mc
 
-MODELS = ("simple", "echo", "typed", "slow")
+MODELS = ("simple", "echo", "typed", "slow", "stall")
+STALL_AFTER_S, STALL_S = 0.3, 0.15
 
 
 class ToyError(Exception):
@@ -66,7 +70,7 @@ async def infer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         raise ToyError(grpc.StatusCode.NOT_FOUND, f"model '{model}' is not served here")
     response = pb.ModelInferResponse(model_name=model, model_version="1", id=request.id)
     inputs = _inputs(request)
-    if model in ("simple", "slow"):
+    if model in ("simple", "slow", "stall"):
         if set(inputs) != {"INPUT0", "INPUT1"}:
             raise ToyError(grpc.StatusCode.INVALID_ARGUMENT, f"model '{model}': needs INPUT0/1")
         if model == "slow":
@@ -85,6 +89,8 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self) -> None:
         self.loaded = set(MODELS)
         self.infer_count = 0
+        self._stall_first: float | None = None
+        self._stalled = False
         # Tests hang span creation or metadata checks here: called with (method, context).
         self.on_call: Callable[[str, Any], Any] | None = None
 
@@ -93,6 +99,13 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
             result = self.on_call(method, context)
             if asyncio.iscoroutine(result):
                 await result
+
+    def _maybe_stall(self) -> None:
+        now = time.monotonic()
+        self._stall_first = self._stall_first or now
+        if not self._stalled and now - self._stall_first >= STALL_AFTER_S:
+            self._stalled = True
+            time.sleep(STALL_S)  # blocks the event loop on purpose: nothing is served meanwhile
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -107,7 +120,7 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(name="toy", version="0", extensions=["model_repository"])
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        if request.name not in ("simple", "slow"):
+        if request.name not in ("simple", "slow", "stall"):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no metadata for '{request.name}'")
         response = pb.ModelMetadataResponse(name=request.name, versions=["1"], platform="toy")
         for name in ("INPUT0", "INPUT1"):
@@ -141,6 +154,8 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         await self._hook("ModelInfer", context)
         self.infer_count += 1
+        if request.model_name == "stall":
+            self._maybe_stall()
         # The spans modelport's inference service opens, so tracing tests have a backend.
         with tracing.server_span("ModelInfer", context, model=request.model_name):
             with tracing.span(tracing.INFERENCE_QUEUE, model=request.model_name):
