@@ -183,12 +183,17 @@ class ToyServicer(pb_grpc.GRPCInferenceServiceServicer):
 @contextlib.asynccontextmanager
 async def serve_toy(
     interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+    tls: tuple[bytes, bytes] | None = None,
 ) -> AsyncIterator[tuple[str, ToyServicer]]:
-    """Serve on 127.0.0.1:0; yields ("127.0.0.1:PORT", servicer)."""
+    """Serve on 127.0.0.1:0 (TLS with `tls` = (key PEM, cert PEM)); yields (address, servicer)."""
     server = grpc.aio.server(interceptors=list(interceptors))
     servicer = ToyServicer()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        credentials = grpc.ssl_server_credentials([tls])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     try:
         yield f"127.0.0.1:{port}", servicer
@@ -199,6 +204,7 @@ async def serve_toy(
 @contextlib.contextmanager
 def toy_server_in_thread(
     interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+    tls: tuple[bytes, bytes] | None = None,
 ) -> Iterator[tuple[str, ToyServicer]]:
     """The toy server on its own event loop in a thread, for synchronous tests."""
     loop = asyncio.new_event_loop()
@@ -206,7 +212,7 @@ def toy_server_in_thread(
     stop = asyncio.Event()
 
     async def main() -> None:
-        async with serve_toy(interceptors) as served:
+        async with serve_toy(interceptors, tls) as served:
             started.set_result(served)
             await stop.wait()
 
