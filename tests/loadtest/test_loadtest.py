@@ -131,6 +131,26 @@ def test_streaming_counts_stream_errors(tmp_path: Path) -> None:
     assert set(bad["errors_by_status"]) == {"STREAM_ERROR"}
 
 
+def test_sweep_reports_each_level_and_plots_throughput_against_p99(tmp_path: Path) -> None:
+    with toy_server_in_thread() as (address, _):
+        document, passed = short_run(
+            address,
+            "simple",
+            random=True,
+            sweep=[1, 4],
+            duration_s=0.4,
+            report_path=tmp_path / "sweep.json",
+            plot_path=tmp_path / "sweep.png",
+        )
+    assert passed and document["passed"]
+    levels = document["sweep"]
+    assert [level["concurrency"] for level in levels] == [1, 4]
+    for level in levels:
+        check_consistent(level)
+    assert json.loads((tmp_path / "sweep.json").read_text())["sweep"][1]["concurrency"] == 4
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
 def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
     from modelport.cli.loadtest import loadtest
 

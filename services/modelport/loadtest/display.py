@@ -26,7 +26,7 @@ def live_progress(console: Console, label: str) -> Iterator[Callable[[Progress],
         dt = progress.elapsed_s - last["t"]
         rps = (done - last["done"]) / dt if dt > 0 else 0.0
         last.update(t=progress.elapsed_s, done=done)
-        phase = "warm-up" if progress.elapsed_s < 0 else "running"
+        phase = "warm-up" if progress.elapsed_s < progress.warmup_s else "measuring"
         return (
             f"[bold]{label}[/] {phase} {min(progress.elapsed_s, progress.total_s):5.1f}"
             f"/{progress.total_s:.0f}s  ok [green]{progress.ok}[/]  errors [red]"
@@ -42,15 +42,15 @@ def summary_table(report: dict[str, Any]) -> Table:
     load = (
         f"rate {report['rate']:g}/s" if report["mode"] == "open" else f"c={report['concurrency']}"
     )
-    table = Table(title=f"{report['model'] or 'model'} @ {report['url']} ({load})")
-    for column in ("requests", "ok", "errors", "req/s", "p50", "p90", "p99", "p99.9", "max"):
+    table = Table(title=f"{report['model'] or 'model'} @ {report['url']} ({load}), latency in ms")
+    for column in ("sent", "ok", "errors", "req/s", "p50", "p90", "p99", "p99.9", "max ms"):
         table.add_column(column, justify="right")
     table.add_row(
         str(report["requests"]["total"]),
         str(report["requests"]["ok"]),
         str(report["requests"]["errors"]),
-        f"{report['throughput_rps']:,.1f}",
-        *(f"{lat[k]:.2f} ms" for k in ("p50", "p90", "p99", "p99.9", "max")),
+        f"{report['throughput_rps']:,.0f}",
+        *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
     )
     return table
 
@@ -68,16 +68,16 @@ def errors_table(report: dict[str, Any]) -> Table | None:
 
 def sweep_table(reports: list[dict[str, Any]]) -> Table:
     table = Table(title="sweep")
-    for column in ("load", "req/s", "p50", "p99", "p99.9", "errors", "generator"):
+    for column in ("load", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "generator"):
         table.add_column(column, justify="right")
     for r in reports:
         load = f"{r['rate']:g}/s" if r["mode"] == "open" else f"c={r['concurrency']}"
         table.add_row(
             load,
-            f"{r['throughput_rps']:,.1f}",
-            f"{r['latency_ms']['p50']:.2f} ms",
-            f"{r['latency_ms']['p99']:.2f} ms",
-            f"{r['latency_ms']['p99.9']:.2f} ms",
+            f"{r['throughput_rps']:,.0f}",
+            f"{r['latency_ms']['p50']:.2f}",
+            f"{r['latency_ms']['p99']:.2f}",
+            f"{r['latency_ms']['p99.9']:.2f}",
             str(r["requests"]["errors"]),
             "SATURATED" if r["generator"]["saturated"] else "ok",
         )
@@ -125,10 +125,12 @@ def plot_run(samples: Samples, report: dict[str, Any], path: Path) -> None:
     if (~ok).any():
         over_time.scatter(t_s[~ok], lat_ms[~ok], s=4, color="red", label="error")
     if ok.any():
-        seconds = np.floor(t_s[ok]).astype(np.int64)
-        marks = np.unique(seconds)
-        p99 = [np.percentile(lat_ms[ok][seconds == s], 99) for s in marks]
-        over_time.plot(marks + 0.5, p99, color="black", label="p99 per second")
+        # p99 over ~40 windows: enough points to show a spike, enough samples per point.
+        width = max(0.05, float(t_s.max() - t_s.min()) / 40)
+        window = np.floor(t_s[ok] / width).astype(np.int64)
+        marks = np.unique(window)
+        p99 = [np.percentile(lat_ms[ok][window == w], 99) for w in marks]
+        over_time.step((marks + 0.5) * width, p99, where="mid", color="black", label="p99")
     over_time.set(xlabel="time since start (s)", ylabel="latency (ms)", yscale="log")
     over_time.set_title("latency over time")
     over_time.legend(loc="upper right")

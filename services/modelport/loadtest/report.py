@@ -58,6 +58,12 @@ def generator_health(result: RunResult) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "host_cpu_busy": None if host is None else round(host, 3),
         "worker_cpu_utilization": [round(c, 3) for c in cpu],
+        # What one request costs the generator: its capacity is about 1e6 / this per core.
+        "cpu_us_per_request": (
+            round(sum(w.cpu_s for w in result.workers) / result.all_requests * 1e6, 1)
+            if result.all_requests
+            else 0.0
+        ),
         "schedule_lag_ms": {
             "p99": lag_p99,
             "max": float(lags_ms.max()) if lags_ms.size else 0.0,

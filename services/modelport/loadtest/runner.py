@@ -60,6 +60,7 @@ class LoadSpec:
 @dataclass
 class Progress:
     elapsed_s: float
+    warmup_s: float
     total_s: float
     ok: int
     errors: int
@@ -149,7 +150,7 @@ def run_load(
                 if not any(p.is_alive() for p in processes) and results.empty():
                     raise RuntimeError("a load worker died without reporting") from None
             if on_progress is not None:
-                on_progress(_progress(counters, count, t0, total_s))
+                on_progress(_progress(counters, count, t0, spec.warmup_s, total_s))
     finally:
         for process in processes:
             process.join(timeout=5)
@@ -181,10 +182,13 @@ def _wait_ready(states: Any, processes: list[Any]) -> bool:
     return FAILED not in list(states)
 
 
-def _progress(counters: object, count: int, t0_ns: int, total_s: float) -> Progress:
+def _progress(
+    counters: object, count: int, t0_ns: int, warmup_s: float, total_s: float
+) -> Progress:
     values = list(counters)  # type: ignore[call-overload]
     return Progress(
         elapsed_s=max(0.0, (time.monotonic_ns() - t0_ns) / 1e9),
+        warmup_s=warmup_s,
         total_s=total_s,
         ok=sum(values[0::COUNTERS]),
         errors=sum(values[1::COUNTERS]),
