@@ -69,7 +69,7 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option("--warmup", type=float, default=2.0, help="Seconds sent before measuring.")
 @option("--timeout", type=float, default=10.0, help="Per-request deadline, seconds.")
 @option("--streaming", is_flag=True, help="Use ModelStreamInfer (one bidi stream per caller).")
-@option("--processes", type=int, default=0, help="Load processes (0 = one per core, at least 2).")
+@option("--processes", type=int, default=0, help="Load processes (0 = one per usable CPU, 2 to 8).")
 @option(
     "--sweep", default="", help="Comma-separated load levels (concurrency, or rates with --rate)."
 )

@@ -6,13 +6,12 @@ The report is plain JSON-able data; the same dict feeds the terminal table, the
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from modelport.loadtest.recorder import status_name
-from modelport.loadtest.runner import RunResult
+from modelport.loadtest.runner import RunResult, available_cpus
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 # A worker process busy this share of its wall time could not have sent faster.
@@ -55,7 +54,7 @@ def generator_health(result: RunResult) -> dict[str, Any]:
         )
     return {
         "processes": len(result.workers),
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": available_cpus(),
         "host_cpu_busy": None if host is None else round(host, 3),
         "worker_cpu_utilization": [round(c, 3) for c in cpu],
         # What one request costs the generator: its capacity is about 1e6 / this per core.

@@ -8,6 +8,7 @@ They connect first, then start together at one CLOCK_MONOTONIC instant.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import queue
@@ -28,6 +29,30 @@ from modelport.loadtest.worker import (
 )
 
 
+# More processes than this rarely helps one target and costs start-up time and memory.
+MAX_DEFAULT_PROCESSES = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (a pod's limit).
+
+    os.cpu_count() reports the node's cores, which in a pod limited to 2 CPUs
+    would start dozens of processes competing for two.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     url: str
@@ -38,7 +63,7 @@ class LoadSpec:
     warmup_s: float = 1.0
     timeout_s: float = 10.0
     streaming: bool = False
-    processes: int = 0  # 0: one per core (at least 2), never more than the callers
+    processes: int = 0  # 0: one per usable core (2 to 8), never more than the callers
     channels_per_process: int = 1
     tls: TlsOptions | None = None
 
@@ -51,7 +76,7 @@ class LoadSpec:
             raise ValueError("no requests to send")
 
     def process_count(self) -> int:
-        wanted = self.processes or max(2, os.cpu_count() or 1)
+        wanted = self.processes or min(MAX_DEFAULT_PROCESSES, max(2, available_cpus()))
         if self.concurrency:
             wanted = min(wanted, self.concurrency)
         return max(1, wanted)
