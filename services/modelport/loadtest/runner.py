@@ -28,7 +28,6 @@ from modelport.loadtest.worker import (
     run_worker,
 )
 
-
 # More processes than this rarely helps one target and costs start-up time and memory.
 MAX_DEFAULT_PROCESSES = 8
 
