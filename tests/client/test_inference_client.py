@@ -103,6 +103,9 @@ def test_sync_client_control_plane_and_errors() -> None:
         with pytest.raises(ModelportClientError) as invalid:
             client.infer("simple", {"X": a})
         assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(ModelportClientError) as late:  # the model sleeps 5 ms
+            client.infer("slow", {"INPUT0": a, "INPUT1": a}, timeout=0.001)
+        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         with pytest.raises(ModelportClientError) as load_error:
             client.load_model("ghost")
         assert load_error.value.code == grpc.StatusCode.NOT_FOUND

@@ -26,6 +26,13 @@ Inputs = Mapping[str, np.ndarray]
 Metadata = Sequence[tuple[str, str]]
 
 
+class _Default:
+    """Marks "use the client's timeout" (None already means "no deadline")."""
+
+
+DEFAULT = _Default()
+
+
 def _stream_result(response: pb.ModelStreamInferResponse) -> dict[str, np.ndarray]:
     if response.error_message:
         raise ModelportClientError(None, response.error_message)
@@ -64,9 +71,16 @@ class InferenceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any, metadata: Metadata | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata | None = None,
+        timeout: float | _Default | None = DEFAULT,
+    ) -> Any:
+        deadline = self.timeout if isinstance(timeout, _Default) else timeout
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=metadata)
+            return getattr(self._stub, method)(request, timeout=deadline, metadata=metadata)
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
 
@@ -113,11 +127,17 @@ class InferenceClient:
         outputs: Sequence[str] | None = None,
         datatypes: Mapping[str, str] | None = None,
         metadata: Metadata | None = None,
+        timeout: float | _Default | None = DEFAULT,
     ) -> dict[str, np.ndarray]:
+        """Run `model` on numpy `inputs`; returns its outputs by name.
+
+        `outputs` limits which come back; `datatypes` names a datatype numpy lacks
+        (`{"X": "BF16"}`); `timeout` overrides the client's deadline for this call.
+        """
         request = build_request(
             model, inputs, version=version, outputs=outputs, datatypes=datatypes
         )
-        return decode_response(self._call("ModelInfer", request, metadata))
+        return decode_response(self._call("ModelInfer", request, metadata, timeout))
 
     def stream_infer(
         self,
@@ -172,11 +192,16 @@ class AsyncInferenceClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: str, request: Any, metadata: Metadata | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata | None = None,
+        timeout: float | _Default | None = DEFAULT,
+    ) -> Any:
+        deadline = self.timeout if isinstance(timeout, _Default) else timeout
         try:
-            return await getattr(self._stub, method)(
-                request, timeout=self.timeout, metadata=metadata
-            )
+            return await getattr(self._stub, method)(request, timeout=deadline, metadata=metadata)
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
 
@@ -227,11 +252,17 @@ class AsyncInferenceClient:
         outputs: Sequence[str] | None = None,
         datatypes: Mapping[str, str] | None = None,
         metadata: Metadata | None = None,
+        timeout: float | _Default | None = DEFAULT,
     ) -> dict[str, np.ndarray]:
+        """Run `model` on numpy `inputs`; returns its outputs by name.
+
+        `outputs` limits which come back; `datatypes` names a datatype numpy lacks
+        (`{"X": "BF16"}`); `timeout` overrides the client's deadline for this call.
+        """
         request = build_request(
             model, inputs, version=version, outputs=outputs, datatypes=datatypes
         )
-        return decode_response(await self._call("ModelInfer", request, metadata))
+        return decode_response(await self._call("ModelInfer", request, metadata, timeout))
 
     async def stream_infer(
         self,
