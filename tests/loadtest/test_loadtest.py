@@ -169,6 +169,9 @@ def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
              "--report", str(tmp_path / "r.json")],
         )  # fmt: skip
         usage = runner.invoke(loadtest, ["--url", address, "--model", "simple"])
+        never_ready = runner.invoke(
+            loadtest, ["--url", address, "--model", "nope", "--random", "--wait-ready", "0.6"]
+        )
     assert ok.exit_code == 0, ok.output
     report = json.loads(ok.stdout[ok.stdout.index("{") :])
     assert report["passed"] and report["requests"]["ok"] > 0
@@ -176,3 +179,4 @@ def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
     failed = json.loads((tmp_path / "r.json").read_text())
     assert set(failed["errors_by_status"]) == {"NOT_FOUND"} and failed["requests"]["ok"] == 0
     assert usage.exit_code == 2 and "input source" in usage.output
+    assert never_ready.exit_code == 2 and "'nope' not ready after 0.6 s" in never_ready.output

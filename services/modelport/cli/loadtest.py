@@ -95,6 +95,12 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
     multiple=True,
     help="host:port of a /metrics page (repeat per replica): adds queue/compute times.",
 )
+@option(
+    "--wait-ready",
+    type=float,
+    default=0.0,
+    help="First wait up to this many seconds for the model to be ready (helm test, CI).",
+)
 @option("--tls", is_flag=True, help="Use TLS (implied by grpcs:// or any certificate flag).")
 @option("--tls-ca", default="", help="CA bundle (PEM) to verify the server.")
 @option("--tls-cert", default="", help="Client certificate (PEM) for mutual TLS.")
@@ -120,6 +126,7 @@ def loadtest(
     plot_path: str | None,
     max_error_rate: float,
     server_metrics: tuple[str, ...],
+    wait_ready: float,
     tls: bool,
     tls_ca: str,
     tls_cert: str,
@@ -166,6 +173,7 @@ def loadtest(
         plot_path=Path(plot_path) if plot_path else None,
         max_error_rate=max_error_rate,
         server_metrics=split_multi(server_metrics),
+        wait_ready_s=wait_ready,
     )
     try:
         document, passed = run_session(options)

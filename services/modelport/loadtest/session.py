@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,23 @@ class SessionOptions:
     plot_path: Path | None = None
     max_error_rate: float = 0.01
     server_metrics: list[str] = field(default_factory=list)  # /metrics addresses to explain
+    wait_ready_s: float = 0.0  # poll ModelReady this long first (a freshly deployed stack)
     live: bool = True
+
+
+def wait_until_ready(client: InferenceClient, model: str, version: str, wait_s: float) -> None:
+    """Return once `model` reports ready; RuntimeError when `wait_s` passes first."""
+    deadline = time.monotonic() + wait_s
+    last = "not ready"
+    while True:
+        try:
+            if client.is_model_ready(model, version):
+                return
+        except ModelportClientError as error:
+            last = str(error)
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"model '{model}' not ready after {wait_s:g} s ({last})")
+        time.sleep(0.5)
 
 
 def build_requests(options: SessionOptions) -> list[bytes]:
@@ -48,6 +65,8 @@ def build_requests(options: SessionOptions) -> list[bytes]:
     if sources != 1:
         raise inputs.InputError("choose one input source: --random, --input-npy or --requests-json")
     with InferenceClient(options.url, tls=options.tls, timeout=30) as client:
+        if options.wait_ready_s > 0:
+            wait_until_ready(client, options.model, options.version, options.wait_ready_s)
         try:
             metadata = client.model_metadata(options.model, options.version)
         except ModelportClientError as error:
