@@ -9,48 +9,73 @@ from __future__ import annotations
 
 
 class ModelportError(Exception):
-    """Base class: `str(error)` is the message a caller sees."""
+    """Base class: `str(error)` is the message a caller sees; `code` names the
+    gRPC status (as a string, so cores stay free of grpc)."""
+
+    code = "INTERNAL"
 
 
 class NotFound(ModelportError):
     """An unknown model, version, alias or artifact."""
 
+    code = "NOT_FOUND"
+
 
 class InvalidInput(ModelportError):
     """The request itself is wrong: a name, datatype, shape or size."""
+
+    code = "INVALID_ARGUMENT"
 
 
 class Unavailable(ModelportError):
     """Not ready now (loading, draining, no replica); retrying later may work."""
 
+    code = "UNAVAILABLE"
+
 
 class QueueFull(ModelportError):
     """The bounded queue is full: back off."""
+
+    code = "RESOURCE_EXHAUSTED"
 
 
 class DeadlineExceeded(ModelportError):
     """The request's deadline passed before it could be answered."""
 
+    code = "DEADLINE_EXCEEDED"
+
 
 class Cancelled(ModelportError):
     """The caller went away; nothing to answer."""
+
+    code = "CANCELLED"
 
 
 class AlreadyExists(ModelportError):
     """Creating something that exists already."""
 
+    code = "ALREADY_EXISTS"
+
 
 class FailedPrecondition(ModelportError):
     """The system is not in a state that allows the operation."""
+
+    code = "FAILED_PRECONDITION"
 
 
 class PermissionDenied(ModelportError):
     """The operation is not allowed here (e.g. load/unload at the router)."""
 
+    code = "PERMISSION_DENIED"
+
 
 class Unimplemented(ModelportError):
     """A declared operation modelport does not provide."""
 
+    code = "UNIMPLEMENTED"
+
 
 class Internal(ModelportError):
     """A bug or a model that failed while executing."""
+
+    code = "INTERNAL"

@@ -14,26 +14,10 @@ from modelport import errors
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[errors.ModelportError], grpc.StatusCode] = {
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-    errors.Internal: grpc.StatusCode.INTERNAL,
-}
-
 
 def status_of(error: BaseException) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
-        if code is not None:
-            return code
+    if isinstance(error, errors.ModelportError):
+        return grpc.StatusCode[error.code]
     return grpc.StatusCode.INTERNAL
 
 

@@ -106,6 +106,7 @@ def install_stop_signals(on_stop: Callable[[], Awaitable[None] | None]) -> async
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     fired = False
+    tasks: set[asyncio.Task[None]] = set()
 
     def handler(signum: int) -> None:
         nonlocal fired
@@ -122,7 +123,9 @@ def install_stop_signals(on_stop: Callable[[], Awaitable[None] | None]) -> async
             finally:
                 done.set()
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

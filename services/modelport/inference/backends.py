@@ -1,0 +1,152 @@
+"""Model backends: load a model file safely and run a batch of numpy inputs.
+
+Only graph formats are accepted: torch.export programs (`.pt2`) and TorchScript
+archives (`.pt`). Neither path runs Python's pickle on untrusted bytes; a pickled
+`nn.Module` saved with `torch.save` is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from modelport.errors import Internal, InvalidInput, Unavailable
+from modelport.inference.config import PLATFORM_EXPORT, PLATFORM_TORCHSCRIPT, ModelSpec
+from modelport.proto.inference import model_config_pb2 as mc
+
+log = logging.getLogger(__name__)
+
+# Inputs arrive as read-only views of the request bytes (zero copy). Models run
+# under inference_mode and do not write to their inputs.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+class Backend(Protocol):
+    """A loaded model: numpy inputs in config order → numpy outputs in config order."""
+
+    device: torch.device
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def pick_device(kind: int) -> torch.device:
+    if kind == mc.ModelInstanceGroup.KIND_GPU:
+        if not torch.cuda.is_available():
+            raise Unavailable("instance_group asks for KIND_GPU but no CUDA device is available")
+        return torch.device("cuda")
+    if kind == mc.ModelInstanceGroup.KIND_AUTO and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
+    path = version_dir / spec.model_filename
+    if not path.is_file():
+        raise InvalidInput(f"model '{spec.name}': no model file {path.name} in {version_dir}")
+    device = pick_device(spec.device_kind)
+    if spec.platform == PLATFORM_EXPORT:
+        module = _load_exported(path, spec.name)
+    elif spec.platform == PLATFORM_TORCHSCRIPT:
+        module = _load_torchscript(path, spec.name)
+    else:  # build_spec has already refused other platforms
+        raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
+    if device.type != "cpu":
+        module = module.to(device)
+    return TorchBackend(spec, module, device)
+
+
+def load_exported_program(path: Path, name: str) -> Any:
+    """torch.export.load: a graph and raw weights, no pickled Python objects."""
+    if not zipfile.is_zipfile(path):
+        raise InvalidInput(f"model '{name}': {path.name} is not a torch.export archive")
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+
+
+def _load_exported(path: Path, name: str) -> torch.nn.Module:
+    return load_exported_program(path, name).module()  # type: ignore[no-any-return]
+
+
+def _load_torchscript(path: Path, name: str) -> torch.nn.Module:
+    """torch.jit.load reads TorchScript code and tensors with its own restricted
+    unpickler; a plain `torch.save(model)` pickle fails here and is refused."""
+    if not zipfile.is_zipfile(path):
+        raise InvalidInput(f"model '{name}': {path.name} is not a TorchScript archive")
+    with zipfile.ZipFile(path) as archive:
+        if not any(entry.endswith("/code/") or "/code/" in entry for entry in archive.namelist()):
+            raise InvalidInput(
+                f"model '{name}': {path.name} is a pickled module, not TorchScript; "
+                "export it with torch.jit.script/trace or torch.export (pickles are refused)"
+            )
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+    module.eval()
+    return module
+
+
+class TorchBackend:
+    def __init__(self, spec: ModelSpec, module: torch.nn.Module, device: torch.device) -> None:
+        self.spec = spec
+        self.module = module
+        self.device = device
+        self._bf16_inputs = [t.datatype.name == "BF16" for t in spec.inputs]
+        self._output_names = [t.name for t in spec.outputs]
+        # TorchScript modules are not safe to call from several threads at once
+        # when they hold state; a lock per executor-slot is taken by the batcher.
+        self.lock = threading.Lock()
+
+    def _to_tensor(self, array: np.ndarray, bf16: bool) -> Any:
+        if array.dtype == np.object_:  # BYTES: TorchScript takes List[str]
+            return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.flat]
+        tensor = torch.from_numpy(array)
+        if bf16:
+            tensor = tensor.view(torch.bfloat16)
+        return tensor.to(self.device, non_blocking=True) if self.device.type != "cpu" else tensor
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        args = [self._to_tensor(a, bf16) for a, bf16 in zip(inputs, self._bf16_inputs, strict=True)]
+        with torch.inference_mode():
+            result = self.module(*args)
+        return self._outputs(result)
+
+    def _outputs(self, result: Any) -> list[np.ndarray]:
+        if isinstance(result, dict):
+            try:
+                values = [result[name] for name in self._output_names]
+            except KeyError as exc:
+                raise Internal(f"model '{self.spec.name}' returned no output {exc}") from None
+        elif isinstance(result, (list, tuple)):
+            values = list(result)
+        else:
+            values = [result]
+        if len(values) < len(self._output_names):
+            raise Internal(
+                f"model '{self.spec.name}' returned {len(values)} outputs, "
+                f"config declares {len(self._output_names)}"
+            )
+        return [_to_numpy(v, self.spec.name) for v in values[: len(self._output_names)]]
+
+
+def _to_numpy(value: Any, model: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.view(torch.uint16)  # raw BF16 bits travel as bytes
+        return tensor.contiguous().numpy()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, bytes)) for v in value):
+        return np.array([v.encode() if isinstance(v, str) else v for v in value], dtype=np.object_)
+    raise Internal(f"model '{model}' returned a {type(value).__name__}, not a tensor")

@@ -1,0 +1,272 @@
+"""Dynamic batching: queue requests for one model version and run them together.
+
+Requests wait in a bounded FIFO. Whenever an executor is free, the scheduler
+forms a batch: rows of compatible requests (same non-batch shape) are
+concatenated along dim 0 up to max_batch_size, waiting at most max_delay for
+more to arrive, and cut to a preferred size when one is configured. Executions
+run in a thread pool (`instances` at a time) so the event loop keeps serving;
+outputs are split back per request. Requests whose caller went away or whose
+deadline passed are dropped before compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelport.errors import (
+    DeadlineExceeded,
+    Internal,
+    ModelportError,
+    QueueFull,
+    Unavailable,
+)
+from modelport.inference.config import BatchingSpec
+from modelport.inference.stats import VersionStats
+
+log = logging.getLogger(__name__)
+
+# Outputs per request, and (input, infer, output) nanoseconds of the execution.
+ExecutionResult = tuple[list[list[np.ndarray]], tuple[int, int, int]]
+RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+# How far past the head of the queue the scheduler looks for requests whose
+# shape matches the batch being formed (keeps batch forming O(batch)).
+SCAN_WINDOW = 256
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    inputs: Sequence[np.ndarray]
+    rows: int
+    signature: tuple[tuple[int, ...], ...]
+    future: asyncio.Future[list[np.ndarray]]
+    enqueued_ns: int
+    deadline: float | None  # time.monotonic() seconds
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        label: str,
+        run: RunBatch,
+        *,
+        max_batch_size: int,
+        batching: BatchingSpec,
+        instances: int,
+        stats: VersionStats,
+    ) -> None:
+        self._label = label
+        self._run = run
+        self._batching = batching.enabled and max_batch_size > 0
+        self._max_rows = max_batch_size if self._batching else 0
+        self._preferred = batching.preferred_sizes
+        self._target_rows = max(self._preferred) if self._preferred else max_batch_size
+        self._max_delay_ns = int(batching.max_delay_s * 1e9)
+        self._max_queue = batching.max_queue_size
+        self._default_timeout = batching.default_timeout_s
+        self._stats = stats
+        self._queue: deque[Pending] = deque()
+        self._rows_queued = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(instances)
+        self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"exec-{label}")
+        self._active = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._schedule())
+
+    async def submit(
+        self,
+        inputs: Sequence[np.ndarray],
+        rows: int,
+        signature: tuple[tuple[int, ...], ...],
+        deadline: float | None,
+    ) -> list[np.ndarray]:
+        """Queue one request; returns its outputs (config order)."""
+        if self._closing:
+            raise Unavailable(f"{self._label} is unloading")
+        if len(self._queue) >= self._max_queue:
+            raise QueueFull(f"{self._label}: queue is full ({self._max_queue} requests waiting)")
+        if deadline is None and self._default_timeout is not None:
+            deadline = time.monotonic() + self._default_timeout
+        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.append(
+            Pending(inputs, rows, signature, future, time.perf_counter_ns(), deadline)
+        )
+        self._rows_queued += rows
+        self._stats.queue_depth = len(self._queue)
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Finish everything queued or running, then stop; new submits are refused."""
+        self._closing = True
+        self._wakeup.set()
+        if self._queue or self._active:
+            self._idle.clear()
+            await self._idle.wait()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=False)
+
+    # -- scheduling (event loop) ------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._slots.acquire()
+            if self._batching and self._max_delay_ns and not self._closing:
+                await self._wait_for_rows()
+            batch = self._take_batch()
+            if not batch:
+                self._slots.release()
+                self._maybe_idle()
+                continue
+            self._active += 1
+            done = loop.run_in_executor(self._executor, self._execute, batch)
+            done.add_done_callback(functools.partial(self._finish, batch))
+
+    async def _wait_for_rows(self) -> None:
+        """Hold a free executor until the batch is full or the oldest request's delay ends."""
+        if not self._queue:
+            return
+        deadline_ns = self._queue[0].enqueued_ns + self._max_delay_ns
+        while self._rows_queued < self._target_rows and not self._closing:
+            remaining = (deadline_ns - time.perf_counter_ns()) / 1e9
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[Pending]:
+        now = time.monotonic()
+        now_ns = time.perf_counter_ns()
+        batch: list[Pending] = []
+        skipped: list[Pending] = []
+        rows = 0
+        queue = self._queue
+        while queue and len(skipped) < SCAN_WINDOW:
+            item = queue[0]
+            if item.future.done():  # the caller cancelled
+                self._pop()
+                continue
+            if item.deadline is not None and now > item.deadline:
+                self._pop()
+                item.future.set_exception(
+                    DeadlineExceeded(f"{self._label}: deadline passed after queueing")
+                )
+                continue
+            if not self._batching:
+                batch.append(self._pop())
+                break
+            if batch and item.signature != batch[0].signature:
+                skipped.append(self._pop())
+                continue
+            if rows + item.rows > self._max_rows:
+                break
+            batch.append(self._pop())
+            rows += item.rows
+            if rows == self._max_rows:
+                break
+        if self._preferred and rows not in self._preferred:
+            batch = self._trim_to_preferred(batch, skipped)
+        for item in reversed(skipped):
+            queue.appendleft(item)
+            self._rows_queued += item.rows
+        self._stats.queue_depth = len(queue)
+        for item in batch:
+            self._stats.queued(now_ns - item.enqueued_ns)
+        return batch
+
+    def _trim_to_preferred(self, batch: list[Pending], skipped: list[Pending]) -> list[Pending]:
+        """Cut the batch back to the largest preferred size it can exactly reach."""
+        totals, running = [], 0
+        for item in batch:
+            running += item.rows
+            totals.append(running)
+        for size in reversed(self._preferred):
+            if size in totals:
+                keep = totals.index(size) + 1
+                skipped[:0] = batch[keep:]
+                return batch[:keep]
+        return batch
+
+    def _pop(self) -> Pending:
+        item = self._queue.popleft()
+        self._rows_queued -= item.rows
+        return item
+
+    def _finish(self, batch: list[Pending], done: asyncio.Future[object]) -> None:
+        self._slots.release()
+        self._active -= 1
+        error = done.exception()
+        if error is not None:
+            if not isinstance(error, ModelportError):
+                log.error("%s: execution failed", self._label, exc_info=error)
+                error = Internal(f"{self._label}: execution failed: {error}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+        else:
+            result: ExecutionResult = done.result()  # type: ignore[assignment]
+            per_request, (input_ns, infer_ns, output_ns) = result
+            rows = sum(item.rows for item in batch)
+            self._stats.executed(len(batch), rows, input_ns, infer_ns, output_ns)
+            for item, outputs in zip(batch, per_request, strict=True):
+                if not item.future.done():
+                    item.future.set_result(outputs)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self._closing and not self._queue and not self._active:
+            self._idle.set()
+
+    # -- execution (executor thread) ----------------------------------------------
+
+    def _execute(self, batch: list[Pending]) -> tuple[list[list[np.ndarray]], tuple[int, int, int]]:
+        t0 = time.perf_counter_ns()
+        if len(batch) == 1:
+            arrays: Sequence[np.ndarray] = batch[0].inputs
+        else:
+            arrays = [
+                np.concatenate([item.inputs[i] for item in batch], axis=0)
+                for i in range(len(batch[0].inputs))
+            ]
+        t1 = time.perf_counter_ns()
+        outputs = self._run(arrays)
+        t2 = time.perf_counter_ns()
+        if len(batch) == 1:
+            per_request = [outputs]
+        else:
+            total = sum(item.rows for item in batch)
+            for output in outputs:
+                if output.ndim == 0 or output.shape[0] != total:
+                    raise Internal(
+                        f"{self._label}: an output has shape {list(output.shape)}; "
+                        f"a batch of {total} rows needs dim 0 = {total}"
+                    )
+            per_request, start = [], 0
+            for item in batch:
+                end = start + item.rows
+                per_request.append([output[start:end] for output in outputs])
+                start = end
+        t3 = time.perf_counter_ns()
+        return per_request, (t1 - t0, t2 - t1, t3 - t2)
