@@ -6,7 +6,8 @@ import grpc
 import numpy as np
 import pytest
 from modelport.client import AsyncInferenceClient, InferenceClient, ModelportClientError, codec
-from toy_oip_server import serve_toy, toy_server_in_thread
+
+from tests.support.toy_oip_server import serve_toy, toy_server_in_thread
 
 # One array per OIP datatype numpy can hold, with values at the edges of each type.
 ARRAYS = {

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from modelport.client import InferenceClient, ModelportClientError, TlsOptions
 from modelport.loadtest.session import SessionOptions, run_session
-from toy_oip_server import toy_server_in_thread
+
+from tests.support.toy_oip_server import toy_server_in_thread
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from modelport.client.codec import build_request
 from modelport.loadtest.runner import LoadSpec, run_load
 from modelport.loadtest.session import SessionOptions, run_session
-from toy_oip_server import toy_server_in_thread
+
+from tests.support.toy_oip_server import toy_server_in_thread
 
 pytestmark = pytest.mark.timeout(90)
 

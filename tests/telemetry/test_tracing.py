@@ -16,8 +16,9 @@ from modelport.common import logs, tracing
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from router_hop import serve_router_hop
-from toy_oip_server import serve_toy
+
+from tests.support.router_hop import serve_router_hop
+from tests.support.toy_oip_server import serve_toy
 
 
 @pytest.fixture
