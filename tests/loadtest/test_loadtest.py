@@ -17,20 +17,10 @@ from modelport.client.codec import build_request
 from modelport.loadtest.runner import LoadSpec, run_load
 from modelport.loadtest.session import SessionOptions, run_session
 
+from tests.loadtest.checks import check_consistent
 from tests.support.toy_oip_server import toy_server_in_thread
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def check_consistent(report: dict) -> None:
-    requests = report["requests"]
-    assert requests["total"] == requests["ok"] + requests["errors"]
-    assert requests["errors"] == sum(report["errors_by_status"].values())
-    assert report["throughput_rps"] == pytest.approx(requests["ok"] / report["duration_s"])
-    for latency in (report["latency_ms"], report["error_latency_ms"]):
-        values = [latency[k] for k in ("min", "p50", "p90", "p99", "p99.9", "max")]
-        assert values == sorted(values)
-    assert len(report["generator"]["worker_cpu_utilization"]) == report["generator"]["processes"]
 
 
 def short_run(address: str, model: str, **options: object) -> tuple[dict, bool]:

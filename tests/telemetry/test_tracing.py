@@ -7,6 +7,7 @@ inference service (and later the real router) can take the stand-ins' places.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -117,3 +118,24 @@ def test_extract_ignores_callers_without_traceparent(spans: InMemorySpanExporter
     assert f"{child.context.trace_id:032x}" == trace_id
     assert parent_of(child) == int(span_id, 16)
     assert link is not None and link.context.span_id == child.context.span_id
+
+
+def test_recorded_spans_keep_their_times_and_parent(spans: InMemorySpanExporter) -> None:
+    """A batcher's view: capture each request's context, record its queue wait later."""
+    with tracing.span("request") as request_span:
+        captured = tracing.capture()
+    start = time.time_ns()
+    tracing.record_span(
+        tracing.INFERENCE_QUEUE,
+        parent=captured,
+        start_ns=start,
+        end_ns=start + 2_000_000,
+        model="m",
+    )
+    queue = spans.get_finished_spans()[-1]
+    assert parent_of(queue) == request_span.get_span_context().span_id
+    assert queue.end_time - queue.start_time == 2_000_000
+    assert queue.attributes == {"model": "m"}
+    tracing.shutdown()
+    assert tracing.capture() is None
+    tracing.record_span("ignored", parent=None, start_ns=0, end_ns=1)  # no-op when off

@@ -19,6 +19,11 @@ OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG variables (read by the SDK).
         with tracing.span(tracing.INFERENCE_QUEUE, model=name):
             ...
     await stub.ModelInfer(request, metadata=tracing.inject_metadata())  # router → replica
+
+A batcher keeps `tracing.capture()` with each queued request, then calls
+`tracing.record_span(INFERENCE_QUEUE, parent=ctx, start_ns=…, end_ns=…)` when the
+batch is taken and opens `span(INFERENCE_EXECUTE, parent=first_ctx, links=…,
+batch_size=n)` around the execution.
 """
 
 from __future__ import annotations
@@ -162,6 +167,32 @@ def inject_metadata(
     if not carrier:
         return metadata
     return (*metadata, *carrier.items())
+
+
+def capture() -> otel_context.Context | None:
+    """The current trace context, to hand to work done later elsewhere (a batcher's queue)."""
+    return otel_context.get_current() if _tracer is not None else None
+
+
+def record_span(
+    name: str,
+    *,
+    parent: otel_context.Context | None,
+    start_ns: int,
+    end_ns: int,
+    **attributes: Any,
+) -> None:
+    """A span that already happened: start/end are `time.time_ns()` values.
+
+    For waits measured elsewhere, e.g. `inference.queue` from a request's
+    enqueue time to the moment its batch was taken, under the request's context.
+    """
+    if _tracer is None:
+        return
+    recorded = _tracer.start_span(
+        name, context=parent, start_time=start_ns, attributes=attributes or None
+    )
+    recorded.end(end_time=end_ns)
 
 
 def current_link() -> Link | None:
