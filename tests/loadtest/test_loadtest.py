@@ -150,7 +150,7 @@ def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
     with toy_server_in_thread() as (address, _):
         ok = runner.invoke(
             loadtest,
-            ["--url", address, "--model", "simple", "--random", "--concurrency", "2",
+            ["--url", address, "--model", "simple", "--random", "--shape", "INPUT0:2,16", "--shape", "INPUT1:2,16", "--concurrency", "2",
              "--duration", "0.5", "--warmup", "0.1", "--processes", "1", "--report", "-"],
         )  # fmt: skip
         wrong = runner.invoke(

@@ -148,7 +148,7 @@ def loadtest(
         )
     try:
         levels = [float(v) for v in split_multi((sweep,))] if sweep else []
-        shapes = parse_shapes(split_multi(shape)) if shape else {}
+        shapes = parse_shapes(list(shape))  # not comma-split: "X:1,256" holds commas
     except (ValueError, InputError) as error:
         raise click.UsageError(str(error)) from None
     to_stdout = report_path == "-"

@@ -42,9 +42,15 @@ def generator_health(result: RunResult) -> dict[str, Any]:
     reasons = []
     busiest = max(cpu, default=0.0)
     if busiest >= SATURATED_CPU:
-        reasons.append(f"a worker process used {busiest:.0%} of a core")
+        reasons.append(
+            f"a worker process used {busiest:.0%} of a core, so throughput may be the"
+            " generator's limit rather than the server's (add --processes or machines)"
+        )
     if result.spec.rate > 0 and lag_p99 > SATURATED_LAG_MS:
-        reasons.append(f"p99 send lag behind the schedule was {lag_p99:.1f} ms")
+        reasons.append(
+            f"sends fell behind the schedule (p99 {lag_p99:.1f} ms); latencies still count"
+            " from the scheduled times, so they include that delay"
+        )
     host = result.host_cpu_busy
     warning = ""
     if host is not None and host >= BUSY_HOST:
@@ -68,11 +74,7 @@ def generator_health(result: RunResult) -> dict[str, Any]:
             "max": float(lags_ms.max()) if lags_ms.size else 0.0,
         },
         "saturated": bool(reasons),
-        "note": (
-            "generator saturated: " + "; ".join(reasons) + " (numbers understate the server)"
-            if reasons
-            else "generator kept up"
-        )
+        "note": ("generator saturated: " + "; ".join(reasons) if reasons else "generator kept up")
         + warning,
     }
 
