@@ -163,8 +163,7 @@ class _Run:
 
     async def run(self) -> None:
         plan = self.plan
-        now = time.monotonic_ns()
-        if self.t0 > now:
+        while (now := time.monotonic_ns()) < self.t0:  # timers may fire early
             await asyncio.sleep((self.t0 - now) / 1e9)
         if plan.rate > 0:
             await self.open_loop()
