@@ -10,6 +10,7 @@ import click
 
 from modelport import __version__
 from modelport.cli.loadtest import loadtest
+from modelport.cli.samples import samples
 from modelport.cli.serve import serve
 from modelport.cli.up import up
 
@@ -22,4 +23,5 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(up)
+main.add_command(samples)
 main.add_command(loadtest)
