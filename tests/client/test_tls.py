@@ -9,6 +9,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from modelport.cli.loadtest import loadtest
 from modelport.client import InferenceClient, ModelportClientError, TlsOptions
 from modelport.loadtest.session import SessionOptions, run_session
 
@@ -56,4 +58,12 @@ def test_tls_client_and_loadtest_verify_the_server(certificate: tuple[Path, Path
                 live=False,
             )
         )
+        # The chart mounts certificates and names them in MODELPORT_TLS_*_FILE variables.
+        cli = CliRunner().invoke(
+            loadtest,
+            ["--url", target, "--model", "simple", "--random", "--concurrency", "1",
+             "--duration", "300ms", "--warmup", "0s", "--processes", "1"],
+            env={"MODELPORT_TLS_CA_FILE": str(cert)},
+        )  # fmt: skip
     assert passed and report["requests"]["ok"] > 0
+    assert cli.exit_code == 0, cli.output

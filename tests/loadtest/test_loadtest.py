@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -151,7 +152,7 @@ def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
         ok = runner.invoke(
             loadtest,
             ["--url", address, "--model", "simple", "--random", "--shape", "INPUT0:2,16", "--shape", "INPUT1:2,16", "--concurrency", "2",
-             "--duration", "0.5", "--warmup", "0.1", "--processes", "1", "--report", "-"],
+             "--duration", "500ms", "--warmup", "0.1s", "--processes", "1", "--report", "-"],
         )  # fmt: skip
         wrong = runner.invoke(
             loadtest,
@@ -171,3 +172,13 @@ def test_cli_prints_report_and_exits_by_error_rate(tmp_path: Path) -> None:
     assert set(failed["errors_by_status"]) == {"NOT_FOUND"} and failed["requests"]["ok"] == 0
     assert usage.exit_code == 2 and "input source" in usage.output
     assert never_ready.exit_code == 2 and "'nope' not ready after 0.6 s" in never_ready.output
+
+
+def test_durations_take_units() -> None:
+    from modelport.cli.loadtest import SECONDS
+
+    assert [SECONDS.convert(v, None, None) for v in ("10", "10s", "1.5s", "250ms", "2m", ".5")] == [
+        10.0, 10.0, 1.5, 0.25, 120.0, 0.5,
+    ]  # fmt: skip
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        SECONDS.convert("10 minutes", None, None)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from modelport.cli.options import option, split_multi
 
+if TYPE_CHECKING:
+    from modelport.client import TlsOptions
 
-def _tls_options(tls: bool, ca: str, cert: str, key: str, server_name: str) -> object | None:
+
+def _tls_options(tls: bool, ca: str, cert: str, key: str, server_name: str) -> TlsOptions | None:
     from modelport.client import TlsOptions
 
     if not (tls or ca or cert or key):
@@ -22,6 +27,25 @@ def _tls_options(tls: bool, ca: str, cert: str, key: str, server_name: str) -> o
         private_key=Path(key) if key else None,
         server_name_override=server_name,
     )
+
+
+class Seconds(click.ParamType):
+    """A duration: `10`, `10s`, `500ms`, `2m` or `1h` (seconds when no unit)."""
+
+    name = "duration"
+    _UNITS = {"": 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        match = self._PATTERN.match(str(value))
+        if match is None:
+            self.fail(f"{value!r} is not a duration like 10, 10s, 500ms or 2m", param, ctx)
+        return float(match.group(1)) * self._UNITS[match.group(2) or ""]
+
+
+SECONDS = Seconds()
 
 
 def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
@@ -65,9 +89,9 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option(
     "--rate", type=float, default=0.0, help="Open loop: requests per second on a fixed schedule."
 )
-@option("--duration", type=float, default=10.0, help="Measured seconds (per load level).")
-@option("--warmup", type=float, default=2.0, help="Seconds sent before measuring.")
-@option("--timeout", type=float, default=10.0, help="Per-request deadline, seconds.")
+@option("--duration", type=SECONDS, default="10s", help="Measured time per load level.")
+@option("--warmup", type=SECONDS, default="2s", help="Time sent before measuring.")
+@option("--timeout", type=SECONDS, default="10s", help="Per-request deadline.")
 @option("--streaming", is_flag=True, help="Use ModelStreamInfer (one bidi stream per caller).")
 @option("--processes", type=int, default=0, help="Load processes (0 = one per usable CPU, 2 to 8).")
 @option(
@@ -88,7 +112,10 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
     help="Write a PNG: latency over time and histogram (sweep: throughput vs p99).",
 )
 @option(
-    "--max-error-rate", type=float, default=0.01, help="Exit 1 when the error share exceeds this."
+    "--max-error-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    help="Exit 1 when the share of failed requests exceeds this (0: any failure fails).",
 )
 @option(
     "--server-metrics",
@@ -97,14 +124,15 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 )
 @option(
     "--wait-ready",
-    type=float,
-    default=0.0,
-    help="First wait up to this many seconds for the model to be ready (helm test, CI).",
+    type=SECONDS,
+    default="0s",
+    help="First wait up to this long for the model to be ready (helm test, CI).",
 )
 @option("--tls", is_flag=True, help="Use TLS (implied by grpcs:// or any certificate flag).")
-@option("--tls-ca", default="", help="CA bundle (PEM) to verify the server.")
-@option("--tls-cert", default="", help="Client certificate (PEM) for mutual TLS.")
-@option("--tls-key", default="", help="Client key (PEM) for mutual TLS.")
+# Named as the chart's MODELPORT_TLS_*_FILE variables, so a pod's mounted certificates apply.
+@option("--tls-ca-file", default="", help="CA bundle (PEM) to verify the server.")
+@option("--tls-cert-file", default="", help="Client certificate (PEM) for mutual TLS.")
+@option("--tls-key-file", default="", help="Client key (PEM) for mutual TLS.")
 @option("--tls-server-name", default="", help="Expected server name, if not the URL's host.")
 def loadtest(
     url: str,
@@ -128,9 +156,9 @@ def loadtest(
     server_metrics: tuple[str, ...],
     wait_ready: float,
     tls: bool,
-    tls_ca: str,
-    tls_cert: str,
-    tls_key: str,
+    tls_ca_file: str,
+    tls_cert_file: str,
+    tls_key_file: str,
     tls_server_name: str,
 ) -> None:
     """Load-test MODEL: throughput, latency percentiles and errors by gRPC status.
@@ -168,7 +196,7 @@ def loadtest(
         streaming=streaming,
         processes=processes,
         sweep=levels,
-        tls=_tls_options(tls, tls_ca, tls_cert, tls_key, tls_server_name),  # type: ignore[arg-type]
+        tls=_tls_options(tls, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name),
         report_path=None if to_stdout or not report_path else Path(report_path),
         plot_path=Path(plot_path) if plot_path else None,
         max_error_rate=max_error_rate,

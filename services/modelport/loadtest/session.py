@@ -38,7 +38,7 @@ class SessionOptions:
     tls: TlsOptions | None = None
     report_path: Path | None = None
     plot_path: Path | None = None
-    max_error_rate: float = 0.01
+    max_error_rate: float = 0.0
     server_metrics: list[str] = field(default_factory=list)  # /metrics addresses to explain
     wait_ready_s: float = 0.0  # poll ModelReady this long first (a freshly deployed stack)
     live: bool = True
