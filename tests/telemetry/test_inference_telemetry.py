@@ -55,10 +55,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     tracing.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the inference servicer does not open spans yet; drop this mark once it does",
-)
 async def test_trace_crosses_router_hop_into_the_inference_service(
     spans: InMemorySpanExporter, inference_server: Any, sample_repo: Path
 ) -> None:
