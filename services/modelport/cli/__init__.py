@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from modelport import __version__
+from modelport.cli.loadtest import loadtest
 from modelport.cli.samples import samples
 from modelport.cli.serve import serve
 from modelport.cli.up import up
@@ -27,3 +28,4 @@ main.add_command(up)
 main.add_command(samples)
 main.add_command(models)
 serve.add_command(serve_registry)
+main.add_command(loadtest)

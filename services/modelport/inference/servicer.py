@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from modelport import __version__
+from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors, public_message
 from modelport.errors import (
     FailedPrecondition,
@@ -26,6 +27,7 @@ from modelport.errors import (
 )
 from modelport.inference import codec
 from modelport.inference.model_manager import ModelManager
+from modelport.inference.peers import PeerGroup, from_peer, merge_statistics
 from modelport.inference.stats import Duration, VersionStats
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -41,6 +43,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._manager = manager
         self._explicit = explicit_control
         self.ready = False
+        self.peers = PeerGroup()  # sibling workers, when several share the port
 
     # -- health and metadata --------------------------------------------------------
 
@@ -103,7 +106,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @maps_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request, context.time_remaining())
+        with tracing.server_span("ModelInfer", context, model=request.model_name):
+            return await self._infer(request, context.time_remaining())
 
     @maps_errors
     async def ModelStreamInfer(
@@ -167,6 +171,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 versions = [self._manager.get(request.name, request.version)]  # type: ignore[assignment]
             for served in versions:
                 response.model_stats.append(_statistics_message(served.stats))
+        if self.peers and not from_peer(context):
+            gathered = [*response.model_stats, *await self.peers.statistics(request)]
+            return pb.ModelStatisticsResponse(model_stats=merge_statistics(gathered))
         return response
 
     @maps_errors
@@ -191,6 +198,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"{sorted(request.parameters)} are not supported; change the repository instead"
             )
         await self._manager.load(request.model_name)
+        if self.peers and not from_peer(context):
+            await self.peers.load(request)
         return pb.RepositoryModelLoadResponse()
 
     @maps_errors
@@ -199,6 +208,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         self._check_control(request.repository_name, "unload")
         await self._manager.unload(request.model_name)
+        if self.peers and not from_peer(context):
+            await self.peers.unload(request)
         return pb.RepositoryModelUnloadResponse()
 
     def _check_repository(self, name: str) -> None:
