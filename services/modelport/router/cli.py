@@ -109,12 +109,13 @@ def serve_router(
     multiplex: bool,
 ) -> None:
     """The front door: one OIP v2 address, requests balanced across replicas."""
-    from modelport.common import logs
+    from modelport.common import logs, tracing
     from modelport.common.metrics import serve_metrics
     from modelport.common.server import ServerOptions, install_stop_signals, use_fast_event_loop
     from modelport.router.app import RouterApp
 
     logs.configure(log_level, log_format)
+    tracing.configure("router", otlp_endpoint)
     discovery = build_discovery(
         discovery_kind,
         endpoint,
@@ -143,6 +144,7 @@ def serve_router(
         await app.start()
         done = install_stop_signals(lambda: app.stop(grace_seconds))
         await done.wait()
+        tracing.shutdown()
 
     use_fast_event_loop()
     asyncio.run(run())

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
+
+from modelport.common import tracing
 from modelport.errors import DeadlineExceeded, NotFound, Unavailable
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
@@ -125,7 +128,13 @@ class Router:
         self, target: Target, request: bytes, deadline: float | None, replica: Replica | None = None
     ) -> bytes:
         """Send to `replica` (or a balanced pick); on UNAVAILABLE retry once elsewhere."""
-        first = replica or self.balancer.pick(target.model, target.version)
+        if replica is not None:
+            first = replica
+        else:
+            with tracing.span(tracing.ROUTER_PICK, model=target.model) as pick:
+                first = self.balancer.pick(target.model, target.version)
+                if pick is not None:
+                    pick.set_attribute("replica", first.address)
         try:
             return await self._call(first, target, request, deadline)
         except BackendUnavailable as exc:
@@ -155,7 +164,10 @@ class Router:
         self.stats.picks[(target.model, replica.address)] += 1
         outcome = "transport"
         try:
-            answer = await self.transport.infer(replica, request, timeout)
+            with tracing.span(
+                tracing.ROUTER_FORWARD, kind=SpanKind.CLIENT, replica=replica.address
+            ):
+                answer = await self.transport.infer(replica, request, timeout)
             outcome = "ok"
             return answer
         except BackendUnavailable:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from modelport import errors
+from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router import wire
@@ -99,6 +100,9 @@ class GrpcTransport:
     async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes:
         handle: BackendHandle = replica.handle
         metadata = forwarded_metadata.get()
+        if tracing.enabled():  # the router's forward span becomes the replica's parent
+            carried = [(k, v) for k, v in metadata or () if k not in ("traceparent", "tracestate")]
+            metadata = tuple(tracing.inject_metadata(carried)) or None
         mux = handle.mux
         stream_failed = False
         if mux is not None and metadata is None and not mux.unsupported:

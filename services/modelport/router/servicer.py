@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from modelport import __version__, errors
+from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors, public_message, status_of
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router import wire
@@ -76,9 +77,10 @@ class RouterServicer:
         model, version, _ = _routing(request)
         code = "OK"
         try:
-            return await self.router.infer(
-                model, version, request, _read_metadata(context), _deadline(context)
-            )
+            with tracing.server_span("ModelInfer", context, model=model):
+                return await self.router.infer(
+                    model, version, request, _read_metadata(context), _deadline(context)
+                )
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
