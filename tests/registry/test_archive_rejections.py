@@ -128,6 +128,14 @@ def test_sha256_mismatch_and_oversize(good: dict[str, bytes], registry: Threaded
         assert "sha256 mismatch" in info.value.details()
         assert_nothing_stored(registry, client)
 
+        header = pb.UploadHeader(model="bad", create_model=True)
+        data = tar_of(good)
+        messages = [pb.UploadVersionRequest(header=header), pb.UploadVersionRequest(chunk=data)]
+        with pytest.raises(grpc.RpcError) as info:
+            client.stub.UploadVersion(iter(messages), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "needs the sha256" in info.value.details()
+
         big = tar_of({**good, "1/padding.bin": b"\0" * (9 * 1024 * 1024)})
         with pytest.raises(grpc.RpcError) as info:
             upload(client, big)

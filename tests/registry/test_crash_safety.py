@@ -17,6 +17,7 @@ from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.archive import pack_directory
 from modelport.registry.store import RegistryStore
 
+from tests.registry.registry_servers import ThreadedRegistry
 from tests.registry.service_process import RegistryProcess
 
 
@@ -105,3 +106,41 @@ def test_blob_without_row_is_swept_at_start(tmp_path: Path) -> None:
     assert orphan.exists()
     RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20).close()
     assert not orphan.exists()
+
+
+def test_cancelled_upload_leaves_nothing(
+    registry: ThreadedRegistry, make_model: Callable[..., Path]
+) -> None:
+    buffer = io.BytesIO()
+    pack_directory(make_model("m", 2.0), buffer)
+    archive = buffer.getvalue()
+    header = pb.UploadHeader(
+        model="m", sha256=hashlib.sha256(archive).hexdigest(), create_model=True
+    )
+    blobs = registry.server.settings.blob_dir
+    half_sent = threading.Event()
+    release = threading.Event()
+
+    def messages() -> Iterator[pb.UploadVersionRequest]:
+        yield pb.UploadVersionRequest(header=header)
+        yield pb.UploadVersionRequest(chunk=archive[: len(archive) // 2])
+        half_sent.set()
+        release.wait(30)
+
+    with RegistryClient(registry.address) as client:
+        call = client.stub.UploadVersion.future(messages(), timeout=60)
+        assert half_sent.wait(30)
+        deadline = time.monotonic() + 10
+        while not any((blobs / "tmp").iterdir()):
+            assert time.monotonic() < deadline, "the upload never reached the registry"
+            time.sleep(0.02)
+        call.cancel()
+        release.set()
+        deadline = time.monotonic() + 10
+        while any((blobs / "tmp").iterdir()):
+            assert time.monotonic() < deadline, (
+                f"temp file stayed: {list((blobs / 'tmp').iterdir())}"
+            )
+            time.sleep(0.02)
+        assert client.list_models() == []
+    assert [p for p in (blobs / "sha256").rglob("*") if p.is_file()] == []

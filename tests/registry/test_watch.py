@@ -27,9 +27,9 @@ def take(stream: Iterator[pb.WatchEvent], count: int) -> list[pb.WatchEvent]:
 
 
 def test_watch_replays_then_streams_live_and_resumes(
-    tmp_path: Path, make_model: Callable[..., Path]
+    tmp_path: Path, make_model: Callable[..., Path], database_url: str
 ) -> None:
-    settings = registry_settings(tmp_path)
+    settings = registry_settings(tmp_path, database_url)
     registry = ThreadedRegistry(settings)
     try:
         with RegistryClient(registry.address) as client:

@@ -15,7 +15,7 @@ import grpc
 
 from modelport.common.grpc_errors import maps_errors
 from modelport.common.metrics import meter
-from modelport.errors import InvalidInput
+from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
@@ -101,20 +101,33 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("part") != "header":
-                outcome = "invalid"
                 raise InvalidInput("upload must start with a header message")
             header = first.header
             new = convert.new_version(header)
-            sink = await asyncio.to_thread(self.store.begin_upload, new)
+            if len(header.sha256) != 64:
+                # Required: a cancelled stream ends like a complete one, and only
+                # the digest of the whole archive tells the two apart.
+                raise InvalidInput(f"model '{new.model}': upload header needs the sha256 (hex)")
+            await asyncio.to_thread(self.store.check_upload, new)
+            sink = self.store.open_upload()
             try:
                 async for message in request_iterator:
                     if message.WhichOneof("part") != "chunk":
                         raise InvalidInput(f"model '{new.model}': upload sent a second header")
                     sink.write(message.chunk)
+                if context.cancelled():
+                    raise Cancelled(f"model '{new.model}': upload cancelled by the client")
             except BaseException:
                 sink.discard()
                 raise
-            info = await asyncio.to_thread(self.store.finish_upload, sink, new, header.sha256)
+            # Shielded: once started, finishing runs to its end in its thread (it
+            # stores the version or removes its temp files) even if the call is
+            # cancelled meanwhile; a bare to_thread could be cancelled before it
+            # starts and leave the upload's temp file behind.
+            finishing = asyncio.get_running_loop().run_in_executor(
+                None, self.store.finish_upload, sink, new, header.sha256
+            )
+            info = await asyncio.shield(finishing)
             outcome = "stored"
             log.info("stored %s:%d sha256=%s", info.model, info.version, info.sha256)
             return convert.version_msg(info)

@@ -125,14 +125,21 @@ class RegistryStore:
 
     # -- versions ----------------------------------------------------------------
 
-    def begin_upload(self, new: NewVersion) -> UploadSink:
-        """Check the header before any bytes arrive; returns where the bytes go."""
+    def check_upload(self, new: NewVersion) -> None:
+        """Check an upload's header before any bytes arrive."""
         check_model_name(new.model)
         for alias in new.aliases:
             check_alias_name(new.model, alias)
         if not new.create_model:
             self.get_model(new.model)
+
+    def open_upload(self) -> UploadSink:
+        """Where an upload's bytes go: a temp file, size-limited and hashed."""
         return self.blobs.sink(self.max_upload_bytes)
+
+    def begin_upload(self, new: NewVersion) -> UploadSink:
+        self.check_upload(new)
+        return self.open_upload()
 
     def finish_upload(self, sink: UploadSink, new: NewVersion, expected_sha256: str) -> VersionInfo:
         """Verify, check and store an upload whose bytes are all in `sink`.
