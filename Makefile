@@ -79,7 +79,7 @@ pytest: install tools
 
 conformance: install $(TRITON_STAMP)
 	MODELPORT_BIN=$(abspath $(BIN)/modelport) PYTHONPATH=services \
-	  $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/conformance
+	  $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider -c tests/conformance/pytest.ini --confcutdir tests/conformance tests/conformance
 
 test: install tools protos-check lint typecheck pytest conformance
 

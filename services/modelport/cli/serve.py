@@ -32,7 +32,13 @@ def serve() -> None:
     multiple=True,
     help="With explicit control: model to load at start (repeatable; '*' = all).",
 )
-@option("--torch-threads", type=int, default=0, help="Intra-op threads (0: one per core).")
+@option("--torch-threads", type=int, default=0, help="Intra-op threads (0: cores / workers).")
+@option(
+    "--workers",
+    type=int,
+    default=1,
+    help="Processes sharing the gRPC port (SO_REUSEPORT); one per 1-2 cores for small models.",
+)
 @option(
     "--reuse-port/--no-reuse-port",
     default=False,

@@ -47,7 +47,8 @@ def provider(service_name: str = "modelport") -> MeterProvider:
                 ),
             ]
             _provider = MeterProvider(
-                metric_readers=[PrometheusMetricReader()],
+                # Scope labels on every series are noise for Prometheus users.
+                metric_readers=[PrometheusMetricReader(scope_info_enabled=False)],
                 views=views,
                 resource=Resource.create({"service.name": service_name}),
             )

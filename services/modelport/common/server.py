@@ -31,6 +31,8 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Several processes may bind the same port (SO_REUSEPORT) and share load.
     reuse_port: bool = False
+    # More addresses to listen on, e.g. a private loopback port for siblings.
+    extra_addresses: Sequence[str] = ()
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
@@ -64,6 +66,7 @@ class GrpcServer:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         ]
         self.port = 0
+        self.extra_ports: list[int] = []
 
     def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
         """Register a servicer; `full_name` is its proto service name (for reflection)."""
@@ -80,6 +83,8 @@ class GrpcServer:
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
+        for extra in self.options.extra_addresses:
+            self.extra_ports.append(self.server.add_insecure_port(extra))
         await self.server.start()
         log.info("gRPC listening on %s:%d", self.options.host, self.port)
         return self.port

@@ -44,6 +44,7 @@ class InferenceSettings:
     load_models: list[str] = field(default_factory=list)
     torch_threads: int = 0  # 0: one per core
     reuse_port: bool = False
+    workers: int = 1  # > 1: that many processes share the gRPC port (see workers.py)
     log_level: str = "info"
     log_format: str = "text"
     otlp_endpoint: str = ""
@@ -54,7 +55,7 @@ class InferenceSettings:
 
 
 class InferenceApp:
-    def __init__(self, settings: InferenceSettings) -> None:
+    def __init__(self, settings: InferenceSettings, *, private_port: bool = False) -> None:
         self.settings = settings
         self.manager = ModelManager(settings.model_repository)
         explicit = settings.model_control_mode == "explicit"
@@ -65,6 +66,7 @@ class InferenceApp:
                 port=settings.grpc_port,
                 max_message_bytes=settings.max_message_mb * 1024 * 1024,
                 reuse_port=settings.reuse_port,
+                extra_addresses=("127.0.0.1:0",) if private_port else (),
             )
         )
         self.server.add_service(
@@ -77,6 +79,10 @@ class InferenceApp:
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
         self.port = 0
+
+    @property
+    def private_port(self) -> int:
+        return self.server.extra_ports[0]
 
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
@@ -119,9 +125,9 @@ class InferenceApp:
 
 
 def configure_torch(threads: int) -> None:
-    # The executor thread re-takes the GIL between aten ops; with the default
-    # 5 ms switch interval it waits behind the busy event loop (a convoy that
-    # made executions 4x slower under load). A short interval hands it over fast.
+    # The executor thread re-takes the GIL between aten ops of an FX program;
+    # with the default 5 ms switch interval each hand-off can wait that long
+    # behind a busy event loop. A short interval hands the GIL over quickly.
     sys.setswitchinterval(float(os.environ.get("MODELPORT_SWITCH_INTERVAL", "0.0002")))
     if threads <= 0:
         threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
@@ -141,6 +147,11 @@ async def serve(settings: InferenceSettings) -> None:
 
 
 def run(settings: InferenceSettings) -> None:
+    if settings.workers > 1:
+        from modelport.inference.workers import supervise
+
+        supervise(settings)
+        return
     logs.configure(settings.log_level, settings.log_format)
     use_fast_event_loop()
     asyncio.run(serve(settings))

@@ -19,7 +19,12 @@ import numpy as np
 import torch
 
 from modelport.errors import Internal, InvalidInput, Unavailable
-from modelport.inference.config import PLATFORM_EXPORT, PLATFORM_TORCHSCRIPT, ModelSpec
+from modelport.inference.config import (
+    PLATFORM_EXPORT,
+    PLATFORM_TORCHSCRIPT,
+    ModelSpec,
+    TensorSpec,
+)
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
@@ -136,7 +141,18 @@ class TorchBackend:
                 f"model '{self.spec.name}' returned {len(values)} outputs, "
                 f"config declares {len(self._output_names)}"
             )
-        return [_to_numpy(v, self.spec.name) for v in values[: len(self._output_names)]]
+        arrays = [_to_numpy(v, self.spec.name) for v in values[: len(self._output_names)]]
+        return [_as_declared(a, t) for a, t in zip(arrays, self.spec.outputs, strict=True)]
+
+
+def _as_declared(array: np.ndarray, tensor: TensorSpec) -> np.ndarray:
+    """Answer in the datatype the config declares (a model may compute in another)."""
+    wanted = tensor.datatype.numpy
+    if tensor.datatype.name == "BF16":
+        wanted = np.dtype(np.uint16)  # raw bf16 bits, see _to_numpy
+    if wanted is None or array.dtype == wanted or array.dtype == np.object_:
+        return array
+    return array.astype(wanted)
 
 
 def _to_numpy(value: Any, model: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from modelport.errors import (
 )
 from modelport.inference import codec
 from modelport.inference.model_manager import ModelManager
+from modelport.inference.peers import PeerGroup, from_peer, merge_statistics
 from modelport.inference.stats import Duration, VersionStats
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -41,6 +42,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._manager = manager
         self._explicit = explicit_control
         self.ready = False
+        self.peers = PeerGroup()  # sibling workers, when several share the port
 
     # -- health and metadata --------------------------------------------------------
 
@@ -167,6 +169,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 versions = [self._manager.get(request.name, request.version)]  # type: ignore[assignment]
             for served in versions:
                 response.model_stats.append(_statistics_message(served.stats))
+        if self.peers and not from_peer(context):
+            gathered = [*response.model_stats, *await self.peers.statistics(request)]
+            return pb.ModelStatisticsResponse(model_stats=merge_statistics(gathered))
         return response
 
     @maps_errors
@@ -191,6 +196,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"{sorted(request.parameters)} are not supported; change the repository instead"
             )
         await self._manager.load(request.model_name)
+        if self.peers and not from_peer(context):
+            await self.peers.load(request)
         return pb.RepositoryModelLoadResponse()
 
     @maps_errors
@@ -199,6 +206,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         self._check_control(request.repository_name, "unload")
         await self._manager.unload(request.model_name)
+        if self.peers and not from_peer(context):
+            await self.peers.unload(request)
         return pb.RepositoryModelUnloadResponse()
 
     def _check_repository(self, name: str) -> None:

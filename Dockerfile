@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1
+# modelport: one image for the router, the registry, every inference Deployment and loadtest.
+#
+#   docker build -t modelport:0.1.0 .                                # CPU (default)
+#   docker build -t modelport:0.1.0-cuda --build-arg VARIANT=cuda .  # CUDA
+#
+# Stages: base-<variant> (runtime OS + Python 3.12) → build (venv with torch from
+# PyTorch's index for the variant, then the package under constraints.txt) → runtime
+# (the venv only: no compilers, no pip cache, non-root). No HEALTHCHECK: Kubernetes'
+# gRPC probes check the standard health service instead.
+
+ARG VARIANT=cpu
+# The CUDA variant: base image tag and the matching PyTorch wheel index (cuXYZ).
+ARG CUDA_BASE=nvidia/cuda:12.8.1-base-ubuntu24.04
+ARG TORCH_CUDA=cu128
+
+# ---- runtime bases -----------------------------------------------------------------
+FROM python:3.12-slim-bookworm AS base-cpu
+ENV TORCH_FLAVOR=cpu
+
+# The CUDA base brings the CUDA user-space runtime and the NVIDIA_* variables the
+# container toolkit reads; torch's cu wheels bring cuDNN/cuBLAS/NCCL as pip packages.
+FROM ${CUDA_BASE} AS base-cuda
+ARG TORCH_CUDA
+ENV TORCH_FLAVOR=${TORCH_CUDA}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -sf /usr/bin/python3.12 /usr/local/bin/python
+
+FROM base-${VARIANT} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# ---- build -------------------------------------------------------------------------
+FROM base AS build
+# Overridable for mirrors; the default picks the wheel index matching the variant.
+ARG TORCH_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY constraints.txt ./
+# torch first, from PyTorch's own index: PyPI's Linux torch wheel would pull the CUDA
+# stack into the CPU image. Same pin as constraints.txt, so the next step keeps it.
+RUN index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_FLAVOR}}" \
+ && torch_pin="$(grep -E '^torch==' constraints.txt)" \
+ && pip install --index-url "$index" "$torch_pin"
+COPY pyproject.toml README.md ./
+COPY services ./services
+# pip's .pyc files stay: the root filesystem is read-only at run time, so without them
+# every start (and every TLS health probe) would compile the imports again.
+RUN pip install -c constraints.txt . \
+ && pip uninstall -y pip setuptools wheel \
+ && modelport --version
+
+# ---- runtime -----------------------------------------------------------------------
+FROM base AS runtime
+ARG VARIANT
+LABEL org.opencontainers.image.title="modelport" \
+      org.opencontainers.image.description="PyTorch models as gRPC services (KServe OIP v2 / Triton protocol)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.modelport.variant="${VARIANT}"
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+RUN groupadd --system --gid 10001 modelport \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /home/modelport --create-home \
+      --shell /usr/sbin/nologin modelport \
+ && mkdir -p /data /cache \
+ && chown 10001:10001 /data /cache
+COPY --from=build /opt/venv /opt/venv
+# Writable places when the root filesystem is read-only (the chart mounts emptyDirs here).
+ENV HOME=/home/modelport \
+    TORCH_HOME=/cache/torch \
+    MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /home/modelport
+USER 10001:10001
+EXPOSE 8001 8002 8003
+ENTRYPOINT ["modelport"]
+CMD ["--help"]

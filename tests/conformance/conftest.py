@@ -1,0 +1,72 @@
+"""A live `modelport serve inference` for the standard Triton client.
+
+This suite runs in its own venv (tritonclient pins protobuf 6.x) and never
+imports modelport: the server is the real entrypoint, started as a process.
+MODELPORT_BIN names the `modelport` executable of the main venv.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def modelport_bin() -> str:
+    path = os.environ.get("MODELPORT_BIN", "")
+    if not path or not Path(path).exists():
+        pytest.fail("MODELPORT_BIN must name the modelport executable (make conformance sets it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    repo = tmp_path_factory.mktemp("conformance") / "models"
+    subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("logs") / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [modelport_bin, "serve", "inference", "--model-repository", str(repo),
+         "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1",
+         "--model-control-mode", "explicit", "--load-model", "simple", "--load-model", "mlp"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"127.0.0.1:{port}"
+    client = grpcclient.InferenceServerClient(url)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if client.is_server_ready():
+                break
+        except Exception:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {Path(log.name).read_text()[-3000:]}")
+        time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("server did not become ready in 90 s")
+    yield url
+    process.terminate()
+    process.wait(30)
+    log.close()
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[grpcclient.InferenceServerClient]:
+    client = grpcclient.InferenceServerClient(server_url)
+    yield client
+    client.close()
