@@ -19,7 +19,9 @@ def metric(name: str, **labels: str) -> float:
     text = generate_latest(REGISTRY).decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
             total += float(re.split(r"\s+", line)[-1])
     return total
 
