@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import signal
 import threading
 import time
@@ -69,7 +70,8 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
         registry.kill()
     assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
 
-    registry = RegistryProcess(database, blobs)
+    # Restarted with no grace for abandoned uploads: the partial file goes too.
+    registry = RegistryProcess(database, blobs, "--stale-upload-minutes", "0")
     try:
         with RegistryClient(registry.address) as client:
             assert client.list_models() == []
@@ -95,17 +97,25 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
         assert registry.terminate() == 0, "SIGTERM drains and exits cleanly"
 
 
-def test_blob_without_row_is_swept_at_start(tmp_path: Path) -> None:
-    """A crash after the blob's rename but before its row's commit leaves an unreachable blob."""
+def test_leftovers_of_a_crash_are_swept_but_fresh_uploads_stay(tmp_path: Path) -> None:
+    """A blob whose row never committed goes at start; so do uploads abandoned long ago."""
     database = f"sqlite:///{tmp_path / 'registry.db'}"
     store = RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20)
     temp = store.blobs.temp_path()
     temp.write_bytes(b"orphan")
-    orphan = store.blobs.commit(temp, hashlib.sha256(b"orphan").hexdigest())
+    store.blobs.make_durable(temp)
+    orphan = store.blobs.place(temp, hashlib.sha256(b"orphan").hexdigest())
+    abandoned = store.blobs.temp_path(".upload")
+    abandoned.write_bytes(b"half")
+    os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
+    in_progress = store.blobs.temp_path(".upload")  # another replica's, still arriving
+    in_progress.write_bytes(b"half")
     store.close()
-    assert orphan.exists()
+
     RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20).close()
     assert not orphan.exists()
+    assert not abandoned.exists()
+    assert in_progress.exists()
 
 
 def test_cancelled_upload_leaves_nothing(

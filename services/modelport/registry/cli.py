@@ -23,6 +23,12 @@ from modelport.cli.options import common_server_options, option
     help="Where version archives are stored (a PVC in the cluster).",
 )
 @option("--max-upload-mb", type=int, default=2048, help="Largest accepted version archive.")
+@option(
+    "--stale-upload-minutes",
+    type=float,
+    default=60.0,
+    help="Unfinished uploads untouched this long are removed (at start and every 10 min).",
+)
 def serve_registry(
     host: str,
     grpc_port: int,
@@ -35,6 +41,7 @@ def serve_registry(
     database: str,
     blob_dir: Path,
     max_upload_mb: int,
+    stale_upload_minutes: float,
 ) -> None:
     """Serve the model registry (models, versions, aliases, policies, Watch)."""
     import asyncio
@@ -49,6 +56,7 @@ def serve_registry(
         database=database,
         blob_dir=blob_dir,
         max_upload_mb=max_upload_mb,
+        stale_upload_minutes=stale_upload_minutes,
         host=host,
         grpc_port=grpc_port,
         max_message_bytes=max_message_mb * 1024 * 1024,
