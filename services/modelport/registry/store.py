@@ -398,20 +398,5 @@ class RegistryStore:
     def events_after(
         self, revision: int, models: frozenset[str] = frozenset(), limit: int = 500
     ) -> list[Event]:
-        query = select(t.events).where(t.events.c.revision > revision)
-        if models:
-            query = query.where(t.events.c.model.in_(models))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.events.c.revision).limit(limit)).all()
-        return [
-            Event(
-                revision=int(r.revision),
-                kind=r.kind,
-                model=r.model,
-                version=int(r.version),
-                alias=r.alias,
-                previous_version=int(r.previous_version),
-                at=as_utc(r.at),
-            )
-            for r in rows
-        ]
+            return q.events_after(conn, revision, models, limit)
