@@ -11,11 +11,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelport.inference.peers import merge_statistics
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.inference.requests import simple_request
 from tests.inference.test_entrypoint import free_port
 
@@ -44,7 +44,10 @@ def test_workers_share_a_port_and_answer_as_one(sample_repo: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if all(s.ModelReady(pb.ModelReadyRequest(name="simple"), timeout=2).ready for s in stubs):
+                if all(
+                    s.ModelReady(pb.ModelReadyRequest(name="simple"), timeout=2).ready
+                    for s in stubs
+                ):
                     break
             except grpc.RpcError:
                 pass
@@ -54,7 +57,11 @@ def test_workers_share_a_port_and_answer_as_one(sample_repo: Path) -> None:
                 stub.ModelInfer(simple_request(A, A))
         stats = stubs[0].ModelStatistics(pb.ModelStatisticsRequest(name="simple")).model_stats
         assert len(stats) == 1 and stats[0].inference_count == 80
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
         counted = sum(
             s.value
             for family in text_string_to_metric_families(text)

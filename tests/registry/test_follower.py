@@ -13,8 +13,10 @@ import grpc
 import numpy as np
 import pytest
 from modelport.client.registry import RegistryClient
+from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as ipb
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.inference.requests import output, raw_request
 from tests.registry.registry_servers import ThreadedRegistry, registry_settings
@@ -187,3 +189,24 @@ def test_serve_inference_process_follows_the_registry(
         if inference is not None and inference.process.poll() is None:
             inference.kill()
         assert registry.terminate() == 0
+
+
+async def test_artifact_download_is_traced_from_inference_into_the_registry(
+    tmp_path: Path, make_model: Callable[..., Path], inference_server: Any
+) -> None:
+    exporter = InMemorySpanExporter()
+    assert tracing.configure("test", exporter=exporter)
+    registry = ThreadedRegistry(registry_settings(tmp_path))
+    try:
+        await registry_call(registry.address, "push", make_model("scale", 2.0), name="scale")
+        await inference_server(
+            None, registry=registry.address, models=["scale"], cache_dir=tmp_path / "cache"
+        )
+    finally:
+        registry.stop()
+        tracing.shutdown()
+    named = {span.name: span for span in exporter.get_finished_spans()}
+    client, server = named[tracing.REGISTRY_DOWNLOAD], named["DownloadVersion"]
+    assert server.context.trace_id == client.context.trace_id
+    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert server.attributes["version"] == 1

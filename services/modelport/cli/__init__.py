@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from modelport import __version__
+from modelport.cli.loadtest import loadtest
 from modelport.cli.samples import samples
 from modelport.cli.serve import serve
 from modelport.cli.up import up
@@ -25,5 +26,6 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(up)
 main.add_command(samples)
+main.add_command(loadtest)
 main.add_command(models)
 serve.add_command(serve_registry)

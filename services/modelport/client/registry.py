@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
+
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 

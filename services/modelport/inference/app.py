@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from modelport.common import logs, metrics
+from modelport.common import logs, metrics, tracing
 from modelport.common.server import (
     GrpcServer,
     ServerOptions,
@@ -136,6 +136,7 @@ def configure_torch(threads: int) -> None:
 
 async def serve(settings: InferenceSettings) -> None:
     configure_torch(settings.torch_threads)
+    tracing.configure("inference", settings.otlp_endpoint)
     if settings.metrics_port >= 0:
         metrics.serve_metrics(settings.host, settings.metrics_port)
     app = InferenceApp(settings)
@@ -143,6 +144,7 @@ async def serve(settings: InferenceSettings) -> None:
     await app.start()
     log.info("inference service ready on %s:%d", settings.host, app.port)
     await stopped.wait()
+    tracing.shutdown()
     log.info("inference service stopped")
 
 

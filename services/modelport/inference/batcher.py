@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry.context import Context
 
+from modelport.common import tracing
 from modelport.errors import (
     DeadlineExceeded,
     Internal,
@@ -50,6 +52,8 @@ class Pending:
     future: asyncio.Future[list[np.ndarray]]
     enqueued_ns: int
     deadline: float | None  # time.monotonic() seconds
+    trace: Context | None = None  # the request's trace context, for queue/execute spans
+    enqueued_wall_ns: int = 0
 
 
 class DynamicBatcher:
@@ -102,7 +106,16 @@ class DynamicBatcher:
             deadline = time.monotonic() + self._default_timeout
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         self._queue.append(
-            Pending(inputs, rows, signature, future, time.perf_counter_ns(), deadline)
+            Pending(
+                inputs,
+                rows,
+                signature,
+                future,
+                time.perf_counter_ns(),
+                deadline,
+                tracing.capture(),
+                time.time_ns(),
+            )
         )
         self._rows_queued += rows
         self._stats.queue_depth = len(self._queue)
@@ -133,6 +146,14 @@ class DynamicBatcher:
             if self._batching and self._max_delay_ns and not self._closing:
                 await self._wait_for_rows()
             batch = self._take_batch()
+            taken = time.time_ns()
+            for item in batch:
+                tracing.record_span(
+                    tracing.INFERENCE_QUEUE,
+                    parent=item.trace,
+                    start_ns=item.enqueued_wall_ns,
+                    end_ns=taken,
+                )
             if not batch:
                 self._slots.release()
                 self._maybe_idle()
@@ -251,7 +272,10 @@ class DynamicBatcher:
                 for i in range(len(batch[0].inputs))
             ]
         t1 = time.perf_counter_ns()
-        outputs = self._run(arrays)
+        with tracing.span(
+            tracing.INFERENCE_EXECUTE, parent=batch[0].trace, batch_size=sum(i.rows for i in batch)
+        ):
+            outputs = self._run(arrays)
         t2 = time.perf_counter_ns()
         if len(batch) == 1:
             per_request = [outputs]

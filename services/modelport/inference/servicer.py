@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from modelport import __version__
+from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors, public_message
 from modelport.errors import (
     FailedPrecondition,
@@ -105,7 +106,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @maps_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request, context.time_remaining())
+        with tracing.server_span("ModelInfer", context, model=request.model_name):
+            return await self._infer(request, context.time_remaining())
 
     @maps_errors
     async def ModelStreamInfer(

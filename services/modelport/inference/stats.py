@@ -129,9 +129,11 @@ class VersionStats:
         """One model execution that answered `requests` requests with `rows` batch rows."""
         self.execution_count += 1
         self.inference_count += rows
-        self.compute_input.add(input_ns, requests)
-        self.compute_infer.add(infer_ns, requests)
-        self.compute_output.add(output_ns, requests)
+        # As in Triton, every request in a batch is charged the whole execution:
+        # it waited for all of it (perf_analyzer's breakdown relies on this).
+        self.compute_input.add(input_ns * requests, requests)
+        self.compute_infer.add(infer_ns * requests, requests)
+        self.compute_output.add(output_ns * requests, requests)
         batch = self.batches[rows]
         batch.compute_input.add(input_ns)
         batch.compute_infer.add(infer_ns)

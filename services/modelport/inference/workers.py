@@ -100,7 +100,7 @@ def _stop_all(processes: list[mp.process.BaseProcess]) -> None:
 
 
 def _worker_main(settings: Any, index: int, pipe: Connection) -> None:
-    from modelport.common import metrics
+    from modelport.common import metrics, tracing
     from modelport.inference.app import InferenceApp, configure_torch
 
     logs.configure(settings.log_level, settings.log_format)
@@ -108,6 +108,7 @@ def _worker_main(settings: Any, index: int, pipe: Connection) -> None:
 
     async def main() -> None:
         configure_torch(settings.torch_threads)
+        tracing.configure("inference", settings.otlp_endpoint)
         metrics_port = metrics.serve_metrics("127.0.0.1", 0)
         app = InferenceApp(settings, private_port=True)
         stopped = install_stop_signals(app.stop)
@@ -118,6 +119,7 @@ def _worker_main(settings: Any, index: int, pipe: Connection) -> None:
         log.info("worker %d ready (private port %d)", index, app.private_port)
         await stopped.wait()
         await app.servicer.peers.close()
+        tracing.shutdown()
 
     asyncio.run(main())
 

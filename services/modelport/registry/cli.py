@@ -46,12 +46,14 @@ def serve_registry(
     """Serve the model registry (models, versions, aliases, policies, Watch)."""
     import asyncio
 
+    from modelport.common import tracing
     from modelport.common.logs import configure
     from modelport.common.metrics import serve_metrics
     from modelport.common.server import install_stop_signals, use_fast_event_loop
     from modelport.registry.server import RegistryServer, RegistrySettings
 
     configure(log_level, log_format)
+    tracing.configure("registry", otlp_endpoint)
     settings = RegistrySettings(
         database=database,
         blob_dir=blob_dir,
@@ -69,6 +71,7 @@ def serve_registry(
             serve_metrics(host, metrics_port)
         stopped = install_stop_signals(lambda: server.stop(grace_seconds))
         await stopped.wait()
+        tracing.shutdown()
 
     use_fast_event_loop()
     asyncio.run(run())
