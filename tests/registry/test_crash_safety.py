@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.archive import pack_directory
@@ -75,9 +76,9 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
     try:
         with RegistryClient(registry.address) as client:
             assert client.list_models() == []
-            with pytest.raises(grpc.RpcError) as info:
+            with pytest.raises(ModelportClientError) as info:
                 client.resolve("m")
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert info.value.code == grpc.StatusCode.NOT_FOUND
             assert list((blobs / "tmp").iterdir()) == []
             assert [p for p in (blobs / "sha256").rglob("*") if p.is_file()] == []
             # The restarted registry takes the same upload whole.
