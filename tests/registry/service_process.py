@@ -79,8 +79,8 @@ class ServiceProcess:
 
 
 class RegistryProcess(ServiceProcess):
-    def __init__(self, database: str, blob_dir: Path) -> None:
+    def __init__(self, database: str, blob_dir: Path, *args: str) -> None:
         # --blob-dir through its environment variable: flags also read MODELPORT_<FLAG>.
         super().__init__(
-            "registry", "--database", database, env={"MODELPORT_BLOB_DIR": str(blob_dir)}
+            "registry", "--database", database, *args, env={"MODELPORT_BLOB_DIR": str(blob_dir)}
         )

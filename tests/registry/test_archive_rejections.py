@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 
@@ -128,6 +129,14 @@ def test_sha256_mismatch_and_oversize(good: dict[str, bytes], registry: Threaded
         assert "sha256 mismatch" in info.value.details()
         assert_nothing_stored(registry, client)
 
+        header = pb.UploadHeader(model="bad", create_model=True)
+        data = tar_of(good)
+        messages = [pb.UploadVersionRequest(header=header), pb.UploadVersionRequest(chunk=data)]
+        with pytest.raises(grpc.RpcError) as info:
+            client.stub.UploadVersion(iter(messages), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "needs the sha256" in info.value.details()
+
         big = tar_of({**good, "1/padding.bin": b"\0" * (9 * 1024 * 1024)})
         with pytest.raises(grpc.RpcError) as info:
             upload(client, big)
@@ -166,10 +175,10 @@ def test_export_program_completes_a_bare_config(
 def test_duplicate_model_is_already_exists(registry: ThreadedRegistry) -> None:
     with RegistryClient(registry.address) as client:
         client.create_model("dup")
-        with pytest.raises(grpc.RpcError) as info:
+        with pytest.raises(ModelportClientError) as info:
             client.create_model("dup")
-        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert "'dup'" in info.value.details()
+        assert info.value.code == grpc.StatusCode.ALREADY_EXISTS
+        assert "'dup'" in info.value.message
 
 
 def test_upload_to_unknown_model_without_create_is_not_found(

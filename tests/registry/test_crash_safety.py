@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import signal
 import threading
 import time
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.archive import pack_directory
 from modelport.registry.store import RegistryStore
 
+from tests.registry.registry_servers import ThreadedRegistry
 from tests.registry.service_process import RegistryProcess
 
 
@@ -68,13 +71,14 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
         registry.kill()
     assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
 
-    registry = RegistryProcess(database, blobs)
+    # Restarted with no grace for abandoned uploads: the partial file goes too.
+    registry = RegistryProcess(database, blobs, "--stale-upload-minutes", "0")
     try:
         with RegistryClient(registry.address) as client:
             assert client.list_models() == []
-            with pytest.raises(grpc.RpcError) as info:
+            with pytest.raises(ModelportClientError) as info:
                 client.resolve("m")
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert info.value.code == grpc.StatusCode.NOT_FOUND
             assert list((blobs / "tmp").iterdir()) == []
             assert [p for p in (blobs / "sha256").rglob("*") if p.is_file()] == []
             # The restarted registry takes the same upload whole.
@@ -94,14 +98,60 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
         assert registry.terminate() == 0, "SIGTERM drains and exits cleanly"
 
 
-def test_blob_without_row_is_swept_at_start(tmp_path: Path) -> None:
-    """A crash after the blob's rename but before its row's commit leaves an unreachable blob."""
+def test_leftovers_of_a_crash_are_swept_but_fresh_uploads_stay(tmp_path: Path) -> None:
+    """A blob whose row never committed goes at start; so do uploads abandoned long ago."""
     database = f"sqlite:///{tmp_path / 'registry.db'}"
     store = RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20)
     temp = store.blobs.temp_path()
     temp.write_bytes(b"orphan")
-    orphan = store.blobs.commit(temp, hashlib.sha256(b"orphan").hexdigest())
+    store.blobs.make_durable(temp)
+    orphan = store.blobs.place(temp, hashlib.sha256(b"orphan").hexdigest())
+    abandoned = store.blobs.temp_path(".upload")
+    abandoned.write_bytes(b"half")
+    os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
+    in_progress = store.blobs.temp_path(".upload")  # another replica's, still arriving
+    in_progress.write_bytes(b"half")
     store.close()
-    assert orphan.exists()
+
     RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20).close()
     assert not orphan.exists()
+    assert not abandoned.exists()
+    assert in_progress.exists()
+
+
+def test_cancelled_upload_leaves_nothing(
+    registry: ThreadedRegistry, make_model: Callable[..., Path]
+) -> None:
+    buffer = io.BytesIO()
+    pack_directory(make_model("m", 2.0), buffer)
+    archive = buffer.getvalue()
+    header = pb.UploadHeader(
+        model="m", sha256=hashlib.sha256(archive).hexdigest(), create_model=True
+    )
+    blobs = registry.server.settings.blob_dir
+    half_sent = threading.Event()
+    release = threading.Event()
+
+    def messages() -> Iterator[pb.UploadVersionRequest]:
+        yield pb.UploadVersionRequest(header=header)
+        yield pb.UploadVersionRequest(chunk=archive[: len(archive) // 2])
+        half_sent.set()
+        release.wait(30)
+
+    with RegistryClient(registry.address) as client:
+        call = client.stub.UploadVersion.future(messages(), timeout=60)
+        assert half_sent.wait(30)
+        deadline = time.monotonic() + 10
+        while not any((blobs / "tmp").iterdir()):
+            assert time.monotonic() < deadline, "the upload never reached the registry"
+            time.sleep(0.02)
+        call.cancel()
+        release.set()
+        deadline = time.monotonic() + 10
+        while any((blobs / "tmp").iterdir()):
+            assert time.monotonic() < deadline, (
+                f"temp file stayed: {list((blobs / 'tmp').iterdir())}"
+            )
+            time.sleep(0.02)
+        assert client.list_models() == []
+    assert [p for p in (blobs / "sha256").rglob("*") if p.is_file()] == []

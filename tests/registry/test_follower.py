@@ -12,9 +12,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from modelport.client.registry import RegistryClient
+from modelport.client.registry import RegistryClient, ensure_pushed
+from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as ipb
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.inference.requests import output, raw_request
 from tests.registry.registry_servers import ThreadedRegistry, registry_settings
@@ -187,3 +189,51 @@ def test_serve_inference_process_follows_the_registry(
         if inference is not None and inference.process.poll() is None:
             inference.kill()
         assert registry.terminate() == 0
+
+
+async def test_artifact_download_is_traced_from_inference_into_the_registry(
+    tmp_path: Path, make_model: Callable[..., Path], inference_server: Any
+) -> None:
+    exporter = InMemorySpanExporter()
+    assert tracing.configure("test", exporter=exporter)
+    registry = ThreadedRegistry(registry_settings(tmp_path))
+    try:
+        await registry_call(registry.address, "push", make_model("scale", 2.0), name="scale")
+        await inference_server(
+            None, registry=registry.address, models=["scale"], cache_dir=tmp_path / "cache"
+        )
+    finally:
+        registry.stop()
+        tracing.shutdown()
+    named = {span.name: span for span in exporter.get_finished_spans()}
+    client, server = named[tracing.REGISTRY_DOWNLOAD], named["DownloadVersion"]
+    assert server.context.trace_id == client.context.trace_id
+    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert server.attributes["version"] == 1
+
+
+async def test_samples_pushed_once_then_served_from_the_registry(
+    tmp_path: Path, sample_repo: Path, inference_server: Any, stub_for: Any
+) -> None:
+    """What `modelport up` does: ensure_pushed the samples, then serve them by alias."""
+    registry = ThreadedRegistry(registry_settings(tmp_path))
+    try:
+        for name in ("simple", "mlp"):
+            for _ in range(2):  # the second call finds it pushed
+                version = await asyncio.to_thread(
+                    ensure_pushed, registry.address, sample_repo / name, name
+                )
+                assert version.version == 1
+        app = await inference_server(
+            None,
+            registry=registry.address,
+            models=["simple@production", "mlp@production"],
+            cache_dir=tmp_path / "cache",
+        )
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        request = raw_request("simple", {"INPUT0": ("INT32", a), "INPUT1": ("INT32", a)})
+        response = await stub_for(app.address).ModelInfer(request, timeout=10)
+        assert output(response, "OUTPUT0", np.int32).tolist() == (a * 2).tolist()
+        assert response.model_version == "1"
+    finally:
+        registry.stop()

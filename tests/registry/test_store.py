@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry.archive import pack_directory
+from modelport.registry.database import normalize_url
 from modelport.registry.records import EventKind, NewVersion, Policy
 from modelport.registry.store import RegistryStore
+
+from tests.registry.postgres import PostgresServer
 
 
 def push(store: RegistryStore, model_dir: Path, name: str, *aliases: str, parent: str = "") -> int:
@@ -172,3 +179,44 @@ def test_reopening_migrates_once_and_keeps_data(
         assert second.current_revision() == 3
     finally:
         second.close()
+
+
+def test_database_urls_from_operators() -> None:
+    assert normalize_url("postgresql://u@db/registry") == "postgresql+psycopg://u@db/registry"
+    assert normalize_url("postgres://u@db/r") == "postgresql+psycopg://u@db/r"
+    assert normalize_url("postgresql+psycopg://u@db/r") == "postgresql+psycopg://u@db/r"
+    assert normalize_url("/data/registry.db") == "sqlite:////data/registry.db"
+    assert normalize_url("sqlite:///rel/registry.db") == "sqlite:///rel/registry.db"
+
+
+def test_replicas_migrating_together_do_not_collide(
+    postgres: PostgresServer | None, tmp_path: Path
+) -> None:
+    """Three registry processes start at once on one new PostgreSQL database."""
+    if postgres is None:
+        pytest.skip("PostgreSQL is not available here (reason printed at session start)")
+    url = postgres.create_database("registry_together")
+    go = tmp_path / "go"
+    # Each process imports everything first, then all open the store at the same moment.
+    code = (
+        "import sys, os, time, alembic.command; from modelport.registry.store import RegistryStore\n"
+        "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"
+        "s = RegistryStore.open(sys.argv[1], sys.argv[2], max_upload_bytes=1 << 20)\n"
+        "print(s.current_revision())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "services")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(tmp_path / f"b{i}"), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    time.sleep(3)  # let them all reach the start line
+    go.touch()
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], [err[-500:] for _, err in results]
+    assert [out.strip() for out, _ in results] == ["0", "0", "0"]

@@ -27,9 +27,9 @@ def take(stream: Iterator[pb.WatchEvent], count: int) -> list[pb.WatchEvent]:
 
 
 def test_watch_replays_then_streams_live_and_resumes(
-    tmp_path: Path, make_model: Callable[..., Path]
+    tmp_path: Path, make_model: Callable[..., Path], database_url: str
 ) -> None:
-    settings = registry_settings(tmp_path)
+    settings = registry_settings(tmp_path, database_url)
     registry = ThreadedRegistry(settings)
     try:
         with RegistryClient(registry.address) as client:
@@ -52,7 +52,7 @@ def test_watch_replays_then_streams_live_and_resumes(
             ]
             assert live[1].previous_version == 1 and live[1].alias == "production"
             seen = live[-1].revision
-            stream.cancel()  # the watcher goes away ...
+            stream.close()  # the watcher goes away ...
 
             # ... changes happen while it is gone ...
             client.set_policy("m", parse_policy({"production": 90, "canary": 10}))
@@ -71,7 +71,7 @@ def test_watch_replays_then_streams_live_and_resumes(
                 (Kind.ALIAS_MOVED, "m", 1),
             ]
             assert [e.revision for e in missed] == [seen + 1, seen + 2]
-            stream.cancel()
+            stream.close()
     finally:
         registry.stop()
 
@@ -87,4 +87,4 @@ def test_watch_filters_by_model(registry: ThreadedRegistry) -> None:
         event = next(stream)
         assert (event.kind, event.model) == (Kind.POLICY_CHANGED, "b")
         assert client.get_policy("b").WhichOneof("kind") == "scatter"
-        stream.cancel()
+        stream.close()

@@ -26,6 +26,6 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(up)
 main.add_command(samples)
+main.add_command(loadtest)
 main.add_command(models)
 serve.add_command(serve_registry)
-main.add_command(loadtest)

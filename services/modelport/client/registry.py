@@ -1,6 +1,6 @@
 """Synchronous Python API for the model registry (`modelport models …` uses it too).
 
-Calls raise `grpc.RpcError` with the registry's status code and message.
+Calls raise `ModelportClientError` with the registry's status code and message.
 
     with RegistryClient("localhost:8003") as registry:
         version = registry.push("models/mlp", name="mlp", aliases=["canary"])
@@ -10,20 +10,39 @@ Calls raise `grpc.RpcError` with the registry's status code and message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
+from modelport.client.channel import ModelportClientError
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
 DEFAULT_REGISTRY = "localhost:8003"
 CHUNK_BYTES = 1 << 20
 SOURCE_DIGEST_LABEL = "modelport.source-digest"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _maps_rpc_errors(method: F) -> F:
+    """A failed call raises ModelportClientError (code + message), as the other clients do."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as exc:
+            raise ModelportClientError.from_rpc_error(exc) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def default_address() -> str:
@@ -82,28 +101,34 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_maps_rpc_errors
     def wait_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
     # -- models ------------------------------------------------------------------
 
+    @_maps_rpc_errors
     def create_model(
         self, name: str, description: str = "", labels: Mapping[str, str] | None = None
     ) -> pb.Model:
         request = pb.CreateModelRequest(name=name, description=description, labels=labels or {})
         return self.stub.CreateModel(request, timeout=self.timeout)
 
+    @_maps_rpc_errors
     def get_model(self, name: str) -> pb.Model:
         return self.stub.GetModel(pb.GetModelRequest(name=name), timeout=self.timeout)
 
+    @_maps_rpc_errors
     def list_models(self) -> list[pb.Model]:
         return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout).models)
 
+    @_maps_rpc_errors
     def delete_model(self, name: str, *, force: bool = False) -> None:
         self.stub.DeleteModel(pb.DeleteModelRequest(name=name, force=force), timeout=self.timeout)
 
     # -- versions ----------------------------------------------------------------
 
+    @_maps_rpc_errors
     def push_archive(
         self,
         archive: Path | str,
@@ -141,6 +166,7 @@ class RegistryClient:
 
         return self.stub.UploadVersion(messages(), timeout=max(self.timeout, 600.0))
 
+    @_maps_rpc_errors
     def push(
         self,
         model_dir: Path | str,
@@ -171,6 +197,7 @@ class RegistryClient:
                 description=description,
             )
 
+    @_maps_rpc_errors
     def download(self, ref: str, dest: Path | str) -> pb.ModelVersion:
         """The stored archive of `ref` into file `dest`, sha256-verified (else ValueError)."""
         dest = Path(dest)
@@ -193,6 +220,7 @@ class RegistryClient:
         os.replace(partial, dest)
         return header.version
 
+    @_maps_rpc_errors
     def pull(self, ref: str, model_dir: Path | str) -> pb.ModelVersion:
         """`ref` as a Triton model folder: `model_dir/config.pbtxt`, `model_dir/<N>/…`."""
         from modelport.registry.archive import materialize
@@ -203,43 +231,53 @@ class RegistryClient:
             materialize(archive, Path(model_dir), version.version)
         return version
 
+    @_maps_rpc_errors
     def get_version(self, ref: str) -> pb.ModelVersion:
         return self.stub.GetVersion(pb.GetVersionRequest(ref=ref), timeout=self.timeout)
 
+    @_maps_rpc_errors
     def list_versions(self, model: str) -> list[pb.ModelVersion]:
         response = self.stub.ListVersions(pb.ListVersionsRequest(model=model), timeout=self.timeout)
         return list(response.versions)
 
+    @_maps_rpc_errors
     def delete_version(self, model: str, version: int) -> None:
         request = pb.DeleteVersionRequest(model=model, version=version)
         self.stub.DeleteVersion(request, timeout=self.timeout)
 
     # -- aliases ----------------------------------------------------------------
 
+    @_maps_rpc_errors
     def set_alias(self, model: str, version: int, alias: str) -> pb.Alias:
         request = pb.SetAliasRequest(model=model, alias=alias, version=version)
         return self.stub.SetAlias(request, timeout=self.timeout)
 
+    @_maps_rpc_errors
     def delete_alias(self, model: str, alias: str) -> None:
         self.stub.DeleteAlias(pb.DeleteAliasRequest(model=model, alias=alias), timeout=self.timeout)
 
+    @_maps_rpc_errors
     def rollback(self, model: str, alias: str) -> pb.Alias:
         request = pb.RollbackAliasRequest(model=model, alias=alias)
         return self.stub.RollbackAlias(request, timeout=self.timeout)
 
+    @_maps_rpc_errors
     def alias_history(self, model: str, alias: str = "") -> list[pb.AliasMove]:
         request = pb.ListAliasHistoryRequest(model=model, alias=alias)
         return list(self.stub.ListAliasHistory(request, timeout=self.timeout).moves)
 
+    @_maps_rpc_errors
     def resolve(self, ref: str) -> pb.ResolveResponse:
         return self.stub.Resolve(pb.ResolveRequest(ref=ref), timeout=self.timeout)
 
     # -- policies -----------------------------------------------------------------
 
+    @_maps_rpc_errors
     def set_policy(self, model: str, policy: pb.TrafficPolicy) -> pb.TrafficPolicy:
         request = pb.SetTrafficPolicyRequest(model=model, policy=policy)
         return self.stub.SetTrafficPolicy(request, timeout=self.timeout)
 
+    @_maps_rpc_errors
     def get_policy(self, model: str) -> pb.TrafficPolicy:
         request = pb.GetTrafficPolicyRequest(model=model)
         return self.stub.GetTrafficPolicy(request, timeout=self.timeout)
@@ -247,9 +285,16 @@ class RegistryClient:
     def watch(
         self, after_revision: int = 0, models: Iterable[str] = (), timeout: float | None = None
     ) -> Iterator[pb.WatchEvent]:
-        """Change events after `after_revision`, then live ones (cancel by closing the iterator)."""
+        """Change events after `after_revision`, then live ones; `close()` the iterator to stop."""
         request = pb.WatchRequest(after_revision=after_revision, models=list(models))
-        return self.stub.Watch(request, timeout=timeout)
+        stream = self.stub.Watch(request, timeout=timeout)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise ModelportClientError.from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
 
 
 def ensure_pushed(
@@ -267,8 +312,8 @@ def ensure_pushed(
             current = registry.get_version(f"{name}@{alias}")
             if current.labels.get(SOURCE_DIGEST_LABEL) == digest:
                 return current
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
+        except ModelportClientError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
         for version in reversed(_versions_or_empty(registry, name)):
             if version.labels.get(SOURCE_DIGEST_LABEL) == digest:
@@ -280,7 +325,7 @@ def ensure_pushed(
 def _versions_or_empty(registry: RegistryClient, name: str) -> list[pb.ModelVersion]:
     try:
         return registry.list_versions(name)
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
+    except ModelportClientError as exc:
+        if exc.code == grpc.StatusCode.NOT_FOUND:
             return []
         raise

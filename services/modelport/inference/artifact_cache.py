@@ -5,8 +5,8 @@
     <root>/state.json                    what each followed reference last resolved to
 
 Writes go to a temp name and are renamed into place, so a crash never leaves a
-half-written archive or folder under a final name. An archive is re-hashed the
-first time this process reuses it.
+half-written archive or folder under a final name; the workers of one server
+may share a cache. An archive is re-hashed the first time a process reuses it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ArtifactCache:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -51,9 +61,23 @@ class ArtifactCache:
         self.tmp = self.root / "tmp"
         for folder in (self.archives, self.models, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # from a previous process that died mid-write
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+        self._clear_dead_temps()
         self._verified: set[str] = set()
+
+    def _clear_dead_temps(self) -> None:
+        """Remove temp entries of processes that are gone (they died mid-write).
+
+        Several workers of one server may share the cache, so entries of a
+        live process stay.
+        """
+        for leftover in self.tmp.iterdir():
+            pid = leftover.name.partition("-")[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     def archive_path(self, sha256: str) -> Path:
         return self.archives / f"{sha256}.tar"
@@ -73,7 +97,7 @@ class ArtifactCache:
         return True
 
     def temp_path(self) -> Path:
-        return self.tmp / uuid.uuid4().hex
+        return self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
 
     def adopt(self, temp: Path, sha256: str) -> Path:
         """Move a downloaded file into the cache if it hashes to `sha256`."""
@@ -98,7 +122,7 @@ class ArtifactCache:
         final = self.models / name / key
         if final.is_dir():
             return final
-        building = self.tmp / uuid.uuid4().hex
+        building = self.temp_path()
         # Later artifacts first, so the first one's config.pbtxt is the one left.
         for artifact in reversed(artifacts):
             materialize(self.archive_path(artifact.sha256), building, artifact.version)

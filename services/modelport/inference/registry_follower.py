@@ -23,6 +23,7 @@ from typing import Protocol
 
 import grpc
 
+from modelport.common import tracing
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -155,9 +156,15 @@ class RegistryFollower:
     ) -> None:
         temp = self.cache.temp_path()
         request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
+        span = tracing.span(
+            tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version
+        )
         try:
-            with temp.open("wb") as f:
-                async for message in stub.DownloadVersion(request, timeout=600):
+            with span, temp.open("wb") as f:
+                stream = stub.DownloadVersion(
+                    request, timeout=600, metadata=tracing.inject_metadata()
+                )
+                async for message in stream:
                     if message.WhichOneof("part") == "chunk":
                         f.write(message.chunk)
                     elif message.header.sha256 != artifact.sha256:

@@ -2,8 +2,8 @@
 
 Blobs live at `<root>/sha256/<ab>/<sha256>`. A blob is written to
 `<root>/tmp/`, fsynced, renamed into place and its folder fsynced: after
-`commit` returns it survives a crash, and before that nothing outside `tmp/`
-exists. `tmp/` holds only uploads in progress and is emptied at start.
+`place` returns it survives a crash, and before that nothing outside `tmp/`
+exists. `tmp/` holds only uploads in progress; abandoned ones are swept.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -90,17 +91,24 @@ class BlobStore:
     def sink(self, max_bytes: int) -> UploadSink:
         return UploadSink(self.temp_path(".upload"), max_bytes)
 
-    def commit(self, temp: Path, sha256: str) -> Path:
-        """Make `temp` the durable blob `sha256` (its content must hash to it)."""
+    def make_durable(self, temp: Path) -> None:
+        """fsync a finished temp file (slow for big files: done before any lock)."""
+        with temp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o444)
+
+    def place(self, temp: Path, sha256: str) -> Path:
+        """Rename a durable temp file to blob `sha256` (its content must hash to it).
+
+        Called under the store's write lock, like deletions, so a blob that
+        another version is about to reuse cannot vanish in between.
+        """
         final = self.path(sha256)
         if final.exists():
             # Same content stored already: content addressing makes this a no-op.
             temp.unlink(missing_ok=True)
             return final
-        with temp.open("rb") as f:
-            os.fsync(f.fileno())
         final.parent.mkdir(exist_ok=True)
-        os.chmod(temp, 0o444)
         os.replace(temp, final)
         fsync_dir(final.parent)
         fsync_dir(self.blobs)
@@ -128,25 +136,40 @@ class BlobStore:
                 for blob in folder.iterdir():
                     yield blob.name
 
-    def sweep(self, referenced: Iterable[str]) -> int:
-        """At start: drop unfinished uploads and blobs no version row names.
+    def sweep_uploads(self, older_than_seconds: float) -> int:
+        """Remove temp entries not touched for a while: uploads whose process died.
 
-        A crash between the blob's rename and its row's commit leaves such a
-        blob; no read can reach it, and this removes it. Returns how many
-        entries went.
+        Several registry replicas may share the blob volume, so a fresh entry
+        may be another replica's upload in progress and stays.
         """
+        cutoff = time.time() - older_than_seconds
         removed = 0
         for entry in self.tmp.iterdir():
+            try:
+                if entry.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
             removed += 1
+        if removed:
+            log.info("blob store: removed %d abandoned uploads", removed)
+        return removed
+
+    def sweep_unreferenced(self, referenced: Iterable[str]) -> int:
+        """Remove blobs no version names (left by a crash between rename and row commit).
+
+        Call under the store's write lock: then no placement is half done.
+        """
         keep = set(referenced)
+        removed = 0
         for sha in list(self.stored()):
             if sha not in keep:
-                self.path(sha).unlink(missing_ok=True)
+                self.delete(sha)
                 removed += 1
         if removed:
-            log.info("blob store: removed %d unfinished or unreferenced entries", removed)
+            log.info("blob store: removed %d unreferenced blobs", removed)
         return removed

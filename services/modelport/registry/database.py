@@ -7,9 +7,11 @@ URLs are rewritten to the psycopg 3 driver, which is what we ship.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from modelport.errors import InvalidInput
@@ -17,6 +19,8 @@ from modelport.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_migrating = threading.Lock()
+MIGRATION_LOCK = 0x6D6F64656C706F72  # "modelpor": an arbitrary, fixed advisory-lock key
 
 
 def normalize_url(database: str) -> str:
@@ -58,12 +62,21 @@ def open_engine(database: str) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Apply every pending Alembic migration shipped inside this package."""
-    from alembic import command
     from alembic.config import Config
 
     config = Config()
+    with _migrating:  # Alembic keeps its running context in module globals
+        _upgrade(engine, config)
+    log.info("registry schema is at the latest migration (%s)", engine.url.get_backend_name())
+
+
+def _upgrade(engine: Engine, config: Any) -> None:
+    from alembic import command
+
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Replicas starting together: one migrates, the others wait, then find it done.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-    log.info("registry schema is at the latest migration (%s)", engine.url.get_backend_name())

@@ -26,14 +26,12 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import grpc
+        from modelport.client.channel import ModelportClientError
 
         try:
             return func(*args, **kwargs)
-        except grpc.RpcError as exc:
-            code = exc.code().name if hasattr(exc, "code") else "ERROR"
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            raise click.ClickException(f"{code}: {details}") from None
+        except ModelportClientError as exc:
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Row, func, select
 from modelport.errors import NotFound
 from modelport.registry import archive
 from modelport.registry import tables as t
-from modelport.registry.records import DEFAULT_ALIAS, ModelInfo, Ref, VersionInfo
+from modelport.registry.records import DEFAULT_ALIAS, Event, ModelInfo, Ref, VersionInfo
 from modelport.registry.transactions import as_utc
 
 
@@ -86,3 +86,24 @@ def resolve_row(conn: Connection, ref: Ref) -> tuple[Row[Any], str]:
     if latest is None:
         raise NotFound(f"model '{ref.model}' has no versions")
     return version_row(conn, model, int(latest)), ""
+
+
+def events_after(
+    conn: Connection, revision: int, models: frozenset[str], limit: int
+) -> list[Event]:
+    query = select(t.events).where(t.events.c.revision > revision)
+    if models:
+        query = query.where(t.events.c.model.in_(models))
+    rows = conn.execute(query.order_by(t.events.c.revision).limit(limit)).all()
+    return [
+        Event(
+            revision=int(r.revision),
+            kind=r.kind,
+            model=r.model,
+            version=int(r.version),
+            alias=r.alias,
+            previous_version=int(r.previous_version),
+            at=as_utc(r.at),
+        )
+        for r in rows
+    ]

@@ -22,6 +22,9 @@ class RegistrySettings:
     host: str = "127.0.0.1"
     grpc_port: int = 0
     max_message_bytes: int = 64 * 1024 * 1024
+    # Uploads untouched this long are abandoned (their process died): swept.
+    stale_upload_minutes: float = 60.0
+    sweep_interval_seconds: float = 600.0
 
 
 class RegistryServer:
@@ -32,6 +35,7 @@ class RegistryServer:
         self.store: RegistryStore | None = None
         self.servicer: RegistryServicer | None = None
         self.grpc: GrpcServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -45,6 +49,7 @@ class RegistryServer:
             settings.database,
             settings.blob_dir,
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+            stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
         self.servicer = RegistryServicer(self.store)
         self.servicer.attach(asyncio.get_running_loop())
@@ -60,9 +65,22 @@ class RegistryServer:
         port = await self.grpc.start()
         await self.grpc.set_serving("", True)
         await self.grpc.set_serving(SERVICE_NAME, True)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_periodically())
         return port
 
+    async def _sweep_periodically(self) -> None:
+        """Abandoned uploads of any replica sharing the blob volume go eventually."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await asyncio.to_thread(self.store.sweep, self.settings.stale_upload_minutes * 60)
+            except Exception:
+                log.exception("blob sweep failed; trying again later")
+
     async def stop(self, grace_seconds: float = 5.0) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.servicer is not None:
             self.servicer.close()
         if self.grpc is not None:

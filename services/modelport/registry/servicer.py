@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
+from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors
 from modelport.common.metrics import meter
-from modelport.errors import InvalidInput
+from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
+from modelport.registry.records import VersionInfo
 from modelport.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -99,22 +102,8 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     ) -> pb.ModelVersion:
         outcome = "error"
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("part") != "header":
-                outcome = "invalid"
-                raise InvalidInput("upload must start with a header message")
-            header = first.header
-            new = convert.new_version(header)
-            sink = await asyncio.to_thread(self.store.begin_upload, new)
-            try:
-                async for message in request_iterator:
-                    if message.WhichOneof("part") != "chunk":
-                        raise InvalidInput(f"model '{new.model}': upload sent a second header")
-                    sink.write(message.chunk)
-            except BaseException:
-                sink.discard()
-                raise
-            info = await asyncio.to_thread(self.store.finish_upload, sink, new, header.sha256)
+            with tracing.server_span("UploadVersion", context):
+                info = await self._upload(request_iterator, context)
             outcome = "stored"
             log.info("stored %s:%d sha256=%s", info.model, info.version, info.sha256)
             return convert.version_msg(info)
@@ -124,11 +113,45 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         finally:
             _uploads.add(1, {"outcome": outcome})
 
+    async def _upload(
+        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Any
+    ) -> VersionInfo:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput("upload must start with a header message")
+        header = first.header
+        new = convert.new_version(header)
+        if len(header.sha256) != 64:
+            # Required: a cancelled stream ends like a complete one, and only
+            # the digest of the whole archive tells the two apart.
+            raise InvalidInput(f"model '{new.model}': upload header needs the sha256 (hex)")
+        await asyncio.to_thread(self.store.check_upload, new)
+        sink = self.store.open_upload()
+        try:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidInput(f"model '{new.model}': upload sent a second header")
+                sink.write(message.chunk)
+            if context.cancelled():
+                raise Cancelled(f"model '{new.model}': upload cancelled by the client")
+        except BaseException:
+            sink.discard()
+            raise
+        # Shielded: once started, finishing runs to its end in its thread (it
+        # stores the version or removes its temp files) even if the call is
+        # cancelled meanwhile; a bare to_thread could be cancelled before it
+        # starts and leave the upload's temp file behind.
+        finishing = asyncio.get_running_loop().run_in_executor(
+            None, self.store.finish_upload, sink, new, header.sha256
+        )
+        return await asyncio.shield(finishing)
+
     @maps_errors
     async def DownloadVersion(
         self, request: pb.DownloadVersionRequest, context: Any
     ) -> AsyncIterator[pb.DownloadVersionResponse]:
         chunk_bytes = min(request.chunk_bytes or DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES)
+        started = time.time_ns()
         info, chunks = await asyncio.to_thread(self.store.open_download, request.ref, chunk_bytes)
         _downloads.add(1)
         yield pb.DownloadVersionResponse(
@@ -138,6 +161,17 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         )
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             yield pb.DownloadVersionResponse(chunk=chunk)
+        # Recorded afterwards: a span held open across a generator's yields
+        # would be current in whatever code the stream interleaves with.
+        tracing.record_span(
+            "DownloadVersion",
+            parent=tracing.extract_context(context),
+            start_ns=started,
+            end_ns=time.time_ns(),
+            model=info.model,
+            version=info.version,
+            size_bytes=info.size_bytes,
+        )
 
     @maps_errors
     async def GetVersion(self, request: pb.GetVersionRequest, context: Any) -> pb.ModelVersion:

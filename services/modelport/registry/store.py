@@ -50,15 +50,27 @@ class RegistryStore:
         self.remove_listener = self.writer.remove_listener
 
     @classmethod
-    def open(cls, database: str, blob_dir: Path | str, *, max_upload_bytes: int) -> RegistryStore:
+    def open(
+        cls,
+        database: str,
+        blob_dir: Path | str,
+        *,
+        max_upload_bytes: int,
+        stale_upload_seconds: float = 3600.0,
+    ) -> RegistryStore:
         """Open the database, migrate it, and sweep what a crash may have left in the blob dir."""
         engine = open_engine(database)
         migrate(engine)
         store = cls(engine, BlobStore(blob_dir), max_upload_bytes=max_upload_bytes)
-        with engine.connect() as conn:
-            referenced = set(conn.scalars(select(t.versions.c.sha256).distinct()))
-        store.blobs.sweep(referenced)
+        store.sweep(stale_upload_seconds)
         return store
+
+    def sweep(self, stale_upload_seconds: float) -> None:
+        """Remove abandoned uploads and blobs that no version names (a crash's leftovers)."""
+        self.blobs.sweep_uploads(stale_upload_seconds)
+        with self.writer.write() as tx:
+            referenced = set(tx.conn.scalars(select(t.versions.c.sha256).distinct()))
+            self.blobs.sweep_unreferenced(referenced)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,14 +137,21 @@ class RegistryStore:
 
     # -- versions ----------------------------------------------------------------
 
-    def begin_upload(self, new: NewVersion) -> UploadSink:
-        """Check the header before any bytes arrive; returns where the bytes go."""
+    def check_upload(self, new: NewVersion) -> None:
+        """Check an upload's header before any bytes arrive."""
         check_model_name(new.model)
         for alias in new.aliases:
             check_alias_name(new.model, alias)
         if not new.create_model:
             self.get_model(new.model)
+
+    def open_upload(self) -> UploadSink:
+        """Where an upload's bytes go: a temp file, size-limited and hashed."""
         return self.blobs.sink(self.max_upload_bytes)
+
+    def begin_upload(self, new: NewVersion) -> UploadSink:
+        self.check_upload(new)
+        return self.open_upload()
 
     def finish_upload(self, sink: UploadSink, new: NewVersion, expected_sha256: str) -> VersionInfo:
         """Verify, check and store an upload whose bytes are all in `sink`.
@@ -142,6 +161,7 @@ class RegistryStore:
         """
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
+        prepared: archive.PreparedArchive | None = None
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -151,8 +171,9 @@ class RegistryStore:
                 )
             parent = self.resolve(new.parent) if new.parent else None
             prepared = archive.prepare(sink.path, new.model, work, stored, self.max_upload_bytes)
-            self.blobs.commit(prepared.path, prepared.sha256)
+            self.blobs.make_durable(prepared.path)
             with self.writer.write() as tx:
+                self.blobs.place(prepared.path, prepared.sha256)
                 if (
                     new.create_model
                     and not tx.conn.execute(
@@ -186,6 +207,8 @@ class RegistryStore:
                     self._move_alias(tx, model, alias, version)
         except BaseException:
             stored.unlink(missing_ok=True)
+            if prepared is not None:  # placed, but its row never committed
+                self._drop_unreferenced({prepared.sha256})
             raise
         finally:
             sink.discard()
@@ -236,12 +259,20 @@ class RegistryStore:
         self._drop_unreferenced({row.sha256})
 
     def _drop_unreferenced(self, shas: set[str]) -> None:
-        with self.engine.connect() as conn:
+        """Delete the blobs among `shas` that no version names any more.
+
+        Under the write lock: an upload reusing one of them places and
+        records it under the same lock, so it is either seen here or finds
+        the blob gone and places its own copy.
+        """
+        if not shas:
+            return
+        with self.writer.write() as tx:
             still = set(
-                conn.scalars(select(t.versions.c.sha256).where(t.versions.c.sha256.in_(shas)))
+                tx.conn.scalars(select(t.versions.c.sha256).where(t.versions.c.sha256.in_(shas)))
             )
-        for sha in shas - still:
-            self.blobs.delete(sha)
+            for sha in shas - still:
+                self.blobs.delete(sha)
 
     def open_download(self, ref: str, chunk_bytes: int) -> tuple[VersionInfo, Iterator[bytes]]:
         info = self.get_version(ref)
@@ -367,20 +398,5 @@ class RegistryStore:
     def events_after(
         self, revision: int, models: frozenset[str] = frozenset(), limit: int = 500
     ) -> list[Event]:
-        query = select(t.events).where(t.events.c.revision > revision)
-        if models:
-            query = query.where(t.events.c.model.in_(models))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.events.c.revision).limit(limit)).all()
-        return [
-            Event(
-                revision=int(r.revision),
-                kind=r.kind,
-                model=r.model,
-                version=int(r.version),
-                alias=r.alias,
-                previous_version=int(r.previous_version),
-                at=as_utc(r.at),
-            )
-            for r in rows
-        ]
+            return q.events_after(conn, revision, models, limit)
