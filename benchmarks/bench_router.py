@@ -8,8 +8,8 @@ router in front of it, and this driver. Measured:
 2. CPU seconds per request (utime+stime from /proc/<pid>/stat) of the bare
    server when driven directly, and of the router process when driven through
    it, at a fixed concurrency; their ratio; and router cores per 1,000 req/s.
-   For reference, the same for the router with --no-multiplex (one unary call
-   per forwarded request) and for the least a grpc.aio forwarder can do.
+   For reference, the same for the router with --multiplex (one stream per
+   replica) and for the least a grpc.aio forwarder can do (await, return).
 
     python benchmarks/bench_router.py [--seconds 5] [--concurrency 16] [--json]
 """
@@ -119,7 +119,7 @@ async def serve_floor_proxy(backend: str) -> None:
     await server.wait_for_termination()
 
 
-async def serve_router(backend: str, multiplex: bool = True) -> None:
+async def serve_router(backend: str, multiplex: bool = False) -> None:
     from modelport.common.server import ServerOptions
     from modelport.router.app import RouterApp
     from modelport.router.discovery import StaticDiscovery, parse_endpoint
@@ -191,7 +191,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     bare, bare_port = spawn("--role", "bare")
     router, router_port = spawn("--role", "router", "--backend", f"127.0.0.1:{bare_port}")
     floor, floor_port = spawn("--role", "floor", "--backend", f"127.0.0.1:{bare_port}")
-    unary, unary_port = spawn("--role", "router-unary", "--backend", f"127.0.0.1:{bare_port}")
+    muxed, muxed_port = spawn("--role", "router-multiplex", "--backend", f"127.0.0.1:{bare_port}")
     try:
         direct, routed = f"127.0.0.1:{bare_port}", f"127.0.0.1:{router_port}"
         lat_direct = await latencies(direct, args.requests)
@@ -200,10 +200,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         router_load = await throughput(routed, args.seconds, args.concurrency, router.pid)
         floor_address = f"127.0.0.1:{floor_port}"
         floor_load = await throughput(floor_address, args.seconds, args.concurrency, floor.pid)
-        unary_address = f"127.0.0.1:{unary_port}"
-        unary_load = await throughput(unary_address, args.seconds, args.concurrency, unary.pid)
+        muxed_address = f"127.0.0.1:{muxed_port}"
+        muxed_load = await throughput(muxed_address, args.seconds, args.concurrency, muxed.pid)
     finally:
-        for process in (unary, floor, router, bare):
+        for process in (muxed, floor, router, bare):
             process.kill()
             process.wait()
     ratio = router_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"]
@@ -226,9 +226,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             # A forwarder with no routing logic at all: the grpc.aio floor.
             "floor_proxy_us_per_request": floor_load["cpu_s_per_request"] * 1e6,
             "floor_proxy_vs_bare": floor_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"],
-            # The router with --no-multiplex: one unary call per forwarded request.
-            "router_unary_us_per_request": unary_load["cpu_s_per_request"] * 1e6,
-            "router_unary_vs_bare": unary_load["cpu_s_per_request"]
+            # The router with --multiplex: one ModelStreamInfer stream per replica.
+            "router_multiplex_us_per_request": muxed_load["cpu_s_per_request"] * 1e6,
+            "router_multiplex_vs_bare": muxed_load["cpu_s_per_request"]
             / bare_load["cpu_s_per_request"],
             "direct_rps": bare_load["rps"],
             "routed_rps": router_load["rps"],
@@ -240,7 +240,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--role", choices=["driver", "bare", "router", "router-unary", "floor"], default="driver"
+        "--role",
+        choices=["driver", "bare", "router", "router-multiplex", "floor"],
+        default="driver",
     )
     parser.add_argument("--backend", default="")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -260,8 +262,8 @@ def main() -> None:
         asyncio.run(serve_floor_proxy(args.backend))
     elif args.role == "router":
         asyncio.run(serve_router(args.backend))
-    elif args.role == "router-unary":
-        asyncio.run(serve_router(args.backend, multiplex=False))
+    elif args.role == "router-multiplex":
+        asyncio.run(serve_router(args.backend, multiplex=True))
     else:
         result = asyncio.run(measure(args))
         print(json.dumps(result, indent=2))
