@@ -1,7 +1,8 @@
 """ModelInfer messages ↔ `Tensor`s, for the only policies that look at tensors.
 
-Kept apart from `modelport.inference.datatypes` on purpose: that table also
-maps torch types and importing it would load torch into the router.
+The datatype tables are the client SDK's (numpy only): the inference
+service's table also maps torch types, and importing it would load torch
+into the router.
 """
 
 from __future__ import annotations
@@ -10,42 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from modelport.client.codec import CONTENTS_FIELD, NUMPY_OF
 from modelport.errors import InvalidInput
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router.forwarding import DecodedRequest
 from modelport.router.policies import Target
 from modelport.router.tensors import Tensor
-
-NUMPY_OF: dict[str, np.dtype] = {
-    name: np.dtype(kind)
-    for name, kind in {
-        "BOOL": np.bool_,
-        "UINT8": np.uint8,
-        "UINT16": np.uint16,
-        "UINT32": np.uint32,
-        "UINT64": np.uint64,
-        "INT8": np.int8,
-        "INT16": np.int16,
-        "INT32": np.int32,
-        "INT64": np.int64,
-        "FP16": np.float16,
-        "FP32": np.float32,
-        "FP64": np.float64,
-    }.items()
-}
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
 
 
 def _array(
