@@ -95,6 +95,24 @@ async def serve_bare() -> None:
     await server.wait_for_termination()
 
 
+async def serve_bare_typed() -> None:
+    """The usual way to write a bare server: a generated servicer (requests parsed)."""
+    from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+    answer = pb.ModelInferResponse.FromString(answer_bytes())
+
+    class Bare(pb_grpc.GRPCInferenceServiceServicer):
+        async def ModelInfer(self, request: object, context: object) -> object:
+            return answer
+
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Bare(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+
 async def serve_floor_proxy(backend: str) -> None:
     """The least a Python grpc.aio forwarder can do: await the backend, return its bytes."""
     channel = grpc.aio.insecure_channel(backend)
@@ -148,17 +166,24 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
     return process, int(process.stdout.readline())
 
 
-async def latencies(address: str, count: int) -> list[float]:
+async def latencies(direct: str, routed: str, count: int) -> tuple[list[float], list[float]]:
+    """Concurrency 1, direct and routed requests alternating, so both see the
+    same machine (the load of a shared host drifts over seconds)."""
     data = request_bytes()
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(INFER)
+    async with (
+        grpc.aio.insecure_channel(direct) as direct_channel,
+        grpc.aio.insecure_channel(routed) as routed_channel,
+    ):
+        calls = (direct_channel.unary_unary(INFER), routed_channel.unary_unary(INFER))
         for _ in range(50):
-            await call(data)
-        out = []
+            for call in calls:
+                await call(data)
+        out: tuple[list[float], list[float]] = ([], [])
         for _ in range(count):
-            start = time.perf_counter()
-            await call(data)
-            out.append(time.perf_counter() - start)
+            for call, samples in zip(calls, out, strict=True):
+                start = time.perf_counter()
+                await call(data)
+                samples.append(time.perf_counter() - start)
     return out
 
 
@@ -191,19 +216,21 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     bare, bare_port = spawn("--role", "bare")
     router, router_port = spawn("--role", "router", "--backend", f"127.0.0.1:{bare_port}")
     floor, floor_port = spawn("--role", "floor", "--backend", f"127.0.0.1:{bare_port}")
+    typed, typed_port = spawn("--role", "bare-typed")
     muxed, muxed_port = spawn("--role", "router-multiplex", "--backend", f"127.0.0.1:{bare_port}")
     try:
         direct, routed = f"127.0.0.1:{bare_port}", f"127.0.0.1:{router_port}"
-        lat_direct = await latencies(direct, args.requests)
-        lat_routed = await latencies(routed, args.requests)
+        lat_direct, lat_routed = await latencies(direct, routed, args.requests)
         bare_load = await throughput(direct, args.seconds, args.concurrency, bare.pid)
         router_load = await throughput(routed, args.seconds, args.concurrency, router.pid)
         floor_address = f"127.0.0.1:{floor_port}"
         floor_load = await throughput(floor_address, args.seconds, args.concurrency, floor.pid)
         muxed_address = f"127.0.0.1:{muxed_port}"
         muxed_load = await throughput(muxed_address, args.seconds, args.concurrency, muxed.pid)
+        typed_address = f"127.0.0.1:{typed_port}"
+        typed_load = await throughput(typed_address, args.seconds, args.concurrency, typed.pid)
     finally:
-        for process in (muxed, floor, router, bare):
+        for process in (typed, muxed, floor, router, bare):
             process.kill()
             process.wait()
     ratio = router_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"]
@@ -230,6 +257,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             "router_multiplex_us_per_request": muxed_load["cpu_s_per_request"] * 1e6,
             "router_multiplex_vs_bare": muxed_load["cpu_s_per_request"]
             / bare_load["cpu_s_per_request"],
+            # A bare server written the usual way (generated servicer, request
+            # parsed, prebuilt answer serialized): a less strict baseline.
+            "bare_typed_us_per_request": typed_load["cpu_s_per_request"] * 1e6,
+            "router_vs_bare_typed": router_load["cpu_s_per_request"]
+            / typed_load["cpu_s_per_request"],
             "direct_rps": bare_load["rps"],
             "routed_rps": router_load["rps"],
         },
@@ -241,7 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--role",
-        choices=["driver", "bare", "router", "router-multiplex", "floor"],
+        choices=["driver", "bare", "bare-typed", "router", "router-multiplex", "floor"],
         default="driver",
     )
     parser.add_argument("--backend", default="")
@@ -258,6 +290,8 @@ def main() -> None:
         pass
     if args.role == "bare":
         asyncio.run(serve_bare())
+    elif args.role == "bare-typed":
+        asyncio.run(serve_bare_typed())
     elif args.role == "floor":
         asyncio.run(serve_floor_proxy(args.backend))
     elif args.role == "router":
