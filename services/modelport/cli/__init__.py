@@ -15,6 +15,7 @@ from modelport.cli.serve import serve
 from modelport.cli.up import up
 from modelport.registry.cli import serve_registry
 from modelport.registry.models_cli import models
+from modelport.router.cli import routes, serve_router
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,3 +30,5 @@ main.add_command(samples)
 main.add_command(loadtest)
 main.add_command(models)
 serve.add_command(serve_registry)
+serve.add_command(serve_router)
+main.add_command(routes)
