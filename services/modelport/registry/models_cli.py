@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from modelport.cli.options import option
+from modelport.common.cli_options import option
 
 DEFAULT_REGISTRY = "localhost:8003"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from modelport.cli.options import common_server_options, option, split_multi
+from modelport.common.cli_options import common_server_options, option, split_multi
 
 log = logging.getLogger(__name__)
 
