@@ -92,3 +92,33 @@ def test_statistics_merge_sums_counts_and_batches() -> None:
     assert (total.inference_count, total.execution_count, total.last_inference) == (9, 3, 5)
     assert total.inference_stats.success.count == 9
     assert [(b.batch_size, b.compute_infer.count) for b in total.batch_stats] == [(2, 2), (4, 1)]
+
+
+def test_workers_exit_when_the_supervisor_is_killed(sample_repo: Path) -> None:
+    grpc_port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport.cli", "serve", "inference", "--workers", "2",
+         "--model-repository", str(sample_repo), "--host", "127.0.0.1",
+         "--grpc-port", str(grpc_port), "--metrics-port", "-1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready:
+                break
+        except grpc.RpcError:
+            time.sleep(0.3)
+    time.sleep(1)  # let both workers receive their peers
+    process.kill()  # SIGKILL: the supervisor cannot pass anything on
+    process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            stub.ServerLive(pb.ServerLiveRequest(), timeout=1)
+        except grpc.RpcError:
+            break  # nothing listens on the port any more: the workers are gone
+        time.sleep(0.3)
+    else:
+        raise AssertionError("workers kept serving after their supervisor was killed")

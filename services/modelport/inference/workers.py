@@ -116,12 +116,24 @@ def _worker_main(settings: Any, index: int, pipe: Connection) -> None:
         pipe.send((app.private_port, metrics_port))
         peers = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         app.servicer.peers.connect(peers)
+        threading.Thread(target=_exit_with_supervisor, args=(pipe,), daemon=True).start()
         log.info("worker %d ready (private port %d)", index, app.private_port)
         await stopped.wait()
         await app.servicer.peers.close()
         tracing.shutdown()
 
     asyncio.run(main())
+
+
+def _exit_with_supervisor(pipe: Connection) -> None:
+    """Drain and exit when the supervisor is gone (even if it was SIGKILLed):
+    its end of the pipe closes, and recv() raises EOFError."""
+    try:
+        while True:
+            pipe.recv()
+    except (EOFError, OSError):
+        log.warning("supervisor went away: draining")
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- metrics merging ------------------------------------------------------------------
