@@ -42,6 +42,8 @@ RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 # How far past the head of the queue the scheduler looks for requests whose
 # shape matches the batch being formed (keeps batch forming O(batch)).
 SCAN_WINDOW = 256
+# libuv (uvloop) timers tick in milliseconds.
+LOOP_CLOCK_RESOLUTION = 0.001
 
 
 @dataclass(slots=True, eq=False)
@@ -66,6 +68,7 @@ class DynamicBatcher:
         batching: BatchingSpec,
         instances: int,
         stats: VersionStats,
+        thread_initializer: Callable[[], None] | None = None,
     ) -> None:
         self._label = label
         self._run = run
@@ -81,7 +84,9 @@ class DynamicBatcher:
         self._rows_queued = 0
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(instances)
-        self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"exec-{label}")
+        self._executor = ThreadPoolExecutor(
+            instances, thread_name_prefix=f"exec-{label}", initializer=thread_initializer
+        )
         self._active = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -172,6 +177,12 @@ class DynamicBatcher:
             if remaining <= 0:
                 return
             self._wakeup.clear()
+            if remaining < LOOP_CLOCK_RESOLUTION:
+                # A shorter timer fires at once, and re-arming it would spin the
+                # loop (and hold the GIL) for the whole delay: let the requests
+                # that already arrived in, once, and take the batch.
+                await asyncio.sleep(0)
+                return
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except TimeoutError:

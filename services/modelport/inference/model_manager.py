@@ -54,6 +54,7 @@ class ServedVersion:
             batching=spec.batching,
             instances=spec.instance_count,
             stats=self.stats,
+            thread_initializer=_same_torch_threads(),
         )
         self._idle = asyncio.Event()
         self._retiring = False
@@ -90,6 +91,15 @@ class ServedVersion:
             await self._idle.wait()
         await self.batcher.close()
         self.stats.close()
+
+
+def _same_torch_threads() -> Callable[[], None]:
+    """OpenMP's thread count is a per-thread setting: executor threads start with
+    one per core whatever torch.set_num_threads said in the main thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    return lambda: torch.set_num_threads(threads)
 
 
 @dataclass
