@@ -54,7 +54,12 @@ def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path
             answer = stub.ModelInfer(mlp_request(x), timeout=10)
             assert output(answer, "OUTPUT", np.float32).shape == (2, 16)
             index = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=5)
-            assert {m.name for m in index.models} == {"simple", "mlp"}
+            # One READY entry per model: replicas that only have the other model on
+            # disk ("unloaded") do not show through the router.
+            assert sorted((m.name, m.version, m.state) for m in index.models) == [
+                ("mlp", "1", "READY"),
+                ("simple", "1", "READY"),
+            ]
             # A policy set with `modelport models policy` reaches the router: an
             # ensemble of mlp with itself answers what mlp answers.
             direct = output(stub.ModelInfer(mlp_request(x), timeout=10), "OUTPUT", np.float32)

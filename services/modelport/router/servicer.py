@@ -188,8 +188,13 @@ class RouterServicer:
                 # A version READY anywhere is READY behind the router.
                 if key not in entries or entry.state == "READY":
                     entries[key] = entry
+        # A replica that merely has a model on disk reports it without a version
+        # ("unloaded"); behind the router that says nothing when others serve it.
+        served = {name for (name, _), e in entries.items() if e.state == "READY"}
         merged = pb.RepositoryIndexResponse()
-        merged.models.extend(entries[key] for key in sorted(entries))
+        merged.models.extend(
+            entries[key] for key in sorted(entries) if key[1] or key[0] not in served
+        )
         return merged
 
     # -- server-level calls ---------------------------------------------------
