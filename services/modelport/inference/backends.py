@@ -60,7 +60,7 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
     if spec.platform == PLATFORM_EXPORT:
         module = _load_exported(path, spec.name)
     elif spec.platform == PLATFORM_TORCHSCRIPT:
-        module = _load_torchscript(path, spec.name)
+        module = load_torchscript(path, spec.name)
     else:  # build_spec has already refused other platforms
         raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
     if device.type != "cpu":
@@ -82,7 +82,7 @@ def _load_exported(path: Path, name: str) -> torch.nn.Module:
     return load_exported_program(path, name).module()  # type: ignore[no-any-return]
 
 
-def _load_torchscript(path: Path, name: str) -> torch.nn.Module:
+def load_torchscript(path: Path, name: str) -> torch.nn.Module:
     """torch.jit.load reads TorchScript code and tensors with its own restricted
     unpickler; a plain `torch.save(model)` pickle fails here and is refused."""
     if not zipfile.is_zipfile(path):

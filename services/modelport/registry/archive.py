@@ -146,15 +146,9 @@ def _strip_top_folder(files: list[PurePosixPath]) -> PurePosixPath:
 
 def parse_config(text: str, model_name: str) -> Any:
     """config.pbtxt text → ModelConfig (its name forced to the registry's model name)."""
-    from google.protobuf import text_format
+    from modelport.inference.config import parse_config_text
 
-    from modelport.proto.inference import model_config_pb2
-
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise InvalidInput(f"model '{model_name}': invalid {CONFIG}: {exc}") from None
+    config = parse_config_text(text, source=f"model '{model_name}': invalid {CONFIG}")
     config.name = model_name
     return config
 
@@ -178,23 +172,24 @@ def signature_of(config: Any) -> Signature:
 
 
 def check_model_loads(path: Path, what: str) -> Any:
-    """Load with torch's graph/TorchScript loaders (no pickle); reject what fails.
+    """Load with the inference service's own loaders (graph formats only, pickles
+    refused before torch sees them); reject what fails.
 
     Returns the torch.export program for a .pt2 (None for TorchScript).
     """
     import warnings
 
-    import torch
+    from modelport.inference.backends import load_exported_program, load_torchscript
 
     try:
         if path.suffix == ".pt2":
-            return torch.export.load(str(path))
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return load_exported_program(path, what)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            load_torchscript(path, what)
+    except InvalidInput as exc:
+        reason = str(exc).removeprefix(f"model '{what}': ")  # we name it ourselves
+        first_line = (reason.strip().splitlines() or ["unknown error"])[0]
         raise InvalidInput(f"{what}: model file does not load: {first_line[:300]}") from None
     return None
 
