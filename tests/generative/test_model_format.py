@@ -6,9 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from modelport.errors import InvalidInput
-from modelport.inference.generative.hf_loader import load_hf_model
-from modelport.inference.generative.model_format import (
+from modelport.artifacts.generative import (
     GenerativeLimits,
     check_hf_dir,
     config_pbtxt,
@@ -16,6 +14,9 @@ from modelport.inference.generative.model_format import (
     limits_from_config,
     read_config,
 )
+from modelport.errors import InvalidInput
+from modelport.inference.generative.engine import EngineConfig
+from modelport.inference.generative.hf_loader import load_hf_model
 
 
 def test_config_pbtxt_round_trips_the_limits(tmp_path: Path):
@@ -32,7 +33,7 @@ def test_config_pbtxt_round_trips_the_limits(tmp_path: Path):
         "stream",
     }
     assert {o.name for o in config.output} >= {"text_output", "finish_reason", "num_output_tokens"}
-    assert limits.engine_config().kv_cache_bytes == 64 << 20
+    assert EngineConfig.from_limits(limits).kv_cache_bytes == 64 << 20
 
 
 @pytest.mark.parametrize(

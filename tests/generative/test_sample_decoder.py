@@ -6,13 +6,13 @@ import re
 import time
 from pathlib import Path
 
-from modelport.inference.generative.engine import ContinuousBatchingEngine
-from modelport.inference.generative.hf_loader import load_hf_model
-from modelport.inference.generative.model_format import (
+from modelport.artifacts.generative import (
     is_generative,
     limits_from_config,
     read_config,
 )
+from modelport.inference.generative.engine import ContinuousBatchingEngine
+from modelport.inference.generative.hf_loader import load_hf_model
 from modelport.inference.generative.sample_decoder import build_sample_decoder, corpus_text
 from modelport.inference.generative.types import SamplingParams
 

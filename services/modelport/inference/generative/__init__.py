@@ -11,6 +11,6 @@ ModelStreamInfer) and the router's OpenAI layer call an engine through the
 - `kv_cache.py`    paged KV blocks under a budget, plugged into transformers' models
 - `sampler.py`     greedy / temperature / top-k / top-p / repetition penalty / logprobs
 - `detokenizer.py` incremental detokenization and stop strings
-- `model_format.py` the Hugging Face directory inside a Triton version, config.pbtxt limits
+- `hf_loader.py`   loads the HF directory (format: `modelport.artifacts.generative`)
 - `sample_decoder.py` the tiny decoder the project trains on text it ships
 """

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from modelport.errors import DeadlineExceeded, Unavailable
+from modelport.artifacts.generative import GenerativeLimits
+from modelport.errors import DeadlineExceeded, InvalidInput, Unavailable
 from modelport.inference.generative import sampler
 from modelport.inference.generative.detokenizer import IncrementalDetokenizer
 from modelport.inference.generative.kv_cache import PagedKVCache
@@ -57,6 +58,18 @@ class EngineConfig:
     kv_cache_bytes: int = 256 << 20
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     torch_threads: int = 0  # the engine thread's intra-op threads; 0: the creating thread's
+
+    @classmethod
+    def from_limits(cls, limits: GenerativeLimits, torch_threads: int = 0) -> EngineConfig:
+        return cls(
+            max_num_seqs=limits.max_num_seqs,
+            max_num_batched_tokens=limits.max_num_batched_tokens,
+            max_waiting=limits.max_waiting,
+            block_size=limits.block_size,
+            kv_cache_bytes=limits.kv_cache_mb << 20,
+            max_model_len=limits.max_model_len or None,
+            torch_threads=torch_threads,
+        )
 
 
 @dataclass
@@ -171,8 +184,6 @@ class ContinuousBatchingEngine:
         request_id = request_id or uuid.uuid4().hex
         prompt = [int(t) for t in prompt_token_ids]
         if any(t < 0 or t >= self.runner.shape.vocab_size for t in prompt):
-            from modelport.errors import InvalidInput
-
             raise InvalidInput(
                 f"model '{self.name}': token ids must be in [0, {self.runner.shape.vocab_size})"
             )

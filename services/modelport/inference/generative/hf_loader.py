@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from modelport.artifacts.generative import GenerativeLimits, check_hf_dir
 from modelport.errors import InvalidInput
-from modelport.inference.generative.model_format import GenerativeLimits, check_hf_dir
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

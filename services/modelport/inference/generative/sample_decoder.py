@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from modelport.inference.generative.model_format import GenerativeLimits, config_pbtxt
+from modelport.artifacts.generative import GenerativeLimits, config_pbtxt
 
 SAMPLE_NAME = "tiny-llama"
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"

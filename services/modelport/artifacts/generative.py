@@ -1,4 +1,4 @@
-"""A causal LM as a version in the Triton repository layout.
+"""A causal LM as a version in the Triton repository layout (no torch here).
 
 ```
 models/tiny-llama/config.pbtxt        backend: "generative", decoupled, the engine's limits
@@ -22,7 +22,6 @@ from typing import Any
 from google.protobuf import text_format
 
 from modelport.errors import InvalidInput
-from modelport.inference.generative.engine import EngineConfig
 from modelport.proto.inference import model_config_pb2 as mc
 
 BACKEND = "generative"
@@ -65,16 +64,6 @@ class GenerativeLimits:
     max_model_len: int = 0  # 0: the model's own
     tensor_parallel_size: int = 1
     dtype: str = "auto"
-
-    def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            max_waiting=self.max_waiting,
-            block_size=self.block_size,
-            kv_cache_bytes=self.kv_cache_mb << 20,
-            max_model_len=self.max_model_len or None,
-        )
 
     def validate(self, model: str) -> None:
         def bad(key: str, why: str) -> InvalidInput:
