@@ -109,7 +109,7 @@ async def test_chat_completions_apply_the_models_template(served):
 
 
 async def test_errors_have_openai_shape_and_status(served):
-    url, engine = served
+    url, _ = served
     api = client(url)
     with pytest.raises(openai.NotFoundError) as missing:
         await api.completions.create(model="nope", prompt="x")
@@ -122,12 +122,12 @@ async def test_errors_have_openai_shape_and_status(served):
         await api.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "x"}], n=2
         )
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/v1/completions", data=b"{not json") as reply:
-            assert (
-                reply.status == 400
-                and (await reply.json())["error"]["type"] == "invalid_request_error"
-            )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/v1/completions", data=b"{not json") as reply,
+    ):
+        assert reply.status == 400
+        assert (await reply.json())["error"]["type"] == "invalid_request_error"
 
 
 async def test_full_queue_is_429_and_a_disconnect_cancels_the_sequence(served):
@@ -143,7 +143,7 @@ async def test_full_queue_is_429_and_a_disconnect_cancels_the_sequence(served):
             waiting = asyncio.create_task(http.post(f"{url}/v1/completions", json=body))
             while engine.load().waiting < 1:
                 await asyncio.sleep(0.005)
-            with pytest.raises(openai.RateLimitError, match="max_waiting 1"):
+            with pytest.raises(openai.RateLimitError, match=r"max_waiting 1"):
                 await client(url).completions.create(model="tiny", prompt="x", max_tokens=1)
         for reply in running:
             reply.close()  # drop the connections mid-stream
