@@ -5,6 +5,8 @@
 - `engine_factory`: builds a started engine (each engine implementation and
   configuration the conformance suite covers) and closes it after the test.
 - `sample_dir`: the trained sample decoder, trained once per session.
+- `served`: the OpenAI HTTP app (aiohttp, 127.0.0.1 port 0) over an engine on the
+  tiny model (2 running, 1 waiting at most); yields (base URL, engine).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from typing import Any
 
 import pytest
 import torch
+from aiohttp import web
 from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
 from modelport.inference.generative.hf_loader import LoadedModel, load_hf_model
 from modelport.inference.generative.sample_decoder import build_sample_decoder, write_random_decoder
+from modelport.router.openai.http import build_app
+from modelport.router.openai.service import OpenAIService
+
+from tests.generative.engine_backend import EngineBackend
 
 TINY = dict(
     hidden_size=64,
@@ -87,3 +94,23 @@ async def engine_factory(
     yield make
     for engine in engines:
         await engine.close()
+
+
+@pytest.fixture
+async def served(tiny_dir: Path) -> AsyncIterator[tuple[str, ContinuousBatchingEngine]]:
+    loaded = load_hf_model(tiny_dir)
+    config = EngineConfig(max_num_seqs=2, max_waiting=1, kv_cache_bytes=2 << 20)
+    engine = ContinuousBatchingEngine(
+        loaded.model, loaded.tokenizer, config, eos_token_ids=loaded.eos_token_ids
+    )
+    await engine.start()
+    runner = web.AppRunner(
+        build_app(OpenAIService(EngineBackend({"tiny": (engine, loaded.chat_template)})))
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", engine
+    await runner.cleanup()
+    await engine.close()

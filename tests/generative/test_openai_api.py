@@ -4,40 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import openai
 import pytest
-from aiohttp import web
-from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
-from modelport.inference.generative.hf_loader import load_hf_model
 from modelport.router.openai import chat
-from modelport.router.openai.http import build_app
-from modelport.router.openai.service import OpenAIService
-
-from tests.generative.engine_backend import EngineBackend
-
-
-@pytest.fixture
-async def served(tiny_dir: Path) -> AsyncIterator[tuple[str, ContinuousBatchingEngine]]:
-    loaded = load_hf_model(tiny_dir)
-    config = EngineConfig(max_num_seqs=2, max_waiting=1, kv_cache_bytes=2 << 20)
-    engine = ContinuousBatchingEngine(
-        loaded.model, loaded.tokenizer, config, eos_token_ids=loaded.eos_token_ids
-    )
-    await engine.start()
-    runner = web.AppRunner(
-        build_app(OpenAIService(EngineBackend({"tiny": (engine, loaded.chat_template)})))
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", engine
-    await runner.cleanup()
-    await engine.close()
 
 
 def client(url: str) -> openai.AsyncOpenAI:
