@@ -12,6 +12,9 @@ mode produces exactly the same tokens. Every mode serves the whole pool:
 - `engine, max_num_seqs 1`: the continuous-batching engine serving one
   request at a time (the same code path, no batching).
 - `engine, C streams`: C concurrent streams pulling from the pool (closed loop).
+- `transformers generate_batch` (with --with-transformers-cb): transformers' own
+  continuous-batching manager over the whole pool; it takes one
+  max_new_tokens for all, so every request asks for the pool's mean output length.
 
 Aggregate tokens/s counts the generated tokens each request asked for, over
 the wall time of the whole pool. TTFT and ITL are what a streaming caller
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -145,6 +147,23 @@ async def run_engine(
     return wall, ttft, itl
 
 
+def run_transformers_cb(
+    model: LlamaForCausalLM, pool: list[tuple[list[int], int]]
+) -> tuple[int, float]:
+    from transformers import GenerationConfig
+
+    mean_out = round(sum(n for _, n in pool) / len(pool))
+    config = GenerationConfig(
+        max_new_tokens=mean_out, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+    with torch.inference_mode():
+        model.generate_batch([p for p, _ in pool[:4]], generation_config=config)  # warm
+        start = time.perf_counter()
+        results = model.generate_batch([p for p, _ in pool], generation_config=config)
+        wall = time.perf_counter() - start
+    return sum(len(r.generated_tokens) for r in results.values()), wall
+
+
 def pct(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
 
@@ -166,6 +185,9 @@ def main() -> None:
     parser.add_argument("--kv-mb", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--with-transformers-cb", action="store_true", help="also time generate_batch"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,13 +234,15 @@ def main() -> None:
                 pct(itl, 99),
             )
         )
+    if args.with_transformers_cb:
+        made, wall = run_transformers_cb(build_model(args), pool)
+        rows.append(("transformers generate_batch", made / wall, "", "", "", ""))
     print(
         f"\n{'mode':32} {'tokens/s':>9} {'x 1-at-a-time':>13} {'TTFT p50':>9} {'p99':>7} {'ITL p50':>8} {'p99':>7}  (ms)"
     )
     ref = rows[0][1]
     for name, rate, t50, t99, i50, i99 in rows:
         print(f"{name:32} {rate:9.0f} {rate / ref:12.2f}x {t50:>9} {t99:>7} {i50:>8} {i99:>7}")
-    _ = statistics
 
 
 if __name__ == "__main__":
