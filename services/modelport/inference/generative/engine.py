@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -81,6 +81,16 @@ class _SeqState:
     itl_sum: float = 0.0
 
 
+class EngineObserver(Protocol):
+    """Told of every token gap and finished sequence, on the engine thread (keep it cheap)."""
+
+    def on_first_token(self, seconds: float) -> None: ...
+
+    def on_token_gap(self, seconds: float) -> None: ...
+
+    def on_finish(self, output: GenerationOutput) -> None: ...
+
+
 @dataclass
 class EngineCounters:
     steps: int = 0
@@ -131,6 +141,7 @@ class ContinuousBatchingEngine:
             eos = {tokenizer.eos_token_id}
         self.eos_token_ids = frozenset(eos)
         self.counters = EngineCounters()
+        self.observer: EngineObserver | None = None
         self._ids = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -284,10 +295,15 @@ class ContinuousBatchingEngine:
     ) -> GenerationOutput:
         state: _SeqState = seq.state
         p = seq.params
+        observer = self.observer
         if seq.first_token_at is None:
             seq.first_token_at = now
+            if observer is not None:
+                observer.on_first_token(now - seq.arrival)
         elif seq.last_token_at is not None:
             state.itl_sum += now - seq.last_token_at
+            if observer is not None:
+                observer.on_token_gap(now - seq.last_token_at)
         seq.last_token_at = now
         seq.output_ids.append(token)
         logprobs: tuple[TokenLogprob, ...] = ()
@@ -337,7 +353,7 @@ class ContinuousBatchingEngine:
         )
         reason = seq.finish_reason or FinishReason.CANCELLED
         self.counters.finished[reason.value] = self.counters.finished.get(reason.value, 0) + 1
-        return GenerationOutput(
+        output = GenerationOutput(
             request_id=seq.request_id,
             token_ids=token_ids,
             text=text,
@@ -348,6 +364,9 @@ class ContinuousBatchingEngine:
             timings=timings,
             error=error,
         )
+        if self.observer is not None:
+            self.observer.on_finish(output)
+        return output
 
     def _fail(self, seqs: list[Seq], error: Exception) -> None:
         with self._wake:
