@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -62,3 +64,55 @@ async def test_streams_against_the_openai_api_and_summarizes(served, tmp_path: P
     assert summary["output_tokens_per_s"] > 0
     plot_generation(records, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").stat().st_size > 1000
+
+
+async def test_modelport_loadtest_generate_against_the_openai_api(served, tmp_path: Path):
+    url, _ = served
+    plot = tmp_path / "gen.png"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modelport.cli",
+        "loadtest",
+        "--generate",
+        "--url",
+        url,
+        "--model",
+        "tiny",
+        "--concurrency",
+        "2",
+        "--max-requests",
+        "4",
+        "--input-len",
+        "uniform:3-10",
+        "--output-len",
+        "fixed:4",
+        "--duration",
+        "60s",
+        "--report",
+        "-",
+        "--plot",
+        str(plot),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["completed"] == 4 and report["output_tokens"] == 16
+    assert "time to first token" in err.decode() and plot.stat().st_size > 1000
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "modelport.cli",
+        "loadtest",
+        "--generate",
+        "--url",
+        "127.0.0.1:1",
+        "--model",
+        "tiny",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(bad.communicate(), 60)
+    assert bad.returncode == 2 and b"http://HOST:PORT" in err
