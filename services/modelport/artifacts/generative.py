@@ -156,3 +156,46 @@ def check_hf_dir(version_dir: Path, model: str = "model") -> list[Path]:
     except ValueError as error:
         raise InvalidInput(f"model '{model}': config.json is not JSON ({error})") from None
     return weights
+
+
+def verify_hf_version(version_dir: Path, where: str) -> str:
+    """What the registry checks before storing a generative version; returns its weights file.
+
+    The layout (`check_hf_dir`), that config.json and tokenizer.json are JSON, and that
+    every safetensors file has a readable header whose tensors fit in the file: no
+    weights are loaded and nothing is unpickled.
+    """
+    weights = check_hf_dir(version_dir, where)
+    try:
+        json.loads((version_dir / "tokenizer.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"{where}: tokenizer.json is not JSON ({error})") from None
+    for path in weights:
+        _check_safetensors_header(path, where)
+    return weights[0].name
+
+
+def _check_safetensors_header(path: Path, where: str) -> None:
+    """safetensors' layout: 8-byte little-endian header size, JSON header, tensor data."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        head = stream.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length <= 0 or 8 + length > size:
+            raise InvalidInput(f"{where}: {path.name} is not a safetensors file")
+        try:
+            header = json.loads(stream.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput(f"{where}: {path.name} has an unreadable header") from None
+    data = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(
+                f"{where}: {path.name}: tensor '{name}' has no data offsets"
+            ) from None
+        if not 0 <= start <= end <= data:
+            raise InvalidInput(f"{where}: {path.name}: tensor '{name}' lies outside the file")
