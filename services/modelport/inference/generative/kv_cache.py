@@ -89,23 +89,22 @@ def build_layout(
     """Slots for a step of sequences given their blocks, cached tokens and new tokens.
 
     The first `num_decode` sequences add one token each; the rest add a chunk.
+    Index tensors are built from Python lists in one call each: a step at 64
+    streams would otherwise spend more time creating small tensors than attending.
     """
-    offsets = torch.arange(block_size)
-    slot_rows: list[torch.Tensor] = []
-    per_seq_slots: list[torch.Tensor] = []
+    bs = block_size
+    write: list[int] = []
     for table, ctx, n in zip(block_tables, contexts, lengths, strict=True):
-        slots = (torch.tensor(table, dtype=torch.long)[:, None] * block_size + offsets).view(-1)
-        per_seq_slots.append(slots)
-        slot_rows.append(slots[ctx : ctx + n])
-    layout = StepLayout(num_decode=num_decode, write_slots=torch.cat(slot_rows))
+        write.extend(table[p // bs] * bs + p % bs for p in range(ctx, ctx + n))
+    layout = StepLayout(num_decode=num_decode, write_slots=torch.tensor(write, dtype=torch.long))
+    offsets = torch.arange(bs)
     if num_decode:
-        totals = torch.tensor([c + 1 for c in contexts[:num_decode]])
+        totals = torch.tensor(contexts[:num_decode]) + 1
         width = int(totals.max())
-        gather = torch.zeros(num_decode, width, dtype=torch.long)
-        for i in range(num_decode):
-            total = contexts[i] + 1
-            gather[i, :total] = per_seq_slots[i][:total]
-        layout.decode_gather = gather
+        blocks = -(-width // bs)
+        tables = [t[:blocks] + [0] * (blocks - len(t[:blocks])) for t in block_tables[:num_decode]]
+        slots = torch.tensor(tables, dtype=torch.long)[:, :, None] * bs + offsets
+        layout.decode_gather = slots.view(num_decode, -1)[:, :width].contiguous()
         layout.decode_mask = (torch.arange(width)[None, :] < totals[:, None]).view(
             num_decode, 1, 1, width
         )
@@ -114,7 +113,8 @@ def build_layout(
         ctx, n = contexts[i], lengths[i]
         chunk = PrefillChunk(start=start, length=n, context=ctx, gather=None, mask=None)
         if ctx:
-            chunk.gather = per_seq_slots[i][: ctx + n]
+            blocks_of = torch.tensor(block_tables[i], dtype=torch.long)
+            chunk.gather = (blocks_of[:, None] * bs + offsets).view(-1)[: ctx + n]
             chunk.mask = torch.arange(ctx + n)[None, :] <= (ctx + torch.arange(n))[:, None]
         layout.prefills.append(chunk)
         start += n
