@@ -57,9 +57,12 @@ async def test_streams_against_the_openai_api_and_summarizes(served, tmp_path: P
             stream, prompts, duration_s=20, max_requests=6, **shape
         )
     summary = summarize_generation(records, wall)
-    assert summary["requests"] == 6 and summary["completed"] + sum(summary["errors"].values()) == 6
+    assert summary["requests"] == 6, summary
+    assert summary["completed"] + sum(summary["errors"].values()) == 6, summary
     if loop == "closed":  # two callers never exceed the two slots: nothing is refused
-        assert summary["completed"] == 6 and summary["output_tokens"] == 30
+        assert summary["completed"] == 6 and summary["output_tokens"] == 30, [
+            r.error for r in records
+        ]
     assert summary["ttft_ms"]["p50"] > 0 and summary["itl_ms"]["p99"] >= summary["itl_ms"]["p50"]
     assert summary["output_tokens_per_s"] > 0
     plot_generation(records, tmp_path / "latency.png")

@@ -72,15 +72,17 @@ def test_preemption_frees_the_latest_admitted_and_requeues_it_first():
     assert step.prefill == [(b, 13)]  # recomputed from its prompt and the token it had
 
 
-def test_waiting_queue_bound_counts_only_new_requests():
-    s = Scheduler(
-        SchedulerLimits(num_blocks=10, max_num_seqs=1, max_waiting=2, max_num_batched_tokens=8)
-    )
-    for name in "ab":
+def test_waiting_queue_bound_counts_what_no_free_slot_will_take():
+    limits = SchedulerLimits(num_blocks=10, max_num_seqs=1, max_waiting=2, max_num_batched_tokens=8)
+    s = Scheduler(limits)
+    for name in "abc":  # a takes the free slot at the next step; b and c queue
         s.submit(seq(name, 2))
+    with pytest.raises(QueueFull, match="2 sequences are waiting"):
+        s.submit(seq("d", 2))
+    run(s)  # a runs, b and c still queue: still full
     with pytest.raises(QueueFull):
-        s.submit(seq("c", 2))
-    run(s)  # a is admitted: room for one more
+        s.submit(seq("d", 2))
+    s.finish(s.running[0], FinishReason.STOP)  # a slot frees: one more fits
     s.submit(seq("d", 2))
 
 

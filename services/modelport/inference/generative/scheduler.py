@@ -11,7 +11,8 @@ Every step (vLLM's and Orca's "iteration-level" scheduling):
    the front of the waiting queue, to be recomputed from its tokens later;
 4. waiting sequences are admitted first-come first-served while the token
    budget, `max_num_seqs` and the free blocks allow.
-The waiting queue is bounded: `submit` raises QueueFull when it is full.
+The waiting queue is bounded: `submit` raises QueueFull when it is full
+(sequences that a free slot takes at the next step do not count).
 Not thread-safe by itself: the engine calls it under its lock.
 """
 
@@ -110,10 +111,13 @@ class Scheduler:
 
     def submit(self, seq: Sequence) -> None:
         self.check_fits(len(seq.prompt_ids))
-        if self._fresh_waiting >= self.limits.max_waiting:
+        # Sequences that a free slot will take at the next step are not queued: only
+        # those beyond the free slots count against max_waiting.
+        free_slots = max(0, self.limits.max_num_seqs - len(self.running))
+        queued = self._fresh_waiting - free_slots
+        if queued >= self.limits.max_waiting:
             raise QueueFull(
-                f"{self._fresh_waiting} sequences are waiting "
-                f"(max_waiting {self.limits.max_waiting})"
+                f"{queued} sequences are waiting for a slot (max_waiting {self.limits.max_waiting})"
             )
         self.waiting.append(seq)
         self._fresh_waiting += 1
