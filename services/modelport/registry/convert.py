@@ -128,7 +128,7 @@ def policy_from_msg(msg: pb.TrafficPolicy) -> Policy:
 def event_msg(event: Event) -> pb.WatchEvent:
     return pb.WatchEvent(
         revision=event.revision,
-        kind=pb.WatchEvent.Kind.Value(event.kind),
+        kind=event.kind,  # the enum value's name
         model=event.model,
         version=event.version,
         alias=event.alias,
