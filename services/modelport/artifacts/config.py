@@ -147,11 +147,16 @@ def build_spec(name: str, config: mc.ModelConfig) -> ModelSpec:
 
 
 def _tensor(
-    where: str, kind: str, name: str, data_type: int, dims: object, optional: bool
+    where: str,
+    kind: str,
+    name: str,
+    data_type: mc.DataType.ValueType,
+    dims: object,
+    optional: bool,
 ) -> TensorSpec:
     if not name:
         raise InvalidInput(f"{where}: an {kind} has no name")
-    type_name = mc.DataType.Name(data_type)  # type: ignore[arg-type]
+    type_name = mc.DataType.Name(data_type)
     if type_name not in datatypes.BY_CONFIG:
         raise InvalidInput(f"{where}: {kind} '{name}' has no data_type")
     shape = tuple(int(d) for d in dims)  # type: ignore[attr-defined]

@@ -86,7 +86,7 @@ def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     assert inner is not None  # the behaviour for the handler's streaming kind
     behaviour = wrap(method, inner)
     setattr(behaviour, GUARDED, method)
-    return make(  # type: ignore[no-any-return]
+    return make(
         behaviour,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

@@ -18,6 +18,7 @@ from modelport.artifacts import datatypes
 from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput
 from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import model_config_pb2 as mc
 
 Signature = tuple[tuple[int, ...], ...]
 
@@ -202,7 +203,5 @@ def build_response(
     return response
 
 
-def datatype_name(config_type: int) -> str:
-    from modelport.proto.inference import model_config_pb2 as mc
-
-    return datatypes.BY_CONFIG[mc.DataType.Name(config_type)].name  # type: ignore[arg-type]
+def datatype_name(config_type: mc.DataType.ValueType) -> str:
+    return datatypes.BY_CONFIG[mc.DataType.Name(config_type)].name

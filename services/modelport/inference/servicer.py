@@ -9,6 +9,7 @@ every method is registered behind (`common.grpc_errors`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -137,7 +138,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- declared by the protocol, not offered ------------------------------------
 
-    async def _not_offered(self, request: object, context: Context) -> object:
+    async def _not_offered(self, request: Any, context: Any) -> Any:
         raise errors.Unimplemented(NOT_OFFERED)
 
     SystemSharedMemoryStatus = _not_offered

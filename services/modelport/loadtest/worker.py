@@ -123,7 +123,7 @@ class _Run:
                         code = STREAM_ERROR if answer[:1] == bytes([_STREAM_ERROR_TAG]) else 0
                 except grpc.aio.AioRpcError as error:
                     code = status_number(error.code())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     code = status_number(grpc.StatusCode.DEADLINE_EXCEEDED)
                 self.counters[self.base + 2] -= 1
                 self._done(now, code, 0)

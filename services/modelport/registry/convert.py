@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelport.artifacts.archive import Signature
+from modelport.artifacts.archive_checks import Signature
 from modelport.errors import InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.records import (
@@ -128,7 +128,7 @@ def policy_from_msg(msg: pb.TrafficPolicy) -> Policy:
 def event_msg(event: Event) -> pb.WatchEvent:
     return pb.WatchEvent(
         revision=event.revision,
-        kind=event.kind,  # the enum value's name
+        kind=pb.WatchEvent.Kind.Value(event.kind),
         model=event.model,
         version=event.version,
         alias=event.alias,

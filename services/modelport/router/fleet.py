@@ -38,12 +38,12 @@ class Fleet:
     async def model_metadata(self, name: str, version_ref: str) -> pb.ModelMetadataResponse:
         replica, version = self._replica_for(name, version_ref)
         ask = pb.ModelMetadataRequest(name=name, version=version)
-        return await self._transport.call(replica, "ModelMetadata", ask)  # type: ignore[no-any-return]
+        return await self._transport.call(replica, "ModelMetadata", ask)
 
     async def model_config(self, name: str, version_ref: str) -> pb.ModelConfigResponse:
         replica, version = self._replica_for(name, version_ref)
         ask = pb.ModelConfigRequest(name=name, version=version)
-        return await self._transport.call(replica, "ModelConfig", ask)  # type: ignore[no-any-return]
+        return await self._transport.call(replica, "ModelConfig", ask)
 
     async def model_ready(self, name: str, version_ref: str) -> bool:
         try:
@@ -62,7 +62,7 @@ class Fleet:
         if name:
             replica, version = self._replica_for(name, version_ref)
             ask = pb.ModelStatisticsRequest(name=name, version=version)
-            return await self._transport.call(replica, "ModelStatistics", ask)  # type: ignore[no-any-return]
+            return await self._transport.call(replica, "ModelStatistics", ask)
         # Every model: one replica per model, each asked about that model.
         merged = pb.ModelStatisticsResponse()
         for model in sorted(self._table.known_models()):
