@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from modelport.cli.loadtest import loadtest
 from modelport.client import InferenceClient, ModelportClientError, TlsOptions
+from modelport.common.tls import TlsFiles
 from modelport.loadtest.session import SessionOptions, run_session
 
-from tests.support.certificates import make_certificates
+from tests.support.certificates import CertFiles, make_certificates
 from tests.support.toy_oip_server import toy_server_in_thread
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A CA and a certificate it signed for localhost: (ca, key, cert)."""
-    certs = make_certificates(tmp_path_factory.mktemp("tls"), "localhost")
-    return certs.ca, certs.key, certs.cert
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """A CA and a certificate it signed for localhost."""
+    return make_certificates(tmp_path_factory.mktemp("tls"), "localhost")
 
 
-def test_tls_client_and_loadtest_verify_the_server(certificate: tuple[Path, Path]) -> None:
-    ca, key, cert = certificate
+def test_tls_client_and_loadtest_verify_the_server(certificate: CertFiles) -> None:
+    ca = certificate.ca
     a = np.ones((1, 16), np.int32)
-    with toy_server_in_thread(tls=(key.read_bytes(), cert.read_bytes())) as (address, _):
+    with toy_server_in_thread(tls=TlsFiles(certificate.cert, certificate.key)) as (address, _):
         target = address.replace("127.0.0.1", "localhost")
         with InferenceClient(target, tls=TlsOptions(root_certificates=ca)) as client:
             assert client.infer("simple", {"INPUT0": a, "INPUT1": a})["OUTPUT0"].sum() == 32

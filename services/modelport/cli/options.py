@@ -20,8 +20,6 @@ import click
 from modelport.common.settings import ServerSettings, cli_fields, env_of, flag_of
 from modelport.errors import InvalidInput
 
-env_name = env_of
-
 S = TypeVar("S", bound=ServerSettings)
 
 

@@ -135,6 +135,3 @@ class GrpcServer:
         """Readiness false for every service, then stop within the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
-
-    async def wait(self) -> None:
-        await self.server.wait_for_termination()

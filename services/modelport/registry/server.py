@@ -70,10 +70,6 @@ class RegistryServer:
         if self.store is not None:
             self.store.close()
 
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
-
 
 def run(settings: RegistrySettings) -> None:
     run_service("registry", settings, RegistryServer)
