@@ -114,7 +114,7 @@ class ContinuousBatchingEngine:
         self.config = config = config or EngineConfig()
         self.name = name
         self.tokenizer = tokenizer
-        shape = ModelShape.of(model.config)  # type: ignore[attr-defined]
+        shape = ModelShape.of(model.config)
         dtype = next(model.parameters()).dtype
         per_block = PagedKVCache.bytes_per_block(
             shape.num_layers, config.block_size, shape.kv_heads, shape.head_dim, dtype

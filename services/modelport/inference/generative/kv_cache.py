@@ -150,7 +150,7 @@ class PagedKVCache(Cache):
         itemsize = torch.empty((), dtype=dtype).element_size()
         return 2 * num_layers * block_size * kv_heads * head_dim * itemsize
 
-    def update(  # type: ignore[override]
+    def update(
         self,
         key_states: torch.Tensor,
         value_states: torch.Tensor,

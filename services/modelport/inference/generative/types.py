@@ -35,7 +35,7 @@ _IGNORED_KEYS = {
 MAX_LOGPROBS = 20
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(enum.StrEnum):
     STOP = "stop"  # a stop string, a stop token or end of sequence
     LENGTH = "length"  # max_tokens or the model's context length
     CANCELLED = "cancelled"  # the caller left or its deadline passed

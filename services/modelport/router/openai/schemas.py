@@ -85,7 +85,7 @@ class CompletionRequest(_Sampling):
         """Text, or token ids for callers that tokenize themselves."""
         if isinstance(self.prompt, list) and isinstance(self.prompt[0], str):
             return str(self.prompt[0])
-        return self.prompt  # type: ignore[return-value]
+        return self.prompt
 
 
 class ChatMessage(BaseModel):
