@@ -192,19 +192,20 @@ def _state(where: str, state: mc.ModelSequenceBatching.State, model_dir: Path | 
         # variable dimension; zeros are a deterministic choice of that.
         return State(state.input_name, state.output_name, dtype, dims,
                      np.zeros([d if d > 0 else 1 for d in dims], dtype))  # fmt: skip
-    return State(state.input_name, state.output_name, dtype, dims,
-                 _initial(label, state.initial_state[0], dtype, dims, model_dir))  # fmt: skip
+    initial = _initial(label, state.initial_state[0], type_name, dims, model_dir)
+    return State(state.input_name, state.output_name, dtype, dims, initial)
 
 
 def _initial(
     label: str,
     initial: mc.ModelSequenceBatching.InitialState,
-    dtype: np.dtype,
+    type_name: str,
     dims: tuple[int, ...],
     model_dir: Path | None,
 ) -> np.ndarray:
+    dtype = _numpy(type_name)
     shape = tuple(int(d) for d in initial.dims)
-    if _oip_name(initial.data_type) != _oip_name_of(dtype):
+    if _oip_name(initial.data_type) != type_name:
         raise InvalidInput(f"{label}: initial_state data_type differs from the state's")
     if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape, strict=True)):
         raise InvalidInput(
@@ -239,10 +240,6 @@ def _initial(
 def _oip_name(data_type: int) -> str:
     dt = datatypes.BY_CONFIG.get(mc.DataType.Name(data_type))  # type: ignore[arg-type]
     return dt.name if dt is not None else ""
-
-
-def _oip_name_of(dtype: np.dtype) -> str:
-    return datatypes.BY_NUMPY[dtype].name
 
 
 def _numpy(type_name: str) -> np.dtype:
