@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from modelport.artifacts.sequences import SequenceSpec, read_sequence_spec
 from modelport.errors import InvalidInput
 from modelport.inference.sequence_batcher import SequenceBatcher
-from modelport.inference.sequences import SequenceSpec, read_sequence_spec
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
 

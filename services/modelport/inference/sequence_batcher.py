@@ -32,15 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelport.errors import (
-    DeadlineExceeded,
-    Internal,
-    InvalidInput,
-    ModelportError,
-    QueueFull,
-    Unavailable,
-)
-from modelport.inference.sequences import (
+from modelport.artifacts.sequences import (
     CORRID,
     END,
     READY,
@@ -48,6 +40,14 @@ from modelport.inference.sequences import (
     Control,
     CorrelationId,
     SequenceSpec,
+)
+from modelport.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidInput,
+    ModelportError,
+    QueueFull,
+    Unavailable,
 )
 from modelport.inference.stats import VersionStats
 

@@ -34,14 +34,15 @@ class StringAddSub(nn.Module):
 
     def forward(
         self,
-        INPUT0: List[str],
+        INPUT0: list[str],
         INPUT1: List[str],  # noqa: UP006
     ) -> Tuple[List[str], List[str]]:  # noqa: UP006
         sums: List[str] = []  # noqa: UP006
         diffs: List[str] = []  # noqa: UP006
-        for a, b in zip(INPUT0, INPUT1):
-            sums.append(str(int(a) + int(b)))
-            diffs.append(str(int(a) - int(b)))
+        for i in range(len(INPUT0)):
+            a, b = int(INPUT0[i]), int(INPUT1[i])
+            sums.append(str(a + b))
+            diffs.append(str(a - b))
         return sums, diffs
 
 

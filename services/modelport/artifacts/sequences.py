@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modelport.artifacts import datatypes
 from modelport.errors import InvalidInput
-from modelport.inference import datatypes
 from modelport.proto.inference import model_config_pb2 as mc
 
 # Triton's defaults: a sequence with no request for a second is reclaimed, and

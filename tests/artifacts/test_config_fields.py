@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import text_format
+from modelport.artifacts.config_fields import refuse_unused_fields
 from modelport.errors import InvalidInput
-from modelport.inference.config_fields import refuse_unused_fields
 from modelport.proto.inference import model_config_pb2 as mc
 
 BASE = """
