@@ -6,8 +6,9 @@ import asyncio
 
 import numpy as np
 import pytest
+from modelport.artifacts.ensembles import plan_ensemble
 from modelport.errors import InvalidInput, NotFound
-from modelport.inference.ensemble import EnsembleScheduler, plan_ensemble
+from modelport.inference.ensemble import EnsembleScheduler
 
 Arrays = dict[str, np.ndarray]
 
@@ -46,25 +47,26 @@ class Members:
 async def test_a_diamond_runs_its_branches_concurrently() -> None:
     plan = plan_ensemble("e", ["IN"], ["OUT"], diamond())
     members = Members(delay=0.01)
-    out = await EnsembleScheduler(plan, members).run({"IN": np.array([[1.0, 2.0]])}, None)
+    scheduler = EnsembleScheduler(plan, members)
+    out = await scheduler.run({"IN": np.array([[1.0, 2.0]])}, None)
     np.testing.assert_array_equal(out["OUT"], [[1.0, 2.0]])  # 2x + (-x)
     assert list(out) == ["OUT"]
     assert members.peak == 2  # double and negate overlapped
     assert ("negate", 2) in members.calls
-    assert [(s.success, s.fail) for s in plan.stats] == [(1, 0), (1, 0), (1, 0)]
+    assert [(s.success, s.fail) for s in scheduler.stats] == [(1, 0), (1, 0), (1, 0)]
     assert plan.members == [("add", -1), ("double", -1), ("negate", 2)]
 
 
 async def test_a_failing_step_fails_the_request_with_its_code_and_step() -> None:
     steps = diamond()
     steps[1] = ("missing", -1, {"x": "IN"}, {"y": "N"})
-    plan = plan_ensemble("e", ["IN"], ["OUT"], steps)
+    scheduler = EnsembleScheduler(plan_ensemble("e", ["IN"], ["OUT"], steps), Members())
     with pytest.raises(
         NotFound, match="ensemble 'e' step 1 \\(model 'missing'\\): model 'missing'"
     ):
-        await EnsembleScheduler(plan, Members()).run({"IN": np.ones((1, 2))}, None)
-    assert plan.stats[1].fail == 1
-    assert plan.stats[2].success == 0
+        await scheduler.run({"IN": np.ones((1, 2))}, None)
+    assert scheduler.stats[1].fail == 1
+    assert scheduler.stats[2].success == 0
 
 
 async def test_max_inflight_bounds_each_step() -> None:

@@ -39,6 +39,11 @@ from modelport.cli.options import common_server_options, option, split_multi
     default=False,
     help="Bind with SO_REUSEPORT so several processes share the gRPC port.",
 )
+@option(
+    "--allow-shared-memory/--no-allow-shared-memory",
+    default=False,
+    help="Let clients on this host pass tensors through registered /dev/shm regions.",
+)
 @option("--registry", default="", help="Registry address to follow models from (with --model).")
 @option(
     "--model", multiple=True, help="NAME@ALIAS, NAME:VERSION or NAME to serve from the registry."

@@ -26,6 +26,7 @@ from modelport.common.server import (
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ class InferenceSettings:
     torch_threads: int = 0  # 0: one per core
     reuse_port: bool = False
     workers: int = 1  # > 1: that many processes share the gRPC port (see workers.py)
+    # Clients on this host may register /dev/shm regions and pass tensors through
+    # them; off by default, as Triton's --allow-client-shm (a registered region
+    # can name any shared memory object this server's user may open).
+    allow_shared_memory: bool = False
     log_level: str = "info"
     log_format: str = "text"
     otlp_endpoint: str = ""
@@ -59,7 +64,10 @@ class InferenceApp:
         self.settings = settings
         self.manager = ModelManager(settings.model_repository)
         explicit = settings.model_control_mode == "explicit"
-        self.servicer = InferenceServicer(self.manager, explicit_control=explicit)
+        self.shm = SystemSharedMemory(enabled=settings.allow_shared_memory)
+        self.servicer = InferenceServicer(
+            self.manager, explicit_control=explicit, shared_memory=self.shm
+        )
         self.server = GrpcServer(
             ServerOptions(
                 host=settings.host,
@@ -122,6 +130,7 @@ class InferenceApp:
         self.servicer.ready = False
         await self.server.drain(grace)
         await self.manager.close()
+        self.shm.close()
 
 
 def configure_torch(threads: int) -> None:

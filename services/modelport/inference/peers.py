@@ -41,7 +41,8 @@ class PeerGroup:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
-    async def _each(self, method: str, request: Any) -> list[Any]:
+    async def each(self, method: str, request: Any) -> list[Any]:
+        """Call `method` on every sibling; one failing fails the call."""
         calls = [
             getattr(s, method)(request, metadata=PEER_METADATA, timeout=600) for s in self._stubs
         ]
@@ -51,13 +52,13 @@ class PeerGroup:
             raise Unavailable(f"a sibling worker failed {method}: {exc.details()}") from None
 
     async def load(self, request: pb.RepositoryModelLoadRequest) -> None:
-        await self._each("RepositoryModelLoad", request)
+        await self.each("RepositoryModelLoad", request)
 
     async def unload(self, request: pb.RepositoryModelUnloadRequest) -> None:
-        await self._each("RepositoryModelUnload", request)
+        await self.each("RepositoryModelUnload", request)
 
     async def statistics(self, request: pb.ModelStatisticsRequest) -> list[pb.ModelStatistics]:
-        return [s for r in await self._each("ModelStatistics", request) for s in r.model_stats]
+        return [s for r in await self.each("ModelStatistics", request) for s in r.model_stats]
 
 
 def _add(total: pb.StatisticDuration, part: pb.StatisticDuration) -> None:

@@ -1,47 +1,54 @@
-"""GRPCInferenceService: maps OIP messages to the model manager and back.
+"""GRPCInferenceService: maps OIP messages to the cores and back.
 
-Thin on purpose: decoding and encoding live in `codec`, lifecycle and batching
-in `model_manager`/`batcher`; errors become status codes in `maps_errors`.
+Thin on purpose: inference lives in `dataplane` (decoding in `codec`, answers
+in `responses`), lifecycle in `model_manager`, shared memory regions in
+`shared_memory`; errors become status codes in `maps_errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from modelport import __version__
+from modelport.artifacts.config import read_config
+from modelport.artifacts.repository import model_dir
 from modelport.common import tracing
-from modelport.common.grpc_errors import maps_errors, public_message
-from modelport.errors import (
-    FailedPrecondition,
-    InvalidInput,
-    ModelportError,
-    NotFound,
-    Unavailable,
-)
-from modelport.inference import codec
+from modelport.common.grpc_errors import maps_errors
+from modelport.errors import FailedPrecondition, ModelportError, NotFound, Unavailable
+from modelport.inference.cuda_shared_memory import CudaSharedMemory
+from modelport.inference.dataplane import DataPlane
+from modelport.inference.load_overrides import parse_load_parameters
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup, from_peer, merge_statistics
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.inference.stats import Duration, VersionStats
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data",
-              "parameters"]  # fmt: skip
+EXTENSIONS = ["classification", "sequence", "sequence(string_id)", "model_repository",
+              "model_configuration", "system_shared_memory", "binary_tensor_data",
+              "parameters", "statistics"]  # fmt: skip
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, manager: ModelManager, *, explicit_control: bool) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        *,
+        explicit_control: bool,
+        shared_memory: SystemSharedMemory | None = None,
+    ) -> None:
         self._manager = manager
         self._explicit = explicit_control
+        self.shm = shared_memory if shared_memory is not None else SystemSharedMemory()
+        self.cuda_shm = CudaSharedMemory()
+        self.dataplane = DataPlane(manager, self.shm)
         self.ready = False
         self.peers = PeerGroup()  # sibling workers, when several share the port
 
@@ -89,74 +96,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference ------------------------------------------------------------------
 
-    async def _infer(
-        self, request: pb.ModelInferRequest, remaining: float | None
-    ) -> pb.ModelInferResponse:
-        served = self._manager.get(request.model_name, request.model_version)
-        spec = served.spec
-        try:
-            arrays, rows, signature = codec.decode_inputs(request, spec)
-            selected = codec.requested_outputs(request, spec)
-        except InvalidInput as exc:
-            served.stats.request_failed(0, exc.code)
-            raise
-        deadline = None if remaining is None else time.monotonic() + remaining
-        outputs = await served.infer(arrays, rows, signature, deadline)
-        return codec.build_response(request, spec, served.version, outputs, selected)
-
     @maps_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         with tracing.server_span("ModelInfer", context, model=request.model_name):
-            return await self._infer(request, context.time_remaining())
+            return await self.dataplane.infer(request, context.time_remaining())
 
     @maps_errors
     async def ModelStreamInfer(
         self, request_iterator: Any, context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; each answer (or its error, in-band) is sent
-        as soon as it is ready, carrying the request id."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
-
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                response = await self._infer(request, None)
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-            except Exception as exc:
-                if not isinstance(exc, ModelportError):
-                    log.exception("stream request failed")
-                echo = pb.ModelInferResponse(
-                    model_name=request.model_name,
-                    model_version=request.model_version,
-                    id=request.id,
-                )
-                await answers.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=public_message(exc), infer_response=echo
-                    )
-                )
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    task = asyncio.create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                if running:
-                    await asyncio.gather(*list(running))
-            finally:
-                await answers.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        async for item in self.dataplane.stream(request_iterator):
+            yield item
 
     # -- statistics and repository --------------------------------------------------
 
@@ -192,12 +142,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: Any, context: Any
     ) -> pb.RepositoryModelLoadResponse:
         self._check_control(request.repository_name, "load")
+        override = None
         if request.parameters:
-            raise InvalidInput(
-                f"model '{request.model_name}': load parameters "
-                f"{sorted(request.parameters)} are not supported; change the repository instead"
+            parameters = {k: _parameter_value(v) for k, v in request.parameters.items()}
+            override = parse_load_parameters(
+                request.model_name, parameters, self._repository_config(request.model_name)
             )
-        await self._manager.load(request.model_name)
+        await self._manager.load(request.model_name, override)
         if self.peers and not from_peer(context):
             await self.peers.load(request)
         return pb.RepositoryModelLoadResponse()
@@ -211,6 +162,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.peers and not from_peer(context):
             await self.peers.unload(request)
         return pb.RepositoryModelUnloadResponse()
+
+    def _repository_config(self, name: str) -> Any:
+        repository = self._manager.repository
+        if repository is None:
+            return None
+        try:
+            return read_config(model_dir(repository, name))
+        except (ModelportError, OSError):
+            return None
 
     def _check_repository(self, name: str) -> None:
         if name and name != "default":
@@ -226,23 +186,79 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self._manager.draining:
             raise Unavailable("server is shutting down")
 
+    # -- shared memory ----------------------------------------------------------------
+
+    @maps_errors
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self.shm.status(request.name):
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name,
+                    key=region.key,
+                    offset=region.offset,
+                    byte_size=region.byte_size,
+                )
+            )
+        return response
+
+    @maps_errors
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.shm.register(request.name, request.key, request.offset, request.byte_size)
+        if self.peers and not from_peer(context):
+            await self.peers.each("SystemSharedMemoryRegister", request)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @maps_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.shm.unregister(request.name)
+        if self.peers and not from_peer(context):
+            await self.peers.each("SystemSharedMemoryUnregister", request)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @maps_errors
+    async def CudaSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self.cuda_shm.status(request.name)
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @maps_errors
+    async def CudaSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.cuda_shm.register(request.name)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    @maps_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.cuda_shm.unregister(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     # -- declared by the protocol, not offered ------------------------------------
 
     async def _unimplemented(self, request: Any, context: Any) -> Any:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
-            "not supported by modelport: send tensors in the request "
-            "(shared memory, trace and log settings are not offered)",
+            "not supported by modelport: trace and log settings are not offered "
+            "(use --log-level and --otlp-endpoint)",
         )
 
-    SystemSharedMemoryStatus = _unimplemented
-    SystemSharedMemoryRegister = _unimplemented
-    SystemSharedMemoryUnregister = _unimplemented
-    CudaSharedMemoryStatus = _unimplemented
-    CudaSharedMemoryRegister = _unimplemented
-    CudaSharedMemoryUnregister = _unimplemented
     TraceSetting = _unimplemented
     LogSettings = _unimplemented
+
+
+def _parameter_value(param: pb.ModelRepositoryParameter) -> object:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:

@@ -6,7 +6,9 @@ per dimension for `List[List[str]]` and deeper. Coming back, a flat list is
 reshaped to the shape the config declares (batch rows known, at most one other
 free dimension inferred); a nested list keeps its own shape. Text is UTF-8 both
 ways, so bytes round-trip exactly; bytes that are not UTF-8 cannot become a
-TorchScript str and are refused with a message saying so.
+TorchScript str and are refused with a message saying so. Binary data (an
+encoded image) goes to a `List[Tensor]` argument instead: one uint8 tensor per
+element, flat; a model may answer BYTES that way too.
 
 Every output is then checked against the config: dtype converted to the one
 declared, shape matched against [batch, *dims] (-1 matches any size).
@@ -30,6 +32,18 @@ def string_depth(type_name: str) -> int:
         type_name = type_name[5:-1]
         depth += 1
     return depth if type_name == "str" else 0
+
+
+def takes_byte_tensors(type_name: str) -> bool:
+    """A `List[Tensor]` argument takes each BYTES element as a uint8 tensor."""
+    return type_name == "List[Tensor]"
+
+
+def byte_tensors_in(array: np.ndarray) -> list[Any]:
+    """A BYTES array as flat uint8 tensors, one per element (binary-safe)."""
+    import torch
+
+    return [torch.from_numpy(np.frombuffer(bytes(v), dtype=np.uint8)) for v in array.reshape(-1)]
 
 
 def strings_in(array: np.ndarray, depth: int, model: str, name: str) -> list[Any]:
@@ -60,6 +74,17 @@ def is_strings(value: object) -> bool:
     if isinstance(value, (str, bytes)):
         return True
     return isinstance(value, list) and all(is_strings(v) for v in value)
+
+
+def byte_tensors_out(value: object) -> list[bytes] | None:
+    """A returned list of uint8 tensors as bytes (None when it is something else)."""
+    import torch
+
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in value):
+        return None
+    return [v.detach().cpu().contiguous().numpy().tobytes() for v in value]
 
 
 def strings_out(value: list[Any], shape: Sequence[int], model: str, name: str) -> np.ndarray:

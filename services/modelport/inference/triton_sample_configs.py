@@ -177,3 +177,12 @@ ensemble_scheduling {
   ]
 }
 """
+
+IDENTITY_INT32 = """\
+name: "custom_identity_int32"
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
+dynamic_batching { }
+"""

@@ -7,8 +7,9 @@ simple_sequence, simple_dyna_sequence, densenet_onnx and inception_onnx (the
 names are Triton's, the models are small deterministic torch modules).
 `build_triton_extras(repo)` adds what the other examples need: the decoupled
 repeat_int32, simple_string_dyna_sequence (string correlation ids, implicit
-state) and the preprocess_inception_ensemble pipeline. With both, Triton's gRPC
-Python examples run unchanged against `modelport serve inference`.
+state), custom_identity_int32 and the preprocess_inception_ensemble pipeline.
+With both, Triton's gRPC Python examples run unchanged against
+`modelport serve inference`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class StringAddSub(nn.Module):
             sums.append(str(a + b))
             diffs.append(str(a - b))
         return sums, diffs
+
+
+class Identity(nn.Module):
+    def forward(self, INPUT0: torch.Tensor) -> torch.Tensor:
+        return INPUT0
 
 
 class StringIdentity(nn.Module):
@@ -143,18 +149,18 @@ class InceptionLike(nn.Module):
 
 
 class ImagePreprocess(nn.Module):
-    """Encoded image bytes -> an NHWC picture [B, 299, 299, 3] in [-1, 1].
+    """Encoded image bytes (one uint8 tensor per image) -> NHWC [B, 299, 299, 3] in [-1, 1].
 
     Stands in for JPEG decoding (not in TorchScript): the picture is a
     deterministic function of the bytes, so different files classify differently.
     """
 
-    def forward(self, INPUT: List[str]) -> torch.Tensor:  # noqa: UP006
+    def forward(self, INPUT: List[torch.Tensor]) -> torch.Tensor:  # noqa: UP006
         pictures: List[torch.Tensor] = []  # noqa: UP006
         for data in INPUT:
-            codes = torch.tensor([ord(c) % 256 for c in data[:4096]] + [0], dtype=torch.float32)
-            channels = torch.stack([codes[i::3].mean() if codes[i::3].numel() > 0
-                                    else torch.zeros(()) for i in range(3)])  # fmt: skip
+            codes = torch.cat([data[:4096].to(torch.float32), torch.zeros(3)])
+            usable = (codes.numel() // 3) * 3
+            channels = codes[:usable].reshape(-1, 3).mean(dim=0)
             picture = (channels / 127.5 - 1.0).reshape(1, 1, 3).expand(299, 299, 3)
             pictures.append(picture)
         return torch.stack(pictures)
@@ -196,6 +202,7 @@ def build_triton_extras(repo: Path) -> Path:
     """Models the remaining examples use: decoupled, string sequences, an ensemble."""
     repo.mkdir(parents=True, exist_ok=True)
     _save(repo, "repeat_int32", configs.REPEAT_INT32, Repeat())
+    _save(repo, "custom_identity_int32", configs.IDENTITY_INT32, Identity())
     _save(repo, "simple_string_dyna_sequence", configs.STRING_DYNA_SEQUENCE, StringDynaSequence())
     _save(repo, "image_preprocess", configs.IMAGE_PREPROCESS, ImagePreprocess())
     _save(repo, "inception_batched", configs.INCEPTION_BATCHED, InceptionLike())
