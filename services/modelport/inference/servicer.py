@@ -40,6 +40,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
         manager: ModelManager,
+        peers: PeerGroup,
         *,
         explicit_control: bool,
         shared_memory: SystemSharedMemory | None = None,
@@ -50,7 +51,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.cuda_shm = CudaSharedMemory()
         self.dataplane = DataPlane(manager, self.shm)
         self.ready = False
-        self.peers = PeerGroup()  # sibling workers, when several share the port
+        self.peers = peers  # sibling workers, when several share the port
 
     # -- health and metadata --------------------------------------------------------
 
