@@ -4,10 +4,16 @@ Among the replicas that take traffic and serve the wanted version, two are
 drawn at random and the one with fewer requests in flight wins. That keeps
 load even without a global scan and without herding on one idle replica, and
 a replica that just joined (zero in flight) starts winning at once.
+
+Requests of a sequence (a stateful model's correlation id) go to one replica
+instead: rendezvous hashing of the id over the candidates' addresses, so every
+router picks the same replica, and a replica joining or leaving moves only
+the sequences it gains or held.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Collection
 
@@ -43,6 +49,19 @@ class Balancer:
             return second
         return first
 
+    def pick_for_key(
+        self, model: str, version: str, key: str, exclude: Collection[Replica] = ()
+    ) -> Replica:
+        """The replica that owns `key` (a sequence's correlation id) among the candidates."""
+        candidates = self.table.candidates(model, version)
+        if exclude:
+            candidates = [r for r in candidates if r not in exclude]
+        if not candidates:
+            raise self._why_none(model, version, bool(exclude))
+        now = self.table.clock()
+        pool = [r for r in candidates if r.ejected_until <= now] or candidates
+        return max(pool, key=lambda r: _weight(key, r.address))
+
     def pick_many(self, model: str, version: str, count: int) -> list[Replica]:
         """Up to `count` distinct replicas, least loaded first (for scatter)."""
         candidates = self.table.candidates(model, version)
@@ -65,3 +84,8 @@ class Balancer:
         if version and indexed and not any(version in (r.versions or {})[model] for r in indexed):
             return NotFound(f"{what}: no replica serves this version")
         return Unavailable(f"{what}: no ready replica")
+
+
+def _weight(key: str, address: str) -> int:
+    digest = hashlib.blake2b(f"{key}\x00{address}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
