@@ -62,7 +62,7 @@ class InferenceApp:
         return f"127.0.0.1:{self.private_port}"
 
     async def join_siblings(self, addresses: list[str]) -> None:
-        self.peers.connect(addresses)
+        self.peers.connect(addresses, own_address=self.sibling_address())
 
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from modelport.artifacts.sequences import CorrelationId
@@ -36,16 +36,39 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+# Sends a request to the sibling worker that owns a sequence key (None: this one does).
+OwnerOf = Callable[[str], Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]] | None]
+
+
 class DataPlane:
-    def __init__(self, manager: ModelManager, shm: SystemSharedMemory) -> None:
+    def __init__(
+        self, manager: ModelManager, shm: SystemSharedMemory, owner_of: OwnerOf | None = None
+    ) -> None:
         self.manager = manager
         self.shm = shm
+        self.owner_of = owner_of
 
     async def infer(
-        self, request: pb.ModelInferRequest, remaining: float | None, *, streamed: bool = False
+        self,
+        request: pb.ModelInferRequest,
+        remaining: float | None,
+        *,
+        streamed: bool = False,
+        local: bool = False,
     ) -> pb.ModelInferResponse:
-        """One answer; `streamed` adds the final-response flag a stream carries."""
+        """One answer; `streamed` adds the final-response flag a stream carries.
+
+        A request of a sequence another worker owns is answered by that worker,
+        unless `local` (it was sent here by a sibling).
+        """
         served = self.manager.get(request.model_name, request.model_version)
+        if not local and served.spec.sequence is not None and self.owner_of is not None:
+            owner = self.owner_of(str(_sequence_parameters(request)[0] or ""))
+            if owner is not None:
+                answer = await owner(request)
+                if streamed:
+                    answer.parameters["triton_final_response"].bool_param = True
+                return answer
         if served.spec.decoupled:
             raise Unimplemented(
                 "ModelInfer RPC doesn't support models with decoupled transaction policy "

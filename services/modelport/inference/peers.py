@@ -8,12 +8,13 @@ statistics are gathered from all of them and summed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
-from modelport.errors import Unavailable
+from modelport.errors import ModelportError, Unavailable
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
@@ -28,15 +29,47 @@ class PeerGroup:
     def __init__(self) -> None:
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[pbg.GRPCInferenceServiceStub] = []
+        self._by_address: dict[str, pbg.GRPCInferenceServiceStub] = {}
+        self.own_address = ""
 
     def __bool__(self) -> bool:
         return bool(self._stubs)
 
-    def connect(self, addresses: Iterable[str]) -> None:
+    def connect(self, addresses: Iterable[str], own_address: str = "") -> None:
+        self.own_address = own_address
         for address in addresses:
             channel = grpc.aio.insecure_channel(address)
             self._channels.append(channel)
-            self._stubs.append(pbg.GRPCInferenceServiceStub(channel))
+            stub = pbg.GRPCInferenceServiceStub(channel)
+            self._stubs.append(stub)
+            self._by_address[address] = stub
+
+    def owner(self, key: str) -> pbg.GRPCInferenceServiceStub | None:
+        """The sibling that owns a sequence (None: this worker does).
+
+        A stateful model keeps a sequence's state in one process; every worker
+        picks the same owner for a correlation id (rendezvous hashing over the
+        workers' private addresses), so a sequence whose requests reach
+        different workers (different client connections) still meets its state.
+        """
+        if not key or not self._by_address:
+            return None
+        everyone = [self.own_address, *self._by_address]
+        best = max(everyone, key=lambda a: _weight(key, a))
+        return None if best == self.own_address else self._by_address[best]
+
+    async def infer(
+        self, stub: pbg.GRPCInferenceServiceStub, request: pb.ModelInferRequest,
+        timeout: float | None,
+    ) -> pb.ModelInferResponse:  # fmt: skip
+        """A request answered by the sibling that owns its sequence (errors as theirs)."""
+        try:
+            answer: pb.ModelInferResponse = await stub.ModelInfer(
+                request, metadata=PEER_METADATA, timeout=timeout
+            )
+            return answer
+        except grpc.aio.AioRpcError as exc:
+            raise _relayed(exc) from None
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
@@ -59,6 +92,17 @@ class PeerGroup:
 
     async def statistics(self, request: pb.ModelStatisticsRequest) -> list[pb.ModelStatistics]:
         return [s for r in await self.each("ModelStatistics", request) for s in r.model_stats]
+
+
+def _weight(key: str, address: str) -> int:
+    digest = hashlib.blake2b(f"{key}\x00{address}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _relayed(exc: grpc.aio.AioRpcError) -> ModelportError:
+    error = ModelportError(exc.details() or exc.code().name)
+    error.code = exc.code().name
+    return error
 
 
 def _add(total: pb.StatisticDuration, part: pb.StatisticDuration) -> None:

@@ -49,7 +49,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._explicit = explicit_control
         self.shm = shared_memory if shared_memory is not None else SystemSharedMemory()
         self.cuda_shm = CudaSharedMemory()
-        self.dataplane = DataPlane(manager, self.shm)
+        self.dataplane = DataPlane(manager, self.shm, self._sequence_owner)
         self.ready = False
         self.peers = peers  # sibling workers, when several share the port
 
@@ -100,7 +100,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @maps_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         with tracing.server_span("ModelInfer", context, model=request.model_name):
-            return await self.dataplane.infer(request, context.time_remaining())
+            return await self.dataplane.infer(
+                request, context.time_remaining(), local=from_peer(context)
+            )
+
+    def _sequence_owner(self, key: str) -> Any:
+        """The sibling worker holding a sequence, as a call (None: this worker)."""
+        if not self.peers:
+            return None
+        stub = self.peers.owner(key)
+        if stub is None:
+            return None
+        return lambda request: self.peers.infer(stub, request, None)
 
     @maps_errors
     async def ModelStreamInfer(
