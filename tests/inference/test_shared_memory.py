@@ -150,3 +150,20 @@ def test_unregister_during_reads_never_reads_another_file(shm_object: tuple[str,
         shm.unregister("r")
         thread.join()
     assert set(outcomes) <= {"read", "gone"}
+
+
+def test_the_number_of_regions_is_bounded(
+    shm_object: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelport.errors import QueueFull
+    from modelport.inference import shared_memory
+
+    monkeypatch.setattr(shared_memory, "MAX_REGIONS", 2)
+    shm = SystemSharedMemory()
+    shm.register("a", shm_object[0], 0, 8)
+    shm.register("b", shm_object[0], 8, 8)
+    with pytest.raises(QueueFull, match="2 regions are registered already"):
+        shm.register("c", shm_object[0], 16, 8)
+    shm.unregister("a")
+    shm.register("c", shm_object[0], 16, 8)
+    shm.close()

@@ -290,6 +290,9 @@ class ModelManager:
         self.draining = True
         retiring = [v for e in self._models.values() for v in e.versions.values()]
         await asyncio.gather(*(v.retire() for v in retiring))
+        for entry in self._models.values():
+            if entry.override is not None:
+                entry.override.remove()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

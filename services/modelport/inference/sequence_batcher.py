@@ -32,15 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelport.artifacts.sequences import (
-    CORRID,
-    END,
-    READY,
-    START,
-    Control,
-    CorrelationId,
-    SequenceSpec,
-)
+from modelport.artifacts.sequences import CORRID, CorrelationId, SequenceSpec
 from modelport.errors import (
     DeadlineExceeded,
     Internal,
@@ -49,11 +41,11 @@ from modelport.errors import (
     QueueFull,
     Unavailable,
 )
+from modelport.inference.sequence_layout import Arrays, BatchLayout, Slot
 from modelport.inference.stats import VersionStats
 
 log = logging.getLogger(__name__)
 
-Arrays = dict[str, np.ndarray]
 RunNamed = Callable[[Arrays], Arrays]
 DEFAULT_MAX_QUEUE = 1024
 
@@ -121,6 +113,7 @@ class SequenceBatcher:
         self._max_queue = max_queue
         self._clock = clock
         self._corrid_control = next((c for c in spec.controls if c.kind == CORRID), None)
+        self._layout = BatchLayout(spec, batched=self._batched)
         self._sequences: dict[CorrelationId, _Sequence] = {}
         self._backlog: deque[_Sequence] = deque()
         self._pending = 0
@@ -366,10 +359,14 @@ class SequenceBatcher:
             self._stats.queued(now_ns - r.request.enqueued_ns)
         lane.busy = True
         self._running += 1
-        states = [{s.input: self._state_in(r.sequence, r.request, s.input)
-                   for s in self._spec.states} for r in rows]  # fmt: skip
+        slots = [
+            Slot(r.row, r.request.inputs, r.request.start, r.request.end, r.sequence.corrid,
+                 {s.input: self._state_in(r.sequence, r.request, s.input)
+                  for s in self._spec.states})
+            for r in rows
+        ]  # fmt: skip
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._execute, rows, states)
+        done = loop.run_in_executor(self._executor, self._execute, slots)
         done.add_done_callback(functools.partial(self._finish, lane, rows))
 
     def _drop_running(self, sequence: _Sequence) -> None:
@@ -409,79 +406,11 @@ class SequenceBatcher:
 
     # -- execution (executor thread) ----------------------------------------------
 
-    def _execute(
-        self, rows: list[_Row], states: list[Arrays]
-    ) -> tuple[list[Arrays], tuple[int, int, int]]:
+    def _execute(self, rows: list[Slot]) -> tuple[list[Arrays], tuple[int, int, int]]:
         t0 = time.perf_counter_ns()
-        arrays = self._assemble(rows, states)
+        arrays = self._layout.assemble(rows)
         t1 = time.perf_counter_ns()
         outputs = self._run(arrays)
         t2 = time.perf_counter_ns()
-        count = self._row_count(rows)
-        missing = [s.output for s in self._spec.states if s.output not in outputs]
-        if missing:
-            raise Internal(f"{self._label}: the model returned no state output {missing}")
-        if not self._batched:
-            return [outputs], (t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
-        for name, output in outputs.items():
-            if output.ndim == 0 or output.shape[0] != count:
-                raise Internal(
-                    f"{self._label}: output '{name}' has shape {list(output.shape)}; "
-                    f"a batch of {count} rows needs dim 0 = {count}"
-                )
-        per_row = [{k: v[r.row : r.row + 1] for k, v in outputs.items()} for r in rows]
+        per_row = self._layout.split(rows, outputs, self._label)
         return per_row, (t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
-
-    def _row_count(self, rows: list[_Row]) -> int:
-        """direct: up to the highest slot that runs (lower idle slots are padding)."""
-        return max(r.row for r in rows) + 1 if self._spec.strategy == "direct" else len(rows)
-
-    def _assemble(self, rows: list[_Row], states: list[Arrays]) -> Arrays:
-        """Request inputs, control inputs and states for the batch, in rows."""
-        first = rows[0].request.inputs
-        if not self._batched:
-            (only,) = rows
-            arrays = dict(only.request.inputs)
-            arrays.update(states[0])
-            for control in self._spec.controls:
-                arrays[control.name] = self._control_column(control, [only])
-            return arrays
-        count = self._row_count(rows)
-        by_row = {r.row: (r, state) for r, state in zip(rows, states, strict=True)}
-        arrays = {}
-        for name, template in [*first.items(), *states[0].items()]:
-            pad = np.zeros_like(template)
-            parts = []
-            for row in range(count):
-                entry = by_row.get(row)
-                if entry is None:
-                    parts.append(pad)
-                else:
-                    r, state = entry
-                    parts.append(r.request.inputs[name] if name in first else state[name])
-            arrays[name] = parts[0] if count == 1 else np.concatenate(parts, axis=0)
-        padded: list[_Row | None] = [by_row[i][0] if i in by_row else None for i in range(count)]
-        for control in self._spec.controls:
-            arrays[control.name] = self._control_column(control, padded)
-        return arrays
-
-    def _control_column(self, control: Control, rows: list[_Row | None]) -> np.ndarray:
-        """The control tensor, [rows, 1] (or [1] without batching)."""
-        values: list[object] = []
-        for r in rows:
-            if control.kind == CORRID:
-                corrid = (
-                    r.sequence.corrid
-                    if r is not None
-                    else ("" if control.dtype == np.object_ else 0)
-                )
-                values.append(str(corrid).encode() if control.dtype == np.object_ else corrid)
-            else:
-                flag = r is not None and (
-                    (control.kind == START and r.request.start)
-                    or (control.kind == END and r.request.end)
-                    or control.kind == READY
-                )
-                values.append(control.value(flag))
-        column = np.array(values, dtype=control.dtype)
-        return column.reshape(-1, 1) if self._batched else column.reshape(1)

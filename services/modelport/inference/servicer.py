@@ -11,14 +11,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from modelport import __version__
 from modelport.artifacts.config import read_config
 from modelport.artifacts.repository import model_dir
 from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors
-from modelport.errors import FailedPrecondition, ModelportError, NotFound, Unavailable
+from modelport.errors import (
+    FailedPrecondition,
+    ModelportError,
+    NotFound,
+    Unavailable,
+    Unimplemented,
+)
 from modelport.inference.cuda_shared_memory import CudaSharedMemory
 from modelport.inference.dataplane import DataPlane
 from modelport.inference.load_overrides import parse_load_parameters
@@ -257,11 +261,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- declared by the protocol, not offered ------------------------------------
 
+    @maps_errors
     async def _unimplemented(self, request: Any, context: Any) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
+        raise Unimplemented(
             "not supported by modelport: trace and log settings are not offered "
-            "(use --log-level and --otlp-endpoint)",
+            "(use --log-level and --otlp-endpoint)"
         )
 
     TraceSetting = _unimplemented

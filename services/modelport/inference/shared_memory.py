@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound, QueueFull
 
 SHM_ROOT = Path("/dev/shm")
 # shm_open names are "/name": one leading slash and no other, so nothing
 # outside /dev/shm can be named.
 _KEY = re.compile(r"^/?([^/\x00]+)$")
+# Each region holds a file descriptor: the count is bounded, not the clients' good will.
+MAX_REGIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ class SystemSharedMemory:
         with self._lock:
             if name in self._regions:
                 raise AlreadyExists(f"shared memory region '{name}' already in manager")
+            if len(self._regions) >= MAX_REGIONS:
+                raise QueueFull(
+                    f"failed to register shared memory region '{name}': {MAX_REGIONS} regions "
+                    "are registered already; unregister some first"
+                )
         region = _Region(name, key, offset, byte_size)  # opens a file: outside the lock
         with self._lock:
             if name in self._regions:
