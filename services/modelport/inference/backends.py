@@ -161,7 +161,10 @@ class TorchBackend:
             return None
         if array.dtype == np.object_:  # BYTES: (nested) List[str], or List[Tensor] of uint8
             if name in self._byte_tensors:
-                return torch_values.byte_tensors_in(array)
+                tensors = torch_values.byte_tensors_in(array)
+                if self.device.type != "cpu":
+                    tensors = [t.to(self.device, non_blocking=True) for t in tensors]
+                return tensors
             return torch_values.strings_in(array, self._string_depth[name], self.spec.name, name)
         reshape = self._in_reshape.get(name)
         if reshape is not None:

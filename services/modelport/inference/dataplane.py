@@ -27,7 +27,11 @@ from modelport.artifacts.sequences import CorrelationId
 from modelport.common.grpc_errors import public_message
 from modelport.errors import InvalidInput, ModelportError, Unimplemented
 from modelport.inference import codec, responses
-from modelport.inference.decoupled import EMPTY_FINAL_PARAMETER, with_final_flags
+from modelport.inference.decoupled import (
+    EMPTY_FINAL_PARAMETER,
+    ResponseStream,
+    with_final_flags,
+)
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.served import Served, ServedVersion
 from modelport.inference.shared_memory import SystemSharedMemory
@@ -102,7 +106,8 @@ class DataPlane:
         if not served.spec.decoupled:
             yield await self.infer(request, None, streamed=True)
             return
-        assert isinstance(served, ServedVersion)
+        if not isinstance(served, ResponseStream):
+            raise Unimplemented(f"model '{served.spec.name}' is decoupled but cannot stream")
         arrays, rows, signature, wanted = self._decode(served, request)
         empty_final = request.parameters[EMPTY_FINAL_PARAMETER].bool_param if (
             EMPTY_FINAL_PARAMETER in request.parameters

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,8 +38,14 @@ class Response:
     parameters: dict[str, Parameter] = field(default_factory=dict)
 
 
+@runtime_checkable
 class ResponseStream(Protocol):
-    """A decoupled model: one request in, an async stream of responses out."""
+    """A decoupled model: one request in, an async stream of responses out.
+
+    What the model manager serves for a decoupled model implements this (a
+    torch model's `ServedVersion`, or a generative engine's version); the
+    data plane streams whatever it yields.
+    """
 
     def stream(
         self,
