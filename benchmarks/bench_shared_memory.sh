@@ -13,13 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mebibytes=${1:-16}
 range=${2:-1:4:3}
-venv=.venv-perf
-if [ ! -x $venv/bin/perf_analyzer ]; then
-  python3 -m venv $venv
-  $venv/bin/pip install -q 'tritonclient[grpc]==2.41.0' nvidia-cuda-runtime-cu12
-fi
-dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y -q libb64-0d
-export LD_LIBRARY_PATH=$(echo $PWD/$venv/lib/python3*/site-packages/nvidia/cuda_runtime/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source benchmarks/perf_analyzer_env.sh
 
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -41,15 +35,12 @@ class Double(torch.nn.Module):
         return x * 2.0
 torch.export.save(torch.export.export(Double(), (torch.zeros(n),)), str(folder / "1" / "model.pt2"))
 PY
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 MODELPORT_LOG_LEVEL=warning .venv/bin/modelport serve inference --model-repository "$work/models" \
   --host 127.0.0.1 --grpc-port "$port" --metrics-port -1 --allow-shared-memory \
   --max-message-mb $(( mebibytes * 2 + 8 )) &
 server=$!
-for _ in $(seq 120); do
-  $venv/bin/python -c "import tritonclient.grpc as g,sys; sys.exit(0 if g.InferenceServerClient('127.0.0.1:$port').is_server_ready() else 1)" 2>/dev/null && break
-  sleep 1
-done
+wait_ready "$port"
 for mode in none system; do
   $venv/bin/perf_analyzer -m large -u "127.0.0.1:$port" -i grpc --input-data zero \
     --shared-memory "$mode" --output-shared-memory-size $(( mebibytes * 1024 * 1024 )) \

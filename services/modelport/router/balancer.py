@@ -30,8 +30,8 @@ class Balancer:
         self.table = table
         self._rng = rng or random.Random()
 
-    def pick(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
-        """The replica for one request, or NotFound / Unavailable naming the model."""
+    def _pool(self, model: str, version: str, exclude: Collection[Replica]) -> list[Replica]:
+        """The candidates not excluded, the healthy ones if any (NotFound / Unavailable)."""
         candidates = self.table.candidates(model, version)
         if exclude:
             candidates = [r for r in candidates if r not in exclude]
@@ -41,7 +41,11 @@ class Balancer:
         healthy = [r for r in candidates if r.ejected_until <= now]
         # When every candidate is ejected, keep serving from them rather than
         # failing everything: ejection is a hint, not a verdict.
-        pool = healthy or candidates
+        return healthy or candidates
+
+    def pick(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
+        """The replica for one request, or NotFound / Unavailable naming the model."""
+        pool = self._pool(model, version, exclude)
         if len(pool) == 1:
             return pool[0]
         first, second = self._rng.sample(pool, 2)
@@ -53,14 +57,7 @@ class Balancer:
         self, model: str, version: str, key: str, exclude: Collection[Replica] = ()
     ) -> Replica:
         """The replica that owns `key` (a sequence's correlation id) among the candidates."""
-        candidates = self.table.candidates(model, version)
-        if exclude:
-            candidates = [r for r in candidates if r not in exclude]
-        if not candidates:
-            raise self._why_none(model, version, bool(exclude))
-        now = self.table.clock()
-        pool = [r for r in candidates if r.ejected_until <= now] or candidates
-        return max(pool, key=lambda r: _weight(key, r.address))
+        return max(self._pool(model, version, exclude), key=lambda r: _weight(key, r.address))
 
     def pick_many(self, model: str, version: str, count: int) -> list[Replica]:
         """Up to `count` distinct replicas, least loaded first (for scatter)."""

@@ -117,19 +117,30 @@ class Router:
         (`sequence`: its correlation id) goes to the replica that holds it,
         and a split policy keeps the whole sequence on one version.
         """
-        plan = self.planner.plan(model, version_ref, session or sequence)
-        if plan.split_alias:
-            self.stats.splits[(model, plan.split_alias)] += 1
+        plan = self._plan(model, version_ref, session or sequence)
         if plan.kind == "ensemble":
             return await self._ensemble(model, request, plan, deadline)
+        target, request = self._aim(plan, version_ref, request, deadline)
+        if plan.kind == "scatter":
+            return await self._scatter(target, request, deadline)
+        return await self.forward(target, request, deadline, sequence=sequence)
+
+    def _plan(self, model: str, version_ref: str, session: str) -> Plan:
+        plan = self.planner.plan(model, version_ref, session)
+        if plan.split_alias:
+            self.stats.splits[(model, plan.split_alias)] += 1
+        return plan
+
+    def _aim(
+        self, plan: Plan, version_ref: str, request: bytes, deadline: float | None
+    ) -> tuple[Target, bytes]:
+        """The plan's target, the request retargeted at its version, the shadow started."""
         target = plan.targets[0]
         if target.version != version_ref:
             request = wire.retarget(request, version=target.version)
         if plan.shadow is not None:
             self._start_shadow(plan.shadow, request, deadline)
-        if plan.kind == "scatter":
-            return await self._scatter(target, request, deadline)
-        return await self.forward(target, request, deadline, sequence=sequence)
+        return target, request
 
     def _pick(self, target: Target, sequence: str, exclude: Sequence[Replica] = ()) -> Replica:
         if sequence:
@@ -219,19 +230,14 @@ class Router:
         relayed one by one. A replica that cannot be reached before it answers
         anything is retried once elsewhere, as for unary calls.
         """
-        plan = self.planner.plan(model, version_ref, session or sequence)
-        if plan.split_alias:
-            self.stats.splits[(model, plan.split_alias)] += 1
-        if plan.kind in ("ensemble", "scatter"):
-            yield wire.stream_response(
-                await self.infer(model, version_ref, request, session, deadline, sequence)
-            )
+        plan = self._plan(model, version_ref, session or sequence)
+        if plan.kind == "ensemble":
+            yield wire.stream_response(await self._ensemble(model, request, plan, deadline))
             return
-        target = plan.targets[0]
-        if target.version != version_ref:
-            request = wire.retarget(request, version=target.version)
-        if plan.shadow is not None:
-            self._start_shadow(plan.shadow, request, deadline)
+        target, request = self._aim(plan, version_ref, request, deadline)
+        if plan.kind == "scatter":
+            yield wire.stream_response(await self._scatter(target, request, deadline))
+            return
         first = self._pick(target, sequence)
         relayed = False
         try:
