@@ -145,7 +145,7 @@ def _repeated(descriptor: FieldDescriptor) -> bool:
     # protobuf 7 has only `is_repeated`; 5.x has only `label`.
     if hasattr(descriptor, "is_repeated"):
         return bool(descriptor.is_repeated)
-    return bool(descriptor.label == descriptor.LABEL_REPEATED)
+    return bool(getattr(descriptor, "label", None) == descriptor.LABEL_REPEATED)
 
 
 def _message_paths(message: Message, path: str) -> Iterator[str]:

@@ -153,7 +153,7 @@ def _control(where: str, name: str, control: mc.ModelSequenceBatching.Control) -
                 "TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32, TYPE_STRING"
             )
         return Control(name, kind, _numpy(type_name))
-    pairs = [
+    pairs: list[tuple[list[object], np.dtype]] = [
         (list(control.int32_false_true), np.dtype(np.int32)),
         (list(control.fp32_false_true), np.dtype(np.float32)),
         (list(control.bool_false_true), np.dtype(np.bool_)),

@@ -9,16 +9,19 @@ finish within the grace period. `run` hands it to the common service runtime
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
+from modelport.inference.serving import DataPlane, SendToOwner
 from modelport.inference.settings import InferenceSettings
 from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -36,9 +39,11 @@ class InferenceApp:
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
         self.shm = SystemSharedMemory(enabled=settings.allow_shared_memory)
-        self.servicer = InferenceServicer(
-            self.manager, self.peers, explicit_control=explicit, shared_memory=self.shm
+        self.control = ModelControl(
+            self.manager, self.peers, explicit=explicit, shared_memory=self.shm
         )
+        self.serving = DataPlane(self.manager, self.shm, self._sequence_owner)
+        self.servicer = InferenceServicer(self.manager, self.control, self.serving)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -64,6 +69,13 @@ class InferenceApp:
     async def join_siblings(self, addresses: list[str]) -> None:
         self.peers.connect(addresses, own_address=self.sibling_address())
 
+    def _sequence_owner(self, key: str) -> SendToOwner | None:
+        """The sibling worker holding a sequence, as a call (None: this worker)."""
+        stub = self.peers.owner(key) if self.peers else None
+        if stub is None:
+            return None
+        return functools.partial(self.peers.infer, stub, timeout=None)
+
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
         self._pending_health.add(task)
@@ -87,7 +99,7 @@ class InferenceApp:
             )
             self.follower.start()
             await self.follower.ready.wait()
-        self.servicer.ready = True
+        self.manager.mark_started()
         await self.server.set_serving("", True)
         if self._pending_health:
             await asyncio.gather(*self._pending_health)
@@ -97,8 +109,7 @@ class InferenceApp:
         grace = self.settings.grace_seconds if grace is None else grace
         if self.follower is not None:
             await self.follower.stop()
-        self.manager.draining = True
-        self.servicer.ready = False
+        self.manager.begin_drain()
         await self.server.drain(grace)
         await self.manager.close()
         await self.peers.close()

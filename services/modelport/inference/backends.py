@@ -16,11 +16,10 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -40,11 +39,24 @@ _ORDINAL = re.compile(r"^(INPUT|OUTPUT)__(\d+)$")
 
 
 class Backend(Protocol):
-    """A loaded model: numpy inputs in config order → numpy outputs in config order."""
+    """A loaded model: numpy inputs in config order → numpy outputs in config order.
 
-    device: torch.device
+    The model manager takes any backend: `ModelManager(load=...)` with a
+    `BackendLoader`; `load_backend` (the torch backend) is the default.
+    """
 
     def run(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class NamedBackend(Backend, Protocol):
+    """A backend that also runs on inputs by name and answers every output by name,
+    control and state tensors included: what a sequence model needs."""
+
+    def run_named(self, inputs: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]: ...
+
+
+BackendLoader = Callable[[ModelSpec, Path], Backend]
 
 
 def pick_device(kind: int, index: int | None = None) -> torch.device:
@@ -130,9 +142,6 @@ class TorchBackend:
         self._bf16 = {n for n, t in declared.items() if t.datatype.name == "BF16"}
         self._in_reshape = {t.name: t.reshape for t in spec.inputs if t.reshape is not None}
         self._outputs_by_name = {t.name: t for t in spec.outputs}
-        # TorchScript modules are not safe to call from several threads at once
-        # when they hold state; a lock per executor-slot is taken by the batcher.
-        self.lock = threading.Lock()
 
     # -- calls --------------------------------------------------------------------
 

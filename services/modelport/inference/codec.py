@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from modelport.artifacts import datatypes
 from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput
 from modelport.inference.shared_memory import SystemSharedMemory
@@ -262,9 +261,3 @@ def encode_bytes(array: np.ndarray) -> bytes:
         parts.append(struct.pack("<I", len(data)))
         parts.append(data)
     return b"".join(parts)
-
-
-def datatype_name(config_type: int) -> str:
-    from modelport.proto.inference import model_config_pb2 as mc
-
-    return datatypes.BY_CONFIG[mc.DataType.Name(config_type)].name  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from modelport.artifacts.config import (
 from modelport.artifacts.loaders import load_exported_program
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
-from modelport.inference.backends import TorchBackend, load_backend
+from modelport.inference.backends import Backend, BackendLoader, load_backend
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.load_overrides import Override
 from modelport.inference.served import Served, ServedEnsemble, ServedVersion
@@ -78,14 +78,32 @@ class IndexEntry:
 
 
 class ModelManager:
-    def __init__(self, repository_dir: Path | None = None) -> None:
+    def __init__(
+        self, repository_dir: Path | None = None, *, load: BackendLoader = load_backend
+    ) -> None:
         self.repository = repository_dir
+        self._load = load  # model file -> Backend (the torch backend unless told otherwise)
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loading: list[str] = []  # names being loaded, to catch ensemble cycles
         self.draining = False
+        self._started = False
         # Told (model name, ready) after every change; the app points health at it.
         self.listeners: list[Callable[[str, bool], None]] = []
+
+    # -- the server's state ---------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        """Started and not draining: what ServerReady reports."""
+        return self._started and not self.draining
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    def begin_drain(self) -> None:
+        """New requests are refused with UNAVAILABLE from now on."""
+        self.draining = True
 
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
@@ -125,6 +143,13 @@ class ModelManager:
                 f"(loaded: {loaded})"
             )
         return served
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except ModelportError:
+            return False
+        return True
 
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
@@ -208,7 +233,7 @@ class ModelManager:
                 self._models[name] = ModelEntry(name, LOADING)
             try:
                 spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, config
+                    _load_versions, name, model_dir, versions, self._load, config
                 )
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
@@ -236,7 +261,7 @@ class ModelManager:
                 if current.override is not None and current.override is not override:
                     current.override.remove()
 
-    def _serve(self, spec: ModelSpec, loaded: dict[int, TorchBackend | None]) -> dict[int, Served]:
+    def _serve(self, spec: ModelSpec, loaded: dict[int, Backend | None]) -> dict[int, Served]:
         if spec.ensemble is not None:
             return {v: ServedEnsemble(spec, v, self._member_infer) for v in loaded}
         threads = _same_torch_threads()
@@ -302,8 +327,9 @@ def _load_versions(
     name: str,
     model_dir: Path,
     versions: Sequence[int] | None,
+    load: BackendLoader,
     override: mc.ModelConfig | None = None,
-) -> tuple[ModelSpec, dict[int, TorchBackend | None]]:
+) -> tuple[ModelSpec, dict[int, Backend | None]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread).
 
     An ensemble has no backend: its versions map to None.
@@ -325,9 +351,9 @@ def _load_versions(
     spec = build_spec(name, config, model_dir)
     if spec.platform == PLATFORM_ENSEMBLE:
         return spec, dict.fromkeys(versions)
-    loaded: dict[int, TorchBackend | None] = {}
+    loaded: dict[int, Backend | None] = {}
     for version in versions:
-        backend = load_backend(spec, model_dir / str(version))
+        backend = load(spec, model_dir / str(version))
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded

@@ -1,8 +1,7 @@
-"""Sibling worker processes of one inference server (see `workers`).
+"""Sibling worker processes of one inference server, over their private loopback ports.
 
-Control RPCs must act on the whole server, not on the one process a caller's
-connection landed on: a model load or unload is repeated on every sibling, and
-statistics are gathered from all of them and summed.
+The gRPC side of `fleet.Siblings`: calls carry `x-modelport-peer` metadata, so
+the sibling acts locally and does not fan out again.
 """
 
 from __future__ import annotations
@@ -18,18 +17,19 @@ from modelport.errors import ModelportError, Unavailable
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
-PEER_METADATA = (("x-modelport-peer", "1"),)
+PEER_KEY = "x-modelport-peer"
+PEER_METADATA = ((PEER_KEY, "1"),)
 
 
-def from_peer(context: Any) -> bool:
-    return any(key == "x-modelport-peer" for key, _ in context.invocation_metadata() or ())
+def from_peer(context: grpc.aio.ServicerContext) -> bool:
+    return any(key == PEER_KEY for key, _ in context.invocation_metadata() or ())
 
 
 class PeerGroup:
     def __init__(self) -> None:
         self._channels: list[grpc.aio.Channel] = []
-        self._stubs: list[pbg.GRPCInferenceServiceStub] = []
-        self._by_address: dict[str, pbg.GRPCInferenceServiceStub] = {}
+        self._stubs: list[pbg.GRPCInferenceServiceAsyncStub] = []
+        self._by_address: dict[str, pbg.GRPCInferenceServiceAsyncStub] = {}
         self.own_address = ""
 
     def __bool__(self) -> bool:
@@ -40,11 +40,13 @@ class PeerGroup:
         for address in addresses:
             channel = grpc.aio.insecure_channel(address)
             self._channels.append(channel)
-            stub = pbg.GRPCInferenceServiceStub(channel)
+            stub: pbg.GRPCInferenceServiceAsyncStub = pbg.GRPCInferenceServiceStub(  # type: ignore[assignment]
+                channel
+            )
             self._stubs.append(stub)
             self._by_address[address] = stub
 
-    def owner(self, key: str) -> pbg.GRPCInferenceServiceStub | None:
+    def owner(self, key: str) -> pbg.GRPCInferenceServiceAsyncStub | None:
         """The sibling that owns a sequence (None: this worker does).
 
         A stateful model keeps a sequence's state in one process; every worker
@@ -59,7 +61,7 @@ class PeerGroup:
         return None if best == self.own_address else self._by_address[best]
 
     async def infer(
-        self, stub: pbg.GRPCInferenceServiceStub, request: pb.ModelInferRequest,
+        self, stub: pbg.GRPCInferenceServiceAsyncStub, request: pb.ModelInferRequest,
         timeout: float | None,
     ) -> pb.ModelInferResponse:  # fmt: skip
         """A request answered by the sibling that owns its sequence (errors as theirs)."""
@@ -84,14 +86,40 @@ class PeerGroup:
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"a sibling worker failed {method}: {exc.details()}") from None
 
-    async def load(self, request: pb.RepositoryModelLoadRequest) -> None:
+    async def load(self, name: str, parameters: dict[str, object] | None = None) -> None:
+        request = pb.RepositoryModelLoadRequest(model_name=name)
+        for key, value in (parameters or {}).items():
+            _set_parameter(request.parameters[key], value)
         await self.each("RepositoryModelLoad", request)
 
-    async def unload(self, request: pb.RepositoryModelUnloadRequest) -> None:
-        await self.each("RepositoryModelUnload", request)
+    async def unload(self, name: str) -> None:
+        await self.each("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name=name))
 
-    async def statistics(self, request: pb.ModelStatisticsRequest) -> list[pb.ModelStatistics]:
+    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+        request = pb.ModelStatisticsRequest(name=name, version=version)
         return [s for r in await self.each("ModelStatistics", request) for s in r.model_stats]
+
+    async def register_region(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        request = pb.SystemSharedMemoryRegisterRequest(
+            name=name, key=key, offset=offset, byte_size=byte_size
+        )
+        await self.each("SystemSharedMemoryRegister", request)
+
+    async def unregister_region(self, name: str) -> None:
+        await self.each(
+            "SystemSharedMemoryUnregister", pb.SystemSharedMemoryUnregisterRequest(name=name)
+        )
+
+
+def _set_parameter(param: pb.ModelRepositoryParameter, value: object) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, bytes):
+        param.bytes_param = value
+    else:
+        param.string_param = str(value)
 
 
 def _weight(key: str, address: str) -> int:
@@ -103,37 +131,3 @@ def _relayed(exc: grpc.aio.AioRpcError) -> ModelportError:
     error = ModelportError(exc.details() or exc.code().name)
     error.code = exc.code().name
     return error
-
-
-def _add(total: pb.StatisticDuration, part: pb.StatisticDuration) -> None:
-    total.count += part.count
-    total.ns += part.ns
-
-
-def merge_statistics(stats: Iterable[pb.ModelStatistics]) -> list[pb.ModelStatistics]:
-    """Sum the statistics of the same model version reported by several workers."""
-    merged: dict[tuple[str, str], pb.ModelStatistics] = {}
-    for item in stats:
-        key = (item.name, item.version)
-        if key not in merged:
-            merged[key] = pb.ModelStatistics()
-            merged[key].CopyFrom(item)
-            continue
-        total = merged[key]
-        total.last_inference = max(total.last_inference, item.last_inference)
-        total.inference_count += item.inference_count
-        total.execution_count += item.execution_count
-        for field in ("success", "fail", "queue", "compute_input", "compute_infer",
-                      "compute_output", "cache_hit", "cache_miss"):  # fmt: skip
-            _add(getattr(total.inference_stats, field), getattr(item.inference_stats, field))
-        by_size = {b.batch_size: b for b in total.batch_stats}
-        for batch in item.batch_stats:
-            if batch.batch_size not in by_size:
-                total.batch_stats.add().CopyFrom(batch)
-                by_size[batch.batch_size] = total.batch_stats[-1]
-                continue
-            for field in ("compute_input", "compute_infer", "compute_output"):
-                _add(getattr(by_size[batch.batch_size], field), getattr(batch, field))
-    for total in merged.values():
-        total.batch_stats.sort(key=lambda b: b.batch_size)
-    return list(merged.values())

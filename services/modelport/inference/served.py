@@ -24,7 +24,7 @@ from modelport.artifacts.config import ModelSpec
 from modelport.artifacts.sequences import CorrelationId
 from modelport.errors import Internal, InvalidInput, ModelportError
 from modelport.inference import torch_values
-from modelport.inference.backends import TorchBackend
+from modelport.inference.backends import Backend, NamedBackend
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.decoupled import Response, split_responses
 from modelport.inference.ensemble import EnsembleScheduler, MemberInfer
@@ -78,7 +78,7 @@ class ServedVersion(_Tracked):
         self,
         spec: ModelSpec,
         version: int,
-        backend: TorchBackend,
+        backend: Backend,
         thread_initializer: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(spec, version)
@@ -86,6 +86,11 @@ class ServedVersion(_Tracked):
         self.batcher: DynamicBatcher | None = None
         self.sequencer: SequenceBatcher | None = None
         if spec.sequence is not None:
+            if not isinstance(backend, NamedBackend):
+                raise InvalidInput(
+                    f"model '{spec.name}': sequence batching needs a backend that runs on "
+                    "named inputs (control and state tensors)"
+                )
             self.sequencer = SequenceBatcher(
                 spec.name, self.label, backend.run_named, spec.sequence,
                 max_batch_size=spec.max_batch_size, instances=spec.instance_count,

@@ -62,7 +62,8 @@ def strings_in(array: np.ndarray, depth: int, model: str, name: str) -> list[Any
             f"model '{model}': input '{name}' has {array.ndim} dims; the model takes "
             f"{depth}-deep nested lists of str"
         )
-    return np.array(flat, dtype=object).reshape(array.shape).tolist()  # type: ignore[no-any-return]
+    nested: list[Any] = np.array(flat, dtype=object).reshape(array.shape).tolist()
+    return nested
 
 
 def _text(value: object) -> str:

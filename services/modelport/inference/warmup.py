@@ -15,12 +15,12 @@ import numpy as np
 
 from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput, ModelportError
-from modelport.inference.backends import TorchBackend
+from modelport.inference.backends import Backend, NamedBackend
 
 log = logging.getLogger(__name__)
 
 
-def warm_up(spec: ModelSpec, backend: TorchBackend) -> None:
+def warm_up(spec: ModelSpec, backend: Backend) -> None:
     """Run zero-filled batches (1 and the largest) through the model."""
     sizes = [1] if spec.max_batch_size == 0 else sorted({1, spec.max_batch_size})
     if spec.sequence is not None:
@@ -28,7 +28,7 @@ def warm_up(spec: ModelSpec, backend: TorchBackend) -> None:
     has_strings = any(t.datatype.name == "BYTES" for t in spec.inputs)
     for rows in sizes:
         try:
-            outputs = backend.run_named(_inputs(spec, rows))
+            outputs = _run(spec, backend, _inputs(spec, rows))
         except ModelportError as exc:
             if has_strings and isinstance(exc, InvalidInput):
                 log.warning("model '%s' warm-up skipped: %s", spec.name, exc)
@@ -50,6 +50,15 @@ def warm_up(spec: ModelSpec, backend: TorchBackend) -> None:
                         f"{list(output.shape)} for a batch of {rows}; max_batch_size > 0 "
                         "needs the batch as dim 0"
                     )
+
+
+def _run(
+    spec: ModelSpec, backend: Backend, inputs: dict[str, np.ndarray | None]
+) -> dict[str, np.ndarray]:
+    if isinstance(backend, NamedBackend):
+        return backend.run_named(inputs)
+    outputs = backend.run([inputs[t.name] for t in spec.inputs])
+    return {t.name: o for t, o in zip(spec.outputs, outputs, strict=True)}
 
 
 def _inputs(spec: ModelSpec, rows: int) -> dict[str, np.ndarray | None]:

@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
 from modelport.common import tracing
-from modelport.errors import DeadlineExceeded, NotFound, Unavailable
+from modelport.errors import DeadlineExceeded, NotFound, Unavailable, code_of
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
@@ -81,6 +81,12 @@ class RouterStats:
     splits: Counter[tuple[str, str]] = field(default_factory=Counter)
     shadow_errors: Counter[str] = field(default_factory=Counter)
     shadow_dropped: Counter[str] = field(default_factory=Counter)
+    # (model, status code name) of every answered request.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+# Told (model, seconds) for every request answered: the latency histogram.
+LatencyRecorder = Callable[[str, float], None]
 
 
 class Router:
@@ -92,6 +98,7 @@ class Router:
         codec: Codec,
         balancer: Balancer | None = None,
         max_shadow_in_flight: int = 64,
+        latency: LatencyRecorder | None = None,
     ) -> None:
         self.table = table
         self.planner = planner
@@ -100,6 +107,7 @@ class Router:
         self.balancer = balancer or Balancer(table)
         self.stats = RouterStats()
         self.max_shadow_in_flight = max_shadow_in_flight
+        self._latency = latency
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def infer(
@@ -115,8 +123,33 @@ class Router:
 
         `deadline` is absolute, on `time.monotonic()`. A request of a sequence
         (`sequence`: its correlation id) goes to the replica that holds it,
-        and a split policy keeps the whole sequence on one version.
+        and a split policy keeps the whole sequence on one version. Every
+        request is counted by outcome and, with a latency recorder, timed.
         """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await self._route(model, version_ref, request, session, deadline, sequence)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.stats.outcomes[(model, code)] += 1
+            if self._latency is not None:
+                self._latency(model, time.perf_counter() - started)
+
+    async def _route(
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str,
+        deadline: float | None,
+        sequence: str,
+    ) -> bytes:
         plan = self._plan(model, version_ref, session or sequence)
         if plan.kind == "ensemble":
             return await self._ensemble(model, request, plan, deadline)
@@ -228,8 +261,36 @@ class Router:
 
         A decoupled model answers zero or more times; the replica's answers are
         relayed one by one. A replica that cannot be reached before it answers
-        anything is retried once elsewhere, as for unary calls.
+        anything is retried once elsewhere, as for unary calls. Counted and timed
+        as `infer` is.
         """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            async for message in self._stream_route(
+                model, version_ref, request, session, deadline, sequence
+            ):
+                yield message
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.stats.outcomes[(model, code)] += 1
+            if self._latency is not None:
+                self._latency(model, time.perf_counter() - started)
+
+    async def _stream_route(
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str,
+        deadline: float | None,
+        sequence: str,
+    ) -> AsyncIterator[bytes]:
         plan = self._plan(model, version_ref, session or sequence)
         if plan.kind == "ensemble":
             yield wire.stream_response(await self._ensemble(model, request, plan, deadline))

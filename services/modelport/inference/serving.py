@@ -1,7 +1,9 @@
 """Inference requests from message to answer: the core behind ModelInfer and ModelStreamInfer.
 
-Knows the OIP messages (through `codec` and `responses`), not gRPC: the
-servicer hands it requests and a deadline and sends what it returns.
+Transport-free: requests and answers are OIP messages (decoded in `codec`,
+encoded in `responses`), the deadline is seconds left (None: no deadline);
+failures are domain errors. The servicer hands it requests and sends what it
+returns.
 
 - A plain or ensemble model answers each request once.
 - A stateful model (`sequence_batching`) takes `sequence_id` (uint64 or
@@ -24,8 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from modelport.artifacts.sequences import CorrelationId
-from modelport.common.grpc_errors import public_message
-from modelport.errors import InvalidInput, ModelportError, Unimplemented
+from modelport.errors import InvalidInput, ModelportError, Unimplemented, public_message
 from modelport.inference import codec, responses
 from modelport.inference.decoupled import (
     EMPTY_FINAL_PARAMETER,
@@ -40,8 +41,10 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 
-# Sends a request to the sibling worker that owns a sequence key (None: this one does).
-OwnerOf = Callable[[str], Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]] | None]
+# A request answered by the sibling worker that owns its sequence.
+SendToOwner = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
+# The sender for a sequence key (None: this worker owns it).
+OwnerOf = Callable[[str], SendToOwner | None]
 
 
 class DataPlane:
