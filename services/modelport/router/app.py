@@ -21,6 +21,9 @@ from modelport.router.discovery import Discovery
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.openai.http import OpenAIServer
+from modelport.router.openai.router_backend import RouterGenerationBackend
+from modelport.router.openai.service import OpenAIService
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
 from modelport.router.replicas import Endpoint, ReplicaTable
 from modelport.router.servicer import SERVICE, RouterServicer, method_handlers
@@ -41,6 +44,7 @@ class RouterApp:
         index_interval: float = 5.0,
         metrics: bool = False,
         multiplex: bool = False,
+        http_port: int = -1,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
@@ -55,8 +59,15 @@ class RouterApp:
         self.router = Router(
             self.table, Planner(), self.transport, ProtobufCodec(), latency=latency
         )
+        self.transport.loads = self.router.balancer.loads
         self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
-        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
+        fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, fleet)
+        self.http: OpenAIServer | None = None
+        if http_port >= 0:
+            backend = RouterGenerationBackend(self.router, fleet)
+            self.http = OpenAIServer(OpenAIService(backend))
+        self.http_port = http_port
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,6 +82,7 @@ class RouterApp:
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
+            self.router.balancer.loads.forget(replica.address)
             task = asyncio.get_running_loop().create_task(self.transport.close(replica))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -97,6 +109,12 @@ class RouterApp:
             ),
         ]
         self.port = await self.server.start()
+        if self.http is not None:
+            tls = self.options.tls
+            self.http_port = await self.http.start(
+                self.options.host, self.http_port, tls.ssl_context() if tls else None
+            )
+            log.info("OpenAI-compatible API on %s:%d/v1", self.options.host, self.http_port)
         return self.port
 
     async def _keep_running(self, what: str, run: object, callback: object) -> None:
@@ -112,6 +130,8 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.http is not None:
+            await self.http.stop()
         await self.server.drain(grace)
         for task in self._tasks:
             task.cancel()
@@ -149,6 +169,7 @@ def build(settings: RouterSettings) -> RouterApp:
         index_interval=settings.index_interval,
         metrics=settings.metrics_port >= 0,
         multiplex=settings.multiplex,
+        http_port=settings.http_port,
     )
 
 
