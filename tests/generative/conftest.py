@@ -4,7 +4,6 @@
 - `reference_model`: that model loaded by transformers as is (sdpa), for `generate`.
 - `engine_factory`: builds a started engine (each engine implementation and
   configuration the conformance suite covers) and closes it after the test.
-- `sample_dir`: the trained sample decoder, trained once per session.
 - `tiny_repo`: a model repository holding the tiny model as `tiny`, with small
   engine limits (2 running, 1 waiting, 2 MiB of KV).
 - `stack`: `await stack(replicas=N)` starts N real inference services on
@@ -26,7 +25,7 @@ from modelport.common.server import ServerOptions
 from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
 from modelport.inference.generative.hf_loader import LoadedModel, load_hf_model
-from modelport.inference.generative.sample_decoder import build_sample_decoder, write_random_decoder
+from modelport.inference.generative.sample_decoder import write_random_decoder
 from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
 from modelport.router.replicas import Endpoint
@@ -62,11 +61,6 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def reference_model(tiny_dir: Path) -> LoadedModel:
     return load_hf_model(tiny_dir)
-
-
-@pytest.fixture(scope="session")
-def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sample_decoder(tmp_path_factory.mktemp("sample") / "models")
 
 
 EngineFactory = Callable[..., Any]

@@ -21,9 +21,9 @@ from tests.router.router_helpers import wait_until
 
 
 def generation_request(
-    prompt: str, *, stream: bool, request_id: str = "g-1", **sampling: object
+    prompt: str, *, stream: bool, model: str = "tiny", request_id: str = "g-1", **sampling: object
 ) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="tiny", id=request_id)
+    request = pb.ModelInferRequest(model_name=model, id=request_id)
     for name, value in (("text_input", prompt), ("sampling_parameters", json.dumps(sampling))):
         data = value.encode()
         request.inputs.add(name=name, datatype="BYTES", shape=[1])

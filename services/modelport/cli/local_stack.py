@@ -3,9 +3,12 @@
 Everything runs in this one process, each service on its own port, as the
 cluster runs them in their own pods: the router on the address clients use
 (8001) balances over the inference services it is given (static discovery)
-and follows the registry (8003) for aliases and traffic policies. The sample
-models are pushed to the registry once (alias `production` → version 1),
-so `modelport models policy` works against the stack out of the box.
+and follows the registry (8003) for aliases and traffic policies; it also
+serves the OpenAI-compatible API (8000) for the generative sample, `tiny-llama`,
+a small decoder trained on text the project ships (on the first run, about a
+minute on two cores; then cached in the data folder). The sample models are
+pushed to the registry once (alias `production` → version 1), so `modelport
+models policy` works against the stack out of the box.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from modelport.common.settings import ServerSettings, setting
+
+SAMPLE_DECODER = "tiny-llama"  # the generative sample (inference.generative.sample_decoder)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,10 @@ class StackSettings(ServerSettings):
         Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
     )
     registry_port: int = setting(8003, "The registry's gRPC port.")
-    models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
+    http_port: int = setting(8000, "The OpenAI-compatible API of the router (-1 disables).")
+    models: tuple[str, ...] = setting(
+        ("simple", "mlp", SAMPLE_DECODER), "Sample models to serve.", cli=False
+    )
 
 
 class LocalStack:
@@ -43,6 +51,7 @@ class LocalStack:
         self.router: Any = None
         self.address = ""  # the router's, once started
         self.registry_port = 0
+        self.http_port = 0
 
     async def start(self) -> int:
         """Start every service; returns the router's port."""
@@ -57,6 +66,8 @@ class LocalStack:
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
+        if SAMPLE_DECODER in settings.models:
+            await asyncio.to_thread(_build_decoder, repo)
         state = settings.data_dir / "registry"
         state.mkdir(parents=True, exist_ok=True)
         self.registry = RegistryServer(
@@ -91,9 +102,11 @@ class LocalStack:
             RegistryPolicySource(registry_address),
             settings.server_options(),
             metrics=settings.metrics_port >= 0,
+            http_port=settings.http_port,
         )
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
+        self.http_port = self.router.http_port
         return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -103,3 +116,12 @@ class LocalStack:
             await app.stop(grace)
         if self.registry is not None:
             await self.registry.stop(grace)
+
+
+def _build_decoder(repo: Path) -> None:
+    from modelport.inference.generative.sample_decoder import build_sample_decoder, is_built
+
+    if not is_built(repo):
+        log.warning("training the sample decoder '%s' (first start only, about a minute)",
+                    SAMPLE_DECODER)  # fmt: skip
+    build_sample_decoder(repo)

@@ -19,9 +19,14 @@ def up(**values: object) -> None:
 
     async def announce(service: Service) -> None:
         stack: LocalStack = service  # type: ignore[assignment]
+        openai = (
+            f"; OpenAI API on http://{settings.host}:{stack.http_port}/v1"
+            if stack.http_port > 0
+            else ""
+        )
         click.echo(
             f"modelport up: router on {stack.address} (models: {', '.join(settings.models)}); "
-            f"registry on {settings.host}:{stack.registry_port}",
+            f"registry on {settings.host}:{stack.registry_port}{openai}",
             err=True,
         )
 
