@@ -20,7 +20,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools bench bench-shm clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools bench bench-shm bench-generative clean
 
 install: $(INSTALLED)
 
@@ -100,6 +100,10 @@ bench: install
 # perf_analyzer: a 16 MiB tensor through system shared memory vs in gRPC messages.
 bench-shm: install
 	benchmarks/bench_shared_memory.sh
+
+# Continuous batching vs one-at-a-time vs padded batches (minutes on 2 cores).
+bench-generative: install
+	$(BIN)/python benchmarks/bench_generative.py --threads 1 --with-transformers-cb
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
