@@ -10,6 +10,8 @@ PROTOC_VENV := .venv-protoc
 PROTOC_STAMP := $(PROTOC_VENV)/.installed
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
+S3_VENV := .venv-s3
+S3_STAMP := $(S3_VENV)/.installed
 KUBE_TOOLS := $(BIN)/helm $(BIN)/kubectl
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
@@ -17,7 +19,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 PROTO_OUT := services/modelport/proto
 GRPCIO_TOOLS_VERSION := 1.70.0
 
-.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench clean
+.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools s3-server bench clean
 
 install: $(INSTALLED)
 
@@ -74,7 +76,15 @@ $(TRITON_STAMP): tests/conformance/requirements.txt
 	  -r tests/conformance/requirements.txt
 	touch $@
 
-pytest: install tools
+# moto's standalone S3 server for the registry's bucket tests. Its own venv:
+# botocore pins python-dateutil<3, the kubernetes client in .venv needs >=3.
+s3-server: $(S3_STAMP)
+$(S3_STAMP):
+	test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install -q --disable-pip-version-check 'moto[server]>=5.0,<6'
+	touch $@
+
+pytest: install tools $(S3_STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)
