@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
@@ -21,7 +22,11 @@ from modelport.router.discovery import Discovery
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
-from modelport.router.replicas import Endpoint, ReplicaTable
+from modelport.router.replicas import Endpoint, Replica, ReplicaTable
+from modelport.router.scale_from_zero import ScaleFromZero
+from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
+from modelport.router.scaler import ExternalScalerServicer
+from modelport.router.scaler import register as register_scaler
 from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
 from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
@@ -29,6 +34,16 @@ from modelport.router.versions import VersionPoller
 log = logging.getLogger(__name__)
 
 ADMIN_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterAdmin"].full_name
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """Models held at zero replicas (see `scale_from_zero`) and how."""
+
+    models: tuple[str, ...] = ()
+    queue_size: int = 256
+    max_hold_seconds: float = 120.0
+    idle_seconds: float = 300.0
 
 
 class RouterApp:
@@ -40,20 +55,44 @@ class RouterApp:
         index_interval: float = 5.0,
         metrics: bool = False,
         multiplex: bool = False,
+        scaling: ScalingSettings | None = None,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
+        self.scaling: ScaleFromZero | None = None
+        if scaling is not None and scaling.models:
+            self.scaling = ScaleFromZero(
+                self.table,
+                scaling.models,
+                scaling.queue_size,
+                scaling.max_hold_seconds,
+                scaling.idle_seconds,
+            )
+            self.table.on_change = self.scaling.on_table_change
         self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
-        self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
-        self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
+        self.router = Router(
+            self.table, Planner(), self.transport, ProtobufCodec(), scaling=self.scaling
+        )
+        self.poller = VersionPoller(
+            self.table,
+            self.transport.served_versions,
+            index_interval,
+            urgent=self._awaited if self.scaling is not None else None,
+        )
         self.servicer = RouterServicer(self.router, self.transport)
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def _awaited(self, replica: Replica) -> bool:
+        """Requests are held for a model this replica will serve but does not yet."""
+        assert self.scaling is not None
+        held = self.scaling.queue.models()
+        return any(m in replica.models and not self.scaling.has_replica(m) for m in held)
 
     def on_endpoints(self, endpoints: list[Endpoint]) -> None:
         added, removed = self.table.apply(endpoints)
@@ -75,6 +114,9 @@ class RouterApp:
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )
+        if self.scaling is not None:
+            scaler = ExternalScalerServicer(self.scaling)
+            self.server.add_service(SCALER_SERVICE, lambda s: register_scaler(s, scaler))
         if self.metrics:
             from modelport.router import telemetry
 
@@ -88,6 +130,8 @@ class RouterApp:
                 self._keep_running("policies", self.policies.run, self.router.planner.update)
             ),
         ]
+        if self.scaling is not None:
+            self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
         self.port = await self.server.start()
         return self.port
 
@@ -104,6 +148,8 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.scaling is not None:
+            self.scaling.close()  # held requests: UNAVAILABLE, another router may take them
         await self.server.drain(grace)
         for task in self._tasks:
             task.cancel()
@@ -141,6 +187,12 @@ def build(settings: RouterSettings) -> RouterApp:
         index_interval=settings.index_interval,
         metrics=settings.metrics_port >= 0,
         multiplex=settings.multiplex,
+        scaling=ScalingSettings(
+            settings.hold_models,
+            settings.hold_queue_size,
+            settings.max_hold_seconds,
+            settings.idle_seconds,
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
 from modelport.router.replicas import Replica, ReplicaTable
+from modelport.router.scale_from_zero import ScaleFromZero
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Router:
         codec: Codec,
         balancer: Balancer | None = None,
         max_shadow_in_flight: int = 64,
+        scaling: ScaleFromZero | None = None,
     ) -> None:
         self.table = table
         self.planner = planner
@@ -97,6 +99,8 @@ class Router:
         self.stats = RouterStats()
         self.max_shadow_in_flight = max_shadow_in_flight
         self._shadows: set[asyncio.Task[None]] = set()
+        # Models held at zero replicas until one is ready (None: none are).
+        self.scaling = scaling
 
     async def infer(
         self,
@@ -110,6 +114,18 @@ class Router:
 
         `deadline` is absolute, on `time.monotonic()`.
         """
+        if self.scaling is None:
+            return await self._infer(model, version_ref, request, session, deadline)
+        await self.scaling.before_forward(model, deadline)  # held, if at zero replicas
+        self.scaling.started(model)
+        try:
+            return await self._infer(model, version_ref, request, session, deadline)
+        finally:
+            self.scaling.finished(model)
+
+    async def _infer(
+        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+    ) -> bytes:
         plan = self.planner.plan(model, version_ref, session)
         if plan.split_alias:
             self.stats.splits[(model, plan.split_alias)] += 1

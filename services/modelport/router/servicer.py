@@ -26,6 +26,7 @@ from modelport.router.balancer import Balancer
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import FORWARDED_KEYS, GrpcTransport, forwarded_metadata
 from modelport.router.replicas import Replica
+from modelport.router.scale_from_zero import TRAILER_KEY, cold_start_of_request
 
 SERVICE = "inference.GRPCInferenceService"
 SESSION_KEY = "x-modelport-session"
@@ -78,9 +79,14 @@ class RouterServicer:
         code = "OK"
         try:
             with tracing.server_span("ModelInfer", context, model=model):
-                return await self.router.infer(
+                answer = await self.router.infer(
                     model, version, request, _read_metadata(context), _deadline(context)
                 )
+            cold = cold_start_of_request.get()
+            if cold is not None:
+                # The first request released after a cold start says where the time went.
+                context.set_trailing_metadata(((TRAILER_KEY, cold.header()),))
+            return answer
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise

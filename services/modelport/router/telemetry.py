@@ -17,6 +17,7 @@ from prometheus_client.core import REGISTRY, HistogramMetricFamily
 
 from modelport.common.metrics import LATENCY_BUCKETS, meter
 from modelport.router.forwarding import Router
+from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.servicer import RouterServicer
 
 
@@ -58,6 +59,40 @@ def install(router: Router, servicer: RouterServicer) -> None:
         "modelport_router_shadow_errors", [counted(stats.shadow_errors, ("model",))]
     )
     servicer.on_duration = latency_histogram().record
+    if router.scaling is not None:
+        install_scaling(m, router.scaling)
+
+
+def install_scaling(m: Any, scaling: ScaleFromZero) -> None:
+    """Held requests per model, demand as KEDA sees it, and cold starts by phase."""
+    queue, demand = scaling.queue, scaling.demand
+
+    def held(_: CallbackOptions) -> Iterable[Observation]:
+        for model in sorted(scaling.models):
+            yield Observation(queue.held(model), {"model": model})
+
+    def active(_: CallbackOptions) -> Iterable[Observation]:
+        for model in sorted(scaling.models):
+            yield Observation(int(demand.is_active(model)), {"model": model})
+
+    m.create_observable_gauge(
+        "modelport_router_held_requests",
+        [held],
+        description="Requests held at the router while their model has no ready replica.",
+    )
+    m.create_observable_gauge(
+        "modelport_router_model_active",
+        [active],
+        description="1 while a scale-to-zero model has demand (what KEDA's IsActive answers).",
+    )
+    cold = m.create_histogram(
+        "modelport_router_cold_start_seconds",
+        unit="s",
+        description="Cold starts seen by held requests, by phase (replica, load, …, total).",
+    )
+    scaling.on_cold_start = lambda model, phase, seconds: cold.record(
+        seconds, {"model": model, "phase": phase}
+    )
 
 
 _histogram: LatencyHistogram | None = None
