@@ -104,10 +104,12 @@ class TinyAutoscaler:
 
     async def scale_down(self) -> None:
         assert self.process is not None
-        self.endpoints.write_text("")
         self.process.terminate()
         await self.process.wait()
         self.process = None
+        # Discovery learns of it a while later: requests meanwhile find a dead replica.
+        await asyncio.sleep(1.5)
+        self.endpoints.write_text("")
 
     async def stop(self) -> None:
         if self.process is not None:
@@ -172,7 +174,8 @@ async def test_a_request_at_zero_replicas_is_held_through_a_cold_start_and_answe
             # Idle for --idle-seconds: StreamIsActive says so and the replica goes away.
             await wait_for(lambda: scaler.process is None, 20, "the idle model to scale to zero")
             assert scaler.seen[-1] is False
-            # At zero again, the next request brings it back.
+            # At zero again (the router still lists the dead replica for a moment),
+            # the next request is held again and brings it back.
             again = await stub.ModelInfer(simple(2), timeout=90)
             assert output(again, "OUTPUT0", np.int32).shape == (2, 16)
             assert scaler.starts == 2

@@ -72,7 +72,8 @@ class DemandTracker:
 
     def pending(self, model: str) -> int:
         demand = self._models.get(model)
-        return 0 if demand is None else demand.held + demand.in_flight
+        # The router counts a held request as in flight too (it is being served).
+        return 0 if demand is None else max(demand.held, demand.in_flight)
 
     def next_idle_check(self) -> float | None:
         """Seconds until some active model may turn idle (None: none can)."""

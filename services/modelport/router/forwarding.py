@@ -114,14 +114,22 @@ class Router:
 
         `deadline` is absolute, on `time.monotonic()`.
         """
-        if self.scaling is None:
+        scaling = self.scaling
+        if scaling is None or not scaling.holds(model):
             return await self._infer(model, version_ref, request, session, deadline)
-        await self.scaling.before_forward(model, deadline)  # held, if at zero replicas
-        self.scaling.started(model)
+        scaling.started(model)
+        since = time.monotonic()
         try:
-            return await self._infer(model, version_ref, request, session, deadline)
+            while True:
+                await scaling.before_forward(model, deadline)  # held while at zero replicas
+                try:
+                    return await self._infer(model, version_ref, request, session, deadline)
+                except Unavailable:
+                    # The replica left (scaled down) or is not ready yet: held again.
+                    if not await scaling.wait_after_failure(model, deadline, since):
+                        raise
         finally:
-            self.scaling.finished(model)
+            scaling.finished(model)
 
     async def _infer(
         self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None

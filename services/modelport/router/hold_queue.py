@@ -133,8 +133,14 @@ class HoldQueue:
         queue = self._queues.get(model)
         return queue.cold_start if queue else None
 
-    async def hold(self, model: str, deadline: float | None) -> Released:
-        """Wait for `release(model)`; `deadline` is absolute on `clock`."""
+    async def hold(
+        self, model: str, deadline: float | None, patience: float | None = None
+    ) -> Released | None:
+        """Wait for `release(model)`; `deadline` is absolute on `clock`.
+
+        With `patience` (seconds), give up quietly after that long (None is
+        returned): the caller looks at the replicas again and may hold again.
+        """
         if self.closed:
             raise Unavailable(f"model '{model}': the router is shutting down")
         queue = self._queues.setdefault(model, _ModelQueue())
@@ -150,12 +156,17 @@ class HoldQueue:
         limit = now + self.max_hold_seconds
         own_deadline = deadline is not None and deadline <= limit
         until = deadline if own_deadline and deadline is not None else limit
+        quiet = patience is not None and now + patience < until
+        if quiet and patience is not None:
+            until = now + patience
         held = _Held(asyncio.get_running_loop().create_future(), now)
         queue.waiting.append(held)
         self._changed(model, queue)
         try:
             return await asyncio.wait_for(asyncio.shield(held.future), max(0.0, until - now))
         except asyncio.TimeoutError:
+            if quiet:
+                return None
             self.expired += 1
             waited = self.clock() - now
             why = (

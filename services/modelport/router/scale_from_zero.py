@@ -34,6 +34,8 @@ cold_start_of_request: contextvars.ContextVar[ColdStart | None] = contextvars.Co
 )
 
 TRAILER_KEY = "x-modelport-cold-start"
+# How long a request whose replica was unavailable waits before it looks again.
+RETRY_PATIENCE = 0.5
 
 
 class ScaleFromZero:
@@ -65,16 +67,31 @@ class ScaleFromZero:
         if model not in self.models or self.has_replica(model):
             return
         released = await self.queue.hold(model, deadline)
-        if released.cold_start is not None:
+        if released is not None and released.cold_start is not None:
             cold_start_of_request.set(released.cold_start)
 
+    async def wait_after_failure(self, model: str, deadline: float | None, since: float) -> bool:
+        """The replica a request went to was unavailable (it is going away, or still
+        loading): hold the request again, briefly, and say whether to retry.
+
+        Discovery may list a replica that already left for a moment; at zero that
+        must not fail the request. Gives up after --max-hold-seconds.
+        """
+        now = self.queue.clock()
+        if deadline is not None and deadline - now < RETRY_PATIENCE / 10:
+            return False
+        if now - since > self.queue.max_hold_seconds:
+            return False
+        released = await self.queue.hold(model, deadline, patience=RETRY_PATIENCE)
+        if released is not None and released.cold_start is not None:
+            cold_start_of_request.set(released.cold_start)
+        return True
+
     def started(self, model: str) -> None:
-        if model in self.models:
-            self.demand.started(model)
+        self.demand.started(model)
 
     def finished(self, model: str) -> None:
-        if model in self.models:
-            self.demand.finished(model)
+        self.demand.finished(model)
 
     def observe(self, model: str, phase: str) -> None:
         self.queue.observe(model, phase)
