@@ -17,6 +17,7 @@ from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
+from modelport.inference.pool import ModelPool
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.inference.settings import InferenceSettings
@@ -48,6 +49,7 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
+        self.pool: ModelPool | None = None
         self.port = 0
 
     @property
@@ -77,6 +79,17 @@ class InferenceApp:
                 await self.manager.load_all(settings.load_models)
         else:
             await self.manager.load_all()
+        if settings.pool:
+            self.pool = ModelPool(
+                self.manager,
+                settings.registry,
+                settings.cache_dir.expanduser(),
+                settings.pool_budget_bytes(),
+                settings.pool_alias,
+            )
+            await self.pool.start()
+            self.servicer.pool = self.pool
+            log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
         if settings.registry and settings.models:
             self.follower = RegistryFollower(
                 self.manager, settings.registry, settings.models, settings.cache_dir.expanduser()
@@ -96,6 +109,8 @@ class InferenceApp:
         self.manager.draining = True
         self.servicer.ready = False
         await self.server.drain(grace)
+        if self.pool is not None:
+            await self.pool.close()
         await self.manager.close()
         await self.peers.close()
 

@@ -28,6 +28,7 @@ from modelport.errors import (
 from modelport.inference import codec
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup, from_peer, merge_statistics
+from modelport.inference.pool import ModelPool
 from modelport.inference.stats import Duration, VersionStats
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -44,6 +45,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._explicit = explicit_control
         self.ready = False
         self.peers = peers  # sibling workers, when several share the port
+        self.pool: ModelPool | None = None  # `--pool`: models loaded on demand
 
     # -- health and metadata --------------------------------------------------------
 
@@ -90,6 +92,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference ------------------------------------------------------------------
 
     async def _infer(
+        self, request: pb.ModelInferRequest, remaining: float | None
+    ) -> pb.ModelInferResponse:
+        if self.pool is None:
+            return await self._infer_loaded(request, remaining)
+        # A pool replica loads the model on demand and pins it for this request.
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with self.pool.use(request.model_name, deadline):
+            return await self._infer_loaded(request, None if deadline is None else
+                                            deadline - time.monotonic())  # fmt: skip
+
+    async def _infer_loaded(
         self, request: pb.ModelInferRequest, remaining: float | None
     ) -> pb.ModelInferResponse:
         served = self._manager.get(request.model_name, request.model_version)
