@@ -18,6 +18,10 @@ from modelport.common.server import GrpcServer
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.pool import ModelPool
+from modelport.inference.pool import install_metrics as install_pool_metrics
+from modelport.inference.pool_servicer import SERVICE_NAME as POOL_SERVICE
+from modelport.inference.pool_servicer import PoolServicer
+from modelport.inference.pool_servicer import register as register_pool
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.inference.settings import InferenceSettings
@@ -50,6 +54,17 @@ class InferenceApp:
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
         self.pool: ModelPool | None = None
+        if settings.pool:
+            self.pool = ModelPool(
+                self.manager,
+                settings.registry,
+                settings.cache_dir.expanduser(),
+                settings.pool_budget_bytes(),
+                settings.pool_alias,
+            )
+            self.servicer.pool = self.pool
+            pool_servicer = PoolServicer(self.pool)
+            self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
 
     @property
@@ -79,16 +94,10 @@ class InferenceApp:
                 await self.manager.load_all(settings.load_models)
         else:
             await self.manager.load_all()
-        if settings.pool:
-            self.pool = ModelPool(
-                self.manager,
-                settings.registry,
-                settings.cache_dir.expanduser(),
-                settings.pool_budget_bytes(),
-                settings.pool_alias,
-            )
+        if self.pool is not None:
             await self.pool.start()
-            self.servicer.pool = self.pool
+            if settings.metrics_port >= 0:
+                install_pool_metrics(self.pool)
             log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
         if settings.registry and settings.models:
             self.follower = RegistryFollower(

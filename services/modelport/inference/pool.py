@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -61,8 +61,11 @@ class ModelPool:
         self.alias = alias
         self.artifacts = ArtifactCache(cache_dir)
         self.cache: ModelCache[Artifact] = ModelCache(
-            budget_bytes, self._load, self._unload, estimate=self._estimate
+            budget_bytes, self._load, self._unload, estimate=self._estimate, on_change=self._changed
         )
+        # Told after every change of what is loaded (the Watch streams to routers).
+        self.listeners: list[Callable[[], None]] = []
+        self._prefetches: set[asyncio.Task[None]] = set()
         self._estimates: dict[str, int] = {}
         self._wanted: dict[str, Artifact] = {}
         self._channel: grpc.aio.Channel | None = None
@@ -123,8 +126,67 @@ class ModelPool:
         await self.manager.unload(name)
         log.info("pool: model '%s' evicted", name)
 
-    # -- what `routes` and metrics show ---------------------------------------------
+    def prefetch(self, name: str) -> None:
+        """Load `name` without a request (a router spreading a hot model); errors are logged."""
 
-    def report(self) -> dict[str, tuple[str, int, int]]:
-        """name -> (state, bytes, requests in flight)."""
-        return self.cache.state()
+        async def load() -> None:
+            try:
+                async with self.use(name, None):
+                    pass
+            except Exception as exc:
+                log.warning("pool: prefetch of model '%s' failed: %s", name, exc)
+
+        task = asyncio.get_running_loop().create_task(load())
+        self._prefetches.add(task)
+        task.add_done_callback(self._prefetches.discard)
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+
+def install_metrics(pool: ModelPool) -> None:
+    """modelport_inference_pool_*: memory, models resident, hits/loads/evictions, load time."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    from modelport.common import metrics
+
+    meter = metrics.meter("modelport.inference.pool")
+    cache = pool.cache
+
+    def memory(_: CallbackOptions) -> list[Observation]:
+        return [
+            Observation(cache.charged_bytes, {"kind": "used"}),
+            Observation(cache.budget_bytes, {"kind": "budget"}),
+        ]
+
+    def models(_: CallbackOptions) -> list[Observation]:
+        return [Observation(sum(1 for s, _, _ in cache.state().values() if s == "READY"))]
+
+    def counts(_: CallbackOptions) -> list[Observation]:
+        stats = cache.stats
+        return [
+            Observation(stats.hits, {"outcome": "hit"}),
+            Observation(stats.misses, {"outcome": "load"}),
+            Observation(stats.joins, {"outcome": "join"}),
+            Observation(stats.evictions, {"outcome": "eviction"}),
+            Observation(stats.load_failures, {"outcome": "load_failure"}),
+        ]
+
+    def load_seconds(_: CallbackOptions) -> list[Observation]:
+        return [Observation(sum(cache.stats.load_seconds))]
+
+    meter.create_observable_gauge(
+        "modelport_inference_pool_bytes", [memory], description="Pool memory charged and budget."
+    )
+    meter.create_observable_gauge(
+        "modelport_inference_pool_models", [models], description="Models loaded in the pool."
+    )
+    meter.create_observable_counter(
+        "modelport_inference_pool_events", [counts],
+        description="Pool requests by outcome (hit, load, join) and evictions.",
+    )  # fmt: skip
+    meter.create_observable_counter(
+        "modelport_inference_pool_load_seconds", [load_seconds], unit="s",
+        description="Time spent loading models into the pool.",
+    )  # fmt: skip

@@ -16,12 +16,16 @@ from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
+from modelport.router import pool_watch
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.placement import PoolPlacer
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
+from modelport.router.pool_routing import POOL_MODEL, PoolRouting
+from modelport.router.pool_watch import PoolWatcher
 from modelport.router.replicas import Endpoint, Replica, ReplicaTable
 from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
@@ -75,6 +79,9 @@ class RouterApp:
         self.router = Router(
             self.table, Planner(), self.transport, ProtobufCodec(), scaling=self.scaling
         )
+        self.placer = PoolPlacer()
+        self.pool_watcher = PoolWatcher(self.placer)
+        self.router.pool = PoolRouting(self.table, self.placer, pool_watch.prefetch)
         self.poller = VersionPoller(
             self.table,
             self.transport.served_versions,
@@ -99,9 +106,12 @@ class RouterApp:
         for replica in added:
             self.transport.open(replica)
             self.poller.watch(replica)
+            if POOL_MODEL in replica.models:
+                self.pool_watcher.watch(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
+            self.pool_watcher.forget(replica.address)
             task = asyncio.get_running_loop().create_task(self.transport.close(replica))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -110,7 +120,7 @@ class RouterApp:
     async def start(self) -> int:
         handler = generic_handler(self.servicer)
         self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
-        admin = RouterAdminServicer(self.router)
+        admin = RouterAdminServicer(self.router, self.pool_watcher.reports)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )
@@ -156,6 +166,9 @@ class RouterApp:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.poller.close()
+        await self.pool_watcher.close()
+        if self.router.pool is not None:
+            await self.router.pool.close()
         await self.router.close()
         for replica in list(self.table.replicas.values()):
             await self.transport.close(replica, grace=0)
@@ -165,6 +178,7 @@ class RouterApp:
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "static":
         endpoints = [discovery_sources.parse_endpoint(e) for e in settings.endpoints]
+        endpoints += [Endpoint(POOL_MODEL, address) for address in settings.pool_endpoints]
         return discovery_sources.StaticDiscovery(endpoints, settings.endpoints_file)
     if settings.discovery == "dns":
         targets = [discovery_sources.parse_dns_target(t) for t in settings.dns_names]

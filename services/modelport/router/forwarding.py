@@ -24,6 +24,7 @@ from modelport.errors import DeadlineExceeded, NotFound, Unavailable
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
+from modelport.router.pool_routing import PoolRouting
 from modelport.router.replicas import Replica, ReplicaTable
 from modelport.router.scale_from_zero import ScaleFromZero
 
@@ -101,6 +102,8 @@ class Router:
         self._shadows: set[asyncio.Task[None]] = set()
         # Models held at zero replicas until one is ready (None: none are).
         self.scaling = scaling
+        # Models no dedicated replica serves go to pool replicas (None: no pool).
+        self.pool: PoolRouting | None = None
 
     async def infer(
         self,
@@ -154,6 +157,8 @@ class Router:
         """Send to `replica` (or a balanced pick); on UNAVAILABLE retry once elsewhere."""
         if replica is not None:
             first = replica
+        elif self.pool is not None and self.pool.takes(target.model, target.version):
+            return await self.pool.forward(self, target, request, deadline)
         else:
             with tracing.span(tracing.ROUTER_PICK, model=target.model) as pick:
                 first = self.balancer.pick(target.model, target.version)

@@ -20,7 +20,7 @@ Transport-free: the router feeds it reports and forwards where it says.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from modelport.errors import FailedPrecondition, NotFound
@@ -85,14 +85,24 @@ class PoolPlacer:
     # -- reports -----------------------------------------------------------------
 
     def update(self, replica: PoolReplica) -> None:
+        """A replica's report. The known object is updated in place: requests in
+        flight hold it and count themselves off it when they finish."""
         known = self.replicas.get(replica.address)
-        if known is not None:
-            # Requests in flight are the router's own books; keep them.
-            replica.in_flight = known.in_flight
-            for name, model in replica.models.items():
-                if name in known.models:
-                    model.in_flight = known.models[name].in_flight
-        self.replicas[replica.address] = replica
+        if known is None:
+            self.replicas[replica.address] = replica
+            return
+        # Requests in flight are the router's own books; keep them.
+        for name, model in replica.models.items():
+            if name in known.models:
+                model.in_flight = known.models[name].in_flight
+        # A model sent for loading that the report does not show yet (the
+        # request is still on its way) stays loading there: single flight.
+        for name, model in known.models.items():
+            if name not in replica.models and model.in_flight > 0:
+                replica.models[name] = PooledModel(LOADING, model.size_bytes, model.in_flight)
+        known.budget_bytes = replica.budget_bytes
+        known.models = replica.models
+        known.ready = replica.ready
 
     def remove(self, address: str) -> None:
         self.replicas.pop(address, None)
@@ -105,8 +115,9 @@ class PoolPlacer:
 
     # -- the decision --------------------------------------------------------------
 
-    def place(self, model: str, estimate_bytes: int) -> Placement:
-        live = [r for r in self.replicas.values() if r.ready]
+    def place(self, model: str, estimate_bytes: int, exclude: Collection[str] = ()) -> Placement:
+        """Where to send a request for `model` (`exclude`: addresses that just failed)."""
+        live = [r for r in self.replicas.values() if r.ready and r.address not in exclude]
         if not live:
             raise NotFound(f"model '{model}': no pool replica to place it on")
         warm = [r for r in live if _state(r, model) == READY]
@@ -157,8 +168,10 @@ class PoolPlacer:
             )
 
         def score(r: PoolReplica) -> tuple[bool, int, int, str]:
+            # Where it fits without evicting, the most free memory (models spread
+            # and later loads evict less); else where evicting idle models frees most.
             fits_now = r.free_bytes >= estimate_bytes
-            room = r.free_bytes + r.evictable_bytes()
+            room = r.free_bytes if fits_now else r.free_bytes + r.evictable_bytes()
             return (fits_now, room, -r.in_flight, r.address)
 
         return max(candidates, key=score)

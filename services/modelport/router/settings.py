@@ -20,6 +20,12 @@ class RouterSettings(ServerSettings):
     endpoints: tuple[str, ...] = setting(
         (), "static: MODEL=HOST:PORT (repeatable).", flag="--endpoint"
     )
+    pool_endpoints: tuple[str, ...] = setting(
+        (),
+        "static: HOST:PORT of a pool replica (serve inference --pool), repeatable; "
+        "models no dedicated replica serves are placed on the pool.",
+        flag="--pool-endpoint",
+    )
     endpoints_file: Path | None = setting(
         None, "static: a file of MODEL=HOST:PORT lines, re-read when it changes.", path="file"
     )
@@ -56,8 +62,12 @@ class RouterSettings(ServerSettings):
         if self.discovery == "static":
             for endpoint in self.endpoints:
                 discovery.parse_endpoint(endpoint)
-            if not self.endpoints and self.endpoints_file is None:
-                raise InvalidInput("--discovery static needs --endpoint or --endpoints-file")
+            for address in self.pool_endpoints:
+                discovery.parse_endpoint(f"pool={address}")
+            if not self.endpoints and not self.pool_endpoints and self.endpoints_file is None:
+                raise InvalidInput(
+                    "--discovery static needs --endpoint, --pool-endpoint or --endpoints-file"
+                )
         if self.hold_queue_size < 1:
             raise InvalidInput("--hold-queue-size must be at least 1")
         if self.max_hold_seconds <= 0 or self.idle_seconds <= 0:

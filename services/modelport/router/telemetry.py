@@ -17,6 +17,7 @@ from prometheus_client.core import REGISTRY, HistogramMetricFamily
 
 from modelport.common.metrics import LATENCY_BUCKETS, meter
 from modelport.router.forwarding import Router
+from modelport.router.placement import PlacementStats
 from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.servicer import RouterServicer
 
@@ -61,6 +62,24 @@ def install(router: Router, servicer: RouterServicer) -> None:
     servicer.on_duration = latency_histogram().record
     if router.scaling is not None:
         install_scaling(m, router.scaling)
+    if router.pool is not None:
+        install_pool(m, router.pool.placer.stats)
+
+
+def install_pool(m: Any, stats: PlacementStats) -> None:
+    """Placements on pool replicas: hit (ready there), miss (load), join, spread."""
+
+    def placements(_: CallbackOptions) -> Iterable[Observation]:
+        for outcome, counter in (("hit", stats.hits), ("miss", stats.misses),
+                                 ("join", stats.joins), ("spread", stats.spreads)):  # fmt: skip
+            for model, count in list(counter.items()):
+                yield Observation(count, {"model": model, "outcome": outcome})
+
+    m.create_observable_counter(
+        "modelport_router_pool_placements",
+        [placements],
+        description="Requests placed on pool replicas, by outcome (hit, miss, join, spread).",
+    )
 
 
 def install_scaling(m: Any, scaling: ScaleFromZero) -> None:

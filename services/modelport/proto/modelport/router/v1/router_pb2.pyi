@@ -51,8 +51,20 @@ class PolicyView(_message.Message):
     revision: int
     def __init__(self, split: _Optional[_Iterable[_Union[SplitWeight, _Mapping]]] = ..., shadow_alias: _Optional[str] = ..., ensemble_members: _Optional[_Iterable[str]] = ..., scatter: bool = ..., revision: _Optional[int] = ...) -> None: ...
 
+class PoolCopy(_message.Message):
+    __slots__ = ("address", "state", "size_bytes", "in_flight")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    state: str
+    size_bytes: int
+    in_flight: int
+    def __init__(self, address: _Optional[str] = ..., state: _Optional[str] = ..., size_bytes: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
 class ModelRoute(_message.Message):
-    __slots__ = ("name", "replicas", "policy", "aliases")
+    __slots__ = ("name", "replicas", "policy", "aliases", "pool", "held", "pool_hits", "pool_misses")
     class AliasesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,14 +76,44 @@ class ModelRoute(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    POOL_HITS_FIELD_NUMBER: _ClassVar[int]
+    POOL_MISSES_FIELD_NUMBER: _ClassVar[int]
     name: str
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaRoute]
     policy: PolicyView
     aliases: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaRoute, _Mapping]]] = ..., policy: _Optional[_Union[PolicyView, _Mapping]] = ..., aliases: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    pool: _containers.RepeatedCompositeFieldContainer[PoolCopy]
+    held: int
+    pool_hits: int
+    pool_misses: int
+    def __init__(self, name: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaRoute, _Mapping]]] = ..., policy: _Optional[_Union[PolicyView, _Mapping]] = ..., aliases: _Optional[_Mapping[str, str]] = ..., pool: _Optional[_Iterable[_Union[PoolCopy, _Mapping]]] = ..., held: _Optional[int] = ..., pool_hits: _Optional[int] = ..., pool_misses: _Optional[int] = ...) -> None: ...
+
+class PoolReplicaView(_message.Message):
+    __slots__ = ("address", "budget_bytes", "used_bytes", "models", "hits", "loads", "evictions", "load_seconds")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    budget_bytes: int
+    used_bytes: int
+    models: int
+    hits: int
+    loads: int
+    evictions: int
+    load_seconds: float
+    def __init__(self, address: _Optional[str] = ..., budget_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., models: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., evictions: _Optional[int] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class ListRoutesResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "pool_replicas")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    POOL_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelRoute]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ...) -> None: ...
+    pool_replicas: _containers.RepeatedCompositeFieldContainer[PoolReplicaView]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., pool_replicas: _Optional[_Iterable[_Union[PoolReplicaView, _Mapping]]] = ...) -> None: ...
