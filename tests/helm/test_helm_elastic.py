@@ -4,9 +4,11 @@ router's rendered arguments hold that model's requests (parsed by the real CLI).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from modelport.cli.serve import serve
+from modelport.inference.settings import InferenceSettings, memory_limit_bytes
 from modelport.router.settings import RouterSettings
 
 from tests.helm.helmchart import PREFIX, by_kind, container, named, scenario
@@ -58,3 +60,44 @@ def test_zero_replicas_on_prometheus_is_refused(
     render_error: Callable[..., str], sets: tuple[str, ...]
 ) -> None:
     assert "minReplicas 0 needs autoscaling.keda.trigger router" in render_error(sets=sets)
+
+
+def inference_settings(objects: list, name: str) -> InferenceSettings:
+    args = container(named(objects, "Deployment", f"{PREFIX}-model-{name}"))["args"]
+    assert args[:2] == ["serve", "inference"]
+    command = serve.get_command(None, "inference")  # type: ignore[arg-type]
+    assert command is not None
+    context = command.make_context("inference", list(args[2:]))
+    return InferenceSettings(**context.params)
+
+
+def test_pools_serve_on_demand_with_gpu_selectors_and_a_budget_from_limits(
+    render: Render,
+) -> None:
+    objects = render(scenario("pool"))
+    gpu = inference_settings(objects, "gpu-pool")
+    assert gpu.pool and gpu.models == () and gpu.pool_alias == "production"
+    assert gpu.memory_budget_mb == 0, "derived at run time from the container's memory limit"
+    deployment = named(objects, "Deployment", f"{PREFIX}-model-gpu-pool")
+    pod = deployment["spec"]["template"]["spec"]
+    main = container(deployment)
+    assert main["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/gpu": 1}
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    # Pool pods answer health for the server (no single model to wait for).
+    assert main["readinessProbe"]["grpc"].get("service", "") == ""
+    # Routers discover every pool under one reserved name; each pool selects its own pods.
+    service = named(objects, "Service", f"{PREFIX}-model-gpu-pool")
+    assert service["metadata"]["labels"]["modelport.io/model"] == "modelport-pool"
+    assert service["spec"]["selector"]["modelport.io/pool"] == "gpu-pool"
+    cpu = inference_settings(objects, "cpu-pool")
+    assert cpu.pool_budget_bytes() == 3072 * 1024 * 1024
+    dedicated = inference_settings(objects, "fraud")
+    assert not dedicated.pool and dedicated.models == ("fraud@production",)
+
+
+def test_the_budget_is_derived_from_the_cgroup_memory_limit(tmp_path: Path) -> None:
+    limit = tmp_path / "memory.max"
+    limit.write_text(f"{4 << 30}\n")
+    assert memory_limit_bytes((str(limit),)) == 4 << 30
+    limit.write_text("max\n")  # no limit: the machine's memory
+    assert memory_limit_bytes((str(limit),)) > 0

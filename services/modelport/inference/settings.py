@@ -77,9 +77,12 @@ class InferenceSettings(ServerSettings):
         return int(memory_limit_bytes() * 0.7)
 
 
-def memory_limit_bytes() -> int:
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_limit_bytes(paths: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int:
     """The cgroup's memory limit (what Kubernetes' resources.limits.memory sets), else RAM."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in paths:
         try:
             text = Path(path).read_text().strip()
         except OSError:

@@ -41,7 +41,13 @@ app.kubernetes.io/name: {{ include "modelport.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- with .model }}
+{{- if .pool }}
+{{- /* Routers find every pool replica under this reserved model name. */}}
+modelport.io/model: modelport-pool
+modelport.io/pool: {{ .name }}
+{{- else }}
 modelport.io/model: {{ .name }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
