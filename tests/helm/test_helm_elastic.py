@@ -16,13 +16,17 @@ from tests.helm.helmchart import PREFIX, by_kind, container, named, scenario
 Render = Callable[..., list]
 
 
-def router_settings(objects: list) -> RouterSettings:
-    args = container(named(objects, "Deployment", f"{PREFIX}-router"))["args"]
-    assert args[:2] == ["serve", "router"]
-    command = serve.get_command(None, "router")  # type: ignore[arg-type]
+def parsed(objects: list, deployment: str, service: str) -> dict:
+    """The rendered container args of `deployment`, parsed by `modelport serve <service>`."""
+    args = container(named(objects, "Deployment", f"{PREFIX}-{deployment}"))["args"]
+    assert args[:2] == ["serve", service]
+    command = serve.get_command(None, service)  # type: ignore[arg-type]
     assert command is not None
-    context = command.make_context("router", list(args[2:]))
-    return RouterSettings(**context.params)
+    return dict(command.make_context(service, list(args[2:])).params)
+
+
+def router_settings(objects: list) -> RouterSettings:
+    return RouterSettings(**parsed(objects, "router", "router"))
 
 
 def test_a_model_at_min_replicas_zero_is_scaled_by_the_router(render: Render) -> None:
@@ -63,12 +67,7 @@ def test_zero_replicas_on_prometheus_is_refused(
 
 
 def inference_settings(objects: list, name: str) -> InferenceSettings:
-    args = container(named(objects, "Deployment", f"{PREFIX}-model-{name}"))["args"]
-    assert args[:2] == ["serve", "inference"]
-    command = serve.get_command(None, "inference")  # type: ignore[arg-type]
-    assert command is not None
-    context = command.make_context("inference", list(args[2:]))
-    return InferenceSettings(**context.params)
+    return InferenceSettings(**parsed(objects, f"model-{name}", "inference"))
 
 
 def test_pools_serve_on_demand_with_gpu_selectors_and_a_budget_from_limits(
