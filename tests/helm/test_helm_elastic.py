@@ -13,6 +13,8 @@ from modelport.router.settings import RouterSettings
 
 from tests.helm.helmchart import PREFIX, by_kind, container, named, scenario
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 Render = Callable[..., list]
 
 

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from modelport.errors import DeadlineExceeded, InvalidInput, QueueFull
 from modelport.inference.model_cache import Loaded, ModelCache
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 @dataclass
 class FakeModel:

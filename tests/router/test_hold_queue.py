@@ -10,6 +10,8 @@ from modelport.errors import DeadlineExceeded, QueueFull, Unavailable
 from modelport.router.demand import DemandTracker
 from modelport.router.hold_queue import DOWNLOAD, LOAD, WARMUP, ColdStart, HoldQueue
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 class FakeClock:
     def __init__(self) -> None:

@@ -6,6 +6,8 @@ import pytest
 from modelport.errors import FailedPrecondition, NotFound
 from modelport.router.placement import LOADING, READY, PooledModel, PoolPlacer, PoolReplica
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 MB = 1 << 20
 
 

@@ -15,6 +15,7 @@ import sys
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.pool import ModelPool
@@ -39,7 +40,17 @@ class InferenceApp:
         self.manager = ModelManager(settings.model_repository)
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.servicer = InferenceServicer(self.manager, self.peers, explicit_control=explicit)
+        self.control = ModelControl(self.manager, self.peers, explicit=explicit)
+        self.pool: ModelPool | None = None
+        if settings.pool:
+            self.pool = ModelPool(
+                self.manager,
+                settings.registry,
+                settings.cache_dir.expanduser(),
+                settings.pool_budget_bytes(),
+                settings.pool_alias,
+            )
+        self.servicer = InferenceServicer(self.manager, self.control, self.pool)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -53,16 +64,7 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
-        self.pool: ModelPool | None = None
-        if settings.pool:
-            self.pool = ModelPool(
-                self.manager,
-                settings.registry,
-                settings.cache_dir.expanduser(),
-                settings.pool_budget_bytes(),
-                settings.pool_alias,
-            )
-            self.servicer.pool = self.pool
+        if self.pool is not None:
             pool_servicer = PoolServicer(self.pool)
             self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
@@ -105,7 +107,7 @@ class InferenceApp:
             )
             self.follower.start()
             await self.follower.ready.wait()
-        self.servicer.ready = True
+        self.manager.mark_started()
         await self.server.set_serving("", True)
         if self._pending_health:
             await asyncio.gather(*self._pending_health)
@@ -115,8 +117,7 @@ class InferenceApp:
         grace = self.settings.grace_seconds if grace is None else grace
         if self.follower is not None:
             await self.follower.stop()
-        self.manager.draining = True
-        self.servicer.ready = False
+        self.manager.begin_drain()
         await self.server.drain(grace)
         if self.pool is not None:
             await self.pool.close()

@@ -273,7 +273,7 @@ class ModelCache(Generic[T]):
             return await awaitable
         try:
             return await asyncio.wait_for(awaitable, max(0.0, deadline - self.clock()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(
                 f"model '{name}': the deadline passed while waiting for memory or its load"
             ) from None

@@ -69,11 +69,11 @@ class ModelPool:
         self._estimates: dict[str, int] = {}
         self._wanted: dict[str, Artifact] = {}
         self._channel: grpc.aio.Channel | None = None
-        self._stub: registry_pb2_grpc.ModelRegistryStub | None = None
+        self._stub: registry_pb2_grpc.ModelRegistryAsyncStub | None = None
 
     async def start(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.registry)
-        self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
+        self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)  # type: ignore[assignment]
 
     async def close(self) -> None:
         await self.cache.close()
@@ -118,7 +118,8 @@ class ModelPool:
         model_dir = await asyncio.to_thread(self.artifacts.model_dir, name, [artifact])
         await self.manager.load_directory(name, model_dir, versions=[artifact.version])
         served = self.manager.entry(name).versions[artifact.version]
-        size = tensor_bytes(served.backend.module)
+        module = getattr(served.backend, "module", None)  # torch backends hold one
+        size = tensor_bytes(module) if module is not None else self._estimate(name)
         log.info("pool: model '%s' version %d loaded (%d bytes)", name, artifact.version, size)
         return Loaded(artifact, size)
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 
-from modelport.common.grpc_errors import maps_errors
 from modelport.errors import InvalidInput
 from modelport.inference.pool import ModelPool
 from modelport.proto.modelport.pool.v1 import pool_pb2 as pb
@@ -39,7 +38,6 @@ class PoolServicer(pb_grpc.PoolReplicaServicer):
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
 
-    @maps_errors
     async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         changed = asyncio.Event()
         self.pool.listeners.append(changed.set)
@@ -52,7 +50,6 @@ class PoolServicer(pb_grpc.PoolReplicaServicer):
         finally:
             self.pool.listeners.remove(changed.set)
 
-    @maps_errors
     async def Prefetch(self, request: Any, context: Any) -> Any:
         if not request.model:
             raise InvalidInput("PrefetchRequest: model is empty")

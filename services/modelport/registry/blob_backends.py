@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -230,7 +230,7 @@ class S3Backend:
                 modified = meta["last_modified"]
                 if isinstance(modified, datetime):
                     if modified.tzinfo is None:
-                        modified = modified.replace(tzinfo=timezone.utc)
+                        modified = modified.replace(tzinfo=UTC)
                     stamp = modified.timestamp()
                 else:
                     stamp = float(modified)

@@ -42,8 +42,7 @@ class RegistryServer:
             stale_upload_seconds=settings.stale_upload_minutes * 60,
             blob_backend=blob_backend(settings),
         )
-        self.servicer = RegistryServicer(self.store)
-        self.servicer.attach(asyncio.get_running_loop())
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
@@ -72,10 +71,6 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
-
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
 
 
 def blob_backend(settings: RegistrySettings) -> BlobBackend | None:

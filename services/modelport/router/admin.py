@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import grpc
 
-from modelport.common.grpc_errors import maps_errors
+from modelport.proto.modelport.pool.v1.pool_pb2 import PoolState
 from modelport.proto.modelport.router.v1 import router_pb2 as rpb
+from modelport.proto.modelport.router.v1 import router_pb2_grpc as rpb_grpc
 from modelport.router.forwarding import Router
 from modelport.router.pool_routing import POOL_MODEL
 
 
-class RouterAdminServicer:
-    def __init__(self, router: Router, pool_reports: dict[str, Any] | None = None) -> None:
+class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
+    def __init__(self, router: Router, pool_reports: dict[str, PoolState] | None = None) -> None:
         self.router = router
         # address -> the last state each pool replica pushed (see `pool_watch`).
         self.pool_reports = pool_reports if pool_reports is not None else {}
 
-    @maps_errors
-    async def ListRoutes(self, request: Any, context: Any) -> Any:
+    async def ListRoutes(
+        self, request: rpb.ListRoutesRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListRoutesResponse:
         table = self.router.table
         planner = self.router.planner
         now = table.clock()

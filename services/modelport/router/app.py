@@ -20,6 +20,7 @@ from modelport.router import pool_watch
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
+from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.placement import PoolPlacer
@@ -31,7 +32,7 @@ from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
 from modelport.router.scaler import ExternalScalerServicer
 from modelport.router.scaler import register as register_scaler
-from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
+from modelport.router.servicer import SERVICE, RouterServicer, method_handlers
 from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
 
@@ -76,8 +77,18 @@ class RouterApp:
             )
             self.table.on_change = self.scaling.on_table_change
         self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
+        latency = None
+        if metrics:
+            from modelport.router import telemetry
+
+            latency = telemetry.latency_histogram().record
         self.router = Router(
-            self.table, Planner(), self.transport, ProtobufCodec(), scaling=self.scaling
+            self.table,
+            Planner(),
+            self.transport,
+            ProtobufCodec(),
+            scaling=self.scaling,
+            latency=latency,
         )
         self.placer = PoolPlacer()
         self.pool_watcher = PoolWatcher(self.placer)
@@ -88,7 +99,7 @@ class RouterApp:
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
         )
-        self.servicer = RouterServicer(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,8 +129,8 @@ class RouterApp:
             log.info("replica %s left", replica.address)
 
     async def start(self) -> int:
-        handler = generic_handler(self.servicer)
-        self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
+        handlers = method_handlers(self.servicer)
+        self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
         admin = RouterAdminServicer(self.router, self.pool_watcher.reports)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
@@ -130,7 +141,7 @@ class RouterApp:
         if self.metrics:
             from modelport.router import telemetry
 
-            telemetry.install(self.router, self.servicer)
+            telemetry.install(self.router)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(

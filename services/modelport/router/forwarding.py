@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
 from modelport.common import tracing
-from modelport.errors import DeadlineExceeded, NotFound, Unavailable
+from modelport.errors import DeadlineExceeded, NotFound, Unavailable, code_of
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
@@ -79,6 +79,12 @@ class RouterStats:
     splits: Counter[tuple[str, str]] = field(default_factory=Counter)
     shadow_errors: Counter[str] = field(default_factory=Counter)
     shadow_dropped: Counter[str] = field(default_factory=Counter)
+    # (model, status code name) of every answered request.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+# Told (model, seconds) for every request answered: the latency histogram.
+LatencyRecorder = Callable[[str, float], None]
 
 
 class Router:
@@ -91,6 +97,7 @@ class Router:
         balancer: Balancer | None = None,
         max_shadow_in_flight: int = 64,
         scaling: ScaleFromZero | None = None,
+        latency: LatencyRecorder | None = None,
     ) -> None:
         self.table = table
         self.planner = planner
@@ -99,6 +106,7 @@ class Router:
         self.balancer = balancer or Balancer(table)
         self.stats = RouterStats()
         self.max_shadow_in_flight = max_shadow_in_flight
+        self._latency = latency
         self._shadows: set[asyncio.Task[None]] = set()
         # Models held at zero replicas until one is ready (None: none are).
         self.scaling = scaling
@@ -115,18 +123,38 @@ class Router:
     ) -> bytes:
         """Answer one ModelInferRequest (bytes) with a ModelInferResponse (bytes).
 
-        `deadline` is absolute, on `time.monotonic()`.
+        `deadline` is absolute, on `time.monotonic()`. Every request is counted
+        by outcome and, with a latency recorder, timed.
         """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await self._admit(model, version_ref, request, session, deadline)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.stats.outcomes[(model, code)] += 1
+            if self._latency is not None:
+                self._latency(model, time.perf_counter() - started)
+
+    async def _admit(
+        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+    ) -> bytes:
+        """Route now, or, for a model held at zero replicas, once a replica is ready."""
         scaling = self.scaling
         if scaling is None or not scaling.holds(model):
-            return await self._infer(model, version_ref, request, session, deadline)
+            return await self._route(model, version_ref, request, session, deadline)
         scaling.started(model)
         since = time.monotonic()
         try:
             while True:
                 await scaling.before_forward(model, deadline)  # held while at zero replicas
                 try:
-                    return await self._infer(model, version_ref, request, session, deadline)
+                    return await self._route(model, version_ref, request, session, deadline)
                 except Unavailable:
                     # The replica left (scaled down) or is not ready yet: held again.
                     if not await scaling.wait_after_failure(model, deadline, since):
@@ -134,7 +162,7 @@ class Router:
         finally:
             scaling.finished(model)
 
-    async def _infer(
+    async def _route(
         self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
     ) -> bytes:
         plan = self.planner.plan(model, version_ref, session)

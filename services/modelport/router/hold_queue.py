@@ -164,7 +164,7 @@ class HoldQueue:
         self._changed(model, queue)
         try:
             return await asyncio.wait_for(asyncio.shield(held.future), max(0.0, until - now))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if quiet:
                 return None
             self.expired += 1

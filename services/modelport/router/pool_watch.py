@@ -22,8 +22,8 @@ from modelport.router.replicas import Replica
 log = logging.getLogger(__name__)
 
 
-def _stub(replica: Replica) -> pb_grpc.PoolReplicaStub:
-    return pb_grpc.PoolReplicaStub(replica.handle.channel)
+def _stub(replica: Replica) -> pb_grpc.PoolReplicaAsyncStub:
+    return pb_grpc.PoolReplicaStub(replica.handle.channel)  # type: ignore[return-value]
 
 
 def from_state(address: str, state: Any) -> PoolReplica:

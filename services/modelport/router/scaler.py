@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 
-from modelport.common.grpc_errors import maps_errors
 from modelport.errors import InvalidInput, NotFound
 from modelport.proto.keda import externalscaler_pb2 as pb
 from modelport.proto.keda import externalscaler_pb2_grpc as pb_grpc
@@ -48,11 +47,9 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
             )
         return model
 
-    @maps_errors
     async def IsActive(self, request: Any, context: Any) -> Any:
         return pb.IsActiveResponse(result=self.scaling.demand.is_active(self._model(request)))
 
-    @maps_errors
     async def StreamIsActive(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
@@ -65,7 +62,6 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         finally:
             demand.unwatch(model, changes)
 
-    @maps_errors
     async def GetMetricSpec(self, request: Any, context: Any) -> Any:
         model = self._model(request)
         target = _target(request)
@@ -74,7 +70,6 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         )
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
-    @maps_errors
     async def GetMetrics(self, request: Any, context: Any) -> Any:
         model = self._model(request.scaledObjectRef)
         pending = self.scaling.demand.pending(model)
