@@ -10,11 +10,17 @@ importing this module stays cheap (the SDK and the router never load torch).
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import InvalidInput
+
+# torch.export.load sets a process-wide deserializer while it runs: two loads in
+# parallel threads (a pool replica loading two models) fail with
+# "_CURRENT_DESERIALIZER is already set". Loads take turns; inference does not.
+_EXPORT_LOAD = threading.Lock()
 
 
 def load_exported_program(path: Path, name: str) -> Any:
@@ -24,7 +30,8 @@ def load_exported_program(path: Path, name: str) -> Any:
     if not zipfile.is_zipfile(path):
         raise InvalidInput(f"model '{name}': {path.name} is not a torch.export archive")
     try:
-        return torch.export.load(str(path))
+        with _EXPORT_LOAD:
+            return torch.export.load(str(path))
     except Exception as exc:
         raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
 

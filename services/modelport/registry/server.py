@@ -7,6 +7,7 @@ import logging
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.registry.blob_backends import BlobBackend, S3Backend
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
@@ -39,6 +40,7 @@ class RegistryServer:
             settings.blob_dir,
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
+            blob_backend=blob_backend(settings),
         )
         self.servicer = RegistryServicer(self.store, asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
@@ -69,6 +71,13 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
+
+
+def blob_backend(settings: RegistrySettings) -> BlobBackend | None:
+    """None keeps blobs in --blob-dir; s3://… keeps them in a bucket."""
+    if not settings.blob_store:
+        return None
+    return S3Backend(settings.blob_store, endpoint=settings.s3_endpoint)
 
 
 def run(settings: RegistrySettings) -> None:

@@ -20,6 +20,7 @@ from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
 from modelport.registry import tables as t
+from modelport.registry.blob_backends import BlobBackend
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
 from modelport.registry.records import (
@@ -55,11 +56,17 @@ class RegistryStore:
         *,
         max_upload_bytes: int,
         stale_upload_seconds: float = 3600.0,
+        blob_backend: BlobBackend | None = None,
     ) -> RegistryStore:
-        """Open the database, migrate it, and sweep what a crash may have left in the blob dir."""
+        """Open the database, migrate it, and sweep what a crash may have left in the blob dir.
+
+        Blobs live in `blob_dir` unless `blob_backend` (S3) keeps them; uploads
+        are staged in `blob_dir/tmp` either way.
+        """
         engine = open_engine(database)
         migrate(engine)
-        store = cls(engine, BlobStore(blob_dir), max_upload_bytes=max_upload_bytes)
+        blobs = BlobStore(blob_dir, blob_backend, stale_upload_seconds)
+        store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
         store.sweep(stale_upload_seconds)
         return store
 
@@ -172,6 +179,7 @@ class RegistryStore:
                 sink.path, new.model, work, stored, self.max_upload_bytes
             )
             self.blobs.make_durable(prepared.path)
+            self.blobs.stage(prepared.path, prepared.sha256)
             with self.writer.write() as tx:
                 self.blobs.place(prepared.path, prepared.sha256)
                 if (
