@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.errors import InvalidInput
+from modelport.registry.derive_executor import (
+    DeriveExecutor,
+    KubernetesExecutor,
+    KubernetesJobSettings,
+    LocalExecutor,
+)
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
@@ -25,11 +33,19 @@ class RegistryServer:
         self.servicer: RegistryServicer | None = None
         self.grpc: GrpcServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.executor: DeriveExecutor | None = None
 
     @property
     def address(self) -> str:
         assert self.grpc is not None
         return f"{self.settings.host}:{self.grpc.port}"
+
+    @property
+    def local_address(self) -> str:
+        """Where a worker process on this machine reaches the registry."""
+        assert self.grpc is not None
+        host = self.settings.host
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.grpc.port}"
 
     async def start(self) -> int:
         settings = self.settings
@@ -40,7 +56,8 @@ class RegistryServer:
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
-        self.servicer = RegistryServicer(self.store)
+        self.executor = make_executor(settings, self.store, lambda: self.local_address)
+        self.servicer = RegistryServicer(self.store, self.executor)
         self.servicer.attach(asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
@@ -66,6 +83,8 @@ class RegistryServer:
             self._sweeper.cancel()
         if self.servicer is not None:
             self.servicer.close()
+        if self.executor is not None:
+            await self.executor.close()
         if self.grpc is not None:
             await self.grpc.drain(grace)
         if self.store is not None:
@@ -74,6 +93,41 @@ class RegistryServer:
     async def wait(self) -> None:
         assert self.grpc is not None
         await self.grpc.wait()
+
+
+def make_executor(
+    settings: RegistrySettings, store: RegistryStore, address: Callable[[], str]
+) -> DeriveExecutor | None:
+    if settings.derive_executor == "none":
+        return None
+    if settings.derive_executor == "local":
+        return LocalExecutor(store.jobs, address, settings.derive_workers)
+    missing = [
+        flag
+        for flag, value in (
+            ("--derive-namespace", settings.derive_namespace),
+            ("--derive-image", settings.derive_image),
+            ("--derive-registry-address", settings.derive_registry_address),
+        )
+        if not value
+    ]
+    if missing:
+        raise InvalidInput(f"--derive-executor kubernetes needs {', '.join(missing)}")
+    selector = {}
+    for item in settings.derive_gpu_node_selector:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--derive-gpu-node-selector '{item}': expected KEY=VALUE")
+        selector[key] = value
+    job_settings = KubernetesJobSettings(
+        namespace=settings.derive_namespace,
+        image=settings.derive_image,
+        registry_address=settings.derive_registry_address,
+        gpu_node_selector=selector,
+        gpu_resource=settings.derive_gpu_resource,
+        memory_limit=settings.derive_memory_limit,
+    )
+    return KubernetesExecutor(store.jobs, job_settings)
 
 
 def run(settings: RegistrySettings) -> None:

@@ -21,6 +21,8 @@ from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
+from modelport.registry.derive_executor import DeriveExecutor
+from modelport.registry.derive_servicer import DeriveRpcs
 from modelport.registry.records import VersionInfo
 from modelport.registry.store import RegistryStore
 
@@ -40,9 +42,10 @@ _subscribers = _meter.create_up_down_counter(
 )
 
 
-class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, store: RegistryStore) -> None:
+class RegistryServicer(DeriveRpcs, registry_pb2_grpc.ModelRegistryServicer):
+    def __init__(self, store: RegistryStore, executor: DeriveExecutor | None = None) -> None:
         self.store = store
+        self.executor = executor
         self._wakeups: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -196,7 +199,11 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     @maps_errors
     async def SetAlias(self, request: pb.SetAliasRequest, context: Any) -> pb.Alias:
         info = await asyncio.to_thread(
-            self.store.set_alias, request.model, request.alias, request.version
+            self.store.set_alias,
+            request.model,
+            request.alias,
+            request.version,
+            force=request.force,
         )
         return convert.alias_msg(info)
 

@@ -1,4 +1,5 @@
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from modelport.proto.modelport.registry.v1 import derive_pb2 as _derive_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -62,7 +63,7 @@ class Signature(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "sha256", "size_bytes", "created_at", "labels", "metrics", "parent", "signature", "aliases", "model_file")
+    __slots__ = ("model", "version", "sha256", "size_bytes", "created_at", "labels", "metrics", "parent", "signature", "aliases", "model_file", "lineage", "status")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +89,8 @@ class ModelVersion(_message.Message):
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FILE_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     sha256: str
@@ -99,7 +102,9 @@ class ModelVersion(_message.Message):
     signature: Signature
     aliases: _containers.RepeatedScalarFieldContainer[str]
     model_file: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parent: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., model_file: _Optional[str] = ...) -> None: ...
+    lineage: _derive_pb2.Lineage
+    status: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parent: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., model_file: _Optional[str] = ..., lineage: _Optional[_Union[_derive_pb2.Lineage, _Mapping]] = ..., status: _Optional[str] = ...) -> None: ...
 
 class Alias(_message.Message):
     __slots__ = ("model", "alias", "version", "previous_version", "updated_at", "revision")
@@ -165,7 +170,7 @@ class DeleteModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("model", "sha256", "labels", "metrics", "parent", "aliases", "create_model", "description")
+    __slots__ = ("model", "sha256", "labels", "metrics", "parent", "aliases", "create_model", "description", "lineage", "derive_job", "derive_token")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +193,9 @@ class UploadHeader(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     CREATE_MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    DERIVE_JOB_FIELD_NUMBER: _ClassVar[int]
+    DERIVE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     model: str
     sha256: str
     labels: _containers.ScalarMap[str, str]
@@ -196,7 +204,10 @@ class UploadHeader(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     create_model: bool
     description: str
-    def __init__(self, model: _Optional[str] = ..., sha256: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parent: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., create_model: bool = ..., description: _Optional[str] = ...) -> None: ...
+    lineage: _derive_pb2.Lineage
+    derive_job: str
+    derive_token: str
+    def __init__(self, model: _Optional[str] = ..., sha256: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parent: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., create_model: bool = ..., description: _Optional[str] = ..., lineage: _Optional[_Union[_derive_pb2.Lineage, _Mapping]] = ..., derive_job: _Optional[str] = ..., derive_token: _Optional[str] = ...) -> None: ...
 
 class UploadVersionRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -263,14 +274,16 @@ class DeleteVersionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("model", "alias", "version")
+    __slots__ = ("model", "alias", "version", "force")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     alias: str
     version: int
-    def __init__(self, model: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, model: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., force: bool = ...) -> None: ...
 
 class DeleteAliasRequest(_message.Message):
     __slots__ = ("model", "alias")
@@ -397,7 +410,7 @@ class WatchRequest(_message.Message):
     def __init__(self, after_revision: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("revision", "kind", "model", "version", "alias", "previous_version", "at")
+    __slots__ = ("revision", "kind", "model", "version", "alias", "previous_version", "at", "job", "stage", "progress", "message")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[WatchEvent.Kind]
@@ -409,6 +422,8 @@ class WatchEvent(_message.Message):
         ALIAS_DELETED: _ClassVar[WatchEvent.Kind]
         POLICY_CHANGED: _ClassVar[WatchEvent.Kind]
         CAUGHT_UP: _ClassVar[WatchEvent.Kind]
+        DERIVE_PROGRESS: _ClassVar[WatchEvent.Kind]
+        DERIVE_FINISHED: _ClassVar[WatchEvent.Kind]
     KIND_UNSPECIFIED: WatchEvent.Kind
     MODEL_CREATED: WatchEvent.Kind
     MODEL_DELETED: WatchEvent.Kind
@@ -418,6 +433,8 @@ class WatchEvent(_message.Message):
     ALIAS_DELETED: WatchEvent.Kind
     POLICY_CHANGED: WatchEvent.Kind
     CAUGHT_UP: WatchEvent.Kind
+    DERIVE_PROGRESS: WatchEvent.Kind
+    DERIVE_FINISHED: WatchEvent.Kind
     REVISION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -425,6 +442,10 @@ class WatchEvent(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     kind: WatchEvent.Kind
     model: str
@@ -432,4 +453,8 @@ class WatchEvent(_message.Message):
     alias: str
     previous_version: int
     at: _timestamp_pb2.Timestamp
-    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[WatchEvent.Kind, str]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., previous_version: _Optional[int] = ..., at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    job: str
+    stage: str
+    progress: float
+    message: str
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[_Union[WatchEvent.Kind, str]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., previous_version: _Optional[int] = ..., at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., job: _Optional[str] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
