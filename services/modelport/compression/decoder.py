@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from modelport.compression.evaldata import TextData
-from modelport.compression.measure import Measurement, PeakMemory, folder_size, timed
+from modelport.compression.measure import (
+    Measurement,
+    PeakMemory,
+    folder_size,
+    timed,
+    timing_seconds,
+)
 from modelport.compression.spec import DeriveSpec
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2 as mc
@@ -136,9 +142,9 @@ def measure_decoder(model_dir: Path, data: TextData) -> tuple[Measurement, float
             if not count:
                 raise InvalidInput("evaluation references tokenize to nothing")
             first = torch.tensor([tokenizer(data.prompts[0] + data.references[0])["input_ids"]])
-            latency = timed(lambda: model(input_ids=first), 20, 1.5)
+            latency = timed(lambda: model(input_ids=first), 20, timing_seconds() / 2)
             batch = first.repeat(THROUGHPUT_BATCH, 1)
-            batch_times = timed(lambda: model(input_ids=batch), 1 << 20, 1.0)
+            batch_times = timed(lambda: model(input_ids=batch), 1 << 20, timing_seconds() / 2)
     measurement = Measurement(
         outputs=[],
         size_bytes=folder_size(version_dir),

@@ -114,7 +114,7 @@ def quantize_config(method: str, device: str) -> tuple[Any, str]:
             return config, f"Int4WeightOnlyConfig(group_size={INT4_GROUP_CUDA}, tile_packed_to_4d)"
         # torchao's int4 packings are CUDA kernels; on a CPU int4 values with a
         # scale per group run through its intx path (one value per byte).
-        int4 = torch.int4  # a torch dtype the stubs do not list
+        int4 = torch.int4  # type: ignore[attr-defined]  # a dtype the stubs lack
         config = IntxWeightOnlyConfig(weight_dtype=int4, granularity=PerGroup(INT4_GROUP_CPU))
         return config, f"IntxWeightOnlyConfig(int4, PerGroup({INT4_GROUP_CPU}))"
     if method == "fp8":
@@ -169,10 +169,10 @@ def export(module: nn.Module, specs: Sequence[Any], max_batch: int, device: str)
             if size == -1:
                 axes[axis] = torch.export.Dim(f"{spec.name}_{axis}", min=1, max=1 << 16)
         dynamic.append(axes)
+    # CastInside takes *args: export maps its shapes to that one (tuple) parameter.
+    shapes = (tuple(dynamic),) if isinstance(module, CastInside) else tuple(dynamic)
     with torch.no_grad():
-        return torch.export.export(
-            module, example_inputs(specs, 2, device), dynamic_shapes=tuple(dynamic)
-        )
+        return torch.export.export(module, example_inputs(specs, 2, device), dynamic_shapes=shapes)
 
 
 def compile_aoti(program: Any, out: Path, max_batch: int) -> dict[str, str]:
