@@ -58,7 +58,7 @@ async def test_aoti_package_serves_batch_32_equal_to_the_parent(
 def test_registry_refuses_an_aoti_package_pushed_by_hand(aoti_repo: Path, tmp_path: Path) -> None:
     tar = tmp_path / "model.tar"
     archive.pack_directory(aoti_repo / NAME, tar)
-    with pytest.raises(InvalidInput, match="compiled native code.*derive jobs"):
+    with pytest.raises(InvalidInput, match=r"compiled native code.*derive jobs"):
         archive.prepare(tar, NAME, tmp_path / "work", tmp_path / "out.tar", 1 << 26)
     # From the registry's own derive worker it is stored (checked for shape, not loaded).
     shutil.rmtree(tmp_path / "work", ignore_errors=True)

@@ -20,7 +20,6 @@ import grpc
 import numpy as np
 import torch
 from modelport.inference.samples import mlp_module
-from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 from tests.inference.requests import mlp_request
@@ -60,7 +59,11 @@ def test_derive_gate_alias_and_router_canary(sample_repo: Path, tmp_path: Path) 
                       "--alias", "canary", "--registry", registry, "--json")  # fmt: skip
         assert derived.returncode == 0, derived.stderr
         job = json.loads(derived.stdout)
-        assert (job["state"], job["verdict"], job["child_version"]) == ("SUCCEEDED", "accepted", "2")
+        assert (job["state"], job["verdict"], job["child_version"]) == (
+            "SUCCEEDED",
+            "accepted",
+            "2",
+        )
         metrics = job["metrics"]
         assert metrics["parent.accuracy"] == 0.0 < metrics["accuracy"] <= 0.01
         assert metrics["size_bytes"] < 0.35 * metrics["parent.size_bytes"]  # int8 of fp32

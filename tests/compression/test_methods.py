@@ -25,7 +25,9 @@ METHODS = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "bound", "recorded"), METHODS, ids=lambda v: getattr(v, "method", lambda: "")())
+@pytest.mark.parametrize(
+    ("spec", "bound", "recorded"), METHODS, ids=lambda v: getattr(v, "method", lambda: "")()
+)
 def test_method_stays_within_its_bound(
     tiny_dir: Path, tmp_path: Path, spec: DeriveSpec, bound: float, recorded: dict[str, str]
 ) -> None:
@@ -98,13 +100,13 @@ def test_torchscript_parents_are_refused_with_the_way_out(tmp_path: Path) -> Non
     from modelport.inference.samples import build_simple
 
     build_simple(tmp_path)
-    with pytest.raises(InvalidInput, match="TorchScript.*torch.export"):
+    with pytest.raises(InvalidInput, match=r"TorchScript.*torch\.export"):
         derive_folder(tmp_path / "simple", DeriveSpec(quantize="int8-dynamic"), tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
 
 def test_bad_evaluation_data_is_refused(tiny_dir: Path) -> None:
-    with pytest.raises(InvalidInput, match="not a readable .npz"):
+    with pytest.raises(InvalidInput, match=r"not a readable \.npz"):
         evaluate(tiny_dir, tiny_dir, b"not an npz", "npz")
     with pytest.raises(InvalidInput, match=r"no array for input\(s\) \['INPUT'\]"):
         evaluate(tiny_dir, tiny_dir, npz_bytes(other=np.zeros((2, 32), np.float32)), "npz")

@@ -25,7 +25,9 @@ def start(store: RegistryStore, **request: object) -> tuple[str, str]:
     return job.id, token
 
 
-def upload_child(store: RegistryStore, model_dir: Path, job_id: str, token: str, drop: float) -> int:
+def upload_child(
+    store: RegistryStore, model_dir: Path, job_id: str, token: str, drop: float
+) -> int:
     archive = model_dir.parent / "child.tar"
     pack_directory(model_dir, archive)
     new = NewVersion(
@@ -40,7 +42,9 @@ def upload_child(store: RegistryStore, model_dir: Path, job_id: str, token: str,
     return store.finish_upload(sink, new, "").version
 
 
-def test_gate_decides_status_and_aliases(store: RegistryStore, make_model: Callable[..., Path]) -> None:
+def test_gate_decides_status_and_aliases(
+    store: RegistryStore, make_model: Callable[..., Path]
+) -> None:
     push(store, make_model("scale", 2.0), "scale", "production")
     child = make_model("scale", 2.001)
     data = {"eval_data": b"x", "eval_format": "npz", "max_accuracy_drop": 0.01}
@@ -85,7 +89,7 @@ def test_only_the_worker_may_report_and_upload(
     store: RegistryStore, make_model: Callable[..., Path]
 ) -> None:
     push(store, make_model("scale", 2.0), "scale", "production")
-    job_id, token = start(store)
+    job_id, _token = start(store)
     with pytest.raises(PermissionDenied, match="wrong worker token"):
         store.jobs.work(job_id, "guess")
     with pytest.raises(PermissionDenied):

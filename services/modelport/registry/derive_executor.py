@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs
@@ -105,6 +105,7 @@ class KubernetesJobSettings:
     deadline_seconds: int = 3600
     service_account: str = ""
     poll_seconds: float = 5.0
+    labels: dict[str, str] = field(default_factory=dict)  # on the pods, for network policies
 
 
 def job_manifests(
@@ -115,6 +116,7 @@ def job_manifests(
     labels = {
         "app.kubernetes.io/name": "modelport",
         "app.kubernetes.io/component": "derive",
+        **settings.labels,
         "modelport.io/derive-job": job.id,
         "modelport.io/model": job.model,
     }

@@ -113,21 +113,26 @@ def make_executor(
     ]
     if missing:
         raise InvalidInput(f"--derive-executor kubernetes needs {', '.join(missing)}")
-    selector = {}
-    for item in settings.derive_gpu_node_selector:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--derive-gpu-node-selector '{item}': expected KEY=VALUE")
-        selector[key] = value
     job_settings = KubernetesJobSettings(
         namespace=settings.derive_namespace,
         image=settings.derive_image,
         registry_address=settings.derive_registry_address,
-        gpu_node_selector=selector,
+        gpu_node_selector=_pairs(settings.derive_gpu_node_selector, "--derive-gpu-node-selector"),
+        labels=_pairs(settings.derive_job_labels, "--derive-job-label"),
         gpu_resource=settings.derive_gpu_resource,
         memory_limit=settings.derive_memory_limit,
     )
     return KubernetesExecutor(store.jobs, job_settings)
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{flag} '{item}': expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
 
 
 def run(settings: RegistrySettings) -> None:

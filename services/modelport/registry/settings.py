@@ -41,8 +41,14 @@ class RegistrySettings(ServerSettings):
     derive_gpu_node_selector: tuple[str, ...] = setting(
         (),
         "Kubernetes executor: KEY=VALUE node labels for GPU-only methods (fp8, 2:4); repeatable.",
+        flag="--derive-gpu-node-selector",
     )
     derive_gpu_resource: str = setting(
         "nvidia.com/gpu", "Kubernetes executor: the extended resource a GPU Job asks for."
     )
     derive_memory_limit: str = setting("8Gi", "Kubernetes executor: a Job's memory limit.")
+    derive_job_labels: tuple[str, ...] = setting(
+        (),
+        "Kubernetes executor: KEY=VALUE labels on the Jobs' pods (network policies); repeatable.",
+        flag="--derive-job-label",
+    )
