@@ -17,7 +17,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 PROTO_OUT := services/modelport/proto
 GRPCIO_TOOLS_VERSION := 1.70.0
 
-.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench clean
+.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench bench-derive clean
 
 install: $(INSTALLED)
 
@@ -86,6 +86,10 @@ test: install tools protos-check lint typecheck pytest conformance
 bench: install
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_router.py
+
+# Derived versions vs their parents (minutes: it derives and measures every method).
+bench-derive: install
+	$(BIN)/python benchmarks/bench_derive.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
