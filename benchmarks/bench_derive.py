@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from modelport.compression.derive import derive_folder  # noqa: E402
-from modelport.compression.evaluate import evaluate  # noqa: E402
-from modelport.compression.spec import DeriveSpec  # noqa: E402
+from modelport.compression.derive import derive_folder
+from modelport.compression.evaluate import evaluate
+from modelport.compression.spec import DeriveSpec
 
 TENSOR_METHODS = {
     "int8-dynamic": DeriveSpec(quantize="int8-dynamic"),
@@ -72,7 +72,9 @@ def build_decoder(root: Path) -> Path:
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
     core.train_from_iterator([TEXT], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768,
                          num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -81,14 +83,21 @@ def build_decoder(root: Path) -> Path:
     version = root / "decoder" / "1"
     model.save_pretrained(version, safe_serialization=True)
     tokenizer.save_pretrained(version)
-    (root / "decoder" / "config.pbtxt").write_text('name: "decoder"\nbackend: "generative"\nmax_batch_size: 0\n')
+    (root / "decoder" / "config.pbtxt").write_text(
+        'name: "decoder"\nbackend: "generative"\nmax_batch_size: 0\n'
+    )
     return root / "decoder"
 
 
 def decoder_data() -> bytes:
     words = TEXT.split()
     lines = [
-        json.dumps({"prompt": " ".join(words[i : i + 8]), "reference": " " + " ".join(words[i + 8 : i + 16])})
+        json.dumps(
+            {
+                "prompt": " ".join(words[i : i + 8]),
+                "reference": " " + " ".join(words[i + 8 : i + 16]),
+            }
+        )
         for i in range(0, 320, 16)
     ]
     return "\n".join(lines).encode()
@@ -108,20 +117,29 @@ def main() -> None:
         build_samples(root / "repo", encoder=True)
         for name in args.models.split(","):
             if name == "decoder":
-                parent, data, fmt, methods = build_decoder(root), decoder_data(), "jsonl", DECODER_METHODS
+                parent, data, fmt, methods = (
+                    build_decoder(root),
+                    decoder_data(),
+                    "jsonl",
+                    DECODER_METHODS,
+                )
             else:
                 parent, data, fmt = root / "repo" / name, tensor_data(name), "npz"
                 methods = dict(TENSOR_METHODS)
                 if args.aoti:
                     methods["aoti"] = DeriveSpec(compile="aoti")
-                    methods["int8-dynamic+aoti"] = DeriveSpec(quantize="int8-dynamic", compile="aoti")
+                    methods["int8-dynamic+aoti"] = DeriveSpec(
+                        quantize="int8-dynamic", compile="aoti"
+                    )
             for method, spec in methods.items():
                 started = time.perf_counter()
                 child = derive_folder(parent, spec, root / "children" / name / method)
                 m = evaluate(parent, child.model_dir, data, fmt).metrics
                 rows.append((name, method, m, time.perf_counter() - started))
                 print(f"... {name} {method} done", file=sys.stderr)
-    print("| model | method | size child/parent | latency p50 b1 child/parent (ms) | throughput child/parent | accuracy (parent → child) | derive+measure s |")
+    print(
+        "| model | method | size child/parent | latency p50 b1 child/parent (ms) | throughput child/parent | accuracy (parent → child) | derive+measure s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, method, m, seconds in rows:
         print(

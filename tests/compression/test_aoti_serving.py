@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from modelport.artifacts import archive
+from modelport.artifacts import archive, archive_checks
 from modelport.artifacts.config import read_config
 from modelport.compression.derive import derive_folder
 from modelport.compression.spec import DeriveSpec
@@ -59,10 +59,10 @@ def test_registry_refuses_an_aoti_package_pushed_by_hand(aoti_repo: Path, tmp_pa
     tar = tmp_path / "model.tar"
     archive.pack_directory(aoti_repo / NAME, tar)
     with pytest.raises(InvalidInput, match=r"compiled native code.*derive jobs"):
-        archive.prepare(tar, NAME, tmp_path / "work", tmp_path / "out.tar", 1 << 26)
+        archive_checks.prepare(tar, NAME, tmp_path / "work", tmp_path / "out.tar", 1 << 26)
     # From the registry's own derive worker it is stored (checked for shape, not loaded).
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
-    prepared = archive.prepare(
+    prepared = archive_checks.prepare(
         tar, NAME, tmp_path / "work2", tmp_path / "out.tar", 1 << 26, allow_native=True
     )
     assert prepared.signature.platform == "torch_aoti"

@@ -4,7 +4,7 @@ GPU nodes, and carry the labels the registry's network policy admits."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import kubernetes_validate
@@ -17,7 +17,7 @@ from modelport.registry.settings import RegistrySettings
 
 from tests.helm.helmchart import PREFIX, Render, container, named, scenario
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 JOB = DeriveJobInfo(
     "0123456789abcdef0123456789abcdef", "mlp", 1, {}, "QUEUED", "", 0.0, "", 0, "", {},
     "kubernetes", NOW, NOW,

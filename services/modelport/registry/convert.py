@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelport.artifacts.archive import Signature
+from modelport.artifacts.archive_checks import Signature
 from modelport.errors import InvalidInput
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb

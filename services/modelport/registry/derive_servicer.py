@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from modelport.common.grpc_errors import maps_errors
+import grpc
+
 from modelport.compression.spec import DeriveSpec
 from modelport.errors import Unavailable
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
@@ -13,13 +13,14 @@ from modelport.registry import convert
 from modelport.registry.derive_executor import DeriveExecutor
 from modelport.registry.store import RegistryStore
 
+Context = grpc.aio.ServicerContext
+
 
 class DeriveRpcs:
     store: RegistryStore
     executor: DeriveExecutor | None = None
 
-    @maps_errors
-    async def DeriveVersion(self, request: dpb.DeriveRequest, context: Any) -> dpb.DeriveJob:
+    async def DeriveVersion(self, request: dpb.DeriveRequest, context: Context) -> dpb.DeriveJob:
         job_request = convert.derive_request(request)
         spec = DeriveSpec.from_json(job_request.spec)
         spec.check()  # a bad spec is refused here, not in a worker minutes later
@@ -33,25 +34,25 @@ class DeriveRpcs:
         executor.submit(job, token, spec.needs_gpu())
         return convert.job_msg(job)
 
-    @maps_errors
-    async def GetDeriveJob(self, request: dpb.GetDeriveJobRequest, context: Any) -> dpb.DeriveJob:
+    async def GetDeriveJob(
+        self, request: dpb.GetDeriveJobRequest, context: Context
+    ) -> dpb.DeriveJob:
         return convert.job_msg(await asyncio.to_thread(self.store.jobs.get, request.id))
 
-    @maps_errors
     async def ListDeriveJobs(
-        self, request: dpb.ListDeriveJobsRequest, context: Any
+        self, request: dpb.ListDeriveJobsRequest, context: Context
     ) -> dpb.ListDeriveJobsResponse:
         jobs = await asyncio.to_thread(self.store.jobs.list, request.model)
         return dpb.ListDeriveJobsResponse(jobs=[convert.job_msg(j) for j in jobs])
 
-    @maps_errors
-    async def GetDeriveWork(self, request: dpb.DeriveWorkRequest, context: Any) -> dpb.DeriveWork:
+    async def GetDeriveWork(
+        self, request: dpb.DeriveWorkRequest, context: Context
+    ) -> dpb.DeriveWork:
         job, data = await asyncio.to_thread(self.store.jobs.work, request.id, request.token)
         return dpb.DeriveWork(job=convert.job_msg(job), eval_data=data)
 
-    @maps_errors
     async def ReportDeriveProgress(
-        self, request: dpb.DeriveProgress, context: Any
+        self, request: dpb.DeriveProgress, context: Context
     ) -> dpb.DeriveJob:
         job = await asyncio.to_thread(
             self.store.jobs.report,

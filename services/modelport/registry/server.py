@@ -57,8 +57,7 @@ class RegistryServer:
             stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
         self.executor = make_executor(settings, self.store, lambda: self.local_address)
-        self.servicer = RegistryServicer(self.store, self.executor)
-        self.servicer.attach(asyncio.get_running_loop())
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop(), self.executor)
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
@@ -89,10 +88,6 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
-
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
 
 
 def make_executor(

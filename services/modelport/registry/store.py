@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
-from modelport.artifacts import archive
+from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
@@ -164,7 +164,7 @@ class RegistryStore:
         """
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
-        prepared: archive.PreparedArchive | None = None
+        prepared: archive_checks.PreparedArchive | None = None
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -176,7 +176,7 @@ class RegistryStore:
             if new.derive_job:
                 job = self.jobs.check_upload(new.derive_job, new.derive_token, new.model)
             parent = self.resolve(job.parent if job else new.parent) if job or new.parent else None
-            prepared = archive.prepare(
+            prepared = archive_checks.prepare(
                 sink.path,
                 new.model,
                 work,
@@ -202,7 +202,7 @@ class RegistryStore:
         self,
         tx: Tx,
         new: NewVersion,
-        prepared: archive.PreparedArchive,
+        prepared: archive_checks.PreparedArchive,
         parent: Resolved | None,
         job: DeriveJobInfo | None,
     ) -> int:
