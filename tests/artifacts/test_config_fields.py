@@ -8,6 +8,8 @@ from modelport.artifacts.config_fields import refuse_unused_fields
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2 as mc
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 BASE = """
 name: "m" platform: "pytorch_libtorch" max_batch_size: 8
 input [{ name: "IN" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, 4 ] reshape { shape: [ 12 ] } }]

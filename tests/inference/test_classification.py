@@ -9,6 +9,8 @@ import pytest
 from modelport.errors import InvalidInput
 from modelport.inference.classification import check_count, classify, read_labels
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def test_the_protocol_examples() -> None:
     # The extension's own example: [1.1, 3.3, 0.5, 2.4], top 2.

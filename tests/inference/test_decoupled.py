@@ -9,6 +9,8 @@ import pytest
 from modelport.errors import Internal
 from modelport.inference.decoupled import Response, split_responses, with_final_flags
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def test_a_leading_responses_dimension_becomes_responses() -> None:
     out, idx = np.arange(3, dtype=np.int32).reshape(3, 1), np.arange(3, dtype=np.uint32)

@@ -10,6 +10,8 @@ from modelport.artifacts.ensembles import plan_ensemble
 from modelport.errors import InvalidInput, NotFound
 from modelport.inference.ensemble import EnsembleScheduler
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 Arrays = dict[str, np.ndarray]
 
 

@@ -15,6 +15,8 @@ from modelport.inference.sequence_batcher import SequenceBatcher
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 Arrays = dict[str, np.ndarray]
 
 ACCUMULATOR = """

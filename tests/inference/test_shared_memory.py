@@ -12,6 +12,8 @@ import pytest
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.inference.shared_memory import SHM_ROOT, SystemSharedMemory
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 @pytest.fixture
 def shm_object() -> Iterator[tuple[str, int]]:

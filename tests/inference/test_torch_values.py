@@ -13,6 +13,8 @@ from modelport.inference.torch_values import (
     strings_out,
 )
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def test_argument_types() -> None:
     assert string_depth("List[str]") == 1

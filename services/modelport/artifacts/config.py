@@ -30,8 +30,15 @@ CONFIG_FILE = "config.pbtxt"
 PLATFORM_EXPORT = "torch_export"
 PLATFORM_TORCHSCRIPT = "pytorch_libtorch"
 PLATFORM_ENSEMBLE = "ensemble"
+# An AOTInductor package (torch._inductor.aoti_compile_and_package): compiled
+# native code, so only the registry's own derive jobs store one (see archive).
+PLATFORM_AOTI = "torch_aoti"
+MODEL_FILES = {
+    PLATFORM_EXPORT: "model.pt2",
+    PLATFORM_TORCHSCRIPT: "model.pt",
+    PLATFORM_AOTI: "model.pt2",
+}
 PLATFORM_GENERATIVE = generative.BACKEND
-MODEL_FILES = {PLATFORM_EXPORT: "model.pt2", PLATFORM_TORCHSCRIPT: "model.pt"}
 PLATFORMS = (*MODEL_FILES, PLATFORM_ENSEMBLE, PLATFORM_GENERATIVE)
 # What a batch waits for by default when dynamic_batching {} sets no delay.
 DEFAULT_QUEUE_SIZE = 1024

@@ -7,8 +7,10 @@ and follows the registry (8003) for aliases and traffic policies; it also
 serves the OpenAI-compatible API (8000) for the generative sample, `tiny-llama`,
 a small decoder trained on text the project ships (on the first run, about a
 minute on two cores; then cached in the data folder). The sample models are
-pushed to the registry once (alias `production` → version 1), so `modelport
-models policy` works against the stack out of the box.
+pushed to the registry once (alias `production` → version 1), and each
+inference service follows its model's `production` and `canary` aliases there:
+a version derived with `modelport models derive … --alias canary` is loaded
+beside production, and a split policy sends it a slice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from modelport.common.settings import ServerSettings, setting
 SAMPLE_DECODER = "tiny-llama"  # the generative sample (inference.generative.sample_decoder)
 
 log = logging.getLogger(__name__)
+
+# What each inference service of the stack serves: production, and a canary once one is set.
+FOLLOWED_ALIASES = ("production", "canary")
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,12 @@ class LocalStack:
         for name in settings.models:
             app = InferenceApp(
                 InferenceSettings(
-                    model_repository=repo,
                     host="127.0.0.1",
                     grpc_port=0,
                     metrics_port=-1,
-                    model_control_mode="explicit",
-                    load_models=(name,),
+                    registry=registry_address,
+                    models=tuple(f"{name}@{alias}" for alias in FOLLOWED_ALIASES),
+                    cache_dir=settings.data_dir / "cache",
                 )
             )
             port = await app.start()

@@ -17,6 +17,9 @@ returns.
 Over a stream every request runs concurrently with the others and its answers
 are sent as they are ready, each with `triton_final_response`; an error is sent
 in-band (`error_message`) and the stream goes on.
+
+On a pool replica (`--pool`) the model is loaded on demand and pinned while a
+request (or a decoupled request's whole stream) runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from modelport.artifacts.sequences import CorrelationId
 from modelport.errors import (
@@ -59,13 +63,24 @@ SendToOwner = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
 OwnerOf = Callable[[str], SendToOwner | None]
 
 
+class OnDemand(Protocol):
+    """Models loaded when asked for (`pool.ModelPool`): `use` loads and pins one."""
+
+    def use(self, name: str, deadline: float | None) -> AbstractAsyncContextManager[None]: ...
+
+
 class DataPlane:
     def __init__(
-        self, manager: ModelManager, shm: SystemSharedMemory, owner_of: OwnerOf | None = None
+        self,
+        manager: ModelManager,
+        shm: SystemSharedMemory,
+        owner_of: OwnerOf | None = None,
+        pool: OnDemand | None = None,
     ) -> None:
         self.manager = manager
         self.shm = shm
         self.owner_of = owner_of
+        self.pool = pool
 
     async def infer(
         self,
@@ -80,6 +95,17 @@ class DataPlane:
         A request of a sequence another worker owns is answered by that worker,
         unless `local` (it was sent here by a sibling).
         """
+        if self.pool is None:
+            return await self._infer(request, remaining, streamed=streamed, local=local)
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with self.pool.use(request.model_name, deadline):
+            left = None if deadline is None else deadline - time.monotonic()
+            return await self._infer(request, left, streamed=streamed, local=local)
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, remaining: float | None, *, streamed: bool,
+        local: bool,
+    ) -> pb.ModelInferResponse:  # fmt: skip
         served = self.manager.get(request.model_name, request.model_version)
         if not local and served.spec.sequence is not None and self.owner_of is not None:
             owner = self.owner_of(str(_sequence_parameters(request)[0] or ""))
@@ -121,13 +147,24 @@ class DataPlane:
         self, request: pb.ModelInferRequest, deadline: float | None = None
     ) -> AsyncIterator[pb.ModelInferResponse]:
         """Every answer to one streamed request (several for a decoupled model)."""
+        if self.pool is None:
+            async for answer in self._answers(request, deadline):
+                yield answer
+            return
+        async with self.pool.use(request.model_name, None):
+            async for answer in self._answers(request, deadline):
+                yield answer
+
+    async def _answers(
+        self, request: pb.ModelInferRequest, deadline: float | None
+    ) -> AsyncIterator[pb.ModelInferResponse]:
         served = self.manager.get(request.model_name, request.model_version)
         if isinstance(served, ServedGenerative):
             async for response in served.answers(request, deadline):
                 yield response
             return
         if not served.spec.decoupled:
-            yield await self.infer(request, None, streamed=True)
+            yield await self._infer(request, None, streamed=True, local=False)
             return
         if not isinstance(served, ResponseStream):
             raise Unimplemented(f"model '{served.spec.name}' is decoupled but cannot stream")
