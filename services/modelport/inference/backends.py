@@ -106,12 +106,18 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
 
 
 def forward_arguments(module: Any) -> list[tuple[str, str]]:
-    """(name, type) of the forward arguments, self excluded; types known for TorchScript."""
-    schema = getattr(getattr(module, "forward", None), "schema", None)
+    """(name, type) of the forward arguments, self excluded; types known for TorchScript.
+
+    None known (bound by position) for a callable without a forward, such as an
+    AOTInductor package."""
+    forward = getattr(module, "forward", None)
+    if forward is None:
+        return []
+    schema = getattr(forward, "schema", None)
     if schema is not None:
         return [(a.name, str(a.type)) for a in schema.arguments[1:]]
     try:
-        parameters = inspect.signature(module.forward).parameters.values()
+        parameters = inspect.signature(forward).parameters.values()
     except (TypeError, ValueError):
         return []
     return [(p.name, "") for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
