@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from modelport.artifacts.config import build_spec, infer_platform, parse_config_text
 from modelport.artifacts.generative import GenerativeLimits, config_pbtxt
 from modelport.common.generative_load import GenerativeLoad, from_metadata, to_metadata
-from modelport.errors import InvalidInput, QueueFull
-from modelport.inference.generative.loading import EngineOverrides, kv_cache_bytes
+from modelport.errors import FailedPrecondition, InvalidInput, QueueFull
+from modelport.inference.generative.loading import (
+    EngineOverrides,
+    kv_cache_bytes,
+    load_generative,
+)
 from modelport.inference.settings import InferenceSettings
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router.balancer import Balancer
@@ -104,6 +109,14 @@ def test_the_services_flags_override_the_configs_limits() -> None:
         InferenceSettings(kv_memory_fraction=1.5)
     with pytest.raises(InvalidInput, match="engine"):
         EngineOverrides(engine="tgi").apply(GenerativeLimits(), "tiny")
+
+
+def test_engines_that_cannot_run_are_refused_before_loading(tmp_path: Path) -> None:
+    spec = spec_of(config_pbtxt("tiny"))
+    with pytest.raises(FailedPrecondition, match="engine 'vllm' is not available"):
+        load_generative(spec, 1, tmp_path, EngineOverrides(engine="vllm"))
+    with pytest.raises(InvalidInput, match="needs engine 'vllm'"):
+        load_generative(spec, 1, tmp_path, EngineOverrides(tensor_parallel_size=2))
 
 
 def test_the_router_builds_requests_and_reads_answers_with_their_codes() -> None:

@@ -22,10 +22,11 @@ def test_generative_values_reach_the_engine_flags(render: Render) -> None:
     objects = render(scenario("generative-gpu"))
     gpu = InferenceSettings(**parsed(objects, "model-tiny-llama", "inference"))
     assert gpu.models == ("tiny-llama@production",)
-    assert (gpu.generative_engine, gpu.kv_memory_fraction, gpu.max_num_seqs) == ("vllm", 0.9, 64)
-    assert gpu.tensor_parallel_size == 2, "tensor parallelism defaults to the pod's GPUs"
-    overrides = gpu.engine_overrides(torch_threads=1)
-    assert (overrides.engine, overrides.tensor_parallel_size) == ("vllm", 2)
+    assert (gpu.generative_engine, gpu.kv_memory_fraction, gpu.max_num_seqs) == (
+        "continuous", 0.9, 64,
+    )  # fmt: skip
+    assert gpu.tensor_parallel_size == 0, "one GPU: nothing to split"
+    assert gpu.engine_overrides(torch_threads=1).kv_memory_fraction == 0.9
     cpu = InferenceSettings(**parsed(objects, "model-chat-cpu", "inference"))
     assert (cpu.generative_engine, cpu.kv_cache_mb, cpu.max_num_seqs) == ("continuous", 512, 16)
     assert cpu.tensor_parallel_size == 0 and cpu.kv_memory_fraction == 0.0
@@ -36,6 +37,15 @@ def test_generative_values_reach_the_engine_flags(render: Render) -> None:
     )
     hpa = named(objects, "HorizontalPodAutoscaler", f"{PREFIX}-model-chat-cpu")
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "modelport_generation_waiting"
+
+
+def test_tensor_parallelism_defaults_to_the_pods_gpus(render: Render) -> None:
+    sets = ("models[0].gpu=2", "models[0].generative.engine=vllm")
+    objects = render(scenario("generative-gpu"), sets=sets)
+    settings = InferenceSettings(**parsed(objects, "model-tiny-llama", "inference"))
+    assert (settings.generative_engine, settings.tensor_parallel_size) == ("vllm", 2)
+    limits = container(named(objects, "Deployment", f"{PREFIX}-model-tiny-llama"))["resources"]
+    assert limits["limits"]["nvidia.com/gpu"] == 2
 
 
 def test_the_router_serves_the_openai_api_on_its_service(render: Render) -> None:
@@ -59,7 +69,7 @@ def test_non_generative_models_keep_in_flight_autoscaling(render: Render) -> Non
     ("sets", "error"),
     [
         (("models[0].generative.tensorParallelSize=4",), "needs that many GPUs"),
-        (("models[0].generative.engine=continuous",), "tensor parallelism needs engine vllm"),
+        (("models[0].gpu=2",), "tensor parallelism needs engine vllm"),
         (("models[0].generative.kvMemoryFraction=1.5",), "kvMemoryFraction"),
     ],
 )
