@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.common.server import GrpcServer, ServerOptions
+from modelport.registry import dataset_servicer
+from modelport.registry.dataset_servicer import DatasetServicer
+from modelport.registry.datasets import DatasetStore
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.store import RegistryStore
 
@@ -52,6 +55,13 @@ class RegistryServer:
             stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
         self.servicer = RegistryServicer(self.store)
+        datasets = DatasetServicer(
+            DatasetStore(
+                self.store.engine,
+                settings.blob_dir,
+                max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+            )
+        )
         self.servicer.attach(asyncio.get_running_loop())
         self.grpc = GrpcServer(
             ServerOptions(
@@ -62,9 +72,14 @@ class RegistryServer:
         )
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
+        self.grpc.add_service(
+            dataset_servicer.SERVICE_NAME,
+            lambda server: dataset_servicer.register(server, datasets),
+        )
         port = await self.grpc.start()
         await self.grpc.set_serving("", True)
         await self.grpc.set_serving(SERVICE_NAME, True)
+        await self.grpc.set_serving(dataset_servicer.SERVICE_NAME, True)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_periodically())
         return port
 
