@@ -123,7 +123,9 @@ def _text_example(number: int, record: dict[str, Any], fmt: DatasetFormat) -> Te
                 or message.get("role") not in ROLES
                 or not isinstance(message.get("content"), str)
             ):
-                raise bad(f"messages[{index}] must be {{'role': one of {list(ROLES)}, 'content': str}}")
+                raise bad(
+                    f"messages[{index}] must be {{'role': one of {list(ROLES)}, 'content': str}}"
+                )
         if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
             raise bad("the last message must be the assistant's, with content (what is learned)")
         turns = tuple({"role": m["role"], "content": m["content"]} for m in messages)
@@ -156,7 +158,10 @@ def read_tensor_arrays(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     if "targets" not in arrays:
         raise InvalidInput(f"dataset .npz has no 'targets' array (has {sorted(arrays)})")
     targets = arrays.pop("targets")
-    inputs = {("" if key == "inputs" else key.removeprefix("inputs.")): value for key, value in arrays.items()}
+    inputs = {
+        ("" if key == "inputs" else key.removeprefix("inputs.")): value
+        for key, value in arrays.items()
+    }
     unknown = [key for key in arrays if key != "inputs" and not key.startswith("inputs.")]
     if unknown or not inputs:
         raise InvalidInput(
@@ -225,7 +230,9 @@ def summarize(path: Path, validation_fraction: float = 0.0) -> DatasetSummary:
         examples = read_text_examples(path, fmt)
         lengths = [len(e.prompt) + len(e.completion) for e in examples]
         stats["characters"] = str(sum(lengths))
-        stats["approx_tokens"] = str(sum(approx_tokens(e.prompt + " " + e.completion) for e in examples))
+        stats["approx_tokens"] = str(
+            sum(approx_tokens(e.prompt + " " + e.completion) for e in examples)
+        )
         stats["max_example_chars"] = str(max(lengths, default=0))
     digests = _example_digests(path, fmt)
     return DatasetSummary(fmt, len(digests), validation_indices(digests, fraction), stats)

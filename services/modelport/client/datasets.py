@@ -1,8 +1,8 @@
 """Synchronous Python API for the registry's datasets (`modelport datasets …` uses it).
 
-    with DatasetClient("localhost:8003") as datasets:
-        dataset = datasets.push("train.jsonl", name="support-chats")
-        print(dataset.examples, dataset.validation_examples, dataset.sha256)
+with DatasetClient("localhost:8003") as datasets:
+    dataset = datasets.push("train.jsonl", name="support-chats")
+    print(dataset.examples, dataset.validation_examples, dataset.sha256)
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ class DatasetClient:
 
     def list(self, name: str = "") -> list[pb.Dataset]:
         try:
-            response = self.stub.ListDatasets(pb.ListDatasetsRequest(name=name), timeout=self.timeout)
+            response = self.stub.ListDatasets(
+                pb.ListDatasetsRequest(name=name), timeout=self.timeout
+            )
         except grpc.RpcError as exc:
             raise ModelportClientError.from_rpc_error(exc) from None
         return list(response.datasets)

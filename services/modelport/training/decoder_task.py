@@ -54,7 +54,8 @@ def encode_dataset(
         ids, labels = encode(tokenizer, example)
         if len(ids) > max_seq_len:
             raise InvalidInput(
-                f"dataset example {number} is {len(ids)} tokens long, over max_seq_len={max_seq_len}"
+                f"dataset example {number} is {len(ids)} tokens long, "
+                f"over max_seq_len={max_seq_len}"
             )
         encoded.append((ids, labels))
     return encoded
@@ -78,8 +79,11 @@ class DecoderTask:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id or 0
-        model = AutoModelForCausalLM.from_pretrained(
-            self.folder, local_files_only=True, use_safetensors=True, trust_remote_code=False,
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            self.folder,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=False,
             dtype=torch.float32,
         )
         if method is Method.LORA:
@@ -90,7 +94,7 @@ class DecoderTask:
                 model,
                 LoraConfig(
                     r=params.lora_rank,
-                    lora_alpha=params.lora_alpha,
+                    lora_alpha=params.lora_alpha,  # type: ignore[arg-type]  # a float works
                     lora_dropout=0.0,
                     target_modules="all-linear",
                     task_type="CAUSAL_LM",
@@ -127,7 +131,10 @@ class DecoderTask:
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1])
         return torch.nn.functional.cross_entropy(
-            shifted.float(), labels[:, 1:].reshape(-1).to(device), ignore_index=IGNORE, reduction="sum"
+            shifted.float(),
+            labels[:, 1:].reshape(-1).to(device),
+            ignore_index=IGNORE,
+            reduction="sum",
         )
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

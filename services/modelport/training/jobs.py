@@ -71,7 +71,14 @@ class Hyperparameters:
         return cls(**data)
 
     def check(self) -> None:
-        for name in ("epochs", "batch_size", "max_seq_len", "lora_rank", "eval_every", "checkpoint_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "max_seq_len",
+            "lora_rank",
+            "eval_every",
+            "checkpoint_every",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInput(f"hyperparameter {name}={value}: must be at least 1")
@@ -80,9 +87,13 @@ class Hyperparameters:
             if value is not None and value < 0:
                 raise InvalidInput(f"hyperparameter {name}={value}: must not be negative")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
-            raise InvalidInput(f"hyperparameter learning_rate={self.learning_rate}: must be in (0, 1)")
+            raise InvalidInput(
+                f"hyperparameter learning_rate={self.learning_rate}: must be in (0, 1)"
+            )
         if self.weight_decay is not None and not 0 <= self.weight_decay < 1:
-            raise InvalidInput(f"hyperparameter weight_decay={self.weight_decay}: must be in [0, 1)")
+            raise InvalidInput(
+                f"hyperparameter weight_decay={self.weight_decay}: must be in [0, 1)"
+            )
         if self.lora_alpha is not None and self.lora_alpha <= 0:
             raise InvalidInput(f"hyperparameter lora_alpha={self.lora_alpha}: must be positive")
 
@@ -101,15 +112,15 @@ class Hyperparameters:
         epochs = self.epochs or (3 if decoder else 5)
         steps_per_epoch = math.ceil(train_examples / batch)
         total = self.max_steps or steps_per_epoch * epochs
-        if method is Method.LORA:
-            default_lr = 2e-3
-        else:
-            default_lr = 3e-4 if decoder else 1e-3
+        # LoRA trains few weights and takes a larger step; tensor models are small.
+        default_lr = 2e-3 if method is Method.LORA else (3e-4 if decoder else 1e-3)
         return Hyperparameters(
             epochs=epochs,
             batch_size=batch,
             learning_rate=self.learning_rate or default_lr,
-            warmup_steps=self.warmup_steps if self.warmup_steps is not None else min(10, total // 10),
+            warmup_steps=self.warmup_steps
+            if self.warmup_steps is not None
+            else min(10, total // 10),
             weight_decay=self.weight_decay if self.weight_decay is not None else 0.0,
             max_seq_len=self.max_seq_len or 512,
             lora_rank=self.lora_rank or 8,
@@ -180,6 +191,12 @@ class JobRecord:
     restarts: int = 0
     # Changes at each (re)start; reports from an older attempt are refused.
     attempt: str = ""
+    # The executor's name for the running worker group (pid, Kubernetes object).
+    handle: str = ""
+    # How far the service has read the workers' event file.
+    events_offset: int = 0
+    validation_fraction: float = 0.0
+    cancel_requested: bool = False
 
     @classmethod
     def new(cls, **values: Any) -> JobRecord:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class Stopped(Exception):
 class Topology:
     rank: int = 0
     world: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def distributed(self) -> bool:
@@ -125,7 +125,9 @@ def train(
         )
     else:
         model = task.model
-    optimizer = torch.optim.AdamW(trained, lr=params.learning_rate, weight_decay=params.weight_decay or 0.0)
+    optimizer = torch.optim.AdamW(
+        trained, lr=params.learning_rate, weight_decay=params.weight_decay or 0.0
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(params, total))
     checkpoints = work_dir / "checkpoints"
     step, tokens = 0, 0
@@ -147,7 +149,9 @@ def train(
     metrics: dict[str, float] = {}
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        order = torch.randperm(
+            n_train, generator=torch.Generator().manual_seed(seed + epoch)
+        ).tolist()
         batch_ids = order[offset * batch : (offset + 1) * batch]
         global_count = task.count("train", batch_ids)
         mine = batch_ids[topo.rank :: topo.world]
@@ -169,15 +173,27 @@ def train(
         if step == total or now - last_report >= 0.2 or step % max(1, total // 50) == 0:
             last_report = now
             keep = events.emit(
-                "progress", step=step, total_steps=total, epoch=epoch + 1, eta_seconds=eta,
-                metrics=dict(metrics), trained_tokens=tokens,
+                "progress",
+                step=step,
+                total_steps=total,
+                epoch=epoch + 1,
+                eta_seconds=eta,
+                metrics=dict(metrics),
+                trained_tokens=tokens,
             )
         if params.eval_every and (step % params.eval_every == 0 or step == total):
             metrics["validation_loss"] = evaluate(task, params, topo)
-            keep = events.emit(
-                "eval", step=step, total_steps=total, epoch=epoch + 1, eta_seconds=eta,
-                metrics={"validation_loss": metrics["validation_loss"]},
-            ) and keep
+            keep = (
+                events.emit(
+                    "eval",
+                    step=step,
+                    total_steps=total,
+                    epoch=epoch + 1,
+                    eta_seconds=eta,
+                    metrics={"validation_loss": metrics["validation_loss"]},
+                )
+                and keep
+            )
         if params.checkpoint_every and step % params.checkpoint_every == 0 and step < total:
             if topo.rank == 0:
                 state = {

@@ -44,9 +44,7 @@ class TrainingTask(Protocol):
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
-    }
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -76,7 +74,7 @@ def version_dir(base_model_dir: Path) -> Path:
 
 
 def detect_kind(base_model_dir: Path) -> str:
-    """"decoder" (Hugging Face layout), "tensor" (torch.export) or "torchscript"."""
+    """ "decoder" (Hugging Face layout), "tensor" (torch.export) or "torchscript"."""
     folder = version_dir(base_model_dir)
     if (folder / "config.json").is_file():
         return "decoder"

@@ -28,7 +28,9 @@ class TensorTask:
             raise InvalidInput(f"{base_model_dir} has no config.pbtxt")
         self.spec = build_spec(config.name or base_model_dir.name, config)
         self.base_model_dir = base_model_dir
-        self.model = load_exported_module(t.version_dir(base_model_dir) / "model.pt2", self.spec.name)
+        self.model = load_exported_module(
+            t.version_dir(base_model_dir) / "model.pt2", self.spec.name
+        )
         self.model.train()
         inputs, targets = ds.read_tensor_arrays(dataset)
         names = [spec.name for spec in self.spec.inputs]
@@ -36,21 +38,27 @@ class TensorTask:
             inputs = {names[0]: inputs[""]}
         if sorted(inputs) != sorted(names):
             raise InvalidInput(
-                f"dataset inputs {sorted(inputs)} do not match model '{self.spec.name}' inputs {names}"
+                f"dataset inputs {sorted(inputs)} do not match "
+                f"model '{self.spec.name}' inputs {names}"
             )
         for spec in self.spec.inputs:
             want = tuple(spec.dims)
             got = inputs[spec.name].shape[1:]
-            if len(want) != len(got) or any(w not in (-1, g) for w, g in zip(want, got)):
+            if len(want) != len(got) or any(
+                w not in (-1, g) for w, g in zip(want, got, strict=True)
+            ):
                 raise InvalidInput(
                     f"dataset input '{spec.name}' rows have shape {list(got)}, "
                     f"model '{self.spec.name}' expects {list(want)}"
                 )
         self.inputs = [
-            torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(_torch_dtype(s)) for s in self.spec.inputs
+            torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(_torch_dtype(s))
+            for s in self.spec.inputs
         ]
         self.classify = targets.dtype.kind in "biu"
-        self.targets = torch.from_numpy(targets).long() if self.classify else torch.from_numpy(targets).float()
+        self.targets = (
+            torch.from_numpy(targets).long() if self.classify else torch.from_numpy(targets).float()
+        )
         train, validation = ds.split(dataset, validation_fraction)
         self.splits = {"train": train, "validation": validation}
 

@@ -144,7 +144,9 @@ def run(spec: WorkerSpec) -> int:
     except ModelportError as error:
         # Bad data or an untrainable model: retrying cannot help, so no non-zero exit.
         if topo.rank == 0:
-            (work / "failed.json").write_text(json.dumps({"code": error.code, "message": str(error)}))
+            (work / "failed.json").write_text(
+                json.dumps({"code": error.code, "message": str(error)})
+            )
             sink.emit("failed", code=error.code, message=str(error))
         return 0
     finally:
