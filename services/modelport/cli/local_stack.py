@@ -1,4 +1,4 @@
-"""What `modelport up` runs: registry, one inference service per model, and the router.
+"""What `modelport up` runs: registry, one inference service per model, router, training.
 
 Everything runs in this one process, each service on its own port, as the
 cluster runs them in their own pods: the router on the address clients use
@@ -26,6 +26,7 @@ class StackSettings:
     grpc_port: int = 8001
     metrics_port: int = 8002
     registry_port: int = 8003
+    training_port: int = 8004
     models: tuple[str, ...] = ("simple", "mlp")
 
 
@@ -35,6 +36,7 @@ class LocalStack:
         self.registry: Any = None
         self.inference: list[Any] = []
         self.router: Any = None
+        self.training: Any = None
 
     async def start(self) -> str:
         """Start every service; returns the router's address."""
@@ -48,6 +50,7 @@ class LocalStack:
         from modelport.router.discovery import StaticDiscovery
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
+        from modelport.training.server import TrainingServer, TrainingSettings
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
@@ -67,6 +70,8 @@ class LocalStack:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
         for name in settings.models:
+            # Following the registry: a fine-tuned version aliased `canary` is served
+            # beside `production`, and the router splits traffic between them.
             app = InferenceApp(
                 InferenceSettings(
                     model_repository=repo,
@@ -74,7 +79,9 @@ class LocalStack:
                     grpc_port=0,
                     metrics_port=-1,
                     model_control_mode="explicit",
-                    load_models=[name],
+                    registry=registry_address,
+                    models=[f"{name}@production", f"{name}@canary"],
+                    cache_dir=settings.data_dir / "cache",
                 )
             )
             port = await app.start()
@@ -87,11 +94,22 @@ class LocalStack:
             metrics=settings.metrics_port >= 0,
         )
         router_port = await self.router.start()
+        self.training = TrainingServer(
+            TrainingSettings(
+                data_dir=settings.data_dir / "training",
+                registry=registry_address,
+                host=settings.host,
+                grpc_port=settings.training_port,
+            )
+        )
+        await self.training.start()
         if settings.metrics_port >= 0:
             serve_metrics(settings.host, settings.metrics_port)
         return f"{settings.host}:{router_port}"
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.training is not None:
+            await self.training.stop(grace)
         if self.router is not None:
             await self.router.stop(grace)
         for app in self.inference:

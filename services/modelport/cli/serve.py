@@ -7,13 +7,15 @@ import click
 from modelport.cli.serve_inference import serve_inference
 from modelport.cli.serve_registry import serve_registry
 from modelport.cli.serve_router import serve_router
+from modelport.cli.serve_training import serve_training
 
 
 @click.group()
 def serve() -> None:
-    """Run one modelport service (inference, registry, router)."""
+    """Run one modelport service (inference, registry, router, training)."""
 
 
 serve.add_command(serve_inference)
 serve.add_command(serve_registry)
 serve.add_command(serve_router)
+serve.add_command(serve_training)

@@ -20,11 +20,18 @@ from modelport.cli.options import option
 @option("--grpc-port", type=int, default=8001, help="The one gRPC address clients use (router).")
 @option("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1 disables).")
 @option("--registry-port", type=int, default=8003, help="The registry's gRPC port.")
+@option("--training-port", type=int, default=8004, help="The training service's gRPC port.")
 @option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def up(
-    data_dir: Path, host: str, grpc_port: int, metrics_port: int, registry_port: int, log_level: str
+    data_dir: Path,
+    host: str,
+    grpc_port: int,
+    metrics_port: int,
+    registry_port: int,
+    training_port: int,
+    log_level: str,
 ) -> None:
-    """Registry, one inference service per sample model, and the router on one address."""
+    """Registry, one inference service per sample model, the router, and training."""
     import asyncio
 
     from modelport.cli.local_stack import LocalStack, StackSettings
@@ -38,6 +45,7 @@ def up(
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         registry_port=registry_port,
+        training_port=training_port,
     )
 
     async def run() -> None:
@@ -45,7 +53,8 @@ def up(
         address = await stack.start()
         click.echo(
             f"modelport up: router on {address} (models: {', '.join(settings.models)}); "
-            f"registry on {host}:{stack.registry.grpc.port}",
+            f"registry on {host}:{stack.registry.grpc.port}; "
+            f"training on {host}:{stack.training.grpc.port}",
             err=True,
         )
         stopped = install_stop_signals(lambda: stack.stop())

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from modelport.training.jobs import Hyperparameters
-from modelport.training.task import TrainingTask, cpu
+from modelport.training.task import TrainingTask, cpu, set_training
 from modelport.training.worker_events import EventSink
 
 KEEP_CHECKPOINTS = 2
@@ -89,13 +89,13 @@ def evaluate(task: TrainingTask, params: Hyperparameters, topo: Topology) -> flo
     assert params.batch_size
     mine = list(range(task.size("validation")))[topo.rank :: topo.world]
     total, count = 0.0, 0
-    task.model.eval()
+    set_training(task.model, False)
     with torch.no_grad():
         for start in range(0, len(mine), params.batch_size):
             chunk = mine[start : start + params.batch_size]
             total += float(task.loss_sum(task.model, "validation", chunk))
             count += task.count("validation", chunk)
-    task.model.train()
+    set_training(task.model, True)
     total, count_f = _all_sum([total, float(count)], topo)
     return total / max(count_f, 1.0)
 

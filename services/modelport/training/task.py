@@ -10,6 +10,7 @@ inference service serves.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,6 +84,12 @@ def detect_kind(base_model_dir: Path) -> str:
     if (folder / "model.pt").is_file():
         return "torchscript"
     return "unknown"
+
+
+def set_training(model: torch.nn.Module, training: bool) -> None:
+    """train()/eval() where the module allows it (an unlifted torch.export module does not)."""
+    with contextlib.suppress(NotImplementedError):
+        model.train(training)
 
 
 def cpu(state: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ class TensorTask:
         self.model = load_exported_module(
             t.version_dir(base_model_dir) / "model.pt2", self.spec.name
         )
-        self.model.train()
         inputs, targets = ds.read_tensor_arrays(dataset)
         names = [spec.name for spec in self.spec.inputs]
         if list(inputs) == [""] and len(names) == 1:
@@ -92,7 +91,6 @@ class TensorTask:
 
     def export(self, output_dir: Path) -> None:
         folder = t.start_output(self.base_model_dir, output_dir)
-        self.model.eval()
         examples = tuple(x[:2].clone() for x in self.inputs)
         batch = torch.export.Dim("batch", min=1, max=max(1024, self.spec.max_batch_size))
         dynamic = tuple({0: batch} for _ in examples)
