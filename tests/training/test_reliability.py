@@ -52,8 +52,12 @@ def test_cancel_stops_the_workers_and_registers_nothing(
     address = registry.address  # type: ignore[attr-defined]
     _setup(address, tmp_path)
     with TrainingClient(training.address) as client:
-        job = client.create("reg@production", "pairs", aliases=["canary"],
-                            hyperparameters={"epochs": 5000, "batch_size": 8})
+        job = client.create(
+            "reg@production",
+            "pairs",
+            aliases=["canary"],
+            hyperparameters={"epochs": 5000, "batch_size": 8},
+        )
         _wait_for(client, job.id, pb.JobEvent.PROGRESS)
         pgid = _handle(training, job.id)
         cancelled = client.cancel(job.id)
@@ -73,8 +77,11 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(
     address = registry.address  # type: ignore[attr-defined]
     _setup(address, tmp_path)
     with TrainingClient(training.address) as client:
-        job = client.create("reg@production", "pairs",
-                            hyperparameters={"epochs": 60, "batch_size": 8, "checkpoint_every": 40})
+        job = client.create(
+            "reg@production",
+            "pairs",
+            hyperparameters={"epochs": 60, "batch_size": 8, "checkpoint_every": 40},
+        )
         checkpoint = _wait_for(client, job.id, pb.JobEvent.CHECKPOINT)
         (worker,) = _children(_handle(training, job.id))
         os.kill(worker, signal.SIGKILL)

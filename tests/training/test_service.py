@@ -33,8 +33,13 @@ def test_job_trains_registers_a_child_version_with_lineage(
     address = registry.address  # type: ignore[attr-defined]
     sha = _setup(address, tmp_path)
     with TrainingClient(training.address) as client:
-        job = client.create("reg@production", "pairs", aliases=["canary"], suffix="pairs-v1",
-                            hyperparameters={"epochs": 5, "batch_size": 8, "learning_rate": 0.02})
+        job = client.create(
+            "reg@production",
+            "pairs",
+            aliases=["canary"],
+            suffix="pairs-v1",
+            hyperparameters={"epochs": 5, "batch_size": 8, "learning_rate": 0.02},
+        )
         assert status_name(job.status) == "validating"
         events = list(client.events(job.id, follow=True))
         job = client.get(job.id)
@@ -53,7 +58,10 @@ def test_job_trains_registers_a_child_version_with_lineage(
     assert job.result_version == f"reg:{version.version}" and version.version == 2
     assert version.parent == f"reg:{production.version}"
     assert version.labels[JOB_LABEL] == job.id and version.labels[DATASET_LABEL] == sha
-    assert version.labels[METHOD_LABEL] == "full" and version.labels["modelport.io/suffix"] == "pairs-v1"
+    assert (
+        version.labels[METHOD_LABEL] == "full"
+        and version.labels["modelport.io/suffix"] == "pairs-v1"
+    )
     assert json.loads(version.labels["modelport.io/hyperparameters"])["epochs"] == 5
     assert version.metrics["validation_loss"] == pytest.approx(job.metrics["validation_loss"])
 
