@@ -254,6 +254,7 @@ class TrainingService:
         if self.executor.reports_over_grpc:
             spec.registry, spec.base_ref = self.registry, job.base_version
             spec.dataset_ref = f"{job.dataset.split(':')[0]}:{job.dataset_sha256}"
+            spec.extra["register"] = self._registration(job)
         else:
             spec.base_model_dir, spec.dataset_path = str(job_dir / "base"), str(job_dir / "dataset")
         return spec
@@ -312,18 +313,24 @@ class TrainingService:
                     registration.register,
                     self.registry,
                     job_dir / "output",
-                    model=job.base_version.split(":")[0],
-                    parent=job.base_version,
-                    labels=registration.lineage_labels(job),
                     metrics={k: v for k, v in job.metrics.items() if k != "learning_rate"},
-                    aliases=job.aliases,
-                    description=f"fine-tuned from {job.base_version} by {job.id}"
-                    + (f" ({job.suffix})" if job.suffix else ""),
+                    **self._registration(job),
                 )
             except ModelportError as error:
                 await self._fail(job, error.code, str(error))
                 return
         await self._set_status(job, Status.SUCCEEDED, f"registered {job.result_version}")
+
+    @staticmethod
+    def _registration(job: JobRecord) -> dict[str, Any]:
+        return {
+            "model": job.base_version.split(":")[0],
+            "parent": job.base_version,
+            "labels": registration.lineage_labels(job),
+            "aliases": list(job.aliases),
+            "description": f"fine-tuned from {job.base_version} by {job.id}"
+            + (f" ({job.suffix})" if job.suffix else ""),
+        }
 
     async def _pull_worker_events(self, job: JobRecord, job_dir: Path) -> None:
         if self.executor.reports_over_grpc:

@@ -136,7 +136,13 @@ def run(spec: WorkerSpec) -> int:
             task.export(partial)
             shutil.rmtree(output, ignore_errors=True)
             os.replace(partial, output)
-            sink.emit("done", metrics=metrics)
+            result = ""
+            if spec.extra.get("register"):
+                # In a cluster the pod registers: the service cannot see its disk.
+                from modelport.training.registration import register
+
+                result = register(spec.registry, output, metrics=metrics, **spec.extra["register"])
+            sink.emit("done", metrics=metrics, result_version=result)
         return 0
     except Stopped as stop:
         log.info("%s", stop)
