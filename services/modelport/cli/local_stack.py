@@ -1,4 +1,4 @@
-"""What `modelport up` runs: registry, one inference service per model, router, training.
+"""What `modelport up` runs: registry, one inference service per model, and the router.
 
 Everything runs in this one process, each service on its own port, as the
 cluster runs them in their own pods: the router on the address clients use
@@ -16,18 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.common.settings import ServerSettings, setting
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StackSettings:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    registry_port: int = 8003
-    training_port: int = 8004
-    models: tuple[str, ...] = ("simple", "mlp")
+class StackSettings(ServerSettings):
+    """`modelport up`: the router's address is the stack's (TLS, if given, is the router's)."""
+
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    grpc_port: int = setting(8001, "The one gRPC address clients use (router).")
+    grace_seconds: float = setting(5.0, "On Ctrl-C, how long in-flight requests may take.")
+    data_dir: Path = setting(
+        Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
+    )
+    registry_port: int = setting(8003, "The registry's gRPC port.")
+    training_port: int = setting(8004, "The training service's gRPC port.")
+    models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
 
 
 class LocalStack:
@@ -37,12 +43,13 @@ class LocalStack:
         self.inference: list[Any] = []
         self.router: Any = None
         self.training: Any = None
+        self.training_port = 0
+        self.address = ""  # the router's, once started
+        self.registry_port = 0
 
-    async def start(self) -> str:
-        """Start every service; returns the router's address."""
+    async def start(self) -> int:
+        """Start every service; returns the router's port."""
         from modelport.client.registry import ensure_pushed
-        from modelport.common.metrics import serve_metrics
-        from modelport.common.server import ServerOptions
         from modelport.inference.app import InferenceApp, InferenceSettings
         from modelport.inference.samples import build_samples
         from modelport.registry.server import RegistryServer, RegistrySettings
@@ -64,8 +71,8 @@ class LocalStack:
                 grpc_port=settings.registry_port,
             )
         )
-        registry_port = await self.registry.start()
-        registry_address = f"127.0.0.1:{registry_port}"
+        self.registry_port = await self.registry.start()
+        registry_address = f"127.0.0.1:{self.registry_port}"
         for name in settings.models:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
@@ -80,7 +87,7 @@ class LocalStack:
                     metrics_port=-1,
                     model_control_mode="explicit",
                     registry=registry_address,
-                    models=[f"{name}@production", f"{name}@canary"],
+                    models=(f"{name}@production", f"{name}@canary"),
                     cache_dir=settings.data_dir / "cache",
                 )
             )
@@ -90,10 +97,11 @@ class LocalStack:
         self.router = RouterApp(
             StaticDiscovery(endpoints),
             RegistryPolicySource(registry_address),
-            ServerOptions(host=settings.host, port=settings.grpc_port),
+            settings.server_options(),
             metrics=settings.metrics_port >= 0,
         )
         router_port = await self.router.start()
+        self.address = f"{settings.host}:{router_port}"
         self.training = TrainingServer(
             TrainingSettings(
                 data_dir=settings.data_dir / "training",
@@ -102,10 +110,8 @@ class LocalStack:
                 grpc_port=settings.training_port,
             )
         )
-        await self.training.start()
-        if settings.metrics_port >= 0:
-            serve_metrics(settings.host, settings.metrics_port)
-        return f"{settings.host}:{router_port}"
+        self.training_port = await self.training.start()
+        return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.training is not None:

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import click
 
-from modelport.cli.options import common_server_options, option, split_multi
+from modelport.cli.options import option, split_multi
 
 
 @click.command("training")
-@common_server_options(grpc_port=8004)
+@option("--host", default="0.0.0.0", help="Address to listen on.")
+@option("--grpc-port", type=int, default=8004, help="gRPC port.")
+@option("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1 disables).")
+@option("--max-message-mb", type=int, default=64, help="Largest gRPC message, in MiB.")
+@option("--grace-seconds", type=float, default=25.0, help="On SIGTERM, time to drain.")
+@option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@option("--log-format", type=click.Choice(["text", "json"]), default="text")
+@option("--otlp-endpoint", default="", help="OTLP/gRPC collector for traces (none when empty).")
 @option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -65,11 +72,12 @@ def serve_training(
 ) -> None:
     """Serve fine-tuning jobs (create, watch, cancel; results registered in the registry)."""
     import asyncio
+    import signal
 
     from modelport.common import tracing
     from modelport.common.logs import configure
     from modelport.common.metrics import serve_metrics
-    from modelport.common.server import install_stop_signals, use_fast_event_loop
+    from modelport.common.runtime import use_fast_event_loop
     from modelport.training.server import TrainingServer, TrainingSettings
 
     configure(log_level, log_format)
@@ -99,8 +107,12 @@ def serve_training(
         await server.start()
         if metrics_port >= 0:
             serve_metrics(host, metrics_port)
-        stopped = install_stop_signals(lambda: server.stop(grace_seconds))
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopped.set)
         await stopped.wait()
+        await server.stop(grace_seconds)
         tracing.shutdown()
 
     use_fast_event_loop()
