@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import click
 import kubernetes_validate
-from modelport.cli.serve_training import serve_training
+from modelport.cli.options import SettingsCommand
+from modelport.cli.serve import serve
 from modelport.training.jobs import JobRecord
 from modelport.training.kubernetes import (
     KubernetesSettings,
@@ -13,6 +15,8 @@ from modelport.training.kubernetes import (
     render_job,
     render_trainjob,
 )
+from modelport.training.server import build_executor
+from modelport.training.settings import TrainingSettings
 from modelport.training.worker import WorkerSpec
 
 from tests.helm.helmchart import CHART, Render
@@ -37,11 +41,17 @@ def test_training_args_are_read_by_the_real_cli_and_rbac_covers_the_executor(
     (container,) = pod["containers"]
     args = container["args"]
     assert args[:2] == ["serve", "training"]
-    context = serve_training.make_context("training", args[2:])
-    assert context.params["executor"] == "kubernetes"
-    assert context.params["registry"] == "mp-modelport-registry:8003"
-    assert context.params["node_selector"] == ("nvidia.com/gpu.present=true",)
-    assert context.params["service_address"].endswith("-training:8004")
+    command = serve.get_command(click.Context(serve), "training")
+    assert isinstance(command, SettingsCommand)
+    settings = command.settings(command.make_context("training", args[2:]).params)
+    assert isinstance(settings, TrainingSettings)
+    assert settings.executor == "kubernetes"
+    assert settings.registry == "mp-modelport-registry:8003"
+    assert settings.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert settings.service_address.endswith("-training:8004")
+    executor = build_executor(settings)  # what the pod runs with
+    assert executor.name == "kubernetes"
+    assert executor.settings.node_selector == {"nvidia.com/gpu.present": "true"}  # type: ignore[attr-defined]
     role = _by_kind(objects, "Role")
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}  # fmt: skip

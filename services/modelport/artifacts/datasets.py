@@ -23,7 +23,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ ROLES = ("system", "user", "assistant")
 _APPROX_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-class DatasetFormat(str, Enum):
+class DatasetFormat(StrEnum):
     COMPLETION = "completion"
     CHAT = "chat"
     TENSORS = "tensors"

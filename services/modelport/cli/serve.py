@@ -13,11 +13,11 @@ from collections.abc import Callable
 import click
 
 from modelport.cli.options import settings_command
-from modelport.cli.serve_training import serve_training
 from modelport.common.settings import ServerSettings
 from modelport.inference.settings import InferenceSettings
 from modelport.registry.settings import RegistrySettings
 from modelport.router.settings import RouterSettings
+from modelport.training.settings import TrainingSettings
 
 
 def _runner(module: str) -> Callable[[ServerSettings], None]:
@@ -56,5 +56,11 @@ serve.add_command(
         "Serve the model registry (models, versions, aliases, policies, Watch).",
     )
 )
-# Training keeps its own click command until it moves to typed settings.
-serve.add_command(serve_training)
+serve.add_command(
+    settings_command(
+        "training",
+        TrainingSettings,
+        _runner("modelport.training.server"),
+        "Serve fine-tuning jobs (create, watch, cancel; results registered in the registry).",
+    )
+)

@@ -28,7 +28,7 @@ def default_address() -> str:
 
 
 def status_name(status: int) -> str:
-    return str(pb.JobStatus.Name(status)).lower()
+    return str(pb.JobStatus.Name(pb.JobStatus.ValueType(status))).lower()
 
 
 class TrainingClient:

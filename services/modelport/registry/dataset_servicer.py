@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from modelport.artifacts.datasets import DatasetFormat
-from modelport.common.grpc_errors import maps_errors
 from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import datasets_pb2 as pb
 from modelport.proto.modelport.registry.v1 import datasets_pb2_grpc
@@ -45,13 +43,15 @@ def dataset_msg(info: DatasetInfo) -> pb.Dataset:
     )
 
 
+Context = grpc.aio.ServicerContext
+
+
 class DatasetServicer(datasets_pb2_grpc.DatasetRegistryServicer):
     def __init__(self, store: DatasetStore) -> None:
         self.store = store
 
-    @maps_errors
     async def UploadDataset(
-        self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Any
+        self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Context
     ) -> pb.Dataset:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("part") != "header":
@@ -86,20 +86,17 @@ class DatasetServicer(datasets_pb2_grpc.DatasetRegistryServicer):
         log.info("stored dataset %s (%d examples)", info.ref, info.examples)
         return dataset_msg(info)
 
-    @maps_errors
-    async def GetDataset(self, request: pb.GetDatasetRequest, context: Any) -> pb.Dataset:
+    async def GetDataset(self, request: pb.GetDatasetRequest, context: Context) -> pb.Dataset:
         return dataset_msg(await asyncio.to_thread(self.store.get, request.ref))
 
-    @maps_errors
     async def ListDatasets(
-        self, request: pb.ListDatasetsRequest, context: Any
+        self, request: pb.ListDatasetsRequest, context: Context
     ) -> pb.ListDatasetsResponse:
         infos = await asyncio.to_thread(self.store.list, request.name)
         return pb.ListDatasetsResponse(datasets=[dataset_msg(i) for i in infos])
 
-    @maps_errors
     async def DownloadDataset(
-        self, request: pb.DownloadDatasetRequest, context: Any
+        self, request: pb.DownloadDatasetRequest, context: Context
     ) -> AsyncIterator[pb.DownloadDatasetResponse]:
         chunk_bytes = min(request.chunk_bytes or DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES)
         info, chunks = await asyncio.to_thread(self.store.open_download, request.ref, chunk_bytes)

@@ -43,7 +43,7 @@ class RegistryServer:
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
-        self.servicer = RegistryServicer(self.store)
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop())
         datasets = DatasetServicer(
             DatasetStore(
                 self.store.engine,
@@ -51,7 +51,6 @@ class RegistryServer:
                 max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             )
         )
-        self.servicer.attach(asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
@@ -85,10 +84,6 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
-
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
 
 
 def run(settings: RegistrySettings) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,7 +36,7 @@ _PARAM_FIELDS = [f.name for f in pb.Hyperparameters.DESCRIPTOR.fields]
 def _stamp(value: str | float | None) -> Timestamp:
     stamp = Timestamp()
     if isinstance(value, (int, float)) and value:
-        stamp.FromDatetime(datetime.fromtimestamp(value, timezone.utc))
+        stamp.FromDatetime(datetime.fromtimestamp(value, UTC))
     elif isinstance(value, str) and value:
         stamp.FromDatetime(datetime.fromisoformat(value))
     return stamp
@@ -48,7 +48,8 @@ def params_msg(values: dict[str, Any]) -> pb.Hyperparameters:
 
 def params_from_msg(message: pb.Hyperparameters) -> Hyperparameters:
     return Hyperparameters(
-        **{name: getattr(message, name) for name in _PARAM_FIELDS if message.HasField(name)}
+        # The fields are proto3 `optional`: unset means `auto`.
+        **{name: getattr(message, name) for name in _PARAM_FIELDS if message.HasField(name)}  # type: ignore[arg-type]
     )
 
 

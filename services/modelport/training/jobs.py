@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from modelport.errors import InvalidInput
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     VALIDATING = "validating"
     QUEUED = "queued"
     RUNNING = "running"
@@ -30,13 +30,13 @@ class Status(str, Enum):
         return self in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     AUTO = "auto"
     FULL = "full"
     LORA = "lora"
 
 
-class ModelKind(str, Enum):
+class ModelKind(StrEnum):
     """What the base version holds: a Hugging Face causal LM, or a torch.export program."""
 
     DECODER = "decoder"
@@ -144,7 +144,7 @@ def resolve_method(method: Method, kind: ModelKind) -> Method:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass

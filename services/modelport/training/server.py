@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from modelport.common.server import GrpcServer, ServerOptions
+from modelport.common.runtime import run_service
+from modelport.common.server import GrpcServer
 from modelport.training.executors import Executor, LocalExecutor
 from modelport.training.service import TrainingService
 from modelport.training.servicer import SERVICE_NAME, TrainingServicer, register
+from modelport.training.settings import TrainingSettings
 
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    data_dir: Path = Path("modelport-training")
-    registry: str = "127.0.0.1:8003"
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    executor: str = "local"
-    max_concurrent_jobs: int = 1
-    max_restarts: int = 2
-    max_message_bytes: int = 64 * 1024 * 1024
-    # Kubernetes executor (see training/kubernetes.py).
-    kubernetes: dict[str, object] = field(default_factory=dict)
+__all__ = ["TrainingServer", "TrainingSettings", "build_executor", "run"]
 
 
 def build_executor(settings: TrainingSettings) -> Executor:
     if settings.executor == "kubernetes":
         from modelport.training.kubernetes import KubernetesExecutor, KubernetesSettings
 
-        return KubernetesExecutor(KubernetesSettings(**settings.kubernetes))  # type: ignore[arg-type]
+        return KubernetesExecutor(
+            KubernetesSettings(
+                namespace=settings.namespace,
+                image=settings.image,
+                service_address=settings.service_address,
+                node_selector=settings.node_selector,
+                use_trainjob=settings.use_trainjob,
+                max_restarts=settings.max_restarts,
+                gpu_resource=settings.gpu_resource,
+                cpu_request=settings.worker_cpu_request,
+                memory_limit=settings.worker_memory_limit,
+            )
+        )
     return LocalExecutor(max_restarts=settings.max_restarts)
 
 
 class TrainingServer:
+    """The training service's gRPC server; `start` returns the bound port."""
+
     def __init__(self, settings: TrainingSettings, executor: Executor | None = None) -> None:
         self.settings = settings
         self.service = TrainingService(
@@ -41,6 +42,7 @@ class TrainingServer:
             settings.registry,
             executor or build_executor(settings),
             max_concurrent_jobs=settings.max_concurrent_jobs,
+            poll_seconds=settings.poll_seconds,
         )
         self.grpc: GrpcServer | None = None
 
@@ -51,13 +53,7 @@ class TrainingServer:
 
     async def start(self) -> int:
         await self.service.start()
-        self.grpc = GrpcServer(
-            ServerOptions(
-                host=self.settings.host,
-                port=self.settings.grpc_port,
-                max_message_bytes=self.settings.max_message_bytes,
-            )
-        )
+        self.grpc = GrpcServer(self.settings.server_options())
         servicer = TrainingServicer(self.service)
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
         port = await self.grpc.start()
@@ -65,11 +61,11 @@ class TrainingServer:
         await self.grpc.set_serving(SERVICE_NAME, True)
         return port
 
-    async def stop(self, grace_seconds: float = 5.0) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         if self.grpc is not None:
-            await self.grpc.drain(grace_seconds)
+            await self.grpc.drain(grace)
         await self.service.stop()
 
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
+
+def run(settings: TrainingSettings) -> None:
+    run_service("training", settings, TrainingServer)

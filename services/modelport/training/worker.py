@@ -113,17 +113,18 @@ def run(spec: WorkerSpec) -> int:
     from modelport.errors import ModelportError
     from modelport.training.jobs import Hyperparameters
     from modelport.training.loop import Stopped, train
-    from modelport.training.worker_events import FileSink, NullSink, ReportSink
+    from modelport.training.worker_events import FileSink, NullSink
 
     work = Path(spec.work_dir)
     topo = _topology()
     sink: Any = NullSink()
     if topo.rank == 0:
-        sink = (
-            ReportSink(spec.report_address, spec.job_id, spec.attempt)
-            if spec.report_address
-            else FileSink(work / "worker-events.jsonl")
-        )
+        if spec.report_address:
+            from modelport.training.report_sink import ReportSink
+
+            sink = ReportSink(spec.report_address, spec.job_id, spec.attempt)
+        else:
+            sink = FileSink(work / "worker-events.jsonl")
     try:
         if spec.registry:
             fetch_inputs(spec)

@@ -2,8 +2,8 @@
 
 Locally the worker appends to a file in the job folder that the service
 tails; in a cluster it sends the same events to the training service's
-`ReportEvents` (the sink answers whether to keep running: a cancelled job's
-workers stop).
+`ReportEvents` (`report_sink.ReportSink`, the one part that speaks gRPC; the
+sink answers whether to keep running: a cancelled job's workers stop).
 """
 
 from __future__ import annotations
@@ -37,26 +37,6 @@ class FileSink:
             f.write(line + "\n")
             f.flush()
         return True
-
-
-class ReportSink:
-    """Events to the training service over gRPC (the Kubernetes executor's workers)."""
-
-    def __init__(self, address: str, job_id: str, attempt: str) -> None:
-        import grpc
-
-        from modelport.proto.modelport.training.v1 import training_pb2_grpc
-
-        self.job_id = job_id
-        self.attempt = attempt
-        self._channel = grpc.insecure_channel(address)
-        self._stub = training_pb2_grpc.TrainingStub(self._channel)
-
-    def emit(self, kind: str, **fields: Any) -> bool:
-        from modelport.training.convert import report_request
-
-        request = report_request(self.job_id, self.attempt, kind, fields)
-        return bool(self._stub.ReportEvents(request, timeout=30).keep_running)
 
 
 def read_new(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
