@@ -22,6 +22,7 @@ from modelport.artifacts import datasets as ds
 from modelport.artifacts.refs import check_model_name
 from modelport.errors import InvalidInput, NotFound
 from modelport.registry import tables as t
+from modelport.registry.blob_backends import BlobBackend
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.transactions import as_utc, utcnow
 
@@ -72,9 +73,17 @@ def _info(row: Any) -> DatasetInfo:
 
 
 class DatasetStore:
-    def __init__(self, engine: Engine, blob_dir: Path | str, *, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        blob_dir: Path | str,
+        *,
+        max_upload_bytes: int,
+        backend: BlobBackend | None = None,
+    ) -> None:
         self.engine = engine
-        self.blobs = BlobStore(Path(blob_dir) / "datasets")
+        # Staged on local disk under blob_dir/datasets; kept there or in the registry's bucket.
+        self.blobs = BlobStore(Path(blob_dir) / "datasets", backend)
         self.max_upload_bytes = max_upload_bytes
 
     def check_upload(self, new: NewDataset) -> None:

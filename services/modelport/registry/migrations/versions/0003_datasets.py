@@ -1,7 +1,7 @@
 """Training datasets: content-addressed files with their format, counts and split.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_datasets
+Revises: 0002_derive_jobs
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003_datasets"
+down_revision = "0002_derive_jobs"
 branch_labels = None
 depends_on = None
 
