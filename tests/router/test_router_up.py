@@ -35,8 +35,8 @@ def test_up_serves_the_samples_on_one_address(
     shutil.copytree(sample_repo, data / "models")  # already built: no export at start
     shutil.copytree(sample_dir.parent, data / "models" / "tiny-llama")  # trained: no training
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
-               "--grpc-port", "0", "--registry-port", "0", "--http-port", "0",
-               "--metrics-port", "-1", "--log-level", "warning"]  # fmt: skip
+               "--grpc-port", "0", "--registry-port", "0", "--training-port", "0",
+               "--http-port", "0", "--metrics-port", "-1", "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SERVICES)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -46,7 +46,7 @@ def test_up_serves_the_samples_on_one_address(
             line = process.stderr.readline()
             assert line, "modelport up exited"
             found = re.search(
-                r"router on (\S+:\d+).*registry on (\S+:\d+); OpenAI API on (\S+/v1)", line
+                r"router on (\S+:\d+).*registry on (\S+:\d+);.*OpenAI API on (\S+/v1)", line
             )
             address, registry, openai_url = found.groups() if found else ("", "", "")
         with grpc.insecure_channel(address) as channel:

@@ -43,9 +43,18 @@ class StackSettings(ServerSettings):
     )
     registry_port: int = setting(8003, "The registry's gRPC port.")
     http_port: int = setting(8000, "The OpenAI-compatible API of the router (-1 disables).")
+    training_port: int = setting(8004, "The training service's gRPC port.")
     models: tuple[str, ...] = setting(
         ("simple", "mlp", SAMPLE_DECODER), "Sample models to serve.", cli=False
     )
+    no_generative_sample: bool = setting(
+        False, f"Leave out the generative sample '{SAMPLE_DECODER}' (its first start trains it)."
+    )
+
+    def served_models(self) -> tuple[str, ...]:
+        if self.no_generative_sample:
+            return tuple(name for name in self.models if name != SAMPLE_DECODER)
+        return self.models
 
 
 class LocalStack:
@@ -54,6 +63,8 @@ class LocalStack:
         self.registry: Any = None
         self.inference: list[Any] = []
         self.router: Any = None
+        self.training: Any = None
+        self.training_port = 0
         self.address = ""  # the router's, once started
         self.registry_port = 0
         self.http_port = 0
@@ -68,10 +79,12 @@ class LocalStack:
         from modelport.router.discovery import StaticDiscovery
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
+        from modelport.training.server import TrainingServer, TrainingSettings
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
-        if SAMPLE_DECODER in settings.models:
+        models = settings.served_models()
+        if SAMPLE_DECODER in models:
             await asyncio.to_thread(_build_decoder, repo)
         state = settings.data_dir / "registry"
         state.mkdir(parents=True, exist_ok=True)
@@ -85,10 +98,12 @@ class LocalStack:
         )
         self.registry_port = await self.registry.start()
         registry_address = f"127.0.0.1:{self.registry_port}"
-        for name in settings.models:
+        for name in models:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
-        for name in settings.models:
+        for name in models:
+            # Following the registry: a fine-tuned version aliased `canary` is served
+            # beside `production`, and the router splits traffic between them.
             app = InferenceApp(
                 InferenceSettings(
                     host="127.0.0.1",
@@ -112,9 +127,20 @@ class LocalStack:
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
         self.http_port = self.router.http_port
+        self.training = TrainingServer(
+            TrainingSettings(
+                data_dir=settings.data_dir / "training",
+                registry=registry_address,
+                host=settings.host,
+                grpc_port=settings.training_port,
+            )
+        )
+        self.training_port = await self.training.start()
         return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.training is not None:
+            await self.training.stop(grace)
         if self.router is not None:
             await self.router.stop(grace)
         for app in self.inference:

@@ -25,8 +25,10 @@ def up(**values: object) -> None:
             else ""
         )
         click.echo(
-            f"modelport up: router on {stack.address} (models: {', '.join(settings.models)}); "
-            f"registry on {settings.host}:{stack.registry_port}{openai}",
+            f"modelport up: router on {stack.address} "
+            f"(models: {', '.join(settings.served_models())}); "
+            f"registry on {settings.host}:{stack.registry_port}; "
+            f"training on {settings.host}:{stack.training_port}{openai}",
             err=True,
         )
 
