@@ -99,7 +99,8 @@ class RouterApp:
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
         )
-        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
+        self.fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, self.fleet)
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +120,7 @@ class RouterApp:
             self.poller.watch(replica)
             if POOL_MODEL in replica.models:
                 self.pool_watcher.watch(replica)
+            self.fleet.shared_memory.joined(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
