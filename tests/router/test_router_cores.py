@@ -61,7 +61,7 @@ def test_version_filter_not_found_and_unavailable() -> None:
     assert balancer.pick("m", "2").address == "a:1"
     with pytest.raises(NotFound, match="version '9'"):
         balancer.pick("m", "9")
-    with pytest.raises(NotFound, match="model 'other'"):
+    with pytest.raises(NotFound, match="Request for unknown model: 'other' is not found"):
         balancer.pick("other", "")
     table.apply([Endpoint("m", "a:1", ready=False)])
     with pytest.raises(Unavailable, match="model 'm'"):

@@ -104,11 +104,11 @@ class RouterApp:
             urgent=self._awaited if self.scaling is not None else None,
         )
         self.transport.loads = self.router.balancer.loads
-        fleet = Fleet(self.router, self.transport)
-        self.servicer = RouterServicer(self.router, fleet)
+        self.fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, self.fleet)
         self.http: OpenAIServer | None = None
         if http_port >= 0:
-            backend = RouterGenerationBackend(self.router, fleet)
+            backend = RouterGenerationBackend(self.router, self.fleet)
             self.http = OpenAIServer(OpenAIService(backend))
         self.http_port = http_port
         self.server = GrpcServer(self.options)
@@ -130,6 +130,7 @@ class RouterApp:
             self.poller.watch(replica)
             if POOL_MODEL in replica.models:
                 self.pool_watcher.watch(replica)
+            self.fleet.shared_memory.joined(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)

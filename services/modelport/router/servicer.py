@@ -20,7 +20,7 @@ import grpc
 from modelport import __version__, errors
 from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as pb
-from modelport.router import wire
+from modelport.router import shared_memory, wire
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import FORWARDED_KEYS, forwarded_metadata
@@ -30,7 +30,13 @@ Context = grpc.aio.ServicerContext
 
 SERVICE = "inference.GRPCInferenceService"
 SESSION_KEY = "x-modelport-session"
-EXTENSIONS = ["model_configuration", "model_repository", "statistics", "modelport_router"]
+EXTENSIONS = [
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "system_shared_memory",
+    "modelport_router",
+]
 
 
 def _read_metadata(context: Context) -> str:
@@ -215,6 +221,39 @@ class RouterServicer:
             "and the deployments decide what is loaded"
         )
 
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Context
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return self._fleet.shared_memory.status(request)
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        return await self._fleet.shared_memory.register(request)
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        return await self._fleet.shared_memory.unregister(request)
+
+    # CUDA regions: none are held, so clearing them (as Triton's examples do first) is a
+    # no-op and registering one is refused with the reason.
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Context
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        return shared_memory.cuda_status(request)
+
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        shared_memory.cuda_register(request)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     async def NotAtRouter(self, request: object, context: Context) -> object:
         raise errors.Unimplemented("not available at the router; ask an inference service")
 
@@ -236,14 +275,14 @@ TYPED: dict[str, Any] = {
     "RepositoryIndex": pb.RepositoryIndexRequest,
     "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
     "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
-}
-NOT_AT_ROUTER: dict[str, Any] = {
     "SystemSharedMemoryStatus": pb.SystemSharedMemoryStatusRequest,
     "SystemSharedMemoryRegister": pb.SystemSharedMemoryRegisterRequest,
     "SystemSharedMemoryUnregister": pb.SystemSharedMemoryUnregisterRequest,
     "CudaSharedMemoryStatus": pb.CudaSharedMemoryStatusRequest,
     "CudaSharedMemoryRegister": pb.CudaSharedMemoryRegisterRequest,
     "CudaSharedMemoryUnregister": pb.CudaSharedMemoryUnregisterRequest,
+}
+NOT_AT_ROUTER: dict[str, Any] = {
     "TraceSetting": pb.TraceSettingRequest,
     "LogSettings": pb.LogSettingsRequest,
 }
