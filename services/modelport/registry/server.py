@@ -11,14 +11,14 @@ from modelport.common.server import GrpcServer
 from modelport.errors import InvalidInput
 from modelport.registry import dataset_servicer
 from modelport.registry.blob_backends import BlobBackend, S3Backend
+from modelport.registry.dataset_servicer import DatasetServicer
+from modelport.registry.datasets import DatasetStore
 from modelport.registry.derive_executor import (
     DeriveExecutor,
     KubernetesExecutor,
     KubernetesJobSettings,
     LocalExecutor,
 )
-from modelport.registry.dataset_servicer import DatasetServicer
-from modelport.registry.datasets import DatasetStore
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
