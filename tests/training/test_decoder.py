@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from modelport.training.worker import WorkerSpec, run
 
 from tests.training.tiny_decoder import DATA, build_tiny_decoder, greedy
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("torch_threads")]
 
 PROMPT = "Q: How do I reset my password?\nA:"
 COMPLETION = " Open settings, choose security, then reset password."
@@ -38,10 +39,17 @@ def _finetune(
         work_dir=str(work),
         base_model_dir=str(base),
         dataset_path=str(data),
+        threads=1,
     )
     assert run(spec) == 0
     events = [json.loads(line) for line in (work / "worker-events.jsonl").read_text().splitlines()]
     return work / "output", [e["metrics"]["validation_loss"] for e in events if e["kind"] == "eval"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sample decoder, built once for both methods (a tokenizer is trained for it)."""
+    yield build_tiny_decoder(tmp_path_factory.mktemp("decoder") / "base")
 
 
 def _matching_prefix(text: str) -> int:
@@ -51,9 +59,10 @@ def _matching_prefix(text: str) -> int:
     )
 
 
-def test_full_finetune_lowers_validation_loss_and_learns_the_completion(tmp_path: Path) -> None:
-    base = build_tiny_decoder(tmp_path / "base")
-    output, losses = _finetune(tmp_path, base, Method.FULL, epochs=50, learning_rate=3e-3)
+def test_full_finetune_lowers_validation_loss_and_learns_the_completion(
+    tmp_path: Path, base: Path
+) -> None:
+    output, losses = _finetune(tmp_path, base, Method.FULL, epochs=40, learning_rate=1e-2)
     assert losses[-1] < 0.8 * losses[0], losses
     before, after = greedy(base, PROMPT), greedy(output, PROMPT)
     assert _matching_prefix(after) > _matching_prefix(before) + 8, (before, after)
@@ -63,8 +72,7 @@ def test_full_finetune_lowers_validation_loss_and_learns_the_completion(tmp_path
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= names
 
 
-def test_lora_merges_into_a_plain_model(tmp_path: Path) -> None:
-    base = build_tiny_decoder(tmp_path / "base")
+def test_lora_merges_into_a_plain_model(tmp_path: Path, base: Path) -> None:
     output, losses = _finetune(tmp_path, base, Method.LORA, epochs=4, learning_rate=1e-2)
     assert losses[-1] < losses[0]
     names = {p.name for p in (output / "1").iterdir()}
