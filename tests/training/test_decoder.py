@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 from modelport.artifacts import datasets as ds
+from modelport.client.registry import RegistryClient
+from modelport.inference.generative.hf_loader import load_hf_model
 from modelport.training.jobs import Hyperparameters, Method, ModelKind
 from modelport.training.worker import WorkerSpec, run
 
+from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 from tests.training.tiny_decoder import DATA, build_tiny_decoder, greedy
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("torch_threads")]
@@ -70,6 +73,24 @@ def test_full_finetune_lowers_validation_loss_and_learns_the_completion(
     assert (output / "config.pbtxt").read_text() == (base / "config.pbtxt").read_text()
     names = {p.name for p in (output / "1").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= names
+    # The registry takes it as a generative version (its upload checks), as the child of the
+    # base, and the generative engine's loader reads what comes back out.
+    registry = ThreadedRegistry(registry_settings(tmp_path / "registry"))
+    try:
+        with RegistryClient(registry.address) as client:
+            client.push(base, name="tiny-lm", aliases=["production"])
+            child = client.push(output, name="tiny-lm", parent="tiny-lm@production",
+                                aliases=["canary"], create_model=False)  # fmt: skip
+            assert child.signature.platform == "generative" and child.parent == "tiny-lm:1"
+            client.pull("tiny-lm@canary", tmp_path / "pulled")
+    finally:
+        registry.stop()
+    loaded = load_hf_model(tmp_path / "pulled" / str(child.version), model_name="tiny-lm")
+    assert (
+        loaded.eos_token_ids
+        and loaded.tokenizer.decode(loaded.tokenizer(PROMPT)["input_ids"]) == PROMPT
+    )
+    assert greedy(tmp_path / "pulled", PROMPT) == after
 
 
 def test_lora_merges_into_a_plain_model(tmp_path: Path, base: Path) -> None:
