@@ -61,7 +61,8 @@ def stack(sample_repo: Path, tmp_path: Path) -> Iterator[tuple[str, str, str, Pa
     shutil.copytree(sample_repo, data / "models")  # already built: no export at start
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
                "--grpc-port", "0", "--registry-port", "0", "--training-port", "0",
-               "--metrics-port", "-1", "--log-level", "warning"]  # fmt: skip
+               "--metrics-port", "-1", "--http-port", "-1", "--no-generative-sample",
+               "--log-level", "warning"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         assert process.stderr is not None
@@ -70,7 +71,7 @@ def stack(sample_repo: Path, tmp_path: Path) -> Iterator[tuple[str, str, str, Pa
             line = process.stderr.readline()
             assert line, "modelport up exited"
             found = re.search(
-                r"router on (\S+:\d+).*registry on (\S+:\d+).*training on (\S+)", line
+                r"router on (\S+:\d+).*registry on (\S+:\d+).*training on (\S+:\d+)", line
             )
         # Keep reading its log so the pipe never fills.
         threading.Thread(target=process.stderr.read, daemon=True).start()
