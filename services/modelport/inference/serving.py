@@ -7,13 +7,13 @@ in-band, each answer carrying its request's id, as Triton does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 
-from modelport.errors import InvalidInput, ModelportError, public_message
+from modelport.common import wire
+from modelport.common.stream_window import StreamWindow, answer_as_ready
+from modelport.errors import InvalidInput, MalformedRequest, ModelportError, public_message
 from modelport.inference import codec
 from modelport.inference.model_manager import ModelManager
 from modelport.proto.inference import grpc_service_pb2 as pb
@@ -38,45 +38,37 @@ async def infer(
 
 
 async def stream(
-    manager: ModelManager, requests: AsyncIterator[pb.ModelInferRequest]
+    manager: ModelManager,
+    requests: AsyncIterator[pb.ModelInferRequest],
+    window: StreamWindow | None = None,
 ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-    """Requests run concurrently; each answer (or its error, in-band) is sent as soon
-    as it is ready."""
-    answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-    running: set[asyncio.Task[None]] = set()
+    """Answers as they are ready, each with its request's id; errors in-band, a message
+    that does not parse included (see `common.stream_window.answer_as_ready`)."""
 
-    async def answer(request: pb.ModelInferRequest) -> None:
+    async def respond(request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelStreamInferResponse]:
         try:
             response = await infer(manager, request, None)
-            await answers.put(pb.ModelStreamInferResponse(infer_response=response))
         except Exception as exc:
             if not isinstance(exc, ModelportError):
                 log.exception("stream request failed")
-            echo = pb.ModelInferResponse(
-                model_name=request.model_name, model_version=request.model_version, id=request.id
-            )
-            await answers.put(
-                pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=echo)
-            )
+            yield _stream_error(exc, request.model_name, request.model_version, request.id)
+            return
+        yield pb.ModelStreamInferResponse(infer_response=response)
 
-    async def read() -> None:
-        try:
-            async for request in requests:
-                task = asyncio.create_task(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.gather(*list(running))
-        finally:
-            await answers.put(None)
+    def malformed(exc: MalformedRequest) -> pb.ModelStreamInferResponse:
+        return _stream_error(exc, "", "", wire.readable_id(exc.data))
 
-    reader = asyncio.create_task(read())
-    try:
-        while (item := await answers.get()) is not None:
-            yield item
-    finally:
-        reader.cancel()
-        for task in list(running):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+    answers = answer_as_ready(requests, respond, size=_size, malformed=malformed, window=window)
+    async for answer in answers:
+        yield answer
+
+
+def _size(request: pb.ModelInferRequest) -> int:
+    return request.ByteSize()
+
+
+def _stream_error(
+    exc: Exception, model: str, version: str, request_id: str
+) -> pb.ModelStreamInferResponse:
+    echo = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id)
+    return pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=echo)

@@ -76,6 +76,7 @@ class ReplicaTable:
     replicas: dict[str, Replica] = field(default_factory=dict)
     # (model, version) -> replicas taking traffic for it; rebuilt after any change.
     _candidates: dict[tuple[str, str], list[Replica]] = field(default_factory=dict)
+    _known: frozenset[str] | None = None  # known_models(), kept until the next change
 
     def apply(self, endpoints: Iterable[Endpoint]) -> tuple[list[Replica], list[Replica]]:
         """Make the table match discovery; returns (added, removed) replicas."""
@@ -105,12 +106,20 @@ class ReplicaTable:
             replica.ready = ready[address]
             replica.terminating = terminating[address]
         self._candidates.clear()
+        self._known = None
         return added, removed
 
     def set_versions(self, replica: Replica, versions: dict[str, frozenset[str]]) -> None:
         if versions != replica.versions:
             replica.versions = versions
             self._candidates.clear()
+            self._known = None
+
+    def knows(self, model: str) -> bool:
+        """Some replica is meant to serve `model` (cheap: for labelling every request)."""
+        if self._known is None:
+            self._known = frozenset(self.known_models())
+        return model in self._known
 
     def known_models(self) -> set[str]:
         names: set[str] = set()

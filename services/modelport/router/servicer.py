@@ -8,8 +8,6 @@ a replica serving the model, or from all of them (RepositoryIndex, statistics).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +16,8 @@ import grpc
 
 from modelport import __version__, errors
 from modelport.common import tracing
+from modelport.common.stream_window import answer_as_ready
+from modelport.common.wire import readable_id
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router import wire
 from modelport.router.fleet import Fleet
@@ -80,32 +80,18 @@ class RouterServicer:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
-        """Each request is routed on its own; answers come back in request order."""
-        pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue(maxsize=256)
+        """Each request is routed on its own; answers are sent as they are ready, each
+        with its request's id, as the inference service does (`answer_as_ready`)."""
 
-        async def one(request: bytes) -> bytes:
+        async def respond(request: bytes) -> AsyncIterator[bytes]:
             try:
-                return wire.stream_response(await self._infer(request, context))
+                yield wire.stream_response(await self._infer(request, context))
             except Exception as exc:
-                request_id = ""
-                with contextlib.suppress(ValueError):
-                    request_id = wire.routing_fields(request)[2]
-                only_id = pb.ModelInferResponse(id=request_id).SerializeToString()
-                return wire.stream_error(errors.public_message(exc), only_id)
+                only_id = pb.ModelInferResponse(id=readable_id(request)).SerializeToString()
+                yield wire.stream_error(errors.public_message(exc), only_id)
 
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    await pending.put(asyncio.ensure_future(one(request)))
-            finally:
-                await pending.put(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (task := await pending.get()) is not None:
-                yield await task
-        finally:
-            reader.cancel()
+        async for answer in answer_as_ready(requests, respond, size=len):
+            yield answer
 
     # -- per-model and fleet-wide calls (see `fleet`) ---------------------------
 

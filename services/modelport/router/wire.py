@@ -8,6 +8,11 @@ occurrence on the wire wins, so `request + field` is the edited request.
 
 from __future__ import annotations
 
+from modelport.common.wire import read_varint, routing_fields
+
+__all__ = ["length_delimited", "retarget", "routing_fields", "stream_error", "stream_parts",
+           "stream_response", "varint"]  # fmt: skip
+
 # Field tags (field_number << 3 | wire type 2, length-delimited).
 MODEL_NAME_TAG = b"\x0a"  # ModelInferRequest.model_name = 1
 MODEL_VERSION_TAG = b"\x12"  # ModelInferRequest.model_version = 2
@@ -50,64 +55,16 @@ def stream_error(message: str, infer_response: bytes) -> bytes:
     )
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def routing_fields(request: bytes) -> tuple[str, str, str]:
-    """(model_name, model_version, id) of a serialized ModelInferRequest.
-
-    Walks the top-level fields only, jumping over tensors and parameters
-    without copying them; later occurrences win, as in a full parse.
-    """
-    model = version = request_id = b""
-    pos, end = 0, len(request)
-    try:
-        while pos < end:
-            key, pos = _read_varint(request, pos)
-            wire_type = key & 7
-            if wire_type == 2:
-                size, pos = _read_varint(request, pos)
-                field = key >> 3
-                if field == 1:
-                    model = request[pos : pos + size]
-                elif field == 2:
-                    version = request[pos : pos + size]
-                elif field == 3:
-                    request_id = request[pos : pos + size]
-                pos += size
-            elif wire_type == 0:
-                _, pos = _read_varint(request, pos)
-            elif wire_type == 1:
-                pos += 8
-            elif wire_type == 5:
-                pos += 4
-            else:
-                raise ValueError(f"unsupported wire type {wire_type}")
-        if pos != end:
-            raise ValueError("truncated message")
-        return model.decode(), version.decode(), request_id.decode()
-    except (IndexError, UnicodeDecodeError) as exc:
-        raise ValueError(f"malformed ModelInferRequest: {exc}") from None
-
-
 def stream_parts(message: bytes) -> tuple[str, bytes]:
     """(error_message, infer_response bytes) of a serialized ModelStreamInferResponse."""
     error = b""
     answer = b""
     pos, end = 0, len(message)
     while pos < end:
-        key, pos = _read_varint(message, pos)
+        key, pos = read_varint(message, pos)
         if key & 7 != 2:
             raise ValueError("unexpected field in ModelStreamInferResponse")
-        size, pos = _read_varint(message, pos)
+        size, pos = read_varint(message, pos)
         if key >> 3 == 1:
             error = message[pos : pos + size]
         elif key >> 3 == 2:
