@@ -77,6 +77,8 @@ class ReplicaTable:
     # (model, version) -> replicas taking traffic for it; rebuilt after any change.
     _candidates: dict[tuple[str, str], list[Replica]] = field(default_factory=dict)
     _known: frozenset[str] | None = None  # known_models(), kept until the next change
+    # Told after every change of replicas, readiness or versions (releases held requests).
+    on_change: Callable[[], None] | None = None
 
     def apply(self, endpoints: Iterable[Endpoint]) -> tuple[list[Replica], list[Replica]]:
         """Make the table match discovery; returns (added, removed) replicas."""
@@ -106,20 +108,25 @@ class ReplicaTable:
             replica.ready = ready[address]
             replica.terminating = terminating[address]
         self._candidates.clear()
-        self._known = None
+        self._changed()
         return added, removed
 
     def set_versions(self, replica: Replica, versions: dict[str, frozenset[str]]) -> None:
         if versions != replica.versions:
             replica.versions = versions
             self._candidates.clear()
-            self._known = None
+            self._changed()
 
     def knows(self, model: str) -> bool:
         """Some replica is meant to serve `model` (cheap: for labelling every request)."""
         if self._known is None:
             self._known = frozenset(self.known_models())
         return model in self._known
+
+    def _changed(self) -> None:
+        self._known = None
+        if self.on_change is not None:
+            self.on_change()
 
     def known_models(self) -> set[str]:
         names: set[str] = set()
