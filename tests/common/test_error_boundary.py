@@ -134,7 +134,7 @@ async def start_registry(tmp_path: Path) -> Started:
 SERVERS = {"inference": start_inference, "router": start_router, "registry": start_registry}
 STANDARD = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
 SERVICES = {
-    "inference": ["inference.GRPCInferenceService", *STANDARD],
+    "inference": ["inference.GRPCInferenceService", "modelport.pool.v1.PoolReplica", *STANDARD],
     "router": ["inference.GRPCInferenceService", "modelport.router.v1.RouterAdmin", *STANDARD],
     "registry": ["modelport.registry.v1.ModelRegistry", *STANDARD],
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,12 @@ from modelport import errors
 from modelport.common import tracing
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from modelport.proto.modelport.pool.v1 import pool_pb2, pool_pb2_grpc
 from modelport.router import wire
 from modelport.router.forwarding import BackendUnavailable
 from modelport.router.replicas import Replica
 from modelport.router.stream_mux import InBandError, NotStreaming, StreamClosed, StreamMux
+from modelport.router.versions import PushUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ forwarded_metadata: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] =
     contextvars.ContextVar("forwarded_metadata", default=None)
 )
 FORWARDED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+Served = dict[str, frozenset[str]]
 
 
 class RelayedError(errors.ModelportError):
@@ -126,6 +132,28 @@ class GrpcTransport:
         try:
             return await getattr(replica.handle.stub, method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, replica) from None
+
+    async def watch_served(self, replica: Replica) -> AsyncIterator[Served]:
+        """What the replica serves, pushed by it now and after every change
+        (`modelport.pool.v1.PoolReplica/Watch`); a replica that does not take
+        requests (starting, draining) serves nothing."""
+        stub: pool_pb2_grpc.PoolReplicaAsyncStub = pool_pb2_grpc.PoolReplicaStub(
+            replica.handle.channel
+        )  # type: ignore[assignment]
+        try:
+            async for state in stub.Watch(pool_pb2.WatchPoolRequest()):
+                if not state.serving:
+                    yield {}
+                    continue
+                yield {
+                    m.name: frozenset(str(v) for v in m.versions)
+                    for m in state.served
+                    if m.versions
+                }
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise PushUnsupported(replica.address) from None
             raise domain_error(exc, replica) from None
 
     async def served_versions(self, replica: Replica) -> dict[str, frozenset[str]]:
