@@ -8,6 +8,7 @@ a replica serving the model, or from all of them (RepositoryIndex, statistics).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,14 +52,15 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _routing(request: bytes) -> tuple[str, str, str]:
+def _routing(request: bytes) -> tuple[str, str, str, str]:
+    """(model, version, id, sequence key) of a serialized request, checked."""
     try:
-        model, version, request_id = wire.routing_fields(request)
+        model, version, request_id, sequence = wire.request_routing(request)
     except ValueError as exc:
         raise errors.InvalidInput(str(exc)) from None
     if not model:
         raise errors.InvalidInput("ModelInferRequest: model_name is empty")
-    return model, version, request_id
+    return model, version, request_id, sequence
 
 
 class RouterServicer:
@@ -69,10 +71,10 @@ class RouterServicer:
     # -- inference: raw bytes in, raw bytes out ---------------------------------
 
     async def _infer(self, request: bytes, context: Context) -> bytes:
-        model, version, _ = _routing(request)
+        model, version, _, sequence = _routing(request)
         with tracing.server_span("ModelInfer", context, model=model):
             answer = await self._router.infer(
-                model, version, request, _read_metadata(context), _deadline(context)
+                model, version, request, _read_metadata(context), _deadline(context), sequence
             )
         cold = cold_start_of_request.get()
         if cold is not None:
@@ -86,15 +88,39 @@ class RouterServicer:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
-        """Each request is routed on its own; answers are sent as they are ready, each
-        with its request's id, as the inference service does (`answer_as_ready`)."""
+        """Each request is routed on its own and runs concurrently with the others;
+        answers are sent as they are ready, each with its request's id, as the
+        inference service does (`answer_as_ready`), a request's several answers
+        (a decoupled model) in their order. Requests of one sequence are
+        forwarded one after the other, so the replica holding it gets them in
+        order."""
+        session = _read_metadata(context)
+        last_of: dict[tuple[str, str], asyncio.Future[None]] = {}
 
         async def respond(request: bytes) -> AsyncIterator[bytes]:
+            # Runs in read order up to its first await: a sequence's order is kept.
+            done: asyncio.Future[None] | None = None
             try:
-                yield wire.stream_response(await self._infer(request, context))
+                model, version, _, sequence = _routing(request)
+                if sequence:
+                    key = (model, sequence)
+                    before = last_of.get(key)
+                    done = last_of[key] = asyncio.get_running_loop().create_future()
+                    if before is not None:
+                        await asyncio.wait([before])
+                async for message in self._router.stream(
+                    model, version, request, session, None, sequence
+                ):
+                    yield message
             except Exception as exc:
                 only_id = pb.ModelInferResponse(id=readable_id(request)).SerializeToString()
                 yield wire.stream_error(errors.public_message(exc), only_id)
+            finally:
+                if done is not None:
+                    done.set_result(None)
+                    for key, future in list(last_of.items()):
+                        if future is done:
+                            del last_of[key]
 
         async for answer in answer_as_ready(requests, respond, size=len):
             yield answer

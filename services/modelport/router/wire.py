@@ -8,11 +8,6 @@ occurrence on the wire wins, so `request + field` is the edited request.
 
 from __future__ import annotations
 
-from modelport.common.wire import read_varint, routing_fields
-
-__all__ = ["length_delimited", "retarget", "routing_fields", "stream_error", "stream_parts",
-           "stream_response", "varint"]  # fmt: skip
-
 # Field tags (field_number << 3 | wire type 2, length-delimited).
 MODEL_NAME_TAG = b"\x0a"  # ModelInferRequest.model_name = 1
 MODEL_VERSION_TAG = b"\x12"  # ModelInferRequest.model_version = 2
@@ -55,16 +50,104 @@ def stream_error(message: str, infer_response: bytes) -> bytes:
     )
 
 
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def routing_fields(request: bytes) -> tuple[str, str, str]:
+    """(model_name, model_version, id) of a serialized ModelInferRequest."""
+    model, version, request_id, _ = request_routing(request)
+    return model, version, request_id
+
+
+def request_routing(request: bytes) -> tuple[str, str, str, str]:
+    """(model_name, model_version, id, sequence key) of a serialized ModelInferRequest.
+
+    Walks the top-level fields only, jumping over tensors without copying them;
+    later occurrences win, as in a full parse. The sequence key is the request's
+    `sequence_id` parameter as text ("" when it has none, or it is 0 or "").
+    """
+    model = version = request_id = b""
+    sequence = ""
+    pos, end = 0, len(request)
+    try:
+        while pos < end:
+            key, pos = _read_varint(request, pos)
+            wire_type = key & 7
+            if wire_type == 2:
+                size, pos = _read_varint(request, pos)
+                field = key >> 3
+                if field == 1:
+                    model = request[pos : pos + size]
+                elif field == 2:
+                    version = request[pos : pos + size]
+                elif field == 3:
+                    request_id = request[pos : pos + size]
+                elif field == 4:
+                    sequence = _sequence_entry(request[pos : pos + size]) or sequence
+                pos += size
+            elif wire_type == 0:
+                _, pos = _read_varint(request, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+        if pos != end:
+            raise ValueError("truncated message")
+        return model.decode(), version.decode(), request_id.decode(), sequence
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed ModelInferRequest: {exc}") from None
+
+
+SEQUENCE_ID = b"sequence_id"
+
+
+def _sequence_entry(entry: bytes) -> str:
+    """The value of a `parameters` map entry when its key is sequence_id, else ""."""
+    key = value = b""
+    pos, end = 0, len(entry)
+    while pos < end:
+        tag, pos = _read_varint(entry, pos)
+        if tag & 7 != 2:
+            return ""
+        size, pos = _read_varint(entry, pos)
+        if tag >> 3 == 1:
+            key = entry[pos : pos + size]
+        elif tag >> 3 == 2:
+            value = entry[pos : pos + size]
+        pos += size
+    if key != SEQUENCE_ID or not value:
+        return ""
+    # InferParameter: int64_param = 2 and uint64_param = 5 (varints), string_param = 3.
+    tag, pos = _read_varint(value, 0)
+    if tag in (0x10, 0x28):
+        number, _ = _read_varint(value, pos)
+        return str(number) if number else ""
+    if tag == 0x1A:
+        size, pos = _read_varint(value, pos)
+        return value[pos : pos + size].decode()
+    return ""
+
+
 def stream_parts(message: bytes) -> tuple[str, bytes]:
     """(error_message, infer_response bytes) of a serialized ModelStreamInferResponse."""
     error = b""
     answer = b""
     pos, end = 0, len(message)
     while pos < end:
-        key, pos = read_varint(message, pos)
+        key, pos = _read_varint(message, pos)
         if key & 7 != 2:
             raise ValueError("unexpected field in ModelStreamInferResponse")
-        size, pos = read_varint(message, pos)
+        size, pos = _read_varint(message, pos)
         if key >> 3 == 1:
             error = message[pos : pos + size]
         elif key >> 3 == 2:
