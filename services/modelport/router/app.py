@@ -79,16 +79,18 @@ class RouterApp:
                 scaling.max_hold_seconds,
                 scaling.idle_seconds,
             )
-            self.table.on_change = self.scaling.on_table_change
         self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
         latency = None
         if metrics:
             from modelport.router import telemetry
 
             latency = telemetry.latency_histogram().record
+        # Aliases move once a replica serves the new version (see `Planner`).
+        planner = Planner(served=lambda model, version: bool(self.table.candidates(model, version)))
+        self.table.on_change = self._table_changed
         self.router = Router(
             self.table,
-            Planner(),
+            planner,
             self.transport,
             ProtobufCodec(),
             scaling=self.scaling,
@@ -102,6 +104,7 @@ class RouterApp:
             self.transport.served_versions,
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
+            push=self.transport.watch_served,
         )
         self.transport.loads = self.router.balancer.loads
         self.fleet = Fleet(self.router, self.transport)
@@ -116,6 +119,11 @@ class RouterApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def _table_changed(self) -> None:
+        self.router.planner.replicas_changed()
+        if self.scaling is not None:
+            self.scaling.on_table_change()
 
     def _awaited(self, replica: Replica) -> bool:
         """Requests are held for a model this replica will serve but does not yet."""
