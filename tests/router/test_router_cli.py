@@ -14,13 +14,15 @@ from pathlib import Path
 
 import grpc
 from click.testing import CliRunner
+from modelport.cli.routes import routes
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from modelport.router.cli import routes
 
 from tests.router.router_helpers import simple_request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-SERVE = "from modelport.router.cli import serve_router; serve_router(prog_name='serve router')"
+SERVE = (
+    "from modelport.cli.serve_router import serve_router; serve_router(prog_name='serve router')"
+)
 
 
 async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelport.common.cli_options import option
+from modelport.cli.options import option
 
 
 @click.command()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from modelport.encryption.keyring import Keyring, WrappedKey, fingerprint, new_key
-from modelport.encryption.sealed import SealingWriter, open_sealed
+from modelport.artifacts.keyring import Keyring, WrappedKey, fingerprint, new_key
+from modelport.artifacts.sealed_blobs import SealingWriter, open_sealed
 from modelport.errors import DataLoss, FailedPrecondition, InvalidInput
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelport.common.cli_options import common_server_options, option
+from modelport.cli.options import common_server_options, option
 
 
 @click.command("registry")

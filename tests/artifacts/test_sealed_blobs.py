@@ -9,8 +9,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from modelport.encryption.keyring import new_key
-from modelport.encryption.sealed import (
+from modelport.artifacts.keyring import new_key
+from modelport.artifacts.sealed_blobs import (
     HEADER_BYTES,
     TAG_BYTES,
     SealedReader,
