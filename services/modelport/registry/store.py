@@ -17,6 +17,8 @@ from sqlalchemy import Engine, Row, select
 
 from modelport.artifacts import archive
 from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
+from modelport.artifacts.sealed_files import SealedFiles
+from modelport.artifacts.sealed_files import remove as remove_sealed
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
 from modelport.registry import tables as t
@@ -55,11 +57,18 @@ class RegistryStore:
         *,
         max_upload_bytes: int,
         stale_upload_seconds: float = 3600.0,
+        sealing: SealedFiles | None = None,
+        scratch_dir: Path | None = None,
     ) -> RegistryStore:
-        """Open the database, migrate it, and sweep what a crash may have left in the blob dir."""
+        """Open the database, migrate it, and sweep what a crash may have left in the blob dir.
+
+        With `sealing`, blobs are encrypted at rest and plaintext exists only in
+        `scratch_dir` (default: the blob dir's tmp/) while an upload is checked.
+        """
         engine = open_engine(database)
         migrate(engine)
-        store = cls(engine, BlobStore(blob_dir), max_upload_bytes=max_upload_bytes)
+        blobs = BlobStore(blob_dir, sealing, scratch_dir)
+        store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
         store.sweep(stale_upload_seconds)
         return store
 
@@ -160,6 +169,7 @@ class RegistryStore:
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
         prepared: archive.PreparedArchive | None = None
+        durable = stored
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -169,9 +179,9 @@ class RegistryStore:
                 )
             parent = self.resolve(new.parent) if new.parent else None
             prepared = archive.prepare(sink.path, new.model, work, stored, self.max_upload_bytes)
-            self.blobs.make_durable(prepared.path)
+            durable = self.blobs.make_durable(prepared.path)
             with self.writer.write() as tx:
-                self.blobs.place(prepared.path, prepared.sha256)
+                self.blobs.place(durable, prepared.sha256)
                 if (
                     new.create_model
                     and not tx.conn.execute(
@@ -205,6 +215,7 @@ class RegistryStore:
                     self._move_alias(tx, model, alias, version)
         except BaseException:
             stored.unlink(missing_ok=True)
+            remove_sealed(durable)
             if prepared is not None:  # placed, but its row never committed
                 self._drop_unreferenced({prepared.sha256})
             raise
