@@ -22,7 +22,7 @@ import grpc
 
 from modelport.artifacts.archive import materialize, pack_directory
 from modelport.artifacts.hashing import directory_digest, sha256_of
-from modelport.client.channel import ModelportClientError
+from modelport.client.channel import ModelportClientError, TlsOptions, sync_channel
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
@@ -69,16 +69,21 @@ def parse_policy(
 
 
 class RegistryClient:
-    def __init__(self, address: str = "", *, timeout: float = 30.0) -> None:
+    """`address` may be `grpcs://host:port` (TLS with the system CAs) or take `tls`
+    (a CA, and a client certificate for mTLS); `api_key` (an API key or a bearer
+    JWT) is sent on every call."""
+
+    def __init__(
+        self,
+        address: str = "",
+        *,
+        timeout: float = 30.0,
+        tls: TlsOptions | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        self._channel = sync_channel(self.address, tls, api_key)
         self.stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
 
     def close(self) -> None:
