@@ -1,16 +1,13 @@
 """Envelope encryption: data keys wrapped by KEKs from a file, re-wrapped on
-rotation without touching the blob, and models loaded straight from ciphertext."""
+rotation without touching the blob."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from modelport.artifacts.keyring import Keyring, WrappedKey, fingerprint, new_key
 from modelport.artifacts.sealed_blobs import SealingWriter, open_sealed
@@ -105,35 +102,3 @@ def test_a_file_with_one_bare_key_is_named_by_its_fingerprint(tmp_path: Path) ->
 def test_bad_keyring_files_are_rejected(text: bytes, fault: str) -> None:
     with pytest.raises(InvalidInput, match=fault):
         Keyring.parse(text)
-
-
-def test_models_load_from_a_sealed_archive_without_plaintext_on_disk(
-    sample_repo: Path, tmp_path: Path
-) -> None:
-    """A stored archive (tar) of the samples sealed on disk: tarfile, torch.jit.load and
-    torch.export.load read their members straight from the decrypting reader."""
-    archive = io.BytesIO()
-    members = {
-        "config.pbtxt": sample_repo / "simple" / "config.pbtxt",
-        "simple/model.pt": sample_repo / "simple" / "1" / "model.pt",
-        "mlp/model.pt2": sample_repo / "mlp" / "1" / "model.pt2",
-    }
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name, source in members.items():
-            tar.add(source, arcname=name)
-    key = new_key()
-    path = tmp_path / "archive.sealed"
-    with path.open("wb") as f, SealingWriter(f, key, 64 * 1024) as writer:
-        writer.write(archive.getvalue())
-    assert members["simple/model.pt"].read_bytes()[:256] not in path.read_bytes()
-
-    with open_sealed(path, key) as reader, tarfile.open(fileobj=reader, mode="r:") as tar:
-        assert tar.getnames() == list(members)
-        script = torch.jit.load(tar.extractfile("simple/model.pt"))  # type: ignore[arg-type]
-        program = torch.export.load(tar.extractfile("mlp/model.pt2"))  # type: ignore[arg-type]
-    a = torch.arange(16, dtype=torch.int32).reshape(1, 16)
-    assert torch.equal(script(a, a)[0], a * 2)
-    x = torch.rand(2, 256)
-    expected = torch.export.load(members["mlp/model.pt2"]).module()(x)
-    assert torch.equal(program.module()(x), expected)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.sealed"]
