@@ -6,6 +6,7 @@
     files = TlsFiles.write(tmp_path, ca, server=server, client=client)
 
 Keys are EC P-256 (fast to generate); certificates live one day unless told.
+`make_certificates` writes the chart Secret's three files (one leaf for both ends).
 """
 
 from __future__ import annotations
@@ -163,3 +164,22 @@ class TlsFiles:
 def localhost_server(ca: CertificateAuthority, name: str = "modelport") -> Issued:
     """A server certificate valid for localhost and 127.0.0.1."""
     return ca.issue(name, dns=["localhost"], ips=["127.0.0.1"])
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    ca: Path  # ca.crt
+    cert: Path  # tls.crt
+    key: Path  # tls.key
+
+
+def make_certificates(folder: Path, server_name: str = "modelport.internal") -> CertFiles:
+    """ca.crt, tls.crt and tls.key in `folder`, named as in the chart's Secret: one
+    certificate (SANs: the server name, localhost, 127.0.0.1) for server and client."""
+    ca = CertificateAuthority()
+    leaf = ca.issue(server_name, dns=[server_name, "localhost"], ips=["127.0.0.1"], client=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ca.crt").write_bytes(ca.cert_pem)
+    (folder / "tls.crt").write_bytes(leaf.cert_pem)
+    (folder / "tls.key").write_bytes(leaf.key_pem)
+    return CertFiles(folder / "ca.crt", folder / "tls.crt", folder / "tls.key")
