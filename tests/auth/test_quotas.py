@@ -82,6 +82,23 @@ def test_concurrency_is_limited_until_admissions_are_released() -> None:
     second.release()
 
 
+def test_a_stream_holds_one_slot_and_takes_a_token_per_message() -> None:
+    clock = Clock()
+    quotas = quotas_for(spec(requests_per_second=10, burst=3, concurrency=1), clock)
+    stream = quotas.admit("team-a", "mlp")
+    stream.take_request()
+    stream.take_request()
+    with pytest.raises(QuotaExceeded, match="requests/s"):
+        stream.take_request()
+    with pytest.raises(QuotaExceeded, match="concurrency"):
+        quotas.admit("team-a", "mlp")
+    clock.now += 0.1
+    stream.take_request()
+    stream.release()
+    clock.now += 0.1
+    quotas.admit("team-a", "mlp").release()  # the slot is free again
+
+
 def test_a_model_limit_applies_inside_the_tenant_and_a_refusal_takes_nothing() -> None:
     clock = Clock()
     quotas = quotas_for(

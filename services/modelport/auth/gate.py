@@ -89,6 +89,23 @@ class Pass:
         self.release()
 
 
+class _Derived:
+    """`extend(base())`, computed again only when `base()` gives a new policy."""
+
+    def __init__(self, base: Callable[[], Policy], extend: Callable[[Policy], Policy]) -> None:
+        self._base = base
+        self._extend = extend
+        self._seen: Policy | None = None
+        self._value = Policy()
+
+    def __call__(self) -> Policy:
+        base = self._base()
+        if base is not self._seen:
+            self._value = self._extend(base)
+            self._seen = base
+        return self._value
+
+
 class Gate:
     def __init__(
         self,
@@ -104,23 +121,30 @@ class Gate:
 
     @classmethod
     def from_settings(
-        cls, settings: AuthSettings, on_reject: Callable[[str, str], None] | None = None
+        cls,
+        settings: AuthSettings,
+        on_reject: Callable[[str, str], None] | None = None,
+        extend: Callable[[Policy], Policy] | None = None,
     ) -> Gate:
-        """Files in force from now on, each re-read when it changes."""
+        """Files in force from now on, each re-read when it changes; `extend` adds to
+        the policy read from the file (each time it changes)."""
         policy_file = WatchedFile(settings.policy_file, Policy.parse)
+        policy: Callable[[], Policy] = policy_file.get
+        if extend is not None:
+            policy = _Derived(policy_file.get, extend)
         jwt_settings = settings.jwt_settings()
         authenticator = Authenticator(
             api_keys=ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None,
             jwt=JwtVerifier(jwt_settings) if jwt_settings else None,
-            peers=lambda: policy_file.get().peers,
+            peers=lambda: policy().peers,
         )
-        quotas = Quotas(lambda tenant: policy_file.get().quota_of(tenant), on_reject=on_reject)
+        quotas = Quotas(lambda tenant: policy().quota_of(tenant), on_reject=on_reject)
         reloaders = [policy_file.reload]
         if authenticator.api_keys is not None:
             reloaders.append(authenticator.api_keys.reload)
         if authenticator.jwt is not None:
             reloaders.append(authenticator.jwt.reload)
-        return cls(authenticator, policy_file.get, quotas, reloaders)
+        return cls(authenticator, policy, quotas, reloaders)
 
     def reload(self) -> bool:
         """Check every file now (each is also checked every second on use, and on

@@ -166,31 +166,30 @@ class _Limits:
 
 
 class Admission:
-    """Permission to run one request: release it when the request ends."""
+    """Permission to run one request (or one stream of them): release it at the end."""
 
-    def __init__(
-        self,
-        quotas: Quotas | None,
-        tenant: str,
-        model: str,
-        slots: list[ConcurrencyLimit],
-        token_buckets: list[TokenBucket],
-    ) -> None:
+    def __init__(self, quotas: Quotas | None, tenant: str, model: str, limits: _Limits) -> None:
         self._quotas = quotas
         self.tenant = tenant
         self.model = model
-        self._slots = slots
-        self._token_buckets = token_buckets
+        self._limits = limits
+        self._released = False
+
+    def take_request(self) -> None:
+        """One more request inside this admission (the next message of a stream):
+        a token from each request rate, or QuotaExceeded. Slots are already held."""
+        if self._quotas is not None:
+            self._quotas._take(self.tenant, self._limits)
 
     def charge_tokens(self, count: float) -> None:
         """Count `count` generated tokens against the tenant's (and model's) token rate."""
         if self._quotas is not None and count > 0:
-            self._quotas._charge(self._token_buckets, count)
+            self._quotas._charge([b for _, b in self._limits.tokens], count)
 
     def release(self) -> None:
-        if self._quotas is not None and self._slots:
-            self._quotas._leave(self._slots)
-        self._slots = []
+        if self._quotas is not None and not self._released:
+            self._quotas._leave([slot for _, slot in self._limits.slots])
+        self._released = True
 
     def __enter__(self) -> Admission:
         return self
@@ -269,23 +268,32 @@ class Quotas:
                         f"{scope} has {limit.limit} requests in flight, its concurrency limit",
                         self._concurrency_retry_after,
                     )
-            for kind, buckets, what in (
-                (REQUESTS, limits.requests, "requests/s"),
-                (TOKENS, limits.tokens, "generated tokens/s"),
-            ):
-                waits = [(b.wait_for(1.0, now), scope, b) for scope, b in buckets]
-                worst = max(waits, key=lambda w: w[0], default=None)
-                if worst is not None and worst[0] > 0:
-                    wait, scope, bucket = worst
-                    self._reject(
-                        tenant, kind, f"{scope} is over its quota of {bucket.rate:g} {what}", wait
-                    )
+            self._check(tenant, limits, now, tokens=True)
             for _, bucket in limits.requests:
                 bucket.charge(1.0, now)
             for _, limit in limits.slots:
                 limit.in_flight += 1
-            slots = [slot for _, slot in limits.slots]
-            return Admission(self, tenant, model, slots, [b for _, b in limits.tokens])
+            return Admission(self, tenant, model, limits)
+
+    def _check(self, tenant: str, limits: _Limits, now: float, tokens: bool) -> None:
+        kinds = [(REQUESTS, limits.requests, "requests/s")]
+        if tokens:
+            kinds.append((TOKENS, limits.tokens, "generated tokens/s"))
+        for kind, buckets, what in kinds:
+            waits = [(b.wait_for(1.0, now), scope, b) for scope, b in buckets]
+            worst = max(waits, key=lambda w: w[0], default=None)
+            if worst is not None and worst[0] > 0:
+                wait, scope, bucket = worst
+                self._reject(
+                    tenant, kind, f"{scope} is over its quota of {bucket.rate:g} {what}", wait
+                )
+
+    def _take(self, tenant: str, limits: _Limits) -> None:
+        with self._lock:
+            now = self._clock()
+            self._check(tenant, limits, now, tokens=False)
+            for _, bucket in limits.requests:
+                bucket.charge(1.0, now)
 
     def _reject(self, tenant: str, kind: str, message: str, retry_after: float) -> None:
         if self._on_reject is not None:

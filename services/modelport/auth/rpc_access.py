@@ -23,12 +23,40 @@ class RpcAccess:
     action: str | None
     # The model a request names ("" for none); None when the RPC is not about one model.
     model: Callable[[Any], str] | None = None
-    # The answer lists models: only those the caller may `action` stay in it.
-    lists: bool = False
+    # The answer lists models: `keep(response, allowed)` leaves in it only the models
+    # for which `allowed(model)` holds (those the caller may `action`).
+    keep: Callable[[Any, Callable[[str], bool]], Any] | None = None
     # A change (registry write, model control): one audit event per call, whatever its outcome.
     audited: bool = False
     # Client-streaming or bidi: `model` reads each message, checked as it arrives.
     per_message: bool = False
+    # Client-streaming uploads: the bytes a message carries, counted against the
+    # tenant's daily upload allowance.
+    bytes_of: Callable[[Any], int] | None = None
+
+    @property
+    def lists(self) -> bool:
+        return self.keep is not None
+
+
+def _keep(field: str, key: str = "name") -> Callable[[Any, Callable[[str], bool]], Any]:
+    """Filter the repeated `field` of a response by each item's `key`."""
+
+    def keep(response: Any, allowed: Callable[[str], bool]) -> Any:
+        items = getattr(response, field)
+        kept = [item for item in items if allowed(getattr(item, key))]
+        if len(kept) != len(items):
+            del items[:]
+            items.extend(kept)
+        return response
+
+    return keep
+
+
+def _keep_event(event: Any, allowed: Callable[[str], bool]) -> Any:
+    """A watch event of a model the caller may not read is dropped (None); events
+    about no model (CAUGHT_UP) pass."""
+    return event if not event.model or allowed(event.model) else None
 
 
 def _name(request: Any) -> str:
@@ -62,8 +90,8 @@ INFERENCE: dict[str, RpcAccess] = {
     "ModelInfer": RpcAccess("infer", _model_name),
     "ModelStreamInfer": RpcAccess("stream", _model_name, per_message=True),
     # An empty name asks for every model: the answer keeps those the caller may see.
-    "ModelStatistics": RpcAccess("statistics", _name, lists=True),
-    "RepositoryIndex": RpcAccess("metadata", lists=True),
+    "ModelStatistics": RpcAccess("statistics", _name, keep=_keep("model_stats")),
+    "RepositoryIndex": RpcAccess("metadata", keep=_keep("models")),
     "RepositoryModelLoad": RpcAccess("model-control", _model_name, audited=True),
     "RepositoryModelUnload": RpcAccess("model-control", _model_name, audited=True),
     # Server-wide administration: model control on no particular model.
@@ -80,11 +108,15 @@ INFERENCE: dict[str, RpcAccess] = {
 REGISTRY: dict[str, RpcAccess] = {
     "CreateModel": RpcAccess("push", _name, audited=True),
     "GetModel": RpcAccess("read", _name),
-    "ListModels": RpcAccess("read", lists=True),
+    "ListModels": RpcAccess("read", keep=_keep("models")),
     "DeleteModel": RpcAccess("delete", _name, audited=True),
     # The model is in the first message's header.
     "UploadVersion": RpcAccess(
-        "push", lambda r: str(r.header.model), audited=True, per_message=True
+        "push",
+        lambda r: str(r.header.model),
+        audited=True,
+        per_message=True,
+        bytes_of=lambda r: len(r.chunk),
     ),
     "DownloadVersion": RpcAccess("read", _ref_model),
     "GetVersion": RpcAccess("read", _ref_model),
@@ -98,12 +130,12 @@ REGISTRY: dict[str, RpcAccess] = {
     "SetTrafficPolicy": RpcAccess("policy", _model, audited=True),
     "GetTrafficPolicy": RpcAccess("read", _model),
     # Named models are checked; with none, events of unreadable models are left out.
-    "Watch": RpcAccess("read", lists=True),
-    "ListAuditEvents": RpcAccess("admin", _model, lists=True),
+    "Watch": RpcAccess("read", keep=_keep_event),
+    "ListAuditEvents": RpcAccess("admin", _model, keep=_keep("events", "model")),
 }
 
 ROUTER: dict[str, RpcAccess] = {
-    "ListRoutes": RpcAccess("metadata", lists=True),
+    "ListRoutes": RpcAccess("metadata", _model_name, keep=_keep("models")),
 }
 
 SERVICES: dict[str, dict[str, RpcAccess]] = {

@@ -99,6 +99,30 @@ class RegistryClient:
     def wait_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
 
+    # -- audit -------------------------------------------------------------------
+
+    @_maps_rpc_errors
+    def audit_events(
+        self,
+        *,
+        model: str = "",
+        tenant: str = "",
+        action: str = "",
+        outcome: str = "",
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[pb.AuditEvent]:
+        """The audit trail (registry writes, model-control calls), newest first."""
+        request = pb.ListAuditEventsRequest(
+            model=model, tenant=tenant, action=action, outcome=outcome, limit=limit
+        )
+        if since is not None:
+            request.since.FromNanoseconds(int(since * 1e9))
+        if until is not None:
+            request.until.FromNanoseconds(int(until * 1e9))
+        return list(self.stub.ListAuditEvents(request, timeout=self.timeout).events)
+
     # -- models ------------------------------------------------------------------
 
     @_maps_rpc_errors

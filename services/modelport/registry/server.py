@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
+from modelport.artifacts.keyring import Keyring
+from modelport.artifacts.sealed_files import SealedFiles
+from modelport.auth.files import WatchedFile
+from modelport.common.access_config import add_controlled, build_access_control
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.registry.audit_log import DatabaseAuditLog
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
+from modelport.registry.upload_ledger import DatabaseUploadLedger
 
 __all__ = ["RegistryServer", "RegistrySettings", "run"]
 
@@ -39,12 +46,24 @@ class RegistryServer:
             settings.blob_dir,
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
+            sealing=sealing_of(settings.kek_file),
+            scratch_dir=settings.scratch_dir,
         )
-        self.servicer = RegistryServicer(self.store)
+        audit_log = DatabaseAuditLog(self.store.engine)
+        self.servicer = RegistryServicer(self.store, audit_log)
         self.servicer.attach(asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
-        self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
+        access = build_access_control(
+            "registry",
+            settings,
+            audit_sink=audit_log,
+            upload_ledger=DatabaseUploadLedger(self.store.engine),
+        )
+        self.grpc.add_service(
+            SERVICE_NAME,
+            lambda server: add_controlled(server, lambda s: register(s, servicer), access),
+        )
         port = await self.grpc.start()
         await self.grpc.set_serving("", True)
         await self.grpc.set_serving(SERVICE_NAME, True)
@@ -74,6 +93,13 @@ class RegistryServer:
     async def wait(self) -> None:
         assert self.grpc is not None
         await self.grpc.wait()
+
+
+def sealing_of(kek_file: Path | None) -> SealedFiles | None:
+    """Encryption at rest under the keyring in `kek_file` (re-read when it changes)."""
+    if kek_file is None:
+        return None
+    return SealedFiles(WatchedFile(kek_file, Keyring.parse).get)
 
 
 def run(settings: RegistrySettings) -> None:

@@ -17,10 +17,11 @@ import grpc
 from modelport.common import tracing
 from modelport.common.grpc_errors import maps_errors
 from modelport.common.metrics import meter
-from modelport.errors import Cancelled, InvalidInput
+from modelport.errors import Cancelled, FailedPrecondition, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
+from modelport.registry.audit_log import DatabaseAuditLog
 from modelport.registry.records import VersionInfo
 from modelport.registry.store import RegistryStore
 
@@ -41,8 +42,9 @@ _subscribers = _meter.create_up_down_counter(
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, audit_log: DatabaseAuditLog | None = None) -> None:
         self.store = store
+        self.audit_log = audit_log
         self._wakeups: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -240,6 +242,17 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     ) -> pb.TrafficPolicy:
         policy = await asyncio.to_thread(self.store.get_policy, request.model)
         return convert.policy_msg(request.model, policy)
+
+    # -- audit -------------------------------------------------------------------
+
+    @maps_errors
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Any
+    ) -> pb.ListAuditEventsResponse:
+        if self.audit_log is None:
+            raise FailedPrecondition("this registry keeps no audit log")
+        events = await asyncio.to_thread(self.audit_log.query, convert.audit_query(request))
+        return pb.ListAuditEventsResponse(events=[convert.audit_event_msg(e) for e in events])
 
     # -- watch -------------------------------------------------------------------
 
