@@ -5,6 +5,7 @@ retry-after trailer, and every write in the audit log (refusals included)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -165,3 +166,42 @@ def test_every_write_is_in_the_audit_log(
     ]
     assert all(e.method == "api-key" and e.peer.startswith("ipv4:127.0.0.1") for e in events)
     assert {e.model for e in history} == {"a-audited"} and len(history) == 3
+
+
+def test_the_cli_reads_the_trail_with_a_key_from_the_environment(
+    secured: ThreadedRegistry, keys: dict[str, str], make_model: Callable[..., Path]
+) -> None:
+    from click.testing import CliRunner
+    from modelport.cli import main
+
+    runner = CliRunner()
+    env = {"MODELPORT_REGISTRY": secured.address, "COLUMNS": "200"}
+    pushed = runner.invoke(
+        main,
+        ["models", "push", str(make_model("scale", 2.0)), "--name", "a-cli", "--alias", "canary"],
+        env={**env, "MODELPORT_API_KEY": keys["team-a"]},
+    )
+    assert pushed.exit_code == 0, pushed.output
+    refused = runner.invoke(main, ["models", "list"], env=env)
+    assert refused.exit_code != 0 and "UNAUTHENTICATED" in refused.output
+    trail = runner.invoke(main, ["audit", "--json", "--api-key", keys["ops"]], env=env)
+    assert trail.exit_code == 0, trail.output
+    events = json.loads(trail.output)
+    assert [(e["operation"], e["tenant"], e["model"]) for e in events][:1] == [
+        ("UploadVersion", "team-a", "a-cli")
+    ]
+    history = runner.invoke(
+        main, ["models", "history", "a-cli"], env={**env, "MODELPORT_API_KEY": keys["ops"]}
+    )
+    assert (
+        history.exit_code == 0 and "UploadVersion" in history.output and "team-a" in history.output
+    )
+    # A tenant that may read the model but not its trail still sees the alias history.
+    partial = runner.invoke(
+        main, ["models", "history", "a-cli"], env={**env, "MODELPORT_API_KEY": keys["team-b"]}
+    )
+    assert (
+        partial.exit_code == 0
+        and "canary" in partial.output
+        and "PERMISSION_DENIED" in partial.output
+    )
