@@ -15,10 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from modelport.common.tls_rotation import (
+from modelport.common.tls import (
     ChannelMaker,
     ClientTlsFiles,
-    ServerTlsFiles,
+    TlsFiles,
     check_pair,
     reloading_server_credentials,
 )
@@ -66,7 +66,7 @@ async def serve(mount: SecretMount) -> tuple[grpc.aio.Server, int]:
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("t.Echo", {"Call": handler})]
     )
-    files = ServerTlsFiles(mount.path("tls.crt"), mount.path("tls.key"), mount.path("ca.crt"))
+    files = TlsFiles(mount.path("tls.crt"), mount.path("tls.key"), mount.path("ca.crt"))
     port = server.add_secure_port(
         "127.0.0.1:0", reloading_server_credentials(files, check_seconds=0)
     )

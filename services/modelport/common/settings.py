@@ -18,7 +18,7 @@ from typing import Any, Literal, Self
 
 from modelport.auth.gate import AuthSettings
 from modelport.common.server import ServerOptions
-from modelport.common.tls import TlsFiles
+from modelport.common.tls import ClientTlsFiles, TlsFiles
 from modelport.errors import InvalidInput
 
 ENV_PREFIX = "MODELPORT_"
@@ -122,6 +122,8 @@ class ServerSettings:
         if self.allowed_peers and self.tls_ca_file is None:
             raise InvalidInput("--allowed-peer needs --tls-ca-file (client certificates)")
         _ = self.auth  # an incomplete JWT configuration fails here too
+        if isinstance(self, UpstreamSettings):
+            _ = self.upstream_tls
 
     @property
     def max_message_bytes(self) -> int:
@@ -163,6 +165,40 @@ class ServerSettings:
             max_message_bytes=self.max_message_bytes,
             tls=self.tls,
             **more,
+        )
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """How a service dials the services it depends on (router → replicas and registry,
+    inference → registry): TLS with this CA, mutual TLS with this certificate."""
+
+    upstream_tls_ca_file: Path | None = setting(
+        None,
+        "CA bundle (PEM) to verify upstream servers with: turns on TLS to them.",
+        path="file",
+    )
+    upstream_tls_cert_file: Path | None = setting(
+        None, "Client certificate (PEM) presented upstream (mutual TLS).", path="file"
+    )
+    upstream_tls_key_file: Path | None = setting(
+        None, "Private key (PEM) of --upstream-tls-cert-file.", path="file"
+    )
+    upstream_tls_server_name: str = setting(
+        "", "Name upstream certificates are checked against, if not the address's host."
+    )
+
+    @property
+    def upstream_tls(self) -> ClientTlsFiles | None:
+        if self.upstream_tls_ca_file is None:
+            if self.upstream_tls_cert_file or self.upstream_tls_key_file:
+                raise InvalidInput("--upstream-tls-cert-file needs --upstream-tls-ca-file")
+            return None
+        return ClientTlsFiles(
+            self.upstream_tls_ca_file,
+            self.upstream_tls_cert_file,
+            self.upstream_tls_key_file,
+            self.upstream_tls_server_name,
         )
 
 

@@ -15,6 +15,7 @@ import sys
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.common.tls import ChannelMaker
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
@@ -79,7 +80,11 @@ class InferenceApp:
             await self.manager.load_all()
         if settings.registry and settings.models:
             self.follower = RegistryFollower(
-                self.manager, settings.registry, settings.models, settings.cache_dir.expanduser()
+                self.manager,
+                settings.registry,
+                settings.models,
+                settings.cache_dir.expanduser(),
+                channels=ChannelMaker(settings.upstream_tls),
             )
             self.follower.start()
             await self.follower.ready.wait()

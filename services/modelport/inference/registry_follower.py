@@ -25,6 +25,7 @@ import grpc
 
 from modelport.artifacts.refs import Ref
 from modelport.common import tracing
+from modelport.common.tls import ChannelMaker
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -53,9 +54,12 @@ class RegistryFollower:
         *,
         min_backoff: float = 0.2,
         max_backoff: float = 10.0,
+        channels: ChannelMaker | None = None,
     ) -> None:
         self.manager = manager
         self.address = address
+        # Plaintext unless upstream TLS is configured (or the address is grpcs://).
+        self.channels = channels or ChannelMaker()
         self.refs: dict[str, list[Ref]] = {}
         for text in refs:
             ref = Ref.parse(text)
@@ -88,10 +92,11 @@ class RegistryFollower:
         tried_cache = False
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.address) as channel:
-                    stub = registry_pb2_grpc.ModelRegistryStub(channel)
-                    await self._follow(stub)
-                failures = 0  # the stream ended cleanly (registry draining): reconnect
+                await self.channels.run_with(
+                    self.address,
+                    lambda channel: self._follow(registry_pb2_grpc.ModelRegistryStub(channel)),
+                )
+                failures = 0  # ended cleanly (registry draining) or certificates rotated
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
@@ -112,6 +117,9 @@ class RegistryFollower:
                 await self._serve_from_cache()
             delay = min(self.max_backoff, self.min_backoff * 2 ** min(failures, 16))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _follow_on(self, channel: grpc.aio.Channel) -> None:
+        await self._follow(registry_pb2_grpc.ModelRegistryStub(channel))
 
     async def _follow(self, stub: registry_pb2_grpc.ModelRegistryStub) -> None:
         """Sync every model, then apply changes from Watch until the stream breaks."""

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from modelport.common.settings import ServerSettings, setting
+from modelport.common.settings import ServerSettings, UpstreamSettings, setting
 
 
 @dataclass(frozen=True)
-class InferenceSettings(ServerSettings):
+class InferenceSettings(ServerSettings, UpstreamSettings):
     model_repository: Path | None = setting(
         None,
         "Triton-layout model repository (<model>/config.pbtxt, <model>/<version>/model.pt2).",

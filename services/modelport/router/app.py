@@ -13,6 +13,7 @@ import logging
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
+from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
 from modelport.router.admin import RouterAdminServicer
@@ -40,12 +41,15 @@ class RouterApp:
         index_interval: float = 5.0,
         metrics: bool = False,
         multiplex: bool = False,
+        upstream_tls: ClientTlsFiles | None = None,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
-        self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
+        self.transport = GrpcTransport(
+            self.options.max_message_bytes, multiplex=multiplex, tls=upstream_tls
+        )
         self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
         self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
         self.servicer = RouterServicer(self.router, self.transport)
@@ -87,9 +91,21 @@ class RouterApp:
             loop.create_task(
                 self._keep_running("policies", self.policies.run, self.router.planner.update)
             ),
+            loop.create_task(self._redial_on_rotation()),
         ]
         self.port = await self.server.start()
         return self.port
+
+    async def _redial_on_rotation(self, check_seconds: float = 5.0) -> None:
+        """Rotated client certificates: every replica gets a new channel."""
+        while True:
+            await asyncio.sleep(check_seconds)
+            if self.transport.rotated():
+                log.info("client certificate changed: new channels to every replica")
+                for replica in list(self.table.replicas.values()):
+                    task = asyncio.get_running_loop().create_task(self.transport.redial(replica))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
 
     async def _keep_running(self, what: str, run: object, callback: object) -> None:
         """Restart a background source that fails; its last report stays in force."""
@@ -133,7 +149,9 @@ def build(settings: RouterSettings) -> RouterApp:
     if settings.registry:
         from modelport.router.registry_policies import RegistryPolicySource
 
-        policies = RegistryPolicySource(settings.registry)
+        policies = RegistryPolicySource(
+            settings.registry, channels=ChannelMaker(settings.upstream_tls)
+        )
     return RouterApp(
         build_discovery(settings),
         policies,
@@ -141,6 +159,7 @@ def build(settings: RouterSettings) -> RouterApp:
         index_interval=settings.index_interval,
         metrics=settings.metrics_port >= 0,
         multiplex=settings.multiplex,
+        upstream_tls=settings.upstream_tls,
     )
 
 

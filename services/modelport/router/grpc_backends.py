@@ -19,6 +19,7 @@ import grpc
 
 from modelport import errors
 from modelport.common import tracing
+from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router import wire
@@ -62,10 +63,15 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
 
 
 class GrpcTransport:
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = False) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        multiplex: bool = False,
+        tls: ClientTlsFiles | None = None,
+    ) -> None:
         # Forward over one ModelStreamInfer stream per replica (see stream_mux).
         self.multiplex = multiplex
-        self.options = [
+        self.options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # The router retries itself, on another replica.
@@ -76,13 +82,35 @@ class GrpcTransport:
             ("grpc.keepalive_time_ms", 30_000),
         ]
 
+        # TLS (mutual with a client certificate) to replicas when configured.
+        self.channels = ChannelMaker(tls, self.options)
+        self._signature = self.channels.signature()
+
     def open(self, replica: Replica) -> None:
-        channel = grpc.aio.insecure_channel(replica.address, options=self.options)
+        channel, _ = self.channels.dial(replica.address)
         # No serializers: the request is bytes already, the answer stays bytes.
         infer = channel.unary_unary(INFER_METHOD)
         mux = StreamMux(channel, replica.address) if self.multiplex else None
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         replica.handle = BackendHandle(channel, infer, stub, mux)
+
+    def rotated(self) -> bool:
+        """The client certificate files changed since the channels were dialled."""
+        if not self.channels.changed(self._signature):
+            return False
+        self._signature = self.channels.signature()
+        return True
+
+    async def redial(self, replica: Replica, grace: float = 30.0) -> None:
+        """New requests on a new channel; the old one closes after `grace`, time for
+        the calls it carries to finish (rotation never fails a request in flight)."""
+        old: BackendHandle | None = replica.handle
+        self.open(replica)
+        if old is not None:
+            await asyncio.sleep(grace)
+            if old.mux is not None:
+                await old.mux.close()
+            await old.channel.close()
 
     async def close(self, replica: Replica, grace: float = 30.0) -> None:
         """Close once the requests in flight on it are done (or `grace` passed)."""
