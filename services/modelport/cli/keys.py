@@ -120,8 +120,8 @@ def kek(path: Path, kek_id: str, activate: bool) -> None:
 def rewrap(blob_dir: Path, kek_file: Path, seal_plaintext: bool) -> None:
     """Wrap every blob's data key under the active KEK (only the small .key files
     change; blobs are not read or written), so the old KEK can be retired."""
+    from modelport.common.encryption import sealing_of
     from modelport.registry.blobs import BlobStore
-    from modelport.registry.server import sealing_of
 
     store = BlobStore(blob_dir, sealing_of(kek_file))
     sealed = store.seal_plaintext() if seal_plaintext else 0

@@ -51,6 +51,7 @@ _rejections = _meter.create_counter(
 )
 
 INFERENCE_COUNTED = frozenset({"infer", "stream"})
+LOCAL = Principal("local", "sibling", "local")
 
 
 def credentials_of(context: grpc.aio.ServicerContext) -> Credentials:
@@ -105,7 +106,9 @@ class _Call:
     async def enter(self, request: Any = None) -> None:
         """Authenticate (and authorize a unary request); a refusal ends the call here."""
         try:
-            if self.control.gate is not None:
+            if self.control.trust_local_plaintext and self._local_plaintext():
+                self.principal = LOCAL  # a sibling process of this server, inside the pod
+            elif self.control.gate is not None:
                 self.principal = await self.control.gate.identify(self.creds)
             if request is not None:
                 self.authorize(request)
@@ -128,7 +131,7 @@ class _Call:
         follows = rule.per_message and not model and bool(self.model)
         if model and not self.model:
             self.model = model
-        if gate is None or principal is None:  # no access control: audit only
+        if gate is None or principal is None or principal is LOCAL:  # audit only
             return
         if not follows and (model or rule.keep is None):
             gate.authorize(principal, rule.action, model)
@@ -168,6 +171,11 @@ class _Call:
         if allowed is None or self.rule.keep is None:
             return response
         return self.rule.keep(response, allowed)
+
+    def _local_plaintext(self) -> bool:
+        security = (self.context.auth_context() or {}).get("transport_security_type", [b""])
+        loopback = self.creds.peer.startswith(("ipv4:127.", "ipv6:[::1]"))
+        return security[0] != b"ssl" and loopback
 
     def _ended_as(self, error: BaseException | None) -> BaseException | None:
         """A call a layer inside already aborted ends as its status says."""
@@ -211,11 +219,15 @@ class AccessControl:
         upload_ledger: UploadLedger | None = None,
         counted: Iterable[str] = INFERENCE_COUNTED,
         raw_model: Callable[[bytes], str] | None = None,
+        trust_local_plaintext: bool = False,
     ) -> None:
         """`raw_model` reads the model name from a serialized request, for handlers
         that take raw bytes (the router forwards ModelInfer without decoding)."""
         self.service = service
         self._raw_model = raw_model
+        # Calls over plaintext from loopback are a sibling worker's (on the private
+        # port, when the public one is TLS): trusted, audited.
+        self.trust_local_plaintext = trust_local_plaintext
         self.gate = gate
         self.audit = audit_sink
         self.upload_ledger = upload_ledger
@@ -230,6 +242,8 @@ class AccessControl:
             raise InvalidInput(f"malformed request: {exc}") from None
 
     def label(self, principal: Principal | None) -> str:
+        if principal is LOCAL:
+            return "local"
         if self.gate is None or principal is None:
             return "anonymous"
         return self.gate.metric_label(principal)

@@ -49,6 +49,7 @@ def build_access_control(
     audit_sink: AuditSink | None = None,
     upload_ledger: UploadLedger | None = None,
     raw_model: Callable[[bytes], str] | None = None,
+    trust_local_plaintext: bool = False,
 ) -> AccessControl | None:
     """The service's access control; without a policy or peers it only audits (None
     when there is nothing to audit either)."""
@@ -64,7 +65,12 @@ def build_access_control(
     parts += [f"peers {', '.join(peers)}"] if peers else []
     log.info("%s: access control on (%s)", service, "; ".join(parts))
     return AccessControl(
-        service, gate, audit_sink=audit_sink, upload_ledger=upload_ledger, raw_model=raw_model
+        service,
+        gate,
+        audit_sink=audit_sink,
+        upload_ledger=upload_ledger,
+        raw_model=raw_model,
+        trust_local_plaintext=trust_local_plaintext,
     )
 
 

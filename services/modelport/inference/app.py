@@ -13,6 +13,9 @@ import logging
 import os
 import sys
 
+from modelport.auth.audit import LogSink
+from modelport.common.access_config import add_controlled, build_access_control
+from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
@@ -40,10 +43,19 @@ class InferenceApp:
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
         )
+        # Model-control calls are audited (JSON lines); with a policy or --allowed-peer
+        # every call is checked (siblings on the private loopback port are trusted).
+        access = build_access_control(
+            "inference", settings, audit_sink=LogSink(), trust_local_plaintext=bool(extra)
+        )
         self.server.add_service(
             SERVICE_NAME,
-            lambda s: grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-                self.servicer, s
+            lambda s: add_controlled(
+                s,
+                lambda x: grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                    self.servicer, x
+                ),
+                access,
             ),
         )
         self.manager.listeners.append(self._health_changed)
@@ -85,6 +97,7 @@ class InferenceApp:
                 settings.models,
                 settings.cache_dir.expanduser(),
                 channels=ChannelMaker(settings.upstream_tls),
+                sealing=sealing_of(settings.kek_file),
             )
             self.follower.start()
             await self.follower.ready.wait()

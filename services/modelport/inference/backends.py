@@ -23,7 +23,7 @@ from modelport.artifacts.config import (
     ModelSpec,
     TensorSpec,
 )
-from modelport.artifacts.loaders import load_exported_module, load_torchscript
+from modelport.artifacts.loaders import Source, load_exported_module, load_torchscript
 from modelport.errors import Internal, InvalidInput, Unavailable
 from modelport.proto.inference import model_config_pb2 as mc
 
@@ -56,11 +56,17 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
     path = version_dir / spec.model_filename
     if not path.is_file():
         raise InvalidInput(f"model '{spec.name}': no model file {path.name} in {version_dir}")
+    return load_backend_from(spec, path)
+
+
+def load_backend_from(spec: ModelSpec, source: Source) -> TorchBackend:
+    """The backend for a model file on disk, or read from a file object (an
+    encrypted archive decrypting as torch reads it)."""
     device = pick_device(spec.device_kind)
     if spec.platform == PLATFORM_EXPORT:
-        module = load_exported_module(path, spec.name)
+        module = load_exported_module(source, spec.name)
     elif spec.platform == PLATFORM_TORCHSCRIPT:
-        module = load_torchscript(path, spec.name)
+        module = load_torchscript(source, spec.name)
     else:  # build_spec has already refused other platforms
         raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
     if device.type != "cpu":

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from modelport.artifacts.config import (
     build_spec,
     complete_from_program,
     infer_platform,
+    parse_config_text,
     read_config,
 )
 from modelport.artifacts.loaders import load_exported_program
+from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
-from modelport.inference.backends import TorchBackend, load_backend
+from modelport.inference.backends import TorchBackend, load_backend, load_backend_from
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
@@ -196,12 +199,26 @@ class ModelManager:
         self, name: str, model_dir: Path, versions: Sequence[int] | None = None
     ) -> None:
         """Load `name` from a Triton-layout folder, replacing what serves now without a gap."""
+        await self._load_with(
+            name, functools.partial(_load_versions, name, model_dir, versions), model_dir
+        )
+
+    async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None:
+        """Load `name`'s versions from encrypted archives, decrypting in memory only."""
+        await self._load_with(name, functools.partial(_load_sealed_versions, name, archives), None)
+
+    async def _load_with(
+        self,
+        name: str,
+        load: Callable[[], tuple[ModelSpec, dict[int, TorchBackend]]],
+        model_dir: Path | None,
+    ) -> None:
         async with self._lock(name):
             current = self._models.get(name)
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
             try:
-                spec, loaded = await asyncio.to_thread(_load_versions, name, model_dir, versions)
+                spec, loaded = await asyncio.to_thread(load)
             except Exception as exc:
                 reason = (
                     str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
@@ -274,6 +291,25 @@ def _load_versions(
     loaded: dict[int, TorchBackend] = {}
     for version in versions:
         backend = load_backend(spec, model_dir / str(version))
+        warm_up(spec, backend)
+        loaded[version] = backend
+    return spec, loaded
+
+
+def _load_sealed_versions(
+    name: str, archives: Mapping[int, SealedArchive]
+) -> tuple[ModelSpec, dict[int, TorchBackend]]:
+    """Blocking: the stored config (complete: checked at upload) of the first
+    archive, then each version's model read through its decrypting reader."""
+    versions = sorted(archives)
+    if not versions:
+        raise InvalidInput(f"model '{name}': no version to load")
+    first = archives[versions[0]]
+    spec = build_spec(name, parse_config_text(first.config_text(), source=f"model '{name}'"))
+    loaded: dict[int, TorchBackend] = {}
+    for version in versions:
+        with archives[version].open(spec.model_filename) as model_file:
+            backend = load_backend_from(spec, model_file)
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded

@@ -17,13 +17,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import grpc
 
 from modelport.artifacts.refs import Ref
+from modelport.artifacts.sealed_archives import SealedArchive
+from modelport.artifacts.sealed_files import SealedFiles
 from modelport.common import tracing
 from modelport.common.tls import ChannelMaker
 from modelport.errors import ModelportError
@@ -43,6 +45,8 @@ class DirectoryLoader(Protocol):
         self, name: str, model_dir: Path, versions: Sequence[int] | None = None
     ) -> None: ...
 
+    async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None: ...
+
 
 class RegistryFollower:
     def __init__(
@@ -55,6 +59,7 @@ class RegistryFollower:
         min_backoff: float = 0.2,
         max_backoff: float = 10.0,
         channels: ChannelMaker | None = None,
+        sealing: SealedFiles | None = None,
     ) -> None:
         self.manager = manager
         self.address = address
@@ -64,7 +69,7 @@ class RegistryFollower:
         for text in refs:
             ref = Ref.parse(text)
             self.refs.setdefault(ref.model, []).append(ref)
-        self.cache = ArtifactCache(cache_dir)
+        self.cache = ArtifactCache(cache_dir, sealing)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.serving: dict[str, list[Artifact]] = {}
@@ -162,32 +167,37 @@ class RegistryFollower:
     async def _download(
         self, stub: registry_pb2_grpc.ModelRegistryStub, artifact: Artifact
     ) -> None:
-        temp = self.cache.temp_path()
+        # Sealed as it arrives when the cache is encrypted: no plaintext on disk.
+        writer = self.cache.writer()
         request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
         span = tracing.span(
             tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version
         )
         try:
-            with span, temp.open("wb") as f:
+            with span:
                 stream = stub.DownloadVersion(
                     request, timeout=600, metadata=tracing.inject_metadata()
                 )
                 async for message in stream:
                     if message.WhichOneof("part") == "chunk":
-                        f.write(message.chunk)
+                        writer.write(message.chunk)
                     elif message.header.sha256 != artifact.sha256:
                         raise ModelportError(
                             f"model '{artifact.model}' version {artifact.version}: registry "
                             f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
                         )
-            await asyncio.to_thread(self.cache.adopt, temp, artifact.sha256)
-        finally:
-            temp.unlink(missing_ok=True)
+            await asyncio.to_thread(self.cache.adopt_written, writer, artifact.sha256)
+        except BaseException:
+            writer.discard()
+            raise
         log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
-        model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)
         versions = [a.version for a in wanted]
+        if self.cache.sealing is not None:
+            await self._load_sealed(model, wanted)
+            return
+        model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)
         try:
             await self.manager.load_directory(model, model_dir, versions=versions)
         except ModelportError as exc:
@@ -204,6 +214,22 @@ class RegistryFollower:
             keep.append(await asyncio.to_thread(self.cache.model_dir, model, previous))
         await asyncio.to_thread(self.cache.prune, model, keep)
         log.info("model '%s' now serves versions %s from the registry", model, versions)
+        self._check_ready()
+
+    async def _load_sealed(self, model: str, wanted: list[Artifact]) -> None:
+        """Encrypted cache: the versions load from their sealed archives in memory."""
+        try:
+            await self.manager.load_sealed(model, self.cache.sealed_archives(wanted))
+        except ModelportError as exc:
+            log.error("model '%s' from the registry failed to load: %s", model, exc)
+            return
+        self.serving[model] = wanted
+        await asyncio.to_thread(self.cache.remember, self.serving)
+        log.info(
+            "model '%s' now serves versions %s (encrypted cache)",
+            model,
+            [a.version for a in wanted],
+        )
         self._check_ready()
 
     async def _serve_from_cache(self) -> None:

@@ -41,6 +41,12 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
         "Where registry artifacts are cached (by sha256) across restarts.",
         path="dir",
     )
+    kek_file: Path | None = setting(
+        None,
+        "Key-encryption keys (a Secret): registry artifacts are cached encrypted and "
+        "models decrypted in memory only; re-read on change.",
+        path="file",
+    )
     # Set for the workers of a supervisor: a private loopback port for siblings.
     private_port: bool = setting(False, "Also listen on a loopback port for siblings.", cli=False)
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
-from modelport.artifacts.keyring import Keyring
-from modelport.artifacts.sealed_files import SealedFiles
-from modelport.auth.files import WatchedFile
 from modelport.common.access_config import add_controlled, build_access_control
+from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.registry.audit_log import DatabaseAuditLog
@@ -93,13 +90,6 @@ class RegistryServer:
     async def wait(self) -> None:
         assert self.grpc is not None
         await self.grpc.wait()
-
-
-def sealing_of(kek_file: Path | None) -> SealedFiles | None:
-    """Encryption at rest under the keyring in `kek_file` (re-read when it changes)."""
-    if kek_file is None:
-        return None
-    return SealedFiles(WatchedFile(kek_file, Keyring.parse).get)
 
 
 def run(settings: RegistrySettings) -> None:
