@@ -35,6 +35,8 @@ class ServerOptions:
     extra_addresses: Sequence[str] = ()
     # TLS on the main address (see common/tls.py); None: plaintext.
     tls: TlsFiles | None = None
+    # gRPC server reflection (lets grpcurl list and call services without the protos).
+    reflection: bool = True
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
@@ -76,9 +78,10 @@ class GrpcServer:
         self._service_names.append(full_name)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection(
-            [*self._service_names, reflection.SERVICE_NAME], self.server
-        )
+        if self.options.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, reflection.SERVICE_NAME], self.server
+            )
         address = f"{self.options.host}:{self.options.port}"
         if ":" in self.options.host and not self.options.host.startswith("["):
             address = f"[{self.options.host}]:{self.options.port}"

@@ -71,6 +71,9 @@ class ServerSettings:
     log_level: LogLevel = setting("info", "Log level.")
     log_format: LogFormat = setting("text", "Log format: text for people, json for pipelines.")
     otlp_endpoint: str = setting("", "OTLP/gRPC collector for traces (none when empty).")
+    reflection: bool = setting(
+        True, "Serve gRPC reflection (grpcurl without the protos); the chart turns it off."
+    )
     tls_cert_file: Path | None = setting(
         None,
         "Server certificate chain (PEM); with --tls-key-file the port speaks TLS.",
@@ -164,6 +167,7 @@ class ServerSettings:
             port=self.grpc_port,
             max_message_bytes=self.max_message_bytes,
             tls=self.tls,
+            reflection=self.reflection,
             **more,
         )
 
