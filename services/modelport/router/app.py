@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import logging
 
+from modelport.common.access import AccessControl
+from modelport.common.access_config import add_controlled, build_access_control, wrap_all
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
+from modelport.router import wire
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
@@ -42,7 +45,10 @@ class RouterApp:
         metrics: bool = False,
         multiplex: bool = False,
         upstream_tls: ClientTlsFiles | None = None,
+        access: AccessControl | None = None,
     ) -> None:
+        # Identity, policy and quotas on every RPC (None: open, as on a laptop).
+        self.access = access
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
@@ -73,11 +79,17 @@ class RouterApp:
             log.info("replica %s left", replica.address)
 
     async def start(self) -> int:
-        handler = generic_handler(self.servicer)
+        access = self.access
+        handler = generic_handler(
+            self.servicer, (lambda name, h: wrap_all(access, name, h)) if access else None
+        )
         self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
         admin = RouterAdminServicer(self.router)
         self.server.add_service(
-            ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
+            ADMIN_SERVICE,
+            lambda s: add_controlled(
+                s, lambda x: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, x), access
+            ),
         )
         if self.metrics:
             from modelport.router import telemetry
@@ -160,6 +172,9 @@ def build(settings: RouterSettings) -> RouterApp:
         metrics=settings.metrics_port >= 0,
         multiplex=settings.multiplex,
         upstream_tls=settings.upstream_tls,
+        access=build_access_control(
+            "router", settings, raw_model=lambda request: wire.routing_fields(request)[0]
+        ),
     )
 
 

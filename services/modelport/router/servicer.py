@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -263,8 +263,20 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
-def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
-    """Every method of the service; inference methods on raw bytes."""
+def generic_handler(
+    servicer: RouterServicer,
+    wrap: Callable[[str, dict[str, grpc.RpcMethodHandler]], dict[str, grpc.RpcMethodHandler]]
+    | None = None,
+) -> grpc.GenericRpcHandler:
+    """Every method of the service; inference methods on raw bytes. `wrap` (the
+    router's access control) gets the handlers by name first."""
+    handlers = method_handlers(servicer)
+    return grpc.method_handlers_generic_handler(
+        SERVICE, wrap(SERVICE, handlers) if wrap else handlers
+    )
+
+
+def method_handlers(servicer: RouterServicer) -> dict[str, grpc.RpcMethodHandler]:
     handlers: dict[str, grpc.RpcMethodHandler] = {
         # No (de)serializers: the behaviour gets bytes and returns bytes.
         "ModelInfer": grpc.unary_unary_rpc_method_handler(servicer.ModelInfer),
@@ -282,4 +294,4 @@ def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
             request_deserializer=request_type.FromString,
             response_serializer=_serialize,
         )
-    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+    return handlers
