@@ -86,6 +86,7 @@ test: install tools protos-check lint typecheck pytest conformance
 bench: install
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_router.py
+	$(BIN)/python benchmarks/bench_quota.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -6,19 +6,17 @@ else must not quietly become the peer). With no secret, the peer's SAN is
 looked up; with neither, the call is unauthenticated.
 
 Verifying costs: scrypt for a key (~50 ms), a JWKS fetch for a token signed
-by a new key. Results are cached (bounded, keyed by a hash of the secret and
-the key file's generation, never longer than the credential is valid), so
-the hot path is a dict lookup; `authenticate_async` runs misses in a thread
+by a new key. Results are cached (bounded, keyed by the secret and the key
+file's generation, never longer than the credential is valid), so the hot
+path is a dict lookup; `authenticate_async` runs misses in a thread
 so the event loop keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from modelport.auth.api_keys import ApiKeyStore
@@ -50,40 +48,40 @@ class Authenticator:
         self._cache_seconds = cache_seconds
         self._negative_seconds = negative_cache_seconds
         self._lock = threading.Lock()
-        # cache key -> (principal or None for a recent failure, valid until)
-        self._cache: OrderedDict[str, tuple[Principal | None, float]] = OrderedDict()
+        # (key file generation, JWKS generation, secret) -> (principal, or None for a
+        # recent failure; valid until). In memory only, like the secrets in flight.
+        self._cache: dict[tuple[int, int, str], tuple[Principal | None, float]] = {}
 
-    def _cache_key(self, creds: Credentials) -> str | None:
+    def _cache_key(self, creds: Credentials) -> tuple[int, int, str] | None:
         secret = creds.token
         if secret is None:
             return None
-        generation = (
+        # A reloaded key file or JWKS starts a new generation: nothing cached before counts.
+        return (
             self.api_keys.generation if self.api_keys else 0,
             self.jwt.generation if self.jwt else 0,
+            secret,
         )
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        return f"{generation}:{digest}"
 
     def cached(self, creds: Credentials) -> Principal | None:
         """The principal if this secret was verified recently (raises if it failed
-        recently); None when it must be verified."""
+        recently); None when it must be verified. The hot path: one dict lookup."""
         key = self._cache_key(creds)
         if key is None:
             return None
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is None:
-                return None
-            principal, until = hit
-            if self._clock() >= until:
-                del self._cache[key]
-                return None
-            self._cache.move_to_end(key)
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        principal, until = hit
+        if self._clock() >= until:
+            with self._lock:
+                self._cache.pop(key, None)
+            return None
         if principal is None:
             raise Unauthenticated(INVALID)
         return principal
 
-    def _remember(self, key: str, principal: Principal | None) -> None:
+    def _remember(self, key: tuple[int, int, str], principal: Principal | None) -> None:
         now = self._clock()
         if principal is None:
             until = now + self._negative_seconds
@@ -92,10 +90,10 @@ class Authenticator:
             if principal.expires_at is not None:
                 until = min(until, principal.expires_at)
         with self._lock:
-            self._cache[key] = (principal, until)
-            self._cache.move_to_end(key)
+            self._cache.pop(key, None)
+            self._cache[key] = (principal, until)  # the oldest entries go first
             while len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
+                del self._cache[next(iter(self._cache))]
 
     def _verify_secret(self, creds: Credentials) -> Principal:
         if creds.api_key is not None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 API_KEY_PREFIX = "mpk_"
 AUTHORIZATION = "authorization"
 API_KEY_HEADER = "x-api-key"
+_LENGTHS = frozenset({len(AUTHORIZATION), len(API_KEY_HEADER)})
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,9 @@ class Principal:
     expires_at: float | None = None
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What a request presented, before anything is verified."""
+class Credentials(NamedTuple):
+    """What a request presented, before anything is verified. (A named tuple: one
+    is built per request on the router, and that must cost next to nothing.)"""
 
     bearer: str | None = None
     api_key: str | None = None
@@ -63,10 +65,13 @@ class Credentials:
         peer: str = "",
     ) -> Credentials:
         """Read gRPC invocation metadata or HTTP headers (names are case-insensitive)."""
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        pairs = headers if isinstance(headers, (tuple, list)) else _pairs(headers)
         authorization: list[str] = []
         api_keys: list[str] = []
         for name, value in pairs:
+            # Per request on the router: other headers are passed over by length first.
+            if len(name) not in _LENGTHS:
+                continue
             key = name.lower()
             if key not in (AUTHORIZATION, API_KEY_HEADER):
                 continue
@@ -91,3 +96,7 @@ class Credentials:
         if token.startswith(API_KEY_PREFIX):
             return cls(api_key=token, peer_identities=peers, peer=peer)
         return cls(bearer=token, peer_identities=peers, peer=peer)
+
+
+def _pairs(headers: Iterable[tuple[str, str | bytes]] | Mapping[str, str]) -> Iterable[Any]:
+    return headers.items() if isinstance(headers, Mapping) else headers

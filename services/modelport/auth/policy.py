@@ -110,6 +110,11 @@ class Policy:
     tenants: Mapping[str, TenantEntry] = field(default_factory=dict)
     peers: PeerIdentities = field(default_factory=PeerIdentities)
     default_quota: QuotaSpec | None = None
+    # (tenant, roles, action, model) -> allowed: the same question is asked per
+    # request; a policy is immutable (a reloaded file is a new Policy), so answers keep.
+    _decisions: dict[tuple[str, frozenset[str], str, str], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def parse(cls, data: bytes | str) -> Policy:
@@ -162,7 +167,16 @@ class Policy:
         return grants
 
     def allows(self, principal: Principal, action: str, model: str) -> bool:
-        return any(g.allows(action, model, principal.tenant) for g in self.grants_of(principal))
+        key = (principal.tenant, principal.roles, action, model)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = any(
+                g.allows(action, model, principal.tenant) for g in self.grants_of(principal)
+            )
+            if len(self._decisions) >= 10_000:  # bounded: model names come from callers
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
     def check(self, principal: Principal, action: str, model: str) -> None:
         """PermissionDenied naming the action and model, asked before looking the model
@@ -173,8 +187,7 @@ class Policy:
 
     def visible(self, principal: Principal, action: str, models: Iterable[str]) -> list[str]:
         """Those of `models` the principal may `action` (what an index may list)."""
-        grants = self.grants_of(principal)
-        return [m for m in models if any(g.allows(action, m, principal.tenant) for g in grants)]
+        return [m for m in models if self.allows(principal, action, m)]
 
     def quota_of(self, tenant: str) -> QuotaSpec | None:
         entry = self.tenants.get(tenant)

@@ -198,6 +198,9 @@ class Admission:
         self.release()
 
 
+UNLIMITED = Admission(None, "", "", _Limits())
+
+
 class Quotas:
     """Buckets and slots per (tenant) and (tenant, model), made on first use.
 
@@ -257,6 +260,8 @@ class Quotas:
 
     def admit(self, tenant: str, model: str = "") -> Admission:
         """Take one request from every limit on (tenant, model), or raise QuotaExceeded."""
+        if self._spec_of(tenant) is None:
+            return UNLIMITED  # no quota for this tenant: nothing to count
         with self._lock:
             now = self._clock()
             limits = self._limits(tenant, model, now)
