@@ -81,7 +81,7 @@ async def serve(
     tracing.configure(name, settings.otlp_endpoint)
     host, port = metrics_address or (settings.host, settings.metrics_port)
     if port >= 0:
-        metrics.serve_metrics(host, port)
+        metrics.serve_metrics(host, port, settings.tls if settings.metrics_tls else None)
     stop_requested = stop_signals()
     service = build(settings)
     try:

@@ -71,6 +71,11 @@ class ServerSettings:
     log_level: LogLevel = setting("info", "Log level.")
     log_format: LogFormat = setting("text", "Log format: text for people, json for pipelines.")
     otlp_endpoint: str = setting("", "OTLP/gRPC collector for traces (none when empty).")
+    metrics_tls: bool = setting(
+        False,
+        "Serve /metrics over HTTPS with the --tls-* files (client certificates required "
+        "when --tls-ca-file is given).",
+    )
     reflection: bool = setting(
         True, "Serve gRPC reflection (grpcurl without the protos); the chart turns it off."
     )
@@ -125,6 +130,8 @@ class ServerSettings:
         if self.allowed_peers and self.tls_ca_file is None:
             raise InvalidInput("--allowed-peer needs --tls-ca-file (client certificates)")
         _ = self.auth  # an incomplete JWT configuration fails here too
+        if self.metrics_tls and self.tls is None:
+            raise InvalidInput("--metrics-tls needs --tls-cert-file and --tls-key-file")
         if isinstance(self, UpstreamSettings):
             _ = self.upstream_tls
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -114,6 +115,34 @@ class TlsFiles:
     def server_credentials(self) -> grpc.ServerCredentials:
         """Credentials that pick up rotated files at the next handshake."""
         return reloading_server_credentials(self)
+
+
+def keep_context_fresh(
+    context: ssl.SSLContext, files: TlsFiles, check_seconds: float = 5.0
+) -> threading.Thread:
+    """For HTTPS servers (/metrics): load rotated files into `context`, which new
+    handshakes then use; a broken pair is logged and the old one kept."""
+
+    def watch() -> None:
+        signature = files.signature()
+        while True:
+            time.sleep(check_seconds)
+            current = files.signature()
+            if current == signature:
+                continue
+            signature = current
+            try:
+                files.read()  # checks the pair before the context sees it
+                context.load_cert_chain(files.cert_file, files.key_file)
+                if files.ca_file is not None:
+                    context.load_verify_locations(files.ca_file)
+                log.info("metrics TLS certificate reloaded from %s", files.cert_file)
+            except (InvalidInput, OSError, ssl.SSLError) as exc:
+                log.error("metrics TLS files changed but cannot be used: %s", exc)
+
+    thread = threading.Thread(target=watch, daemon=True, name="metrics-tls-reload")
+    thread.start()
+    return thread
 
 
 class _Reloader:

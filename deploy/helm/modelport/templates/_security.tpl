@@ -47,6 +47,10 @@ cert-manager, else the shared certificate's server name (one identity for all). 
 - name: MODELPORT_UPSTREAM_TLS_SERVER_NAME
   value: {{ $v.tls.serverName | quote }}
 {{- end }}
+{{- if and $v.tls.enabled $v.tls.metrics (ne $c "loadtest") }}
+- name: MODELPORT_METRICS_TLS
+  value: "true"
+{{- end }}
 {{- if and $v.tls.enabled (eq $c "loadtest") }}
 - name: MODELPORT_TLS_SERVER_NAME
   value: {{ $v.tls.serverName | quote }}
