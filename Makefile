@@ -52,7 +52,7 @@ protos: $(PROTOC_STAMP)
 protos-check: $(PROTOC_STAMP)
 	rm -rf build/protos-check && mkdir -p build/protos-check
 	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python build/protos-check $(PROTO_SRC)
-	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
+	diff -r -x __pycache__ build/protos-check/modelport/proto $(PROTO_OUT) \
 	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
 lint: install

@@ -17,12 +17,18 @@ from typing import Any
 import grpc
 import numpy as np
 from modelport.common.server import GrpcServer, ServerOptions
+from modelport.common.tls import TlsFiles
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 
 class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: dict[str, list[str]], *, streaming: bool = True) -> None:
+    def __init__(
+        self, models: dict[str, list[str]], *, streaming: bool = True, tls: TlsFiles | None = None
+    ) -> None:
+        self.tls = tls  # serve TLS (mutual with a CA) instead of plaintext
+        # Common names of the client certificates requests came with (mTLS).
+        self.peers: Counter[str] = Counter()
         self.models = models
         self.streaming = streaming  # False: ModelStreamInfer is UNIMPLEMENTED, as on some servers
         self.streamed = 0  # requests that arrived on a stream
@@ -48,6 +54,9 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
         except KeyError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         self.last_metadata = dict(context.invocation_metadata() or ())
+        auth_context = getattr(context, "auth_context", None)  # absent on a stream's InBand
+        for name in (auth_context() if auth_context else {}).get("x509_common_name", ()):
+            self.peers[name.decode()] += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         self.served[(request.model_name, version)] += 1
@@ -139,7 +148,7 @@ class ToyReplica(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def start(self) -> str:
-        self.server = GrpcServer(ServerOptions(host="127.0.0.1", port=0))
+        self.server = GrpcServer(ServerOptions(host="127.0.0.1", port=0, tls=self.tls))
         self.server.add_service(
             "inference.GRPCInferenceService",
             lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(self, s),

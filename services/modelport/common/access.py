@@ -281,6 +281,8 @@ class AccessControl:
             return _handler(handler, _refusal(method))
         if rule is None:  # health, reflection: open
             return handler
+        if self.gate is None and not rule.audited and not self.trust_local_plaintext:
+            return handler  # audit only, and this RPC is not audited: untouched
         if handler.request_streaming and handler.response_streaming:
             return _handler(handler, self._stream_stream(method, rule, handler.stream_stream))
         if handler.request_streaming:

@@ -46,7 +46,9 @@ class RouterApp:
         multiplex: bool = False,
         upstream_tls: ClientTlsFiles | None = None,
         access: AccessControl | None = None,
+        rotation_check_seconds: float = 5.0,
     ) -> None:
+        self.rotation_check_seconds = rotation_check_seconds
         # Identity, policy and quotas on every RPC (None: open, as on a laptop).
         self.access = access
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
@@ -103,7 +105,7 @@ class RouterApp:
             loop.create_task(
                 self._keep_running("policies", self.policies.run, self.router.planner.update)
             ),
-            loop.create_task(self._redial_on_rotation()),
+            loop.create_task(self._redial_on_rotation(self.rotation_check_seconds)),
         ]
         self.port = await self.server.start()
         return self.port

@@ -84,6 +84,8 @@ class GrpcTransport:
 
         # TLS (mutual with a client certificate) to replicas when configured.
         self.channels = ChannelMaker(tls, self.options)
+        # After a certificate rotation, how long the old channels stay for their calls.
+        self.redial_grace = 30.0
         self._signature = self.channels.signature()
 
     def open(self, replica: Replica) -> None:
@@ -101,13 +103,13 @@ class GrpcTransport:
         self._signature = self.channels.signature()
         return True
 
-    async def redial(self, replica: Replica, grace: float = 30.0) -> None:
+    async def redial(self, replica: Replica, grace: float | None = None) -> None:
         """New requests on a new channel; the old one closes after `grace`, time for
         the calls it carries to finish (rotation never fails a request in flight)."""
         old: BackendHandle | None = replica.handle
         self.open(replica)
         if old is not None:
-            await asyncio.sleep(grace)
+            await asyncio.sleep(self.redial_grace if grace is None else grace)
             if old.mux is not None:
                 await old.mux.close()
             await old.channel.close()
