@@ -182,7 +182,9 @@ async def test_requests_and_refusals_are_counted_per_tenant(secured_router: Any)
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     )
     lines = [
-        line for line in text.splitlines() if line.startswith("modelport_auth_requests_total{")
+        line
+        for line in text.splitlines()
+        if line.startswith("modelport_auth_requests_total{") and 'service="router"' in line
     ]
     assert any('tenant="team-a"' in line and 'outcome="ok"' in line for line in lines), lines
     # team-c is not named in the policy: its series is "other", never a per-caller label.
