@@ -106,3 +106,21 @@ class DataLoss(ModelportError):
     """Stored bytes failed their integrity check (tampered with or corrupt)."""
 
     code = "DATA_LOSS"
+
+
+def code_of(error: BaseException) -> str:
+    """The status code name a caller gets for `error` (as in `grpc.StatusCode`)."""
+    if isinstance(error, ModelportError):
+        return error.code
+    if isinstance(error, NotImplementedError):
+        return "UNIMPLEMENTED"
+    return "INTERNAL"
+
+
+def public_message(error: BaseException) -> str:
+    """What the caller reads: our message, never a stack trace."""
+    if isinstance(error, ModelportError):
+        return str(error)
+    if isinstance(error, NotImplementedError):
+        return "method not implemented by this server"
+    return f"internal error ({type(error).__name__}); see the server log"

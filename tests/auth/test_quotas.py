@@ -4,7 +4,7 @@ fact, per-model limits, retry-after hints, and daily upload bytes."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from modelport.auth.quotas import (
@@ -161,7 +161,7 @@ def test_rejections_are_reported_by_tenant_and_kind() -> None:
 
 
 def test_upload_bytes_per_day_are_counted_across_uploads_and_reset_at_midnight() -> None:
-    midnight = datetime(2026, 11, 23, tzinfo=timezone.utc).timestamp()
+    midnight = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
     clock = Clock(midnight - 60)
     ledger = MemoryUploadLedger()
     first = UploadMeter("team-a", 1000, ledger, clock)

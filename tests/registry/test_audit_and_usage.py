@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -36,7 +36,7 @@ def test_the_migrations_build_the_declared_schema(engine: Engine) -> None:
 
 def test_audit_events_are_stored_and_queried_newest_first(engine: Engine) -> None:
     log = DatabaseAuditLog(engine)
-    base = datetime(2026, 11, 23, 12, tzinfo=timezone.utc).timestamp()
+    base = datetime(2026, 11, 23, 12, tzinfo=UTC).timestamp()
     for i in range(6):
         log.record(
             AuditEvent(
@@ -77,7 +77,7 @@ def test_upload_bytes_are_reserved_atomically_across_writers(engine: Engine) -> 
     assert not ledger.try_reserve("team-b", day, 1001, 1000)
     assert ledger.used("team-b", day) == 0
 
-    clock = datetime(2026, 11, 23, 23, 59, tzinfo=timezone.utc).timestamp
+    clock = datetime(2026, 11, 23, 23, 59, tzinfo=UTC).timestamp
     meter = UploadMeter("team-c", 500, ledger, clock)
     meter.add(400)
     with pytest.raises(QuotaExceeded) as error:

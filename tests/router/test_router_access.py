@@ -22,7 +22,7 @@ from modelport.router.app import build
 from modelport.router.settings import RouterSettings
 
 from tests.inference.requests import raw_request
-from tests.router.router_toy_replica import ToyReplica
+from tests.support.toy_oip_server import ToyServer
 
 POLICY = {
     "roles": {
@@ -59,8 +59,8 @@ def keys() -> dict[str, tuple[str, KeyEntry]]:
 @pytest.fixture
 async def secured_router(
     tmp_path: Path, keys: dict[str, tuple[str, KeyEntry]]
-) -> AsyncIterator[tuple[str, Callable[[str], list[tuple[str, str]]], ToyReplica]]:
-    replica = ToyReplica(
+) -> AsyncIterator[tuple[str, Callable[[str], list[tuple[str, str]]], ToyServer]]:
+    replica = ToyServer(
         {
             "simple-team-a": ["1"],
             "simple-team-b": ["1"],

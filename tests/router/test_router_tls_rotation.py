@@ -17,8 +17,8 @@ from modelport.router.discovery import StaticDiscovery
 from modelport.router.replicas import Endpoint
 
 from tests.inference.requests import raw_request
-from tests.router.router_toy_replica import ToyReplica
 from tests.support.certificates import CertificateAuthority, localhost_server
+from tests.support.toy_oip_server import ToyServer
 
 A = np.ones((1, 16), np.int32)
 
@@ -27,8 +27,8 @@ async def test_client_certificate_rotation_under_load_fails_no_request(tmp_path:
     ca = CertificateAuthority()
     ca_file = ca.write(tmp_path)
     server_cert, server_key = localhost_server(ca).write(tmp_path, "replica")
-    replica = ToyReplica({"simple": ["1"]}, tls=TlsFiles(server_cert, server_key, ca_file))
-    await replica.start()
+    replica = ToyServer({"simple": ["1"]})
+    await replica.start(tls=TlsFiles(server_cert, server_key, ca_file))
     port = replica.address.rsplit(":", 1)[1]
     cert, key = ca.issue("router-a", client=True, server=False).write(tmp_path, "router")
     router = RouterApp(

@@ -64,7 +64,7 @@ class Issued:
 class CertificateAuthority:
     def __init__(self, common_name: str = "modelport test CA", days: float = 1) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.name = _name(common_name)
         self.certificate = (
             x509.CertificateBuilder()
@@ -115,7 +115,7 @@ class CertificateAuthority:
     ) -> Issued:
         """A leaf certificate signed by this CA with the given SANs and usages."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         sans += [x509.UniformResourceIdentifier(u) for u in uris]

@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ class KeyEntry:
         if self.roles:
             item["roles"] = sorted(self.roles)
         if self.expires_at is not None:
-            item["expires"] = datetime.fromtimestamp(self.expires_at, timezone.utc).isoformat()
+            item["expires"] = datetime.fromtimestamp(self.expires_at, UTC).isoformat()
         return item
 
 
@@ -113,7 +113,7 @@ def _expiry(value: Any, where: str) -> float | None:
         except ValueError:
             raise InvalidInput(f"{where}: 'expires' is not an ISO 8601 time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 

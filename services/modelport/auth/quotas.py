@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any, Protocol, TypeVar, cast
@@ -346,8 +346,8 @@ class MemoryUploadLedger:
 
 
 def seconds_to_next_utc_day(now: float) -> float:
-    moment = datetime.fromtimestamp(now, timezone.utc)
-    midnight = datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
+    midnight = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
     return max(1.0, (midnight + timedelta(days=1)).timestamp() - now)
 
 
@@ -374,7 +374,7 @@ class UploadMeter:
         if self.limit is None or count == 0:
             return
         now = self.clock()
-        day = datetime.fromtimestamp(now, timezone.utc).date().isoformat()
+        day = datetime.fromtimestamp(now, UTC).date().isoformat()
         if not self.ledger.try_reserve(self.tenant, day, count, self.limit):
             wait = seconds_to_next_utc_day(now)
             raise QuotaExceeded(

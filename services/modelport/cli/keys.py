@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def api_key(tenant: str, roles: tuple[str, ...], expires: str, path: Path | None
             moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
         except ValueError:
             raise click.BadParameter("not an ISO 8601 time", param_hint="--expires") from None
-        expires_at = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        expires_at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     key, entry = new_key(tenant, frozenset(roles), expires_at)
     if path is None:
         click.echo(yaml.safe_dump({"keys": [entry.to_yaml_item()]}, sort_keys=False), err=True)
@@ -86,7 +86,7 @@ def kek(path: Path, kek_id: str, activate: bool) -> None:
 
     document = _load(path)
     keys_section = document.setdefault("keys", {})
-    kek_id = kek_id or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    kek_id = kek_id or datetime.now(UTC).strftime("%Y-%m-%d")
     if kek_id in keys_section:
         raise click.ClickException(f"{path} already has a key '{kek_id}'")
     keys_section[kek_id] = base64.b64encode(new_key()).decode()

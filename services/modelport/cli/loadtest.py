@@ -113,6 +113,13 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
     default="0s",
     help="First wait up to this long for the model to be ready (helm test, CI).",
 )
+@option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    help="Log level (the report goes to stdout or --report either way).",
+)
+@option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log format.")
 @connection_options
 def loadtest(
     url: str,
@@ -135,6 +142,8 @@ def loadtest(
     max_error_rate: float,
     server_metrics: tuple[str, ...],
     wait_ready: float,
+    log_level: str,
+    log_format: str,
     connection: Connection,
 ) -> None:
     """Load-test MODEL: throughput, latency percentiles and errors by gRPC status.
@@ -143,9 +152,11 @@ def loadtest(
     request's scheduled send time). Exits 1 when the error rate is above
     --max-error-rate or nothing succeeded.
     """
+    from modelport.common import logs
     from modelport.loadtest.inputs import InputError, parse_shapes
     from modelport.loadtest.session import SessionOptions, run_session
 
+    logs.configure(log_level, log_format)
     if concurrency and rate:
         raise click.UsageError(
             "--concurrency (closed loop) and --rate (open loop) exclude each other"

@@ -26,7 +26,7 @@ class _Details(grpc.ClientCallDetails):
     def __init__(self, details: grpc.ClientCallDetails, metadata: Sequence[tuple[str, str]]):
         self.method = details.method
         self.timeout = details.timeout
-        self.metadata = metadata
+        self.metadata = tuple(metadata)
         self.credentials = details.credentials
         self.wait_for_ready = getattr(details, "wait_for_ready", None)
         self.compression = getattr(details, "compression", None)

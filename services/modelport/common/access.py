@@ -23,7 +23,6 @@ The principal is in `current_principal` while the servicer runs.
 from __future__ import annotations
 
 import contextvars
-import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -37,6 +36,7 @@ from modelport.auth.identity import Credentials, Principal
 from modelport.auth.peers import sans_from_auth_context
 from modelport.auth.quotas import Admission, UploadLedger, UploadMeter
 from modelport.auth.rpc_access import RpcAccess, access_of
+from modelport.common.grpc_errors import retry_trailers
 from modelport.common.metrics import meter
 from modelport.errors import InvalidInput, ModelportError, QuotaExceeded
 
@@ -85,14 +85,6 @@ def credentials_of(context: grpc.aio.ServicerContext) -> Credentials:
         context.invocation_metadata() or (),
         sans_from_auth_context(context.auth_context() or {}),
         context.peer() or "",
-    )
-
-
-def retry_trailers(error: QuotaExceeded) -> tuple[tuple[str, str], ...]:
-    seconds = max(0.001, error.retry_after_seconds)
-    return (
-        ("retry-after", str(max(1, math.ceil(seconds)))),
-        ("grpc-retry-pushback-ms", str(math.ceil(seconds * 1000))),
     )
 
 
@@ -201,7 +193,7 @@ class _Call:
     def _local_plaintext(self) -> bool:
         security = (self.context.auth_context() or {}).get("transport_security_type", [b""])
         loopback = self.creds.peer.startswith(("ipv4:127.", "ipv6:[::1]"))
-        return security[0] != b"ssl" and loopback
+        return next(iter(security), b"") != b"ssl" and loopback
 
     def _ended_as(self, error: BaseException | None) -> BaseException | None:
         """A call a layer inside already aborted ends as its status says."""
@@ -394,7 +386,7 @@ def _handler(like: grpc.RpcMethodHandler, behaviour: Any) -> grpc.RpcMethodHandl
         (True, False): grpc.stream_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
     }[(like.request_streaming, like.response_streaming)]
-    return make(  # type: ignore[no-any-return]
+    return make(
         behaviour,
         request_deserializer=like.request_deserializer,
         response_serializer=like.response_serializer,

@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import grpc
 
 from modelport.auth.audit import AuditSink
 from modelport.auth.authenticator import Authenticator
@@ -72,43 +69,3 @@ def build_access_control(
         raw_model=raw_model,
         trust_local_plaintext=trust_local_plaintext,
     )
-
-
-def wrap_all(
-    control: AccessControl | None, service: str, handlers: dict[str, grpc.RpcMethodHandler]
-) -> dict[str, grpc.RpcMethodHandler]:
-    """Every handler of `service` wrapped (unchanged without access control)."""
-    if control is None:
-        return handlers
-    return {name: control.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
-
-
-class _Capture:
-    """Stands in for the server while generated code registers a servicer."""
-
-    def __init__(self) -> None:
-        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # the same handlers arrive by name just after
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
-    ) -> None:
-        self.services[service] = handlers
-
-
-def add_controlled(
-    server: grpc.aio.Server, register: Callable[[Any], None], control: AccessControl | None
-) -> None:
-    """Register a servicer (`register(server)`, generated code) with every one of
-    its handlers inside `control`."""
-    if control is None:
-        register(server)
-        return
-    capture = _Capture()
-    register(capture)
-    for service, handlers in capture.services.items():
-        wrapped = wrap_all(control, service, handlers)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        server.add_registered_method_handlers(service, wrapped)

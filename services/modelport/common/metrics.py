@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from modelport.common.tls import TlsFiles, keep_context_fresh
+from modelport.common.https import CertificateFiles, keep_context_fresh
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def meter(name: str) -> otel_metrics.Meter:
     return provider().get_meter(name)
 
 
-def serve_metrics(host: str, port: int, tls: TlsFiles | None = None) -> int:
+def serve_metrics(host: str, port: int, tls: CertificateFiles | None = None) -> int:
     """Serve `/metrics` on host:port (once per address); returns the bound port.
 
     With `tls`, over HTTPS with the service's own certificate, client certificates

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelport.common.tls import TlsFiles, keep_context_fresh
+from modelport.common.https import CertificateFiles, keep_context_fresh
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _escape(value: str) -> str:
 
 
 def serve_merged_metrics(
-    host: str, port: int, worker_ports: list[int], tls: TlsFiles | None = None
+    host: str, port: int, worker_ports: list[int], tls: CertificateFiles | None = None
 ) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

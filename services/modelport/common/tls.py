@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from cryptography import x509
@@ -117,34 +117,6 @@ class TlsFiles:
         return reloading_server_credentials(self)
 
 
-def keep_context_fresh(
-    context: ssl.SSLContext, files: TlsFiles, check_seconds: float = 5.0
-) -> threading.Thread:
-    """For HTTPS servers (/metrics): load rotated files into `context`, which new
-    handshakes then use; a broken pair is logged and the old one kept."""
-
-    def watch() -> None:
-        signature = files.signature()
-        while True:
-            time.sleep(check_seconds)
-            current = files.signature()
-            if current == signature:
-                continue
-            signature = current
-            try:
-                files.read()  # checks the pair before the context sees it
-                context.load_cert_chain(files.cert_file, files.key_file)
-                if files.ca_file is not None:
-                    context.load_verify_locations(files.ca_file)
-                log.info("metrics TLS certificate reloaded from %s", files.cert_file)
-            except (InvalidInput, OSError, ssl.SSLError) as exc:
-                log.error("metrics TLS files changed but cannot be used: %s", exc)
-
-    thread = threading.Thread(target=watch, daemon=True, name="metrics-tls-reload")
-    thread.start()
-    return thread
-
-
 class _Reloader:
     """The fetcher gRPC core threads call at each handshake: cheap unless files changed."""
 
@@ -183,9 +155,13 @@ def reloading_server_credentials(
 ) -> grpc.ServerCredentials:
     """Server credentials that pick up rotated files at the next handshake."""
     initial = files.configuration()  # a broken configuration at start is an error
+    # gRPC's fetcher may return None ("no change"), which its stubs do not say.
+    fetch = cast(
+        Callable[[], grpc.ServerCertificateConfiguration], _Reloader(files, check_seconds, clock)
+    )
     return grpc.dynamic_ssl_server_credentials(
         initial,
-        _Reloader(files, check_seconds, clock),
+        fetch,
         require_client_authentication=files.ca_file is not None,
     )
 

@@ -14,11 +14,12 @@ import os
 import sys
 
 from modelport.auth.audit import LogSink
-from modelport.common.access_config import add_controlled, build_access_control
+from modelport.common.access_config import build_access_control
 from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
+from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
@@ -38,24 +39,22 @@ class InferenceApp:
         self.manager = ModelManager(settings.model_repository)
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.servicer = InferenceServicer(self.manager, self.peers, explicit_control=explicit)
+        self.control = ModelControl(self.manager, self.peers, explicit=explicit)
+        self.servicer = InferenceServicer(self.manager, self.control)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
-        self.server = GrpcServer(
-            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
-        )
         # Model-control calls are audited (JSON lines); with a policy or --allowed-peer
         # every call is checked (siblings on the private loopback port are trusted).
         access = build_access_control(
             "inference", settings, audit_sink=LogSink(), trust_local_plaintext=bool(extra)
         )
+        self.server = GrpcServer(
+            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra),
+            access=access,
+        )
         self.server.add_service(
             SERVICE_NAME,
-            lambda s: add_controlled(
-                s,
-                lambda x: grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-                    self.servicer, x
-                ),
-                access,
+            lambda s: grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                self.servicer, s
             ),
         )
         self.manager.listeners.append(self._health_changed)
@@ -101,7 +100,7 @@ class InferenceApp:
             )
             self.follower.start()
             await self.follower.ready.wait()
-        self.servicer.ready = True
+        self.manager.mark_started()
         await self.server.set_serving("", True)
         if self._pending_health:
             await asyncio.gather(*self._pending_health)
@@ -111,8 +110,7 @@ class InferenceApp:
         grace = self.settings.grace_seconds if grace is None else grace
         if self.follower is not None:
             await self.follower.stop()
-        self.manager.draining = True
-        self.servicer.ready = False
+        self.manager.begin_drain()
         await self.server.drain(grace)
         await self.manager.close()
         await self.peers.close()

@@ -32,7 +32,7 @@ from modelport.artifacts.config import (
 from modelport.artifacts.loaders import load_exported_program
 from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
-from modelport.inference.backends import TorchBackend, load_backend, load_backend_from
+from modelport.inference.backends import Backend, BackendLoader, load_backend, load_backend_from
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
@@ -45,7 +45,7 @@ READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVA
 class ServedVersion:
     """One loaded version: its backend, batcher and statistics."""
 
-    def __init__(self, spec: ModelSpec, version: int, backend: TorchBackend) -> None:
+    def __init__(self, spec: ModelSpec, version: int, backend: Backend) -> None:
         self.spec = spec
         self.version = version
         self.label = f"model '{spec.name}' version {version}"
@@ -129,13 +129,31 @@ class IndexEntry:
 
 
 class ModelManager:
-    def __init__(self, repository_dir: Path | None = None) -> None:
+    def __init__(
+        self, repository_dir: Path | None = None, *, load: BackendLoader = load_backend
+    ) -> None:
         self.repository = repository_dir
+        self._load = load  # model file -> Backend (the torch backend unless told otherwise)
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.draining = False
+        self._started = False
         # Told (model name, ready) after every change; the app points health at it.
         self.listeners: list[Callable[[str, bool], None]] = []
+
+    # -- the server's state ---------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        """Started and not draining: what ServerReady reports."""
+        return self._started and not self.draining
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    def begin_drain(self) -> None:
+        """New requests are refused with UNAVAILABLE from now on."""
+        self.draining = True
 
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
@@ -161,6 +179,13 @@ class ModelManager:
             raise NotFound(
                 f"model '{name}' has no version '{version}' (loaded: {loaded})"
             ) from None
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except ModelportError:
+            return False
+        return True
 
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
@@ -200,7 +225,9 @@ class ModelManager:
     ) -> None:
         """Load `name` from a Triton-layout folder, replacing what serves now without a gap."""
         await self._load_with(
-            name, functools.partial(_load_versions, name, model_dir, versions), model_dir
+            name,
+            functools.partial(_load_versions, name, model_dir, versions, self._load),
+            model_dir,
         )
 
     async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None:
@@ -210,7 +237,7 @@ class ModelManager:
     async def _load_with(
         self,
         name: str,
-        load: Callable[[], tuple[ModelSpec, dict[int, TorchBackend]]],
+        load: Callable[[], tuple[ModelSpec, dict[int, Backend]]],
         model_dir: Path | None,
     ) -> None:
         async with self._lock(name):
@@ -271,8 +298,8 @@ class ModelManager:
 
 
 def _load_versions(
-    name: str, model_dir: Path, versions: Sequence[int] | None
-) -> tuple[ModelSpec, dict[int, TorchBackend]]:
+    name: str, model_dir: Path, versions: Sequence[int] | None, load: BackendLoader
+) -> tuple[ModelSpec, dict[int, Backend]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread)."""
     config = read_config(model_dir) or mc.ModelConfig()
     available = repository.available_versions(model_dir)
@@ -288,9 +315,9 @@ def _load_versions(
         filename = config.default_model_filename or "model.pt2"
         complete_from_program(config, load_exported_program(first_dir / filename, name))
     spec = build_spec(name, config)
-    loaded: dict[int, TorchBackend] = {}
+    loaded: dict[int, Backend] = {}
     for version in versions:
-        backend = load_backend(spec, model_dir / str(version))
+        backend = load(spec, model_dir / str(version))
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded
@@ -298,7 +325,7 @@ def _load_versions(
 
 def _load_sealed_versions(
     name: str, archives: Mapping[int, SealedArchive]
-) -> tuple[ModelSpec, dict[int, TorchBackend]]:
+) -> tuple[ModelSpec, dict[int, Backend]]:
     """Blocking: the stored config (complete: checked at upload) of the first
     archive, then each version's model read through its decrypting reader."""
     versions = sorted(archives)
@@ -306,7 +333,7 @@ def _load_sealed_versions(
         raise InvalidInput(f"model '{name}': no version to load")
     first = archives[versions[0]]
     spec = build_spec(name, parse_config_text(first.config_text(), source=f"model '{name}'"))
-    loaded: dict[int, TorchBackend] = {}
+    loaded: dict[int, Backend] = {}
     for version in versions:
         with archives[version].open(spec.model_filename) as model_file:
             backend = load_backend_from(spec, model_file)
@@ -315,7 +342,7 @@ def _load_sealed_versions(
     return spec, loaded
 
 
-def warm_up(spec: ModelSpec, backend: TorchBackend) -> None:
+def warm_up(spec: ModelSpec, backend: Backend) -> None:
     """Run zero-filled batches (1 and the largest) so the first request is not slow,
     and fail the load here if the model cannot run on its declared inputs."""
     sizes = [1] if spec.max_batch_size == 0 else sorted({1, spec.max_batch_size})

@@ -97,10 +97,7 @@ class RegistryFollower:
         tried_cache = False
         while True:
             try:
-                await self.channels.run_with(
-                    self.address,
-                    lambda channel: self._follow(registry_pb2_grpc.ModelRegistryStub(channel)),
-                )
+                await self.channels.run_with(self.address, self._follow_on)
                 failures = 0  # ended cleanly (registry draining) or certificates rotated
             except asyncio.CancelledError:
                 raise
@@ -124,9 +121,12 @@ class RegistryFollower:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _follow_on(self, channel: grpc.aio.Channel) -> None:
-        await self._follow(registry_pb2_grpc.ModelRegistryStub(channel))
+        stub: registry_pb2_grpc.ModelRegistryAsyncStub = (
+            registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
+        )
+        await self._follow(stub)
 
-    async def _follow(self, stub: registry_pb2_grpc.ModelRegistryStub) -> None:
+    async def _follow(self, stub: registry_pb2_grpc.ModelRegistryAsyncStub) -> None:
         """Sync every model, then apply changes from Watch until the stream breaks."""
         # Everything after this revision is replayed below, so no move is missed.
         revision = (await stub.ListModels(pb.ListModelsRequest(), timeout=10)).revision
@@ -139,7 +139,7 @@ class RegistryFollower:
                 await self._sync(stub, event.model)
 
     async def _resolve(
-        self, stub: registry_pb2_grpc.ModelRegistryStub, model: str
+        self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, model: str
     ) -> list[Artifact]:
         found: list[Artifact] = []
         for ref in self.refs[model]:
@@ -155,7 +155,7 @@ class RegistryFollower:
                 found.append(artifact)
         return found
 
-    async def _sync(self, stub: registry_pb2_grpc.ModelRegistryStub, model: str) -> None:
+    async def _sync(self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, model: str) -> None:
         wanted = await self._resolve(stub, model)
         if not wanted or wanted == self.serving.get(model):
             return
@@ -165,7 +165,7 @@ class RegistryFollower:
         await self._load(model, wanted)
 
     async def _download(
-        self, stub: registry_pb2_grpc.ModelRegistryStub, artifact: Artifact
+        self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
         # Sealed as it arrives when the cache is encrypted: no plaintext on disk.
         writer = self.cache.writer()
@@ -176,7 +176,7 @@ class RegistryFollower:
         try:
             with span:
                 stream = stub.DownloadVersion(
-                    request, timeout=600, metadata=tracing.inject_metadata()
+                    request, timeout=600, metadata=tuple(tracing.inject_metadata())
                 )
                 async for message in stream:
                     if message.WhichOneof("part") == "chunk":

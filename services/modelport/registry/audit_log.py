@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
@@ -23,7 +23,7 @@ class DatabaseAuditLog:
     def record(self, event: AuditEvent) -> None:
         self._log.record(event)
         row = event.to_dict()
-        row["at"] = datetime.fromtimestamp(row.pop("time"), timezone.utc)
+        row["at"] = datetime.fromtimestamp(row.pop("time"), UTC)
         with self.engine.begin() as conn:
             conn.execute(t.audit_events.insert().values(**row))
 
@@ -50,7 +50,7 @@ class DatabaseAuditLog:
 
 
 def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _event(row: object) -> AuditEvent:
@@ -58,6 +58,6 @@ def _event(row: object) -> AuditEvent:
     data.pop("seq", None)
     at = data.pop("at")
     if at.tzinfo is None:  # SQLite hands back naive datetimes
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     data["time"] = at.timestamp()
     return AuditEvent.from_dict(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from modelport.common.access_config import add_controlled, build_access_control
+from modelport.common.access_config import build_access_control
 from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
@@ -47,20 +47,16 @@ class RegistryServer:
             scratch_dir=settings.scratch_dir,
         )
         audit_log = DatabaseAuditLog(self.store.engine)
-        self.servicer = RegistryServicer(self.store, audit_log)
-        self.servicer.attach(asyncio.get_running_loop())
-        self.grpc = GrpcServer(settings.server_options())
-        servicer = self.servicer
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop(), audit_log)
         access = build_access_control(
             "registry",
             settings,
             audit_sink=audit_log,
             upload_ledger=DatabaseUploadLedger(self.store.engine),
         )
-        self.grpc.add_service(
-            SERVICE_NAME,
-            lambda server: add_controlled(server, lambda s: register(s, servicer), access),
-        )
+        self.grpc = GrpcServer(settings.server_options(), access=access)
+        servicer = self.servicer
+        self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
         port = await self.grpc.start()
         await self.grpc.set_serving("", True)
         await self.grpc.set_serving(SERVICE_NAME, True)
@@ -86,10 +82,6 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
-
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
 
 
 def run(settings: RegistrySettings) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 
 from modelport.common.access import AccessControl
-from modelport.common.access_config import add_controlled, build_access_control, wrap_all
+from modelport.common.access_config import build_access_control
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.common.tls import ChannelMaker, ClientTlsFiles
@@ -22,11 +22,12 @@ from modelport.router import wire
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
+from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
 from modelport.router.replicas import Endpoint, ReplicaTable
-from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
+from modelport.router.servicer import SERVICE, RouterServicer, method_handlers
 from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
 
@@ -58,10 +59,17 @@ class RouterApp:
         self.transport = GrpcTransport(
             self.options.max_message_bytes, multiplex=multiplex, tls=upstream_tls
         )
-        self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
+        latency = None
+        if metrics:
+            from modelport.router import telemetry
+
+            latency = telemetry.latency_histogram().record
+        self.router = Router(
+            self.table, Planner(), self.transport, ProtobufCodec(), latency=latency
+        )
         self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
-        self.servicer = RouterServicer(self.router, self.transport)
-        self.server = GrpcServer(self.options)
+        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
+        self.server = GrpcServer(self.options, access=access)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -81,22 +89,16 @@ class RouterApp:
             log.info("replica %s left", replica.address)
 
     async def start(self) -> int:
-        access = self.access
-        handler = generic_handler(
-            self.servicer, (lambda name, h: wrap_all(access, name, h)) if access else None
-        )
-        self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
+        handlers = method_handlers(self.servicer)
+        self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
         admin = RouterAdminServicer(self.router)
         self.server.add_service(
-            ADMIN_SERVICE,
-            lambda s: add_controlled(
-                s, lambda x: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, x), access
-            ),
+            ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )
         if self.metrics:
             from modelport.router import telemetry
 
-            telemetry.install(self.router, self.servicer)
+            telemetry.install(self.router)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(

@@ -119,7 +119,9 @@ class RegistryPolicySource:
 
                 async def follow(channel: grpc.aio.Channel) -> None:
                     nonlocal delay
-                    stub = rpb_grpc.ModelRegistryStub(channel)
+                    stub: rpb_grpc.ModelRegistryAsyncStub = (
+                        rpb_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
+                    )
                     if not self.connected.is_set():
                         await self._snapshot(stub)
                         on_state(self._state())
