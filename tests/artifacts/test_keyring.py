@@ -13,6 +13,8 @@ from modelport.artifacts.keyring import Keyring, WrappedKey, fingerprint, new_ke
 from modelport.artifacts.sealed_blobs import SealingWriter, open_sealed
 from modelport.errors import DataLoss, FailedPrecondition, InvalidInput
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def keyring_file(path: Path, active: str, **keys: bytes) -> Path:
     document = {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from modelport.artifacts.archive import pack_directory, prepare
+from modelport.artifacts.archive import pack_directory
+from modelport.artifacts.archive_checks import prepare
 from modelport.artifacts.keyring import Keyring, new_key
 from modelport.artifacts.loaders import load_exported_module, load_torchscript
 from modelport.artifacts.sealed_archives import SealedArchive

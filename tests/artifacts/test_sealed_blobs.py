@@ -23,6 +23,8 @@ from modelport.artifacts.sealed_blobs import (
 )
 from modelport.errors import DataLoss, InvalidInput
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 CHUNK = 4096
 KEY = new_key()
 

@@ -19,6 +19,8 @@ from modelport.auth.api_keys import (
 )
 from modelport.errors import InvalidInput, Unauthenticated
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def write_keys(path: Path, *entries: KeyEntry) -> Path:
     path.write_text(yaml.safe_dump({"keys": [e.to_yaml_item() for e in entries]}))

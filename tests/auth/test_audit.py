@@ -10,6 +10,8 @@ from modelport.auth.audit import AuditEvent, AuditQuery, Fanout, LogSink, Memory
 from modelport.auth.identity import Credentials, Principal
 from modelport.errors import InvalidInput, PermissionDenied, QuotaExceeded, Unauthenticated
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 ALICE = Principal("team-a", "key:abcdef12", "api-key")
 FROM = Credentials(peer="ipv4:10.0.0.7:5123")
 

@@ -21,6 +21,8 @@ from modelport.errors import (
 
 from tests.support.identity_provider import AUDIENCE, ISSUER, IdentityProvider
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 ROUTER_ID = "spiffe://modelport.local/router"
 POLICY = f"""
 roles:

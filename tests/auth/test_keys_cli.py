@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from modelport.artifacts.keyring import Keyring
@@ -13,6 +14,8 @@ from modelport.artifacts.sealed_files import SealedFiles, key_path
 from modelport.auth.api_keys import ApiKeyStore
 from modelport.cli import main
 from modelport.registry.blobs import BlobStore
+
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
 
 
 def test_api_keys_are_printed_once_and_stored_hashed(tmp_path: Path) -> None:

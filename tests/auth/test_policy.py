@@ -7,6 +7,8 @@ from modelport.auth.identity import Principal
 from modelport.auth.policy import ACTIONS, REGISTRY_ACTIONS, Policy
 from modelport.errors import InvalidInput, PermissionDenied
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 POLICY = """
 roles:
   reader:

@@ -17,6 +17,8 @@ from modelport.auth.quotas import (
 )
 from modelport.errors import InvalidInput, QuotaExceeded
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 class Clock:
     def __init__(self, now: float = 1000.0) -> None:

@@ -11,6 +11,8 @@ from modelport.proto.inference import grpc_service_pb2
 from modelport.proto.modelport.registry.v1 import registry_pb2
 from modelport.proto.modelport.router.v1 import router_pb2
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 DESCRIPTORS = {
     "inference.GRPCInferenceService": grpc_service_pb2.DESCRIPTOR,
     "modelport.registry.v1.ModelRegistry": registry_pb2.DESCRIPTOR,

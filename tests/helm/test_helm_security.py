@@ -83,7 +83,7 @@ def test_secured_env_and_volumes_per_component(render: Render) -> None:
     inference, router, registry = (
         env_of(by_component[c]) for c in ("inference", "router", "registry")
     )
-    assert inference["MODELPORT_ALLOWED_PEERS"] == IDENTITY.format("router")
+    assert inference["MODELPORT_ALLOWED_PEER"] == IDENTITY.format("router")
     for env in (inference, router):
         assert env["MODELPORT_UPSTREAM_TLS_CERT_FILE"] == "/etc/modelport/tls/tls.crt"
         assert env["MODELPORT_UPSTREAM_TLS_SERVER_NAME"] == "modelport.internal"

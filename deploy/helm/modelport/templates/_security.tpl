@@ -81,7 +81,7 @@ cert-manager, else the shared certificate's server name (one identity for all). 
 {{- end }}
 {{- if and $v.auth.enabled $v.auth.inferenceOnlyFromRouter $v.tls.enabled (eq $c "inference") }}
 # Only the router's certificate identity may call the inference service.
-- name: MODELPORT_ALLOWED_PEERS
+- name: MODELPORT_ALLOWED_PEER
   value: {{ include "modelport.peerIdentity" (dict "root" .root "component" "router") | quote }}
 {{- end }}
 {{- if and $v.encryption.enabled (has $c (list "registry" "inference")) }}
