@@ -43,20 +43,20 @@ def test_a_kek_rotation_with_the_cli(tmp_path: Path) -> None:
         runner.invoke(main, ["keys", "kek", "--file", str(kek_file), "--id", "k1"]).exit_code == 0
     )
     keyring = Keyring.parse(kek_file.read_bytes())
-    store = BlobStore(tmp_path / "blobs", SealedFiles(lambda: keyring))
+    store = BlobStore(tmp_path / "blobs", sealing=SealedFiles(lambda: keyring))
     plain = tmp_path / "blob"
     plain.write_bytes(b"model" * 1000)
     import hashlib
 
     sha = hashlib.sha256(plain.read_bytes()).hexdigest()
     store.place(store.make_durable(plain), sha)
-    assert key_path(store.path(sha)).read_text().startswith("v1.k1.")
+    assert key_path((store.root / store.name(sha))).read_text().startswith("v1.k1.")
     rotated = runner.invoke(main, ["keys", "kek", "--file", str(kek_file), "--id", "k2"])
     assert rotated.exit_code == 0 and "active: 'k2'" in rotated.output
     done = runner.invoke(
         main, ["keys", "rewrap", "--blob-dir", str(tmp_path / "blobs"), "--kek-file", str(kek_file)]
     )
     assert done.exit_code == 0 and "1 data keys re-wrapped" in done.output, done.output
-    assert key_path(store.path(sha)).read_text().startswith("v1.k2.")
+    assert key_path((store.root / store.name(sha))).read_text().startswith("v1.k2.")
     again = runner.invoke(main, ["keys", "kek", "--file", str(kek_file), "--id", "k2"])
     assert again.exit_code != 0 and "already has a key 'k2'" in again.output

@@ -3,11 +3,17 @@ model from the request message the RPC really takes."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+import modelport.proto
 import pytest
 from google.protobuf import message_factory
 from modelport.auth.policy import ACTIONS
 from modelport.auth.rpc_access import OPEN_SERVICES, SERVICES, access_of
 from modelport.proto.inference import grpc_service_pb2
+from modelport.proto.keda import externalscaler_pb2
+from modelport.proto.modelport.pool.v1 import pool_pb2
 from modelport.proto.modelport.registry.v1 import registry_pb2
 from modelport.proto.modelport.router.v1 import router_pb2
 
@@ -17,7 +23,20 @@ DESCRIPTORS = {
     "inference.GRPCInferenceService": grpc_service_pb2.DESCRIPTOR,
     "modelport.registry.v1.ModelRegistry": registry_pb2.DESCRIPTOR,
     "modelport.router.v1.RouterAdmin": router_pb2.DESCRIPTOR,
+    "modelport.pool.v1.PoolReplica": pool_pb2.DESCRIPTOR,
+    "externalscaler.ExternalScaler": externalscaler_pb2.DESCRIPTOR,
 }
+
+
+def test_every_service_of_every_proto_has_a_table() -> None:
+    """A service added in a new .proto is refused until it has rules here."""
+    found = set()
+    for info in pkgutil.walk_packages(modelport.proto.__path__, "modelport.proto."):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(info.name)
+            found |= {s.full_name for s in module.DESCRIPTOR.services_by_name.values()}
+    assert found - set(SERVICES) - OPEN_SERVICES == set()
+    assert set(DESCRIPTORS) == set(SERVICES)
 
 
 def _methods(service: str) -> dict[str, object]:

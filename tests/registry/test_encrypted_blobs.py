@@ -53,6 +53,10 @@ class Encrypted:
         return info.sha256, b"".join(self.store.open_download(f"{name}:{info.version}", 1 << 16)[1])
 
 
+def blob_file(store: RegistryStore, sha: str) -> Path:
+    return store.blobs.root / store.blobs.name(sha)
+
+
 @pytest.fixture
 def encrypted(tmp_path: Path) -> Iterator[Encrypted]:
     setup = Encrypted(tmp_path)
@@ -66,7 +70,7 @@ def test_blobs_are_ciphertext_on_disk_and_plaintext_on_download(
     model_dir = make_model("scale", 2.0)
     weights = (model_dir / "1" / "model.pt2").read_bytes()
     sha, downloaded = encrypted.push(model_dir, "scale")
-    blob = encrypted.store.blobs.path(sha)
+    blob = blob_file(encrypted.store, sha)
     on_disk = blob.read_bytes()
     assert is_sealed(blob) and key_path(blob).read_text().startswith("v1.k1.")
     assert hashlib.sha256(downloaded).hexdigest() == sha
@@ -82,7 +86,7 @@ def test_rotation_rewraps_keys_without_touching_blobs(
     encrypted: Encrypted, make_model: Callable[..., Path]
 ) -> None:
     sha, before = encrypted.push(make_model("scale", 2.0), "scale")
-    blob = encrypted.store.blobs.path(sha)
+    blob = blob_file(encrypted.store, sha)
     blob_digest = hashlib.sha256(blob.read_bytes()).hexdigest()
     write_keyring(encrypted.kek_file, "k2", {**encrypted.keys, "k2": new_key()})
     assert encrypted.keyring.reload()
@@ -97,14 +101,14 @@ def test_rotation_rewraps_keys_without_touching_blobs(
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob_digest
     # A second model pushed now is wrapped under k2 from the start.
     sha2, _ = encrypted.push(make_model("other", 3.0), "other")
-    assert key_path(encrypted.store.blobs.path(sha2)).read_text().startswith("v1.k2.")
+    assert key_path(blob_file(encrypted.store, sha2)).read_text().startswith("v1.k2.")
 
 
 def test_a_tampered_blob_is_refused_on_download(
     encrypted: Encrypted, make_model: Callable[..., Path]
 ) -> None:
     sha, _ = encrypted.push(make_model("scale", 2.0), "scale")
-    blob = encrypted.store.blobs.path(sha)
+    blob = blob_file(encrypted.store, sha)
     blob.chmod(0o644)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 1
@@ -137,7 +141,7 @@ def test_plaintext_blobs_from_before_are_sealed_in_place(
         before = b"".join(encrypted.store.open_download("scale:1", 1 << 16)[1])  # still readable
         assert encrypted.store.blobs.seal_plaintext() == 1
         assert encrypted.store.blobs.seal_plaintext() == 0
-        assert is_sealed(encrypted.store.blobs.path(sha))
+        assert is_sealed(blob_file(encrypted.store, sha))
         assert b"".join(encrypted.store.open_download("scale:1", 1 << 16)[1]) == before
         assert hashlib.sha256(before).hexdigest() == sha
     finally:

@@ -10,6 +10,7 @@ importing this module stays cheap (the SDK and the router never load torch).
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +20,11 @@ from modelport.errors import InvalidInput
 # A model file on disk, or a seekable file object (a decrypting reader of an
 # encrypted archive: the model then never exists as plaintext on disk).
 Source = Path | IO[bytes]
+
+# torch.export.load sets a process-wide deserializer while it runs: two loads in
+# parallel threads (a pool replica loading two models) fail with
+# "_CURRENT_DESERIALIZER is already set". Loads take turns; inference does not.
+_EXPORT_LOAD = threading.Lock()
 
 
 def _label(source: Source) -> str:
@@ -39,7 +45,8 @@ def load_exported_program(source: Source, name: str) -> Any:
     if not zipfile.is_zipfile(source):
         raise InvalidInput(f"model '{name}': {label} is not a torch.export archive")
     try:
-        return torch.export.load(str(source) if isinstance(source, Path) else _rewind(source))
+        with _EXPORT_LOAD:
+            return torch.export.load(str(source) if isinstance(source, Path) else _rewind(source))
     except Exception as exc:
         raise InvalidInput(f"model '{name}': cannot load {label}: {exc}") from None
 

@@ -138,10 +138,31 @@ ROUTER: dict[str, RpcAccess] = {
     "ListRoutes": RpcAccess("metadata", _model_name, keep=_keep("models")),
 }
 
+# A pool replica's state, followed by routers; a prefetch loads a model as its
+# first request would, so it asks what inference asks.
+POOL: dict[str, RpcAccess] = {
+    "Watch": RpcAccess("metadata", keep=_keep("models")),
+    "Prefetch": RpcAccess("infer", _model),
+}
+
+
+def _scaled_model(request: Any) -> str:
+    ref = getattr(request, "scaledObjectRef", request)  # GetMetrics wraps the ref
+    return str(ref.scalerMetadata.get("model", ""))
+
+
+# KEDA asking the router about demand for a model held at zero: its statistics.
+SCALER: dict[str, RpcAccess] = {
+    name: RpcAccess("statistics", _scaled_model)
+    for name in ("IsActive", "StreamIsActive", "GetMetricSpec", "GetMetrics")
+}
+
 SERVICES: dict[str, dict[str, RpcAccess]] = {
     "inference.GRPCInferenceService": INFERENCE,
     "modelport.registry.v1.ModelRegistry": REGISTRY,
     "modelport.router.v1.RouterAdmin": ROUTER,
+    "modelport.pool.v1.PoolReplica": POOL,
+    "externalscaler.ExternalScaler": SCALER,
 }
 
 # Open to anyone who reached the port (through mTLS when it is on): probes and tools.

@@ -113,17 +113,30 @@ def kek(path: Path, kek_id: str, activate: bool) -> None:
     help="The keyring in force.",
 )
 @click.option(
+    "--blob-store",
+    default="",
+    envvar="MODELPORT_BLOB_STORE",
+    help="s3://BUCKET[/PREFIX] when the registry keeps its blobs in a bucket.",
+)
+@click.option(
+    "--s3-endpoint", default="", envvar="MODELPORT_S3_ENDPOINT", help="With --blob-store."
+)
+@click.option(
     "--seal-plaintext",
     is_flag=True,
     help="Also encrypt blobs stored before encryption was turned on.",
 )
-def rewrap(blob_dir: Path, kek_file: Path, seal_plaintext: bool) -> None:
+def rewrap(
+    blob_dir: Path, kek_file: Path, blob_store: str, s3_endpoint: str, seal_plaintext: bool
+) -> None:
     """Wrap every blob's data key under the active KEK (only the small .key files
     change; blobs are not read or written), so the old KEK can be retired."""
     from modelport.common.encryption import sealing_of
+    from modelport.registry.blob_backends import S3Backend
     from modelport.registry.blobs import BlobStore
 
-    store = BlobStore(blob_dir, sealing_of(kek_file))
+    backend = S3Backend(blob_store, endpoint=s3_endpoint) if blob_store else None
+    store = BlobStore(blob_dir, backend, sealing=sealing_of(kek_file))
     sealed = store.seal_plaintext() if seal_plaintext else 0
     changed = store.rewrap()
     click.echo(

@@ -167,30 +167,7 @@ class RegistryFollower:
     async def _download(
         self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
-        # Sealed as it arrives when the cache is encrypted: no plaintext on disk.
-        writer = self.cache.writer()
-        request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
-        span = tracing.span(
-            tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version
-        )
-        try:
-            with span:
-                stream = stub.DownloadVersion(
-                    request, timeout=600, metadata=tuple(tracing.inject_metadata())
-                )
-                async for message in stream:
-                    if message.WhichOneof("part") == "chunk":
-                        writer.write(message.chunk)
-                    elif message.header.sha256 != artifact.sha256:
-                        raise ModelportError(
-                            f"model '{artifact.model}' version {artifact.version}: registry "
-                            f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
-                        )
-            await asyncio.to_thread(self.cache.adopt_written, writer, artifact.sha256)
-        except BaseException:
-            writer.discard()
-            raise
-        log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)
+        await fetch_artifact(stub, self.cache, artifact)
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
         versions = [a.version for a in wanted]
@@ -242,3 +219,31 @@ class RegistryFollower:
                 if all(present):
                     log.info("registry unreachable: serving '%s' from the local cache", model)
                     await self._load(model, artifacts)
+
+
+async def fetch_artifact(
+    stub: registry_pb2_grpc.ModelRegistryAsyncStub, cache: ArtifactCache, artifact: Artifact
+) -> None:
+    """Download one version's archive from the registry into the cache (sha256-checked);
+    sealed as it arrives when the cache is encrypted: no plaintext on disk."""
+    writer = cache.writer()
+    request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
+    span = tracing.span(tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version)
+    try:
+        with span:
+            stream = stub.DownloadVersion(
+                request, timeout=600, metadata=tuple(tracing.inject_metadata())
+            )
+            async for message in stream:
+                if message.WhichOneof("part") == "chunk":
+                    writer.write(message.chunk)
+                elif message.header.sha256 != artifact.sha256:
+                    raise ModelportError(
+                        f"model '{artifact.model}' version {artifact.version}: registry "
+                        f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
+                    )
+        await asyncio.to_thread(cache.adopt_written, writer, artifact.sha256)
+    except BaseException:
+        writer.discard()
+        raise
+    log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)

@@ -10,6 +10,7 @@ from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.registry.audit_log import DatabaseAuditLog
+from modelport.registry.blob_backends import BlobBackend, S3Backend
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
@@ -43,6 +44,7 @@ class RegistryServer:
             settings.blob_dir,
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
+            blob_backend=blob_backend(settings),
             sealing=sealing_of(settings.kek_file),
             scratch_dir=settings.scratch_dir,
         )
@@ -82,6 +84,13 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
+
+
+def blob_backend(settings: RegistrySettings) -> BlobBackend | None:
+    """None keeps blobs in --blob-dir; s3://… keeps them in a bucket."""
+    if not settings.blob_store:
+        return None
+    return S3Backend(settings.blob_store, endpoint=settings.s3_endpoint)
 
 
 def run(settings: RegistrySettings) -> None:

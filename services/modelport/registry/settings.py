@@ -17,8 +17,17 @@ class RegistrySettings(ServerSettings):
     )
     blob_dir: Path = setting(
         Path("modelport-registry/blobs"),
-        "Where version archives are stored (a PVC in the cluster).",
+        "Where version archives are stored (a PVC in the cluster); with --blob-store, "
+        "only where uploads are staged while they are checked.",
         path="dir",
+    )
+    blob_store: str = setting(
+        "",
+        "s3://BUCKET/PREFIX: keep blobs in an S3-compatible bucket (credentials and "
+        "region from AWS_* variables) instead of --blob-dir.",
+    )
+    s3_endpoint: str = setting(
+        "", "Endpoint of the S3-compatible service (MinIO, Ceph); default: AWS's."
     )
     max_upload_mb: int = setting(2048, "Largest accepted version archive.")
     stale_upload_minutes: float = setting(
@@ -39,3 +48,10 @@ class RegistrySettings(ServerSettings):
         "memory-backed volume keeps it off disk); default: the blob dir.",
         path="dir",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.blob_store:
+            from modelport.registry.blob_backends import parse_s3_url
+
+            parse_s3_url(self.blob_store)

@@ -22,6 +22,7 @@ from modelport.artifacts.sealed_files import remove as remove_sealed
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
 from modelport.registry import tables as t
+from modelport.registry.blob_backends import BlobBackend
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
 from modelport.registry.records import (
@@ -57,17 +58,22 @@ class RegistryStore:
         *,
         max_upload_bytes: int,
         stale_upload_seconds: float = 3600.0,
+        blob_backend: BlobBackend | None = None,
         sealing: SealedFiles | None = None,
         scratch_dir: Path | None = None,
     ) -> RegistryStore:
         """Open the database, migrate it, and sweep what a crash may have left in the blob dir.
 
-        With `sealing`, blobs are encrypted at rest and plaintext exists only in
-        `scratch_dir` (default: the blob dir's tmp/) while an upload is checked.
+        Blobs live in `blob_dir` unless `blob_backend` (S3) keeps them; uploads
+        are staged in `blob_dir/tmp` either way. With `sealing`, blobs are
+        encrypted at rest and plaintext exists only in `scratch_dir` (default:
+        the blob dir's tmp/) while an upload is checked.
         """
         engine = open_engine(database)
         migrate(engine)
-        blobs = BlobStore(blob_dir, sealing, scratch_dir)
+        blobs = BlobStore(
+            blob_dir, blob_backend, stale_upload_seconds, sealing=sealing, scratch=scratch_dir
+        )
         store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
         store.sweep(stale_upload_seconds)
         return store
@@ -182,6 +188,7 @@ class RegistryStore:
                 sink.path, new.model, work, stored, self.max_upload_bytes
             )
             durable = self.blobs.make_durable(prepared.path)
+            self.blobs.stage(durable, prepared.sha256)
             with self.writer.write() as tx:
                 self.blobs.place(durable, prepared.sha256)
                 if (
