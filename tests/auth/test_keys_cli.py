@@ -50,13 +50,13 @@ def test_a_kek_rotation_with_the_cli(tmp_path: Path) -> None:
 
     sha = hashlib.sha256(plain.read_bytes()).hexdigest()
     store.place(store.make_durable(plain), sha)
-    assert key_path((store.root / store.name(sha))).read_text().startswith("v1.k1.")
+    assert key_path(store.root / store.name(sha)).read_text().startswith("v1.k1.")
     rotated = runner.invoke(main, ["keys", "kek", "--file", str(kek_file), "--id", "k2"])
     assert rotated.exit_code == 0 and "active: 'k2'" in rotated.output
     done = runner.invoke(
         main, ["keys", "rewrap", "--blob-dir", str(tmp_path / "blobs"), "--kek-file", str(kek_file)]
     )
     assert done.exit_code == 0 and "1 data keys re-wrapped" in done.output, done.output
-    assert key_path((store.root / store.name(sha))).read_text().startswith("v1.k2.")
+    assert key_path(store.root / store.name(sha)).read_text().startswith("v1.k2.")
     again = runner.invoke(main, ["keys", "kek", "--file", str(kek_file), "--id", "k2"])
     assert again.exit_code != 0 and "already has a key 'k2'" in again.output
