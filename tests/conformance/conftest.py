@@ -33,9 +33,17 @@ def modelport_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def samples_repo(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("conformance") / "models"
     subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server_url(
+    modelport_bin: str, samples_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    repo = samples_repo
     port = _free_port()
     log = open(tmp_path_factory.mktemp("logs") / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
