@@ -14,8 +14,9 @@ from modelport.auth.rpc_access import OPEN_SERVICES, SERVICES, access_of
 from modelport.proto.inference import grpc_service_pb2
 from modelport.proto.keda import externalscaler_pb2
 from modelport.proto.modelport.pool.v1 import pool_pb2
-from modelport.proto.modelport.registry.v1 import registry_pb2
+from modelport.proto.modelport.registry.v1 import datasets_pb2, registry_pb2
 from modelport.proto.modelport.router.v1 import router_pb2
+from modelport.proto.modelport.training.v1 import training_pb2
 
 pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
 
@@ -25,6 +26,8 @@ DESCRIPTORS = {
     "modelport.router.v1.RouterAdmin": router_pb2.DESCRIPTOR,
     "modelport.pool.v1.PoolReplica": pool_pb2.DESCRIPTOR,
     "externalscaler.ExternalScaler": externalscaler_pb2.DESCRIPTOR,
+    "modelport.registry.v1.DatasetRegistry": datasets_pb2.DESCRIPTOR,
+    "modelport.training.v1.Training": training_pb2.DESCRIPTOR,
 }
 
 
@@ -74,7 +77,10 @@ def test_reads_are_not_audited_and_writes_are() -> None:
         "DeleteAlias",
         "RollbackAlias",
         "SetTrafficPolicy",
+        "DeriveVersion",
     }
+    datasets = SERVICES["modelport.registry.v1.DatasetRegistry"]
+    assert {m for m, r in datasets.items() if r.audited} == {"UploadDataset"}
     inference = SERVICES["inference.GRPCInferenceService"]
     assert inference["RepositoryModelLoad"].audited and not inference["ModelInfer"].audited
 

@@ -71,11 +71,21 @@ def _model(request: Any) -> str:
     return str(request.model)
 
 
-def _ref_model(request: Any) -> str:
+def _ref_model(request: Any, field: str = "ref") -> str:
+    text = str(getattr(request, field))
     try:
-        return Ref.parse(request.ref).model
+        return Ref.parse(text).model
     except InvalidInput:
-        return str(request.ref)  # the servicer reports the malformed ref; the policy sees the text
+        return text  # the servicer reports the malformed ref; the policy sees the text
+
+
+def _source_model(request: Any) -> str:
+    return _ref_model(request, "source")
+
+
+def _dataset(request: Any) -> str:
+    """A dataset ref is NAME or NAME:SHA256-PREFIX: the policy sees the name."""
+    return str(request.ref).partition(":")[0]
 
 
 CONTROL = RpcAccess("model-control", audited=True)
@@ -132,6 +142,39 @@ REGISTRY: dict[str, RpcAccess] = {
     # Named models are checked; with none, events of unreadable models are left out.
     "Watch": RpcAccess("read", keep=_keep_event),
     "ListAuditEvents": RpcAccess("admin", _model, keep=_keep("events", "model")),
+    # A derived version is a new version of the source's model.
+    "DeriveVersion": RpcAccess("push", _source_model, audited=True),
+    "GetDeriveJob": RpcAccess("read"),  # names a job, not a model: readers of every model
+    "ListDeriveJobs": RpcAccess("read", _model, keep=_keep("jobs", "model")),
+    # The job's worker, which also proves itself with the job's token.
+    "GetDeriveWork": RpcAccess("push"),
+    "ReportDeriveProgress": RpcAccess("push"),
+}
+
+# Training datasets, on the registry's port: dataset names take the policy's model
+# patterns (a tenant's `{tenant}-*` grant covers its datasets too).
+DATASETS: dict[str, RpcAccess] = {
+    "UploadDataset": RpcAccess(
+        "push",
+        lambda r: str(r.header.name),
+        audited=True,
+        per_message=True,
+        bytes_of=lambda r: len(r.chunk),
+    ),
+    "GetDataset": RpcAccess("read", _dataset),
+    "ListDatasets": RpcAccess("read", _name, keep=_keep("datasets")),
+    "DownloadDataset": RpcAccess("read", _dataset),
+}
+
+# Fine-tuning jobs: a job pushes a new version of its base model.
+TRAINING: dict[str, RpcAccess] = {
+    "CreateJob": RpcAccess("push", lambda r: _ref_model(r, "model"), audited=True),
+    "GetJob": RpcAccess("read"),
+    "ListJobs": RpcAccess("read", keep=_keep("jobs", "model")),
+    "CancelJob": RpcAccess("push", audited=True),
+    "WatchEvents": RpcAccess("read"),
+    "ListCheckpoints": RpcAccess("read"),
+    "ReportEvents": RpcAccess("push"),  # the job's workers
 }
 
 ROUTER: dict[str, RpcAccess] = {
@@ -160,6 +203,8 @@ SCALER: dict[str, RpcAccess] = {
 SERVICES: dict[str, dict[str, RpcAccess]] = {
     "inference.GRPCInferenceService": INFERENCE,
     "modelport.registry.v1.ModelRegistry": REGISTRY,
+    "modelport.registry.v1.DatasetRegistry": DATASETS,
+    "modelport.training.v1.Training": TRAINING,
     "modelport.router.v1.RouterAdmin": ROUTER,
     "modelport.pool.v1.PoolReplica": POOL,
     "externalscaler.ExternalScaler": SCALER,

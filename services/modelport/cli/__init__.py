@@ -10,6 +10,8 @@ import click
 
 from modelport import __version__
 from modelport.cli.audit import audit
+from modelport.cli.datasets import datasets
+from modelport.cli.finetune import finetune
 from modelport.cli.keys import keys
 from modelport.cli.loadtest import loadtest
 from modelport.cli.models import models
@@ -33,3 +35,5 @@ main.add_command(models)
 main.add_command(routes)
 main.add_command(audit)
 main.add_command(keys)
+main.add_command(datasets)
+main.add_command(finetune)

@@ -5,7 +5,9 @@ cluster runs them in their own pods: the router on the address clients use
 (8001) balances over the inference services it is given (static discovery)
 and follows the registry (8003) for aliases and traffic policies. The sample
 models are pushed to the registry once (alias `production` → version 1),
-so `modelport models policy` works against the stack out of the box.
+and each inference service follows its model's `production` and `canary`
+aliases there: a version derived with `modelport models derive … --alias
+canary` is loaded beside production, and a split policy sends it a slice.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from modelport.common.settings import ServerSettings, setting
 
 log = logging.getLogger(__name__)
 
+# What each inference service of the stack serves: production, and a canary once one is set.
+FOLLOWED_ALIASES = ("production", "canary")
+
 
 @dataclass(frozen=True)
 class StackSettings(ServerSettings):
@@ -32,6 +37,7 @@ class StackSettings(ServerSettings):
         Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
     )
     registry_port: int = setting(8003, "The registry's gRPC port.")
+    training_port: int = setting(8004, "The training service's gRPC port.")
     models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
 
 
@@ -41,6 +47,8 @@ class LocalStack:
         self.registry: Any = None
         self.inference: list[Any] = []
         self.router: Any = None
+        self.training: Any = None
+        self.training_port = 0
         self.address = ""  # the router's, once started
         self.registry_port = 0
 
@@ -54,6 +62,7 @@ class LocalStack:
         from modelport.router.discovery import StaticDiscovery
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
+        from modelport.training.server import TrainingServer, TrainingSettings
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
@@ -73,14 +82,16 @@ class LocalStack:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
         for name in settings.models:
+            # Following the registry: a fine-tuned version aliased `canary` is served
+            # beside `production`, and the router splits traffic between them.
             app = InferenceApp(
                 InferenceSettings(
-                    model_repository=repo,
                     host="127.0.0.1",
                     grpc_port=0,
                     metrics_port=-1,
-                    model_control_mode="explicit",
-                    load_models=(name,),
+                    registry=registry_address,
+                    models=tuple(f"{name}@{alias}" for alias in FOLLOWED_ALIASES),
+                    cache_dir=settings.data_dir / "cache",
                 )
             )
             port = await app.start()
@@ -94,9 +105,20 @@ class LocalStack:
         )
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
+        self.training = TrainingServer(
+            TrainingSettings(
+                data_dir=settings.data_dir / "training",
+                registry=registry_address,
+                host=settings.host,
+                grpc_port=settings.training_port,
+            )
+        )
+        self.training_port = await self.training.start()
         return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.training is not None:
+            await self.training.stop(grace)
         if self.router is not None:
             await self.router.stop(grace)
         for app in self.inference:

@@ -1,7 +1,7 @@
 """Audit events and per-tenant daily upload bytes.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004_audit_and_upload_usage
+Revises: 0003_datasets
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004_audit_and_upload_usage"
+down_revision = "0003_datasets"
 branch_labels = None
 depends_on = None
 
