@@ -25,6 +25,9 @@ from modelport.auth.api_keys import new_key
 from modelport.client.registry import RegistryClient
 from modelport.proto.inference import grpc_service_pb2 as ipb
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
+from modelport.proto.modelport.registry.v1 import datasets_pb2 as dspb
+from modelport.proto.modelport.registry.v1 import datasets_pb2_grpc as dspb_grpc
+from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as rpb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelport.proto.modelport.router.v1 import router_pb2 as apb
@@ -73,29 +76,27 @@ INFERENCE: dict[str, tuple[Any, S]] = {
         ipb.RepositoryModelUnloadRequest(model_name="simple"),
         S.FAILED_PRECONDITION,
     ),
-    "SystemSharedMemoryStatus": (ipb.SystemSharedMemoryStatusRequest(), S.UNIMPLEMENTED),
+    # Shared memory: off (--allow-shared-memory), and no CUDA device on this machine.
+    "SystemSharedMemoryStatus": (ipb.SystemSharedMemoryStatusRequest(), S.OK),
     "SystemSharedMemoryRegister": (
         ipb.SystemSharedMemoryRegisterRequest(name="r"),
-        S.UNIMPLEMENTED,
+        S.FAILED_PRECONDITION,
     ),
-    "SystemSharedMemoryUnregister": (
-        ipb.SystemSharedMemoryUnregisterRequest(name="r"),
-        S.UNIMPLEMENTED,
-    ),
-    "CudaSharedMemoryStatus": (ipb.CudaSharedMemoryStatusRequest(), S.UNIMPLEMENTED),
-    "CudaSharedMemoryRegister": (ipb.CudaSharedMemoryRegisterRequest(name="r"), S.UNIMPLEMENTED),
-    "CudaSharedMemoryUnregister": (
-        ipb.CudaSharedMemoryUnregisterRequest(name="r"),
-        S.UNIMPLEMENTED,
-    ),
+    "SystemSharedMemoryUnregister": (ipb.SystemSharedMemoryUnregisterRequest(name="r"), S.OK),
+    "CudaSharedMemoryStatus": (ipb.CudaSharedMemoryStatusRequest(), S.OK),
+    "CudaSharedMemoryRegister": (ipb.CudaSharedMemoryRegisterRequest(name="r"), S.UNAVAILABLE),
+    "CudaSharedMemoryUnregister": (ipb.CudaSharedMemoryUnregisterRequest(name="r"), S.OK),
     "TraceSetting": (ipb.TraceSettingRequest(), S.UNIMPLEMENTED),
     "LogSettings": (ipb.LogSettingsRequest(), S.UNIMPLEMENTED),
 }
 # What the router answers where it differs: model control is refused there (it belongs
 # to each replica), shared memory and trace/log settings are the replicas' own.
+SHARED_MEMORY = [f"{kind}SharedMemory{op}" for kind in ("System", "Cuda")
+                 for op in ("Status", "Register", "Unregister")]  # fmt: skip
 AT_ROUTER = {
     "RepositoryModelLoad": S.PERMISSION_DENIED,
     "RepositoryModelUnload": S.PERMISSION_DENIED,
+    **dict.fromkeys(SHARED_MEMORY, S.UNIMPLEMENTED),
 }
 ADMIN: dict[str, tuple[Any, S]] = {"ListRoutes": (apb.ListRoutesRequest(), S.OK)}
 
@@ -129,11 +130,35 @@ def registry_rpcs(archive: Path) -> dict[str, tuple[Any, S]]:
         "GetTrafficPolicy": (rpb.GetTrafficPolicyRequest(model="reg"), S.OK),
         "Watch": (rpb.WatchRequest(), S.OK),
         "ListAuditEvents": (rpb.ListAuditEventsRequest(), S.OK),
+        # An impossible spec: refused after the policy, before any job starts.
+        "DeriveVersion": (
+            dpb.DeriveRequest(source="reg:1", spec=dpb.DeriveSpec(prune=2.0)),
+            S.INVALID_ARGUMENT,
+        ),
+        "GetDeriveJob": (dpb.GetDeriveJobRequest(id="nope"), S.NOT_FOUND),
+        "ListDeriveJobs": (dpb.ListDeriveJobsRequest(model="reg"), S.OK),
+        "GetDeriveWork": (dpb.DeriveWorkRequest(id="nope", token="t"), S.NOT_FOUND),
+        "ReportDeriveProgress": (dpb.DeriveProgress(id="nope", token="t"), S.NOT_FOUND),
+    }
+
+
+def dataset_rpcs() -> dict[str, tuple[Any, S]]:
+    def upload() -> Iterator[dspb.UploadDatasetRequest]:
+        header = dspb.DatasetUploadHeader(name="data", sha256="0" * 64, file_name="d.jsonl")
+        yield dspb.UploadDatasetRequest(header=header)
+        yield dspb.UploadDatasetRequest(chunk=b'{"prompt": "a", "completion": "b"}\n')
+
+    return {
+        "UploadDataset": (upload, S.INVALID_ARGUMENT),  # the sha256 does not match
+        "GetDataset": (dspb.GetDatasetRequest(ref="data"), S.NOT_FOUND),
+        "ListDatasets": (dspb.ListDatasetsRequest(), S.OK),
+        "DownloadDataset": (dspb.DownloadDatasetRequest(ref="data"), S.NOT_FOUND),
     }
 
 
 # Listing RPCs (no model named): a tenant granted nothing gets an empty answer, not a refusal.
-LISTINGS = {"RepositoryIndex", "ListModels", "Watch", "ListAuditEvents", "ListRoutes"}
+LISTINGS = {"RepositoryIndex", "ListModels", "Watch", "ListAuditEvents", "ListRoutes",
+            "ListDatasets"}  # fmt: skip
 # Any authenticated caller may ask whether the server is up.
 ANYONE = {"ServerLive", "ServerReady", "ServerMetadata"}
 
@@ -160,7 +185,7 @@ async def call(
             return S.OK, answers
         if callable(request):  # client streaming: UploadVersion
             return S.OK, await method(request(), metadata=metadata, timeout=60)
-        if rpc in ("DownloadVersion", "Watch"):
+        if rpc in ("DownloadVersion", "Watch", "DownloadDataset"):
             stream = method(request, metadata=metadata, timeout=30)
             first = await stream.read()  # Watch never ends: its first event is the answer
             stream.cancel()
@@ -242,6 +267,7 @@ async def test_every_rpc_of_every_service_answers_each_caller_exactly(
             ),
             ("router admin", f"127.0.0.1:{router.port}", apb_grpc.RouterAdminStub, ADMIN, {}),
             ("registry", registry.address, rpb_grpc.ModelRegistryStub, registry_rpcs(archive), {}),
+            ("datasets", registry.address, dspb_grpc.DatasetRegistryStub, dataset_rpcs(), {}),
         ]
         await asyncio.sleep(1.0)  # the router reads its replica's index
         for service, address, stub_class, rpcs, overrides in targets:
@@ -257,9 +283,11 @@ async def test_every_rpc_of_every_service_answers_each_caller_exactly(
                                 f"{service} {rpc} [{caller}]: {got.name} != {want.name} ({answer})"
                             )
                         elif caller == "unauthorized" and rpc in LISTINGS and rpc != "Watch":
-                            listed = getattr(answer, "models", None) or getattr(
-                                answer, "events", None
-                            )
+                            listed = [
+                                item
+                                for field in ("models", "events", "datasets")
+                                for item in getattr(answer, field, ())
+                            ]
                             if listed:
                                 mismatches.append(f"{service} {rpc} [unauthorized] lists {listed}")
     finally:
@@ -269,7 +297,7 @@ async def test_every_rpc_of_every_service_answers_each_caller_exactly(
 
 
 def _descriptor(stub_class: Any) -> Any:
-    for module in (ipb, rpb, apb):
+    for module in (ipb, rpb, apb, dspb):
         for service in module.DESCRIPTOR.services_by_name.values():
             if stub_class.__name__ == f"{service.name}Stub":
                 return service
