@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -111,6 +112,18 @@ class TlsFiles:
             return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
         except Exception as exc:  # grpc raises RuntimeError for unusable PEM
             raise InvalidInput(f"TLS certificate or key cannot be used: {exc}") from None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same files for an HTTP port (the router's OpenAI API)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+            if self.ca_file is not None:
+                context.load_verify_locations(self.ca_file)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(f"TLS certificate or key cannot be used: {exc}") from None
+        return context
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Credentials that pick up rotated files at the next handshake."""

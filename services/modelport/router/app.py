@@ -26,6 +26,9 @@ from modelport.router.discovery import Discovery
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.openai.http import OpenAIServer
+from modelport.router.openai.router_backend import RouterGenerationBackend
+from modelport.router.openai.service import OpenAIService
 from modelport.router.placement import PoolPlacer
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
 from modelport.router.pool_routing import POOL_MODEL, PoolRouting
@@ -67,6 +70,7 @@ class RouterApp:
         upstream_tls: ClientTlsFiles | None = None,
         access: AccessControl | None = None,
         rotation_check_seconds: float = 5.0,
+        http_port: int = -1,
     ) -> None:
         self.rotation_check_seconds = rotation_check_seconds
         # Identity, policy and quotas on every RPC (None: open, as on a laptop).
@@ -110,7 +114,14 @@ class RouterApp:
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
         )
-        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
+        self.transport.loads = self.router.balancer.loads
+        fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, fleet)
+        self.http: OpenAIServer | None = None
+        if http_port >= 0:
+            backend = RouterGenerationBackend(self.router, fleet)
+            self.http = OpenAIServer(OpenAIService(backend))
+        self.http_port = http_port
         self.server = GrpcServer(self.options, access=access)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +144,7 @@ class RouterApp:
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
+            self.router.balancer.loads.forget(replica.address)
             self.pool_watcher.forget(replica.address)
             task = asyncio.get_running_loop().create_task(self.transport.close(replica))
             self._closing.add(task)
@@ -166,6 +178,12 @@ class RouterApp:
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
         self.port = await self.server.start()
+        if self.http is not None:
+            tls = self.options.tls
+            self.http_port = await self.http.start(
+                self.options.host, self.http_port, tls.ssl_context() if tls else None
+            )
+            log.info("OpenAI-compatible API on %s:%d/v1", self.options.host, self.http_port)
         return self.port
 
     async def _redial_on_rotation(self, check_seconds: float = 5.0) -> None:
@@ -192,6 +210,8 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.http is not None:
+            await self.http.stop()
         if self.scaling is not None:
             self.scaling.close()  # held requests: UNAVAILABLE, another router may take them
         await self.server.drain(grace)
@@ -247,6 +267,7 @@ def build(settings: RouterSettings) -> RouterApp:
         access=build_access_control(
             "router", settings, raw_model=lambda request: wire.routing_fields(request)[0]
         ),
+        http_port=settings.http_port,
     )
 
 
