@@ -120,7 +120,8 @@ class RouterApp:
         self.http: OpenAIServer | None = None
         if http_port >= 0:
             backend = RouterGenerationBackend(self.router, fleet)
-            self.http = OpenAIServer(OpenAIService(backend))
+            gate = access.gate if access is not None else None
+            self.http = OpenAIServer(OpenAIService(backend), gate=gate)
         self.http_port = http_port
         self.server = GrpcServer(self.options, access=access)
         self.metrics = metrics
