@@ -58,7 +58,7 @@ protos: $(PROTOC_STAMP)
 protos-check: $(PROTOC_STAMP)
 	rm -rf build/protos-check && mkdir -p build/protos-check
 	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python build/protos-check $(PROTO_SRC)
-	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
+	diff -r -x __pycache__ build/protos-check/modelport/proto $(PROTO_OUT) \
 	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
 # The import contract (pyproject [tool.importlinter]) is part of lint.
@@ -106,6 +106,7 @@ test: install tools protos-check lint typecheck pytest conformance
 bench: install
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_router.py
+	$(BIN)/python benchmarks/bench_quota.py
 
 # perf_analyzer: a 16 MiB tensor through system shared memory vs in gRPC messages.
 bench-shm: install

@@ -89,6 +89,33 @@ class Internal(ModelportError):
     code = "INTERNAL"
 
 
+class Unauthenticated(ModelportError):
+    """Missing or bad credentials. The message never says which part was wrong:
+    that would help someone guessing keys or forging tokens."""
+
+    code = "UNAUTHENTICATED"
+
+
+class QuotaExceeded(ModelportError):
+    """A tenant's rate, concurrency or byte allowance is used up for now.
+
+    `retry_after_seconds` is when trying again may succeed; the transport puts
+    it in trailing metadata (gRPC) or a Retry-After header (HTTP).
+    """
+
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class DataLoss(ModelportError):
+    """Stored bytes failed their integrity check (tampered with or corrupt)."""
+
+    code = "DATA_LOSS"
+
+
 def code_of(error: BaseException) -> str:
     """The status code name a caller gets for `error` (as in `grpc.StatusCode`)."""
     if isinstance(error, ModelportError):

@@ -103,6 +103,8 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
         self.infer_count = 0
         self.delay = 0.0  # seconds to wait before answering ModelInfer
         self.last_metadata: dict[str, str | bytes] = {}
+        # Common names of the client certificates unary requests came with (mTLS).
+        self.peers: Counter[str] = Counter()
         self.server: GrpcServer | None = None
         self.address = ""
         self._stall_first: float | None = None
@@ -144,6 +146,8 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         self.last_metadata = dict(context.invocation_metadata() or ())
+        for name in (context.auth_context() or {}).get("x509_common_name", ()):
+            self.peers[name.decode()] += 1
         # The spans modelport's inference service opens, so tracing tests have a backend.
         with tracing.server_span("ModelInfer", context, model=request.model_name):
             with tracing.span(tracing.INFERENCE_QUEUE, model=request.model_name):

@@ -58,17 +58,19 @@ def _load_request(model: str, config_json: str) -> pb.RepositoryModelLoadRequest
 
 
 class InferenceClient:
-    """Blocking client. `timeout` is seconds per call (None: no deadline)."""
+    """Blocking client. `timeout` is seconds per call (None: no deadline); `api_key`
+    (an API key or a bearer JWT) is sent as `authorization: Bearer …` on every call."""
 
     def __init__(
         self,
         url: str,
         *,
         tls: TlsOptions | None = None,
+        api_key: str | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self._channel = sync_channel(url, tls, max_message_bytes=max_message_bytes)
+        self._channel = sync_channel(url, tls, api_key, max_message_bytes=max_message_bytes)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self.timeout = timeout
 
@@ -205,10 +207,11 @@ class AsyncInferenceClient:
         url: str,
         *,
         tls: TlsOptions | None = None,
+        api_key: str | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self._channel = aio_channel(url, tls, max_message_bytes=max_message_bytes)
+        self._channel = aio_channel(url, tls, api_key, max_message_bytes=max_message_bytes)
         self._stub: pb_grpc.GRPCInferenceServiceAsyncStub = pb_grpc.GRPCInferenceServiceStub(
             self._channel
         )  # type: ignore[assignment]

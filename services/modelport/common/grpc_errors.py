@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -43,6 +44,16 @@ def status_of(error: BaseException) -> grpc.StatusCode:
 public_message = errors.public_message
 
 Parse = Callable[[bytes], Any]
+
+
+def retry_trailers(error: errors.QuotaExceeded) -> tuple[tuple[str, str], ...]:
+    """When to try again: `retry-after` (whole seconds, as HTTP's header) and gRPC's
+    own `grpc-retry-pushback-ms`, which clients with a retry policy honour."""
+    seconds = max(0.001, error.retry_after_seconds)
+    return (
+        ("retry-after", str(max(1, math.ceil(seconds)))),
+        ("grpc-retry-pushback-ms", str(math.ceil(seconds * 1000))),
+    )
 
 
 def _parser(method: str, deserializer: Parse | None) -> Parse | None:
@@ -102,6 +113,8 @@ def _end_call(method: str, exc: Exception, context: grpc.aio.ServicerContext) ->
         log.info("%s", exc)
     elif not isinstance(exc, (errors.ModelportError, NotImplementedError)):
         log.error("unexpected error in %s", method, exc_info=exc)
+    if isinstance(exc, errors.QuotaExceeded):
+        context.set_trailing_metadata(retry_trailers(exc))
     context.set_code(status_of(exc))
     context.set_details(public_message(exc))
 
@@ -186,13 +199,25 @@ class GuardedRegistrar:
     refused rather than let through unguarded.
     """
 
-    def __init__(self, server: grpc.aio.Server, register: Callable[[str, Handlers], None]) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        register: Callable[[str, Handlers], None],
+        wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] | None = None,
+    ) -> None:
         self._server = server
         self._register = register
+        # Inside the boundary, around each handler: the server's access control.
+        self._wrap = wrap
         self._opaque: list[grpc.GenericRpcHandler] = []
 
     def add_method_handlers(self, service: str, handlers: Handlers) -> None:
-        guarded = {name: guard(f"/{service}/{name}", h) for name, h in handlers.items()}
+        wrap = self._wrap
+        guarded = {
+            name: guard(path, wrap(path, h) if wrap is not None else h)
+            for name, h in handlers.items()
+            for path in (f"/{service}/{name}",)
+        }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, guarded),)
         )

@@ -83,7 +83,7 @@ async def serve(
     tracing.configure(name, settings.otlp_endpoint)
     host, port = metrics_address or (settings.host, settings.metrics_port)
     if port >= 0:
-        metrics.serve_metrics(host, port)
+        metrics.serve_metrics(host, port, settings.tls if settings.metrics_tls else None)
     stop_requested = stop_signals()
     # Freed memory goes back to the system within a second (see common/memory.py).
     trimmer = asyncio.get_running_loop().create_task(MemoryTrimmer().run())

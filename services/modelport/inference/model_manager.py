@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +33,15 @@ from modelport.artifacts.config import (
     build_spec,
     complete_from_program,
     infer_platform,
+    parse_config_text,
     read_config,
 )
 from modelport.artifacts.loaders import load_exported_program
+from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.common.generative_load import GenerativeLoad
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
-from modelport.inference.backends import Backend, BackendLoader, load_backend
+from modelport.inference.backends import Backend, BackendLoader, load_backend, load_backend_from
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
@@ -261,16 +264,23 @@ class ModelManager:
                                f"({chain})")  # fmt: skip
         self._loading.append(name)
         try:
-            await self._load_locked(name, model_dir, versions, config, override)
+            load = functools.partial(
+                _load_versions, name, model_dir, versions, self._load, config, self._generative
+            )
+            await self._load_locked(name, load, model_dir, override)
         finally:
             self._loading.remove(name)
+
+    async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None:
+        """Load `name`'s versions from encrypted archives, decrypting in memory only."""
+        load = functools.partial(_load_sealed_versions, name, archives)
+        await self._load_locked(name, load, None, None)
 
     async def _load_locked(
         self,
         name: str,
-        model_dir: Path,
-        versions: Sequence[int] | None,
-        config: mc.ModelConfig | None,
+        load: Callable[[], tuple[ModelSpec, dict[int, Loaded]]],
+        model_dir: Path | None,
         override: Override | None,
     ) -> None:
         async with self._lock(name):
@@ -278,10 +288,7 @@ class ModelManager:
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
             try:
-                spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, self._load, config,
-                    self._generative,
-                )  # fmt: skip
+                spec, loaded = await asyncio.to_thread(load)
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
             except Exception as exc:
@@ -447,6 +454,33 @@ def _load_versions(
         return spec, loaded
     for version in versions:
         backend = load(spec, model_dir / str(version))
+        warm_up(spec, backend)
+        loaded[version] = backend
+    return spec, loaded
+
+
+def _load_sealed_versions(
+    name: str, archives: Mapping[int, SealedArchive]
+) -> tuple[ModelSpec, dict[int, Loaded]]:
+    """Blocking: the stored config (complete: checked at upload) of the first
+    archive, then each version's model read through its decrypting reader."""
+    versions = sorted(archives)
+    if not versions:
+        raise InvalidInput(f"model '{name}': no version to load")
+    first = archives[versions[0]]
+    spec = build_spec(name, parse_config_text(first.config_text(), source=f"model '{name}'"))
+    if spec.platform == PLATFORM_ENSEMBLE:
+        return spec, dict.fromkeys(versions)
+    if spec.platform == PLATFORM_GENERATIVE:
+        # Hugging Face loaders read a folder of files: no decrypting reader there yet.
+        raise FailedPrecondition(
+            f"model '{name}': generative models cannot be served from an encrypted cache "
+            "(--kek-file) yet"
+        )
+    loaded: dict[int, Loaded] = {}
+    for version in versions:
+        with archives[version].open(spec.model_filename) as model_file:
+            backend = load_backend_from(spec, model_file)
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded
