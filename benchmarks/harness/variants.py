@@ -1,0 +1,38 @@
+"""Named server variants for the prototype comparisons and the profiler."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import targets
+
+BENCH = targets.BENCH
+VARIANTS = ("bare", "bare-generic", "modelport", "modelport-workers2", "compute-process", "router",
+            "router-multiplex")
+
+
+def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> targets.Target:
+    model = args.model
+    if variant == "bare":
+        return targets.start_bare(repo, model, logs)
+    if variant == "bare-generic":
+        return targets.start_script(variant, [str(BENCH / "bare_server.py"), str(repo), "--generic"], model, logs)
+    if variant == "modelport":
+        return targets.start_modelport(repo, model, logs, args.server_args.split())
+    if variant == "modelport-workers2":
+        return targets.start_modelport(repo, model, logs, ["--workers", "2", *args.server_args.split()])
+    if variant == "compute-process":
+        script = BENCH / "prototypes" / "compute_process.py"
+        return targets.start_script(variant, [str(script), str(repo), model, *args.proto_args.split()], model, logs)
+    if variant in ("router", "router-multiplex"):
+        # The router alone in front of the bare server: only forwarding is measured.
+        backend = targets.start_bare(repo, model, logs)
+        extra = ["--multiplex"] if variant == "router-multiplex" else []
+        routed = targets.start_router(backend, model, logs, [*extra, *args.router_args.split()])
+        routed.name = variant
+        routed.processes += backend.processes
+        return routed
+    raise SystemExit(f"unknown variant {variant}; known: {', '.join(VARIANTS)}")
+
+
