@@ -25,7 +25,7 @@ MODES = ("plain", "manual-off", "manual-on", "interceptor-off", "interceptor-on"
 def serve(mode: str) -> None:
     import grpc
     from modelport.common import tracing
-    from modelport.common.server import use_fast_event_loop
+    from modelport.common.runtime import use_fast_event_loop
     from modelport.proto.inference import grpc_service_pb2 as pb
     from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult

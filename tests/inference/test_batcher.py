@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from modelport.artifacts.config import BatchingSpec
 from modelport.errors import DeadlineExceeded, QueueFull, Unavailable
 from modelport.inference.batcher import DynamicBatcher
-from modelport.inference.config import BatchingSpec
 from modelport.inference.stats import VersionStats
 
 

@@ -6,9 +6,9 @@ import struct
 
 import numpy as np
 import pytest
+from modelport.artifacts.config import build_spec, parse_config_text
 from modelport.errors import InvalidInput
 from modelport.inference import codec
-from modelport.inference.config import build_spec, parse_config_text
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 Tensor = pb.ModelInferRequest.InferInputTensor

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from modelport.artifacts.archive import pack_directory
 from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
-from modelport.registry.archive import pack_directory
 from modelport.registry.store import RegistryStore
 
 from tests.registry.registry_servers import ThreadedRegistry

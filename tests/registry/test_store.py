@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from modelport.artifacts.archive import pack_directory
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
-from modelport.registry.archive import pack_directory
 from modelport.registry.database import normalize_url
 from modelport.registry.records import EventKind, NewVersion, Policy
 from modelport.registry.store import RegistryStore

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import grpc
 from click.testing import CliRunner
+from modelport.cli.routes import routes
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from modelport.router.cli import routes
 
 from tests.router.router_helpers import simple_request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-SERVE = "from modelport.router.cli import serve_router; serve_router(prog_name='serve router')"
+SERVE = "from modelport.cli import main; main(prog_name='modelport')"
 
 
 async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) 
         "PYTHONPATH": str(SERVICES),
         "MODELPORT_ENDPOINT": f"simple={a.address}",  # flags also read MODELPORT_<FLAG>
     }
-    args = ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1"]
+    args = ["serve", "router", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1"]
     process = subprocess.Popen(
         [sys.executable, "-c", SERVE, *args], stderr=subprocess.PIPE, text=True, env=env
     )

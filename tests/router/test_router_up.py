@@ -19,7 +19,7 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.inference.requests import mlp_request, output, simple_request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
-ROUTES = "from modelport.router.cli import routes; routes(prog_name='modelport routes')"
+ROUTES = "from modelport.cli.routes import routes; routes(prog_name='modelport routes')"
 
 
 def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path) -> None:

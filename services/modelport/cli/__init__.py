@@ -10,12 +10,11 @@ import click
 
 from modelport import __version__
 from modelport.cli.loadtest import loadtest
+from modelport.cli.models import models
+from modelport.cli.routes import routes
 from modelport.cli.samples import samples
 from modelport.cli.serve import serve
 from modelport.cli.up import up
-from modelport.registry.cli import serve_registry
-from modelport.registry.models_cli import models
-from modelport.router.cli import routes, serve_router
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +28,4 @@ main.add_command(up)
 main.add_command(samples)
 main.add_command(loadtest)
 main.add_command(models)
-serve.add_command(serve_registry)
-serve.add_command(serve_router)
 main.add_command(routes)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modelport.common.cli_options import option, split_multi
+from modelport.cli.options import option, split_multi
 
 if TYPE_CHECKING:
     from modelport.client import TlsOptions

@@ -16,17 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.common.settings import ServerSettings, setting
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StackSettings:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    registry_port: int = 8003
-    models: tuple[str, ...] = ("simple", "mlp")
+class StackSettings(ServerSettings):
+    """`modelport up`: the router's address is the stack's (TLS, if given, is the router's)."""
+
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    grpc_port: int = setting(8001, "The one gRPC address clients use (router).")
+    grace_seconds: float = setting(5.0, "On Ctrl-C, how long in-flight requests may take.")
+    data_dir: Path = setting(
+        Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
+    )
+    registry_port: int = setting(8003, "The registry's gRPC port.")
+    models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
 
 
 class LocalStack:
@@ -35,12 +41,12 @@ class LocalStack:
         self.registry: Any = None
         self.inference: list[Any] = []
         self.router: Any = None
+        self.address = ""  # the router's, once started
+        self.registry_port = 0
 
-    async def start(self) -> str:
-        """Start every service; returns the router's address."""
+    async def start(self) -> int:
+        """Start every service; returns the router's port."""
         from modelport.client.registry import ensure_pushed
-        from modelport.common.metrics import serve_metrics
-        from modelport.common.server import ServerOptions
         from modelport.inference.app import InferenceApp, InferenceSettings
         from modelport.inference.samples import build_samples
         from modelport.registry.server import RegistryServer, RegistrySettings
@@ -61,8 +67,8 @@ class LocalStack:
                 grpc_port=settings.registry_port,
             )
         )
-        registry_port = await self.registry.start()
-        registry_address = f"127.0.0.1:{registry_port}"
+        self.registry_port = await self.registry.start()
+        registry_address = f"127.0.0.1:{self.registry_port}"
         for name in settings.models:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
@@ -74,7 +80,7 @@ class LocalStack:
                     grpc_port=0,
                     metrics_port=-1,
                     model_control_mode="explicit",
-                    load_models=[name],
+                    load_models=(name,),
                 )
             )
             port = await app.start()
@@ -83,13 +89,12 @@ class LocalStack:
         self.router = RouterApp(
             StaticDiscovery(endpoints),
             RegistryPolicySource(registry_address),
-            ServerOptions(host=settings.host, port=settings.grpc_port),
+            settings.server_options(),
             metrics=settings.metrics_port >= 0,
         )
         router_port = await self.router.start()
-        if settings.metrics_port >= 0:
-            serve_metrics(settings.host, settings.metrics_port)
-        return f"{settings.host}:{router_port}"
+        self.address = f"{settings.host}:{router_port}"
+        return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.router is not None:

@@ -1,12 +1,29 @@
-"""`modelport serve <service>`: run one service in the foreground."""
+"""`modelport serve <service>`: run one service in the foreground.
+
+Each command's flags are its service's settings dataclass (`settings_command`);
+the service's module, with torch or the database drivers behind it, is
+imported only when the command runs, so `--help` stays fast.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from collections.abc import Callable
 
 import click
 
-from modelport.common.cli_options import common_server_options, option, split_multi
+from modelport.cli.options import settings_command
+from modelport.common.settings import ServerSettings
+from modelport.inference.settings import InferenceSettings
+from modelport.registry.settings import RegistrySettings
+from modelport.router.settings import RouterSettings
+
+
+def _runner(module: str) -> Callable[[ServerSettings], None]:
+    def run(settings: ServerSettings) -> None:
+        importlib.import_module(module).run(settings)
+
+    return run
 
 
 @click.group()
@@ -14,51 +31,27 @@ def serve() -> None:
     """Run one modelport service (inference, registry, router)."""
 
 
-@serve.command("inference")
-@option(
-    "--model-repository",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Triton-layout model repository (<model>/config.pbtxt, <model>/<version>/model.pt2).",
+serve.add_command(
+    settings_command(
+        "inference",
+        InferenceSettings,
+        _runner("modelport.inference.app"),
+        "Serve PyTorch models over the KServe v2 / Triton gRPC protocol.",
+    )
 )
-@option(
-    "--model-control-mode",
-    type=click.Choice(["none", "explicit"]),
-    default="none",
-    help="none: load every model at start; explicit: load/unload on request.",
+serve.add_command(
+    settings_command(
+        "router",
+        RouterSettings,
+        _runner("modelport.router.app"),
+        "The front door: one OIP v2 address, requests balanced across replicas.",
+    )
 )
-@option(
-    "--load-model",
-    multiple=True,
-    help="With explicit control: model to load at start (repeatable; '*' = all).",
+serve.add_command(
+    settings_command(
+        "registry",
+        RegistrySettings,
+        _runner("modelport.registry.server"),
+        "Serve the model registry (models, versions, aliases, policies, Watch).",
+    )
 )
-@option("--torch-threads", type=int, default=0, help="Intra-op threads (0: cores / workers).")
-@option(
-    "--workers",
-    type=int,
-    default=1,
-    help="Processes sharing the gRPC port (SO_REUSEPORT); one per 1-2 cores for small models.",
-)
-@option(
-    "--reuse-port/--no-reuse-port",
-    default=False,
-    help="Bind with SO_REUSEPORT so several processes share the gRPC port.",
-)
-@option("--registry", default="", help="Registry address to follow models from (with --model).")
-@option(
-    "--model", multiple=True, help="NAME@ALIAS, NAME:VERSION or NAME to serve from the registry."
-)
-@option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("~/.cache/modelport/artifacts"),
-    help="Where registry artifacts are cached (by sha256) across restarts.",
-)
-@common_server_options(grpc_port=8001)
-def serve_inference(**flags: object) -> None:
-    """Serve PyTorch models over the KServe v2 / Triton gRPC protocol."""
-    from modelport.inference.app import InferenceSettings, run
-
-    flags["load_models"] = split_multi(flags.pop("load_model"))  # type: ignore[arg-type]
-    flags["models"] = split_multi(flags.pop("model"))  # type: ignore[arg-type]
-    run(InferenceSettings(**flags))  # type: ignore[arg-type]

@@ -16,41 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from modelport.artifacts import datatypes
+from modelport.artifacts.datatypes import CONTENTS_FIELD, NUMPY_OF
 from modelport.proto.inference import grpc_service_pb2 as pb
 
-# OIP datatype name -> numpy dtype (little-endian, as on the wire).
-NUMPY_OF: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-DATATYPES = (*NUMPY_OF, "BF16", "BYTES")
+DATATYPES = datatypes.NAMES
 _DATATYPE_OF_KIND_SIZE = {(dt.kind, dt.itemsize): name for name, dt in NUMPY_OF.items()}
-
-# Typed `contents` field holding each datatype when a server does not send raw bytes.
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 def datatype_of(array: np.ndarray) -> str:

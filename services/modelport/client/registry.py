@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from modelport.artifacts.archive import materialize, pack_directory
+from modelport.artifacts.hashing import directory_digest, sha256_of
 from modelport.client.channel import ModelportClientError
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
@@ -47,19 +49,6 @@ def _maps_rpc_errors(method: F) -> F:
 
 def default_address() -> str:
     return os.environ.get("MODELPORT_REGISTRY", "") or DEFAULT_REGISTRY
-
-
-def directory_digest(model_dir: Path | str) -> str:
-    """sha256 over a folder's relative paths and file contents (what `ensure_pushed` compares)."""
-    root = Path(model_dir)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            while block := f.read(CHUNK_BYTES):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def parse_policy(
@@ -143,13 +132,9 @@ class RegistryClient:
     ) -> pb.ModelVersion:
         """Upload a tar / tar.gz archive as it is (its sha256 is checked on arrival)."""
         path = Path(archive)
-        sha = hashlib.sha256()
-        with path.open("rb") as f:
-            while block := f.read(CHUNK_BYTES):
-                sha.update(block)
         header = pb.UploadHeader(
             model=name,
-            sha256=sha.hexdigest(),
+            sha256=sha256_of(path),
             labels=labels or {},
             metrics=metrics or {},
             parent=parent,
@@ -180,8 +165,6 @@ class RegistryClient:
         description: str = "",
     ) -> pb.ModelVersion:
         """Pack a Triton model folder and upload it as the model's next version."""
-        from modelport.registry.archive import pack_directory
-
         all_labels = {SOURCE_DIGEST_LABEL: directory_digest(model_dir), **(labels or {})}
         with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:
             archive = Path(tmp) / "model.tar"
@@ -223,8 +206,6 @@ class RegistryClient:
     @_maps_rpc_errors
     def pull(self, ref: str, model_dir: Path | str) -> pb.ModelVersion:
         """`ref` as a Triton model folder: `model_dir/config.pbtxt`, `model_dir/<N>/…`."""
-        from modelport.registry.archive import materialize
-
         with tempfile.TemporaryDirectory(prefix="modelport-pull-") as tmp:
             archive = Path(tmp) / "model.tar"
             version = self.download(ref, archive)

@@ -1,1 +1,3 @@
-"""Plumbing shared by the three services: servers, errors, metrics, logs."""
+"""What every service shares: the runtime (settings, start, signals, drain, the
+`--workers` supervisor), the gRPC server with its error boundary and TLS, and
+telemetry (logs, metrics, traces)."""

@@ -8,17 +8,15 @@ in-flight calls finish within the grace period.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from modelport.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +30,11 @@ class ServerOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Several processes may bind the same port (SO_REUSEPORT) and share load.
     reuse_port: bool = False
-    # More addresses to listen on, e.g. a private loopback port for siblings.
+    # More addresses to listen on, e.g. a private loopback port for siblings
+    # (plaintext: loopback only, inside the pod).
     extra_addresses: Sequence[str] = ()
+    # TLS on the main address (see common/tls.py); None: plaintext.
+    tls: TlsFiles | None = None
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
@@ -81,13 +82,19 @@ class GrpcServer:
         address = f"{self.options.host}:{self.options.port}"
         if ":" in self.options.host and not self.options.host.startswith("["):
             address = f"[{self.options.host}]:{self.options.port}"
-        self.port = self.server.add_insecure_port(address)
+        if self.options.tls is not None:
+            self.port = self.server.add_secure_port(address, self.options.tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
         for extra in self.options.extra_addresses:
             self.extra_ports.append(self.server.add_insecure_port(extra))
         await self.server.start()
-        log.info("gRPC listening on %s:%d", self.options.host, self.port)
+        mode = "plaintext"
+        if self.options.tls is not None:
+            mode = "mutual TLS" if self.options.tls.ca_file is not None else "TLS"
+        log.info("gRPC listening on %s:%d (%s)", self.options.host, self.port, mode)
         return self.port
 
     async def set_serving(self, service: str, serving: bool) -> None:
@@ -105,46 +112,3 @@ class GrpcServer:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
-
-
-def install_stop_signals(on_stop: Callable[[], Awaitable[None] | None]) -> asyncio.Event:
-    """Run `on_stop` once on SIGTERM or SIGINT; returns an event set afterwards."""
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    fired = False
-    tasks: set[asyncio.Task[None]] = set()
-
-    def handler(signum: int) -> None:
-        nonlocal fired
-        if fired:
-            return
-        fired = True
-        log.info("received %s: draining", signal.Signals(signum).name)
-
-        async def run() -> None:
-            try:
-                result = on_stop()
-                if result is not None:
-                    await result
-            finally:
-                done.set()
-
-        task = loop.create_task(run())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, handler, signum)
-    return done
-
-
-def use_fast_event_loop() -> None:
-    """uvloop where available: about 15% more requests per core for grpc.aio."""
-    if os.environ.get("MODELPORT_EVENT_LOOP", "uvloop") != "uvloop":
-        return
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -1,8 +1,9 @@
 """Composition root of the inference service: settings → manager → servicer → server.
 
 Owns start-up (load models, then report ready), health per model, and the
-SIGTERM drain: readiness false, new requests refused with UNAVAILABLE,
-in-flight ones finish within the grace period, then exit.
+drain: readiness false, new requests refused with UNAVAILABLE, in-flight ones
+finish within the grace period. `run` hands it to the common service runtime
+(logs, signals, metrics, the `--workers` supervisor).
 """
 
 from __future__ import annotations
@@ -11,63 +12,32 @@ import asyncio
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-
-from modelport.common import logs, metrics, tracing
-from modelport.common.server import (
-    GrpcServer,
-    ServerOptions,
-    install_stop_signals,
-    use_fast_event_loop,
-)
+from modelport.common.runtime import run_service
+from modelport.common.server import GrpcServer
 from modelport.inference.model_manager import ModelManager
+from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
+from modelport.inference.settings import InferenceSettings
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
-
-@dataclass
-class InferenceSettings:
-    model_repository: Path | None = None
-    host: str = "0.0.0.0"
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    max_message_mb: int = 64
-    grace_seconds: float = 25.0
-    model_control_mode: str = "none"  # none: load everything at start; explicit: on request
-    load_models: list[str] = field(default_factory=list)
-    torch_threads: int = 0  # 0: one per core
-    reuse_port: bool = False
-    workers: int = 1  # > 1: that many processes share the gRPC port (see workers.py)
-    log_level: str = "info"
-    log_format: str = "text"
-    otlp_endpoint: str = ""
-    # Follow models in a registry: "NAME@ALIAS", "NAME:VERSION" or "NAME".
-    registry: str = ""
-    models: list[str] = field(default_factory=list)
-    cache_dir: Path = Path("~/.cache/modelport/artifacts")
+__all__ = ["InferenceApp", "InferenceSettings", "run"]
 
 
 class InferenceApp:
-    def __init__(self, settings: InferenceSettings, *, private_port: bool = False) -> None:
+    def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
         self.manager = ModelManager(settings.model_repository)
+        self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.servicer = InferenceServicer(self.manager, explicit_control=explicit)
+        self.servicer = InferenceServicer(self.manager, self.peers, explicit_control=explicit)
+        extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
-            ServerOptions(
-                host=settings.host,
-                port=settings.grpc_port,
-                max_message_bytes=settings.max_message_mb * 1024 * 1024,
-                reuse_port=settings.reuse_port,
-                extra_addresses=("127.0.0.1:0",) if private_port else (),
-            )
+            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
         )
         self.server.add_service(
             SERVICE_NAME,
@@ -84,6 +54,12 @@ class InferenceApp:
     def private_port(self) -> int:
         return self.server.extra_ports[0]
 
+    def sibling_address(self) -> str:
+        return f"127.0.0.1:{self.private_port}"
+
+    async def join_siblings(self, addresses: list[str]) -> None:
+        self.peers.connect(addresses)
+
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
         self._pending_health.add(task)
@@ -95,11 +71,10 @@ class InferenceApp:
         await self.server.set_serving("", False)
         self.port = await self.server.start()
         if settings.model_control_mode == "explicit":
-            names = [] if "*" in settings.load_models else settings.load_models
             if "*" in settings.load_models:
                 await self.manager.load_all()
             else:
-                await self.manager.load_all(names)
+                await self.manager.load_all(settings.load_models)
         else:
             await self.manager.load_all()
         if settings.registry and settings.models:
@@ -122,9 +97,12 @@ class InferenceApp:
         self.servicer.ready = False
         await self.server.drain(grace)
         await self.manager.close()
+        await self.peers.close()
 
 
 def configure_torch(threads: int) -> None:
+    import torch
+
     # The executor thread re-takes the GIL between aten ops of an FX program;
     # with the default 5 ms switch interval each hand-off can wait that long
     # behind a busy event loop. A short interval hands the GIL over quickly.
@@ -134,26 +112,10 @@ def configure_torch(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-async def serve(settings: InferenceSettings) -> None:
+def build(settings: InferenceSettings) -> InferenceApp:
     configure_torch(settings.torch_threads)
-    tracing.configure("inference", settings.otlp_endpoint)
-    if settings.metrics_port >= 0:
-        metrics.serve_metrics(settings.host, settings.metrics_port)
-    app = InferenceApp(settings)
-    stopped = install_stop_signals(app.stop)
-    await app.start()
-    log.info("inference service ready on %s:%d", settings.host, app.port)
-    await stopped.wait()
-    tracing.shutdown()
-    log.info("inference service stopped")
+    return InferenceApp(settings)
 
 
 def run(settings: InferenceSettings) -> None:
-    if settings.workers > 1:
-        from modelport.inference.workers import supervise
-
-        supervise(settings)
-        return
-    logs.configure(settings.log_level, settings.log_format)
-    use_fast_event_loop()
-    asyncio.run(serve(settings))
+    run_service("inference", settings, build, workers=settings.workers)

@@ -11,7 +11,6 @@ may share a cache. An archive is re-hashed the first time a process reuses it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelport.artifacts.archive import materialize
+from modelport.artifacts.hashing import sha256_of
 from modelport.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ class Artifact:
     model: str
     version: int
     sha256: str
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _alive(pid: int) -> bool:
@@ -89,7 +82,7 @@ class ArtifactCache:
             return path.is_file()
         if not path.is_file():
             return False
-        if _sha256_of(path) != sha256:
+        if sha256_of(path) != sha256:
             log.warning("cached archive %s is corrupt; fetching it again", sha256)
             path.unlink(missing_ok=True)
             return False
@@ -101,7 +94,7 @@ class ArtifactCache:
 
     def adopt(self, temp: Path, sha256: str) -> Path:
         """Move a downloaded file into the cache if it hashes to `sha256`."""
-        actual = _sha256_of(temp)
+        actual = sha256_of(temp)
         if actual != sha256:
             temp.unlink(missing_ok=True)
             raise InvalidInput(f"downloaded archive hashes to {actual}, expected {sha256}")
@@ -114,8 +107,6 @@ class ArtifactCache:
 
     def model_dir(self, name: str, artifacts: Sequence[Artifact]) -> Path:
         """A Triton folder serving `artifacts` (config from the first), built once."""
-        from modelport.registry.archive import materialize
-
         key = "_".join(
             f"{a.version}-{a.sha256[:16]}" for a in sorted(artifacts, key=lambda a: a.version)
         )

@@ -1,8 +1,8 @@
-"""Model backends: load a model file safely and run a batch of numpy inputs.
+"""The torch backend: a model loaded with the safe loaders, run on a batch of numpy inputs.
 
-Only graph formats are accepted: torch.export programs (`.pt2`) and TorchScript
-archives (`.pt`). Neither path runs Python's pickle on untrusted bytes; a pickled
-`nn.Module` saved with `torch.save` is refused.
+Only graph formats are accepted (`modelport.artifacts.loaders`): torch.export
+programs (`.pt2`) and TorchScript archives (`.pt`); a pickled `nn.Module` saved
+with `torch.save` is refused.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,13 +17,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from modelport.errors import Internal, InvalidInput, Unavailable
-from modelport.inference.config import (
+from modelport.artifacts.config import (
     PLATFORM_EXPORT,
     PLATFORM_TORCHSCRIPT,
     ModelSpec,
     TensorSpec,
 )
+from modelport.artifacts.loaders import load_exported_module, load_torchscript
+from modelport.errors import Internal, InvalidInput, Unavailable
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
         raise InvalidInput(f"model '{spec.name}': no model file {path.name} in {version_dir}")
     device = pick_device(spec.device_kind)
     if spec.platform == PLATFORM_EXPORT:
-        module = _load_exported(path, spec.name)
+        module = load_exported_module(path, spec.name)
     elif spec.platform == PLATFORM_TORCHSCRIPT:
         module = load_torchscript(path, spec.name)
     else:  # build_spec has already refused other platforms
@@ -66,39 +66,6 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
     if device.type != "cpu":
         module = module.to(device)
     return TorchBackend(spec, module, device)
-
-
-def load_exported_program(path: Path, name: str) -> Any:
-    """torch.export.load: a graph and raw weights, no pickled Python objects."""
-    if not zipfile.is_zipfile(path):
-        raise InvalidInput(f"model '{name}': {path.name} is not a torch.export archive")
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
-
-
-def _load_exported(path: Path, name: str) -> torch.nn.Module:
-    return load_exported_program(path, name).module()  # type: ignore[no-any-return]
-
-
-def load_torchscript(path: Path, name: str) -> torch.nn.Module:
-    """torch.jit.load reads TorchScript code and tensors with its own restricted
-    unpickler; a plain `torch.save(model)` pickle fails here and is refused."""
-    if not zipfile.is_zipfile(path):
-        raise InvalidInput(f"model '{name}': {path.name} is not a TorchScript archive")
-    with zipfile.ZipFile(path) as archive:
-        if not any(entry.endswith("/code/") or "/code/" in entry for entry in archive.namelist()):
-            raise InvalidInput(
-                f"model '{name}': {path.name} is a pickled module, not TorchScript; "
-                "export it with torch.jit.script/trace or torch.export (pickles are refused)"
-            )
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
-    module.eval()
-    return module
 
 
 class TorchBackend:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry.context import Context
 
+from modelport.artifacts.config import BatchingSpec
 from modelport.common import tracing
 from modelport.errors import (
     DeadlineExceeded,
@@ -31,7 +32,6 @@ from modelport.errors import (
     QueueFull,
     Unavailable,
 )
-from modelport.inference.config import BatchingSpec
 from modelport.inference.stats import VersionStats
 
 log = logging.getLogger(__name__)

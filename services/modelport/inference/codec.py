@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from modelport.artifacts import datatypes
+from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput
-from modelport.inference import datatypes
-from modelport.inference.config import ModelSpec
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 Signature = tuple[tuple[int, ...], ...]

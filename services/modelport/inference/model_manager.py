@@ -18,11 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
-from modelport.inference import repository
-from modelport.inference.backends import TorchBackend, load_backend, load_exported_program
-from modelport.inference.batcher import DynamicBatcher
-from modelport.inference.config import (
+from modelport.artifacts import repository
+from modelport.artifacts.config import (
     PLATFORM_EXPORT,
     ModelSpec,
     build_spec,
@@ -30,6 +27,10 @@ from modelport.inference.config import (
     infer_platform,
     read_config,
 )
+from modelport.artifacts.loaders import load_exported_program
+from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
+from modelport.inference.backends import TorchBackend, load_backend
+from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
 

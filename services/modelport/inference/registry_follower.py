@@ -23,12 +23,12 @@ from typing import Protocol
 
 import grpc
 
+from modelport.artifacts.refs import Ref
 from modelport.common import tracing
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
-from modelport.registry.records import Ref
 
 log = logging.getLogger(__name__)
 

@@ -39,11 +39,11 @@ EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_t
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, manager: ModelManager, *, explicit_control: bool) -> None:
+    def __init__(self, manager: ModelManager, peers: PeerGroup, *, explicit_control: bool) -> None:
         self._manager = manager
         self._explicit = explicit_control
         self.ready = False
-        self.peers = PeerGroup()  # sibling workers, when several share the port
+        self.peers = peers  # sibling workers, when several share the port
 
     # -- health and metadata --------------------------------------------------------
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from modelport.client.codec import NUMPY_OF, build_request
+from modelport.artifacts.datatypes import NUMPY_OF
+from modelport.client.codec import build_request
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 # Distinct random requests to cycle through: enough to defeat any response cache,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from modelport.artifacts.hashing import check_sha256
 from modelport.errors import InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class UploadSink:
@@ -76,8 +69,7 @@ class BlobStore:
         self.blobs.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise InvalidInput(f"'{sha256}' is not a sha256 hex digest")
+        check_sha256(sha256)
         return self.blobs / sha256[:2] / sha256
 
     def temp_path(self, suffix: str = "") -> Path:

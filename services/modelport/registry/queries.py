@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
+from modelport.artifacts import archive
+from modelport.artifacts.refs import DEFAULT_ALIAS, Ref
 from modelport.errors import NotFound
-from modelport.registry import archive
 from modelport.registry import tables as t
-from modelport.registry.records import DEFAULT_ALIAS, Event, ModelInfo, Ref, VersionInfo
+from modelport.registry.records import Event, ModelInfo, VersionInfo
 from modelport.registry.transactions import as_utc
 
 

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
-from modelport.common.server import GrpcServer, ServerOptions
+from modelport.common.runtime import run_service
+from modelport.common.server import GrpcServer
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
+from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
 
+__all__ = ["RegistryServer", "RegistrySettings", "run"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    database: str = "sqlite:///modelport-registry/registry.db"
-    blob_dir: Path = Path("modelport-registry/blobs")
-    max_upload_mb: int = 2048
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    max_message_bytes: int = 64 * 1024 * 1024
-    # Uploads untouched this long are abandoned (their process died): swept.
-    stale_upload_minutes: float = 60.0
-    sweep_interval_seconds: float = 600.0
 
 
 class RegistryServer:
@@ -53,13 +42,7 @@ class RegistryServer:
         )
         self.servicer = RegistryServicer(self.store)
         self.servicer.attach(asyncio.get_running_loop())
-        self.grpc = GrpcServer(
-            ServerOptions(
-                host=settings.host,
-                port=settings.grpc_port,
-                max_message_bytes=settings.max_message_bytes,
-            )
-        )
+        self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
         port = await self.grpc.start()
@@ -78,16 +61,20 @@ class RegistryServer:
             except Exception:
                 log.exception("blob sweep failed; trying again later")
 
-    async def stop(self, grace_seconds: float = 5.0) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.servicer is not None:
             self.servicer.close()
         if self.grpc is not None:
-            await self.grpc.drain(grace_seconds)
+            await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
 
     async def wait(self) -> None:
         assert self.grpc is not None
         await self.grpc.wait()
+
+
+def run(settings: RegistrySettings) -> None:
+    run_service("registry", settings, RegistryServer)

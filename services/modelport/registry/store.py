@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
+from modelport.artifacts import archive
+from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
-from modelport.registry import archive
 from modelport.registry import queries as q
 from modelport.registry import tables as t
 from modelport.registry.blobs import BlobStore, UploadSink
@@ -29,11 +30,8 @@ from modelport.registry.records import (
     ModelInfo,
     NewVersion,
     Policy,
-    Ref,
     Resolved,
     VersionInfo,
-    check_alias_name,
-    check_model_name,
 )
 from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
 

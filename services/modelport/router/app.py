@@ -1,7 +1,8 @@
 """The router's composition root: discovery → replica table → balancer → server.
 
 `RouterApp` owns the background tasks (discovery, policy watch, index polls)
-and the gRPC server; `modelport serve router` and the tests both build one.
+and the gRPC server; the tests build one from its parts, `build` from
+`RouterSettings` (what `modelport serve router` runs through the common runtime).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 
+from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
+from modelport.router import discovery as discovery_sources
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
@@ -20,6 +23,7 @@ from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
 from modelport.router.replicas import Endpoint, ReplicaTable
 from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
+from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
 
 log = logging.getLogger(__name__)
@@ -110,3 +114,35 @@ class RouterApp:
         for replica in list(self.table.replicas.values()):
             await self.transport.close(replica, grace=0)
         await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def build_discovery(settings: RouterSettings) -> Discovery:
+    if settings.discovery == "static":
+        endpoints = [discovery_sources.parse_endpoint(e) for e in settings.endpoints]
+        return discovery_sources.StaticDiscovery(endpoints, settings.endpoints_file)
+    if settings.discovery == "dns":
+        targets = [discovery_sources.parse_dns_target(t) for t in settings.dns_names]
+        return discovery_sources.DnsDiscovery(targets, interval=settings.dns_interval)
+    from modelport.router.discovery_kubernetes import KubernetesDiscovery
+
+    return KubernetesDiscovery(namespace=settings.namespace, label_selector=settings.label_selector)
+
+
+def build(settings: RouterSettings) -> RouterApp:
+    policies: PolicySource | None = None
+    if settings.registry:
+        from modelport.router.registry_policies import RegistryPolicySource
+
+        policies = RegistryPolicySource(settings.registry)
+    return RouterApp(
+        build_discovery(settings),
+        policies,
+        settings.server_options(),
+        index_interval=settings.index_interval,
+        metrics=settings.metrics_port >= 0,
+        multiplex=settings.multiplex,
+    )
+
+
+def run(settings: RouterSettings) -> None:
+    run_service("router", settings, build)

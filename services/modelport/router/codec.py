@@ -1,8 +1,6 @@
 """ModelInfer messages ↔ `Tensor`s, for the only policies that look at tensors.
 
-The datatype tables are the client SDK's (numpy only): the inference
-service's table also maps torch types, and importing it would load torch
-into the router.
+The datatype table is the shared, torch-free one in `modelport.artifacts`.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modelport.client.codec import CONTENTS_FIELD, NUMPY_OF
+from modelport.artifacts.datatypes import CONTENTS_FIELD, NUMPY_OF
 from modelport.errors import InvalidInput
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router.forwarding import DecodedRequest

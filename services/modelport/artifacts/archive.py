@@ -18,19 +18,28 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modelport.errors import InvalidInput
+from google.protobuf import text_format
 
-CONFIG = "config.pbtxt"
+from modelport.artifacts import datatypes, loaders
+from modelport.artifacts.config import CONFIG_FILE, complete_from_program, parse_config_text
+from modelport.artifacts.hashing import sha256_of
+from modelport.errors import InvalidInput
+from modelport.proto.inference import model_config_pb2
+
+CONFIG = CONFIG_FILE
 VERSION_DIR = "version"
 MODEL_FILES = ("model.pt2", "model.pt")
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class SignatureTensor:
+    """One tensor of a stored version's signature (the registry's metadata)."""
+
     name: str
     datatype: str
     dims: tuple[int, ...]
@@ -38,13 +47,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
+    inputs: tuple[SignatureTensor, ...] = ()
+    outputs: tuple[SignatureTensor, ...] = ()
     max_batch_size: int = 0
     platform: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        def specs(items: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+        def specs(items: tuple[SignatureTensor, ...]) -> list[dict[str, Any]]:
             return [{"name": t.name, "datatype": t.datatype, "dims": list(t.dims)} for t in items]
 
         return {
@@ -56,8 +65,8 @@ class Signature:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Signature:
-        def specs(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(t["name"], t["datatype"], tuple(t["dims"])) for t in items)
+        def specs(items: list[dict[str, Any]]) -> tuple[SignatureTensor, ...]:
+            return tuple(SignatureTensor(t["name"], t["datatype"], tuple(t["dims"])) for t in items)
 
         return cls(
             inputs=specs(data.get("inputs", [])),
@@ -146,22 +155,19 @@ def _strip_top_folder(files: list[PurePosixPath]) -> PurePosixPath:
 
 def parse_config(text: str, model_name: str) -> Any:
     """config.pbtxt text → ModelConfig (its name forced to the registry's model name)."""
-    from modelport.inference.config import parse_config_text
-
     config = parse_config_text(text, source=f"model '{model_name}': invalid {CONFIG}")
     config.name = model_name
     return config
 
 
 def signature_of(config: Any) -> Signature:
-    from modelport.proto.inference import model_config_pb2
-
     def datatype(enum_value: int) -> str:
-        name = model_config_pb2.DataType.Name(enum_value)
-        return "BYTES" if name == "TYPE_STRING" else name.removeprefix("TYPE_")
+        config_name = model_config_pb2.DataType.Name(enum_value)  # type: ignore[arg-type]
+        known = datatypes.BY_CONFIG.get(config_name)
+        return known.name if known is not None else config_name.removeprefix("TYPE_")
 
-    def specs(items: Any) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(t.name, datatype(t.data_type), tuple(t.dims)) for t in items)
+    def specs(items: Any) -> tuple[SignatureTensor, ...]:
+        return tuple(SignatureTensor(t.name, datatype(t.data_type), tuple(t.dims)) for t in items)
 
     return Signature(
         inputs=specs(config.input),
@@ -172,21 +178,17 @@ def signature_of(config: Any) -> Signature:
 
 
 def check_model_loads(path: Path, what: str) -> Any:
-    """Load with the inference service's own loaders (graph formats only, pickles
+    """Load with the loaders the inference service uses (graph formats only, pickles
     refused before torch sees them); reject what fails.
 
     Returns the torch.export program for a .pt2 (None for TorchScript).
     """
-    import warnings
-
-    from modelport.inference.backends import load_exported_program, load_torchscript
-
     try:
         if path.suffix == ".pt2":
-            return load_exported_program(path, what)
+            return loaders.load_exported_program(path, what)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            load_torchscript(path, what)
+            loaders.load_torchscript(path, what)
     except InvalidInput as exc:
         reason = str(exc).removeprefix(f"model '{what}': ")  # we name it ourselves
         first_line = (reason.strip().splitlines() or ["unknown error"])[0]
@@ -220,8 +222,6 @@ def prepare(
     archive: Path, model_name: str, work_dir: Path, out: Path, max_bytes: int
 ) -> PreparedArchive:
     """Check `archive` and write its stored form to `out`. Raises InvalidInput."""
-    from modelport.registry.blobs import sha256_of
-
     files = _extract(archive, work_dir, max_bytes)
     top = _strip_top_folder(files)
     root = work_dir.joinpath(*top.parts)
@@ -238,13 +238,9 @@ def prepare(
     program = check_model_loads(names[model_file], f"{where} file '{model_file}'")
     if (not config.input or not config.output) and program is not None:
         # As the inference service does: a torch.export program states its own signature.
-        from modelport.inference.config import complete_from_program
-
         complete_from_program(config, program)
     if not config.input or not config.output:
         raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
-
-    from google.protobuf import text_format
 
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, CONFIG, text_format.MessageToString(config).encode())

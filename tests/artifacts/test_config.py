@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from modelport.errors import InvalidInput
-from modelport.inference import repository
-from modelport.inference.config import (
+from modelport.artifacts import repository
+from modelport.artifacts.config import (
     AUTO_MAX_BATCH,
     build_spec,
     complete_from_program,
     parse_config_text,
 )
+from modelport.errors import InvalidInput
 from modelport.inference.samples import MLP_CONFIG, SIMPLE_CONFIG
 from modelport.proto.inference import model_config_pb2 as mc
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from modelport.artifacts import datatypes
+from modelport.artifacts.datatypes import DataType
 from modelport.errors import InvalidInput
-from modelport.inference import datatypes
-from modelport.inference.datatypes import DataType
 from modelport.proto.inference import model_config_pb2 as mc
 
 CONFIG_FILE = "config.pbtxt"
@@ -191,8 +191,6 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
     A leading dimension that is dynamic in every input is taken as the batch
     dimension: max_batch_size becomes AUTO_MAX_BATCH and dynamic batching is on.
     """
-    import torch
-
     graph = program.graph  # type: ignore[attr-defined]
     user_inputs = set(program.graph_signature.user_inputs)  # type: ignore[attr-defined]
     placeholders = [n for n in graph.nodes if n.op == "placeholder" and n.name in user_inputs]
@@ -202,7 +200,7 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
     user_output_count = len(program.graph_signature.user_outputs)  # type: ignore[attr-defined]
     out_values = list(out_values)[-user_output_count:] if user_output_count else []
 
-    def shape_of(node: object) -> tuple[list[int], torch.dtype]:
+    def shape_of(node: object) -> tuple[list[int], object]:
         val = node.meta["val"]  # type: ignore[attr-defined]
         dims = [d if isinstance(d, int) else -1 for d in val.shape]
         return dims, val.dtype
@@ -220,10 +218,10 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
     if not config.input:
         for node, (dims, dtype) in zip(placeholders, in_shapes, strict=True):
             entry = config.input.add(name=node.name, dims=dims[strip:])
-            entry.data_type = mc.DataType.Value(datatypes.by_torch(dtype).config)
+            entry.data_type = mc.DataType.Value(datatypes.by_torch_name(dtype).config)
     if not config.output:
         for index, (dims, dtype) in enumerate(out_shapes):
             entry = config.output.add(name=f"output_{index}", dims=dims[strip:])
-            entry.data_type = mc.DataType.Value(datatypes.by_torch(dtype).config)
+            entry.data_type = mc.DataType.Value(datatypes.by_torch_name(dtype).config)
     if not config.platform:
         config.platform = PLATFORM_EXPORT

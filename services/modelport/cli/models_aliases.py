@@ -1,0 +1,95 @@
+"""`modelport models alias | rollback | history | policy`: where traffic goes."""
+
+from __future__ import annotations
+
+import click
+
+from modelport.cli.models_common import common, describe_policy, registry_client
+from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
+
+
+@click.command("alias")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("alias")
+@common
+def alias(name: str, version: int, alias: str, registry: str, as_json: bool) -> None:
+    """Point ALIAS of model NAME at VERSION."""
+    with registry_client(registry) as client:
+        moved = client.set_alias(name, version, alias)
+    before = f" (was {moved.previous_version})" if moved.previous_version else ""
+    emit(as_json, moved, f"{name}@{alias} → {moved.version}{before}")
+
+
+@click.command("rollback")
+@click.argument("name")
+@click.argument("alias")
+@common
+def rollback(name: str, alias: str, registry: str, as_json: bool) -> None:
+    """Move ALIAS back to the version it pointed at before its last move."""
+    with registry_client(registry) as client:
+        moved = client.rollback(name, alias)
+    emit(
+        as_json,
+        moved,
+        f"{name}@{alias} → {moved.version} (rolled back from {moved.previous_version})",
+    )
+
+
+@click.command("history")
+@click.argument("name")
+@click.argument("alias", required=False, default="")
+@common
+def history(name: str, alias: str, registry: str, as_json: bool) -> None:
+    """Every move of the model's aliases, oldest first."""
+    with registry_client(registry) as client:
+        moves = client.alias_history(name, alias)
+    if as_json:
+        print_json([to_dict(m) for m in moves])
+        return
+    rows = [[m.alias, m.version or "(deleted)", m.revision, when(m.moved_at)] for m in moves]
+    table(f"{name}: alias history", ["alias", "version", "revision", "moved"], rows)
+
+
+@click.command("policy")
+@click.argument("name")
+@click.option("--split", default="", help="ALIAS=WEIGHT,…, e.g. production=90,canary=10.")
+@click.option("--shadow", default="", help="Also send a copy of each request to this alias.")
+@click.option("--ensemble", default="", help="MODEL[@ALIAS|:VERSION],…: average the outputs.")
+@click.option("--scatter", is_flag=True, help="Split batches across replicas.")
+@click.option("--clear", is_flag=True, help="Remove the policy.")
+@common
+def policy(
+    name: str,
+    split: str,
+    shadow: str,
+    ensemble: str,
+    scatter: bool,
+    clear: bool,
+    registry: str,
+    as_json: bool,
+) -> None:
+    """Show or set model NAME's traffic policy."""
+    from modelport.client.registry import parse_policy
+
+    if ensemble and scatter:
+        raise click.UsageError("--ensemble and --scatter exclude each other")
+    if clear and (split or shadow or ensemble or scatter):
+        raise click.UsageError("--clear takes no other policy option")
+    weights: dict[str, int] = {}
+    for alias_name, weight in pairs((split,) if split else (), "--split").items():
+        if not weight.isdigit():
+            raise click.BadParameter(
+                f"weight '{weight}' is not a whole number", param_hint="--split"
+            )
+        weights[alias_name] = int(weight)
+    members = [m.strip() for m in ensemble.split(",") if m.strip()]
+    changing = clear or weights or shadow or members or scatter
+    with registry_client(registry) as client:
+        if changing:
+            current = client.set_policy(
+                name, parse_policy(weights, shadow_alias=shadow, ensemble=members, scatter=scatter)
+            )
+        else:
+            current = client.get_policy(name)
+    emit(as_json, current, f"{name}: {describe_policy(current)} (revision {current.revision})")

@@ -1,0 +1,84 @@
+"""`modelport routes`: what the router sees, per model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from modelport.cli.options import option
+
+
+@click.command("routes")
+@option("--router", "address", default="127.0.0.1:8001", help="Router gRPC address.")
+@option("--model", default="", help="Only this model.")
+@option("--json", "as_json", is_flag=True, default=False, help="Print JSON.")
+def routes(address: str, model: str, as_json: bool) -> None:
+    """Per model: the replicas, their versions and in-flight counts, and the policy."""
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = router_pb2_grpc.RouterAdminStub(channel).ListRoutes(
+                router_pb2.ListRoutesRequest(model_name=model), timeout=10
+            )
+        except grpc.RpcError as exc:
+            message = f"router {address}: {exc.code().name}: {exc.details()}"
+            raise click.ClickException(message) from None
+    if as_json:
+        as_dict = MessageToDict(
+            answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        click.echo(json.dumps(as_dict, indent=2))
+        return
+    print_routes(answer)
+
+
+def describe_policy(policy: Any) -> str:
+    parts = []
+    if policy.split:
+        parts.append("split " + ",".join(f"{s.alias}={s.weight}" for s in policy.split))
+    if policy.shadow_alias:
+        parts.append(f"shadow {policy.shadow_alias}")
+    if policy.ensemble_members:
+        parts.append("ensemble " + ",".join(policy.ensemble_members))
+    if policy.scatter:
+        parts.append("scatter")
+    return "; ".join(parts) or "default"
+
+
+def print_routes(answer: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "policy", "replica", "versions", "state", "in flight", "picks")
+    for route in answer.models:
+        policy = describe_policy(route.policy)
+        if route.aliases:
+            policy += "\n" + " ".join(f"{k}→{v}" for k, v in sorted(route.aliases.items()))
+        if not route.replicas:
+            table.add_row(route.name, policy, "-", "-", "no replicas", "0", "0")
+        for index, replica in enumerate(route.replicas):
+            state = (
+                "ejected"
+                if replica.ejected
+                else "terminating"
+                if replica.terminating
+                else "ready"
+                if replica.ready
+                else "not ready"
+            )
+            table.add_row(
+                route.name if index == 0 else "",
+                policy if index == 0 else "",
+                replica.address,
+                ",".join(replica.versions) or "-",
+                state,
+                str(replica.in_flight),
+                str(replica.picks),
+            )
+    Console().print(table)
