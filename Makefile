@@ -17,7 +17,7 @@ PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 PROTO_OUT := services/modelport/proto
 GRPCIO_TOOLS_VERSION := 1.70.0
 
-.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench clean
+.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench bench-full bench-tools clean
 
 install: $(INSTALLED)
 
@@ -83,9 +83,20 @@ conformance: install $(TRITON_STAMP)
 
 test: install tools protos-check lint typecheck pytest conformance
 
+# Benchmarks print tables (benchmarks/README.md); they never run in `make test`.
+# The peers (KServe, MLServer) and perf_analyzer live in their own ignored venvs.
+bench-tools: install
+	benchmarks/peers/install.sh
+	test -x .venv-perf/bin/perf_analyzer || { python3 -m venv .venv-perf && \
+	  .venv-perf/bin/pip install -q 'tritonclient[grpc]==2.41.0' nvidia-cuda-runtime-cu12; }
+
 bench: install
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_full.py --batches 1 --concurrency 1,32 --repeats 1 \
+	  --seconds 3 --json benchmarks/results/bench.json
 	$(BIN)/python benchmarks/bench_router.py
+
+bench-full: bench-tools
+	$(BIN)/python benchmarks/bench_full.py --json benchmarks/results/bench-full.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

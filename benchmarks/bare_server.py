@@ -21,7 +21,6 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import text_format
-
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 from modelport.proto.inference import model_config_pb2 as mc
@@ -57,8 +56,9 @@ class Answers:
             config = self._configs[model]
             for output in config.output:
                 shape = [rows, *output.dims] if config.max_batch_size else list(output.dims)
-                answer.outputs.add(name=output.name, datatype=type_name(output.data_type),
-                                   shape=shape)  # fmt: skip
+                answer.outputs.add(
+                    name=output.name, datatype=type_name(output.data_type), shape=shape
+                )
                 answer.raw_output_contents.append(bytes(4 * prod(max(d, 1) for d in shape)))
             self._cache[(model, rows)] = answer
         return answer

@@ -38,29 +38,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from harness import drivers, targets  # noqa: E402
-from harness.drivers import Measurement  # noqa: E402
-from harness.report import print_model_report, print_summary  # noqa: E402
-
-from modelport.inference.samples import build_samples  # noqa: E402
+from harness import drivers, targets
+from harness.drivers import Measurement
+from harness.report import print_model_report, print_summary
+from modelport.inference.samples import build_samples
 
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def floors(repo: Path, model: str, repeats: int) -> dict[int, float]:
+def floors(repo: Path, model: str, repeats: int, seconds: float) -> dict[int, float]:
+    script = Path(__file__).parent / "harness" / "floor.py"
     runs = []
     for _ in range(repeats):
         out = subprocess.run(
-            [sys.executable, str(Path(__file__).parent / "harness" / "floor.py"), str(repo), model],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [sys.executable, str(script), str(repo), model, "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append({int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()})
     return {b: statistics.median(r[b] for r in runs) for b in runs[0]}
 
 
-def start_targets(args: argparse.Namespace, repo: Path, model: str, logs: Path) -> list[targets.Target]:
+def start_targets(
+    args: argparse.Namespace, repo: Path, model: str, logs: Path
+) -> list[targets.Target]:
     threads = len(os.sched_getaffinity(0))
     wanted = args.targets.split(",")
     started: list[targets.Target] = []
@@ -89,9 +93,11 @@ def start_targets(args: argparse.Namespace, repo: Path, model: str, logs: Path) 
     return started
 
 
-def measure_model(args: argparse.Namespace, repo: Path, model: str, logs: Path) -> dict[str, object]:
+def measure_model(
+    args: argparse.Namespace, repo: Path, model: str, logs: Path
+) -> dict[str, object]:
     print(f"\n== {model}: floor (load {load_average()})", flush=True)
-    floor = floors(repo, model, args.repeats)
+    floor = floors(repo, model, args.repeats, args.floor_seconds)
     print("  " + ", ".join(f"b{b}: {v:,.0f}/s" for b, v in floor.items()), flush=True)
     live = start_targets(args, repo, model, logs)
     wanted_drivers = args.drivers.split(",")
@@ -107,24 +113,38 @@ def measure_model(args: argparse.Namespace, repo: Path, model: str, logs: Path) 
                     shift = repeat % len(live)
                     for target in live[shift:] + live[:shift]:
                         for driver in wanted_drivers:
-                            if driver == "perf_analyzer" and target.name not in targets.PERF_ANALYZER_TARGETS:
+                            if (
+                                driver == "perf_analyzer"
+                                and target.name not in targets.PERF_ANALYZER_TARGETS
+                            ):
                                 continue
-                            run = drivers.perf_analyzer if driver == "perf_analyzer" else drivers.loadtest
+                            run = (
+                                drivers.perf_analyzer
+                                if driver == "perf_analyzer"
+                                else drivers.loadtest
+                            )
                             try:
                                 m = run(target, model, batch, concurrency, args.seconds)
                             except Exception as error:  # a peer failing must not lose the run
                                 print(f"  {target.name}/{driver} b{batch} c{concurrency}: {error}")
                                 continue
                             cells[(target.name, driver, batch, concurrency)].append(m)
-                            print(f"  {target.name:9} {driver:13} b{batch} c{concurrency:<3} "
-                                  f"{m.infer_per_s:9,.0f}/s p99 {m.p99_ms:8.2f} ms "
-                                  f"cpu {m.cpu_us}", flush=True)  # fmt: skip
+                            print(
+                                f"  {target.name:9} {driver:13} b{batch} c{concurrency:<3} "
+                                f"{m.infer_per_s:9,.0f}/s p99 {m.p99_ms:8.2f} ms "
+                                f"cpu {m.cpu_us}",
+                                flush=True,
+                            )
     finally:
         for target in reversed(live):
             target.stop()
     medians = {key: median_of(runs) for key, runs in cells.items()}
-    section = {"model": model, "floor": floor, "load": [load_before, load_average()],
-               "cells": [asdict(m) for m in medians.values()]}  # fmt: skip
+    section = {
+        "model": model,
+        "floor": floor,
+        "load": [load_before, load_average()],
+        "cells": [asdict(m) for m in medians.values()],
+    }
     print_model_report(section)
     return section
 
@@ -133,17 +153,23 @@ def median_of(runs: list[Measurement]) -> Measurement:
     first = runs[0]
     roles = first.cpu_us.keys()
     return Measurement(
-        first.target, first.driver, first.model, first.batch, first.concurrency,
+        first.target,
+        first.driver,
+        first.model,
+        first.batch,
+        first.concurrency,
         infer_per_s=statistics.median(r.infer_per_s for r in runs),
         p50_ms=statistics.median(r.p50_ms for r in runs),
         p99_ms=statistics.median(r.p99_ms for r in runs),
         errors=sum(r.errors for r in runs),
         cpu_us={role: statistics.median(r.cpu_us[role] for r in runs) for role in roles},
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="mlp,encoder")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--concurrency", default="1,8,32,128")
@@ -151,12 +177,13 @@ def main() -> None:
     parser.add_argument("--drivers", default="perf_analyzer,loadtest")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--floor-seconds", type=float, default=1.0, help="per batch size")
     parser.add_argument("--server-args", default="", help="extra flags for `serve inference`")
     parser.add_argument("--router-args", default="", help="extra flags for `serve router`")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-full-"))
-    repo = build_samples(work / "models", encoder=True)
+    repo = build_samples(work / "models", encoder="encoder" in args.models.split(","))
     logs = work / "logs"
     logs.mkdir()
     started = time.time()
@@ -166,8 +193,11 @@ def main() -> None:
     print(f"\n({(time.time() - started) / 60:.1f} min, load {load_average()})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "sections": sections}, indent=1))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "sections": sections}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

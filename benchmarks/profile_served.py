@@ -27,9 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from harness import breakdown, drivers, targets, variants  # noqa: E402
-
-from modelport.inference.samples import build_samples  # noqa: E402
+from harness import breakdown, drivers, targets, variants
+from modelport.inference.samples import build_samples
 
 
 def py_spy() -> str:
@@ -59,8 +58,9 @@ def profile(target: targets.Target, role: str, args: argparse.Namespace) -> None
     # and keep the load going past the profile's end.
     load = threading.Thread(
         target=lambda: result.update(
-            m=drivers.loadtest(target, args.model, args.batch, args.concurrency,
-                               args.seconds + 8, warmup=1.0)  # fmt: skip
+            m=drivers.loadtest(
+                target, args.model, args.batch, args.concurrency, args.seconds + 8, warmup=1.0
+            )
         )
     )
     load.start()
@@ -68,26 +68,51 @@ def profile(target: targets.Target, role: str, args: argparse.Namespace) -> None
     time.sleep(2)
     raw = Path(tempfile.mkdtemp()) / "profile.raw"
     before = breakdown.thread_cpu(pid)
-    children_before = targets.cpu_seconds(pid) - sum(t for _, t in before.values()) / breakdown.TICKS
+    children_before = (
+        targets.cpu_seconds(pid) - sum(t for _, t in before.values()) / breakdown.TICKS
+    )
     started = time.monotonic()
     subprocess.run(
-        [py_spy(), "record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "250",
-         "--threads", "-f", "raw", "-o", str(raw), "--nonblocking"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            py_spy(),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(args.seconds)),
+            "-r",
+            "250",
+            "--threads",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
     after = breakdown.thread_cpu(pid)
     window = time.monotonic() - started
-    children = targets.cpu_seconds(pid) - sum(t for _, t in after.values()) / breakdown.TICKS - children_before
+    children = (
+        targets.cpu_seconds(pid)
+        - sum(t for _, t in after.values()) / breakdown.TICKS
+        - children_before
+    )
     load.join()
     measured = result["m"]
     requests = max(1, int(measured.infer_per_s / args.batch * window))
     threads = breakdown.combine(before, after, breakdown.parse_raw(raw.read_text()))
-    print(f"\n{target.name} ({role} pid {pid}), {args.model} batch {args.batch} c={args.concurrency}: "
-          f"{measured.infer_per_s:,.0f} inf/s, p99 {measured.p99_ms:.1f} ms, "
-          f"{sum(t.cpu_s for t in threads) / window:.2f} cores")  # fmt: skip
+    print(
+        f"\n{target.name} ({role} pid {pid}), {args.model} batch {args.batch} c={args.concurrency}: "
+        f"{measured.infer_per_s:,.0f} inf/s, p99 {measured.p99_ms:.1f} ms, "
+        f"{sum(t.cpu_s for t in threads) / window:.2f} cores"
+    )
     for thread in threads:
         if thread.cpu_s / window >= 0.01:
-            print(f"  thread {thread.tid:>7} {thread.name:16} {thread.cpu_s / window:5.0%} of a core")
+            print(
+                f"  thread {thread.tid:>7} {thread.name:16} {thread.cpu_s / window:5.0%} of a core"
+            )
     costs = breakdown.per_request(threads, requests)
     if children > 0.01 * window:  # --workers, compute processes: not sampled, CPU only
         print(f"  child processes       {children / window:5.0%} of a core")
@@ -99,7 +124,9 @@ def profile(target: targets.Target, role: str, args: argparse.Namespace) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--target", choices=variants.VARIANTS, default="modelport")
     parser.add_argument("--concurrency", type=int, default=32)

@@ -21,8 +21,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # (category, substrings of a frame) checked from the leaf up; first match wins.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("metrics (OpenTelemetry)", ("opentelemetry/sdk/metrics", "metrics/_internal", "inference/stats.py",
-                                 "router/telemetry.py", "common/metrics.py")),
+    (
+        "metrics (OpenTelemetry)",
+        (
+            "opentelemetry/sdk/metrics",
+            "metrics/_internal",
+            "inference/stats.py",
+            "router/telemetry.py",
+            "common/metrics.py",
+        ),
+    ),
     ("tracing", ("common/tracing.py", "opentelemetry/context", "opentelemetry/trace")),
     ("model: torch op calls", ("torch/_ops.py",)),
     ("model: FX/nn Python", ("torch/fx/", "torch/nn/", "torch/export/", "torch/utils/_pytree")),
@@ -33,8 +41,17 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("router logic", ("modelport/router/",)),
     ("servicer + error boundary", ("inference/servicer.py", "grpc_errors.py")),
     # Not asyncio/runners.py: it is the root of every event-loop stack.
-    ("asyncio", ("asyncio/base_events", "asyncio/events", "asyncio/futures", "asyncio/tasks",
-                 "asyncio/locks", "asyncio/queues")),
+    (
+        "asyncio",
+        (
+            "asyncio/base_events",
+            "asyncio/events",
+            "asyncio/futures",
+            "asyncio/tasks",
+            "asyncio/locks",
+            "asyncio/queues",
+        ),
+    ),
     ("thread pool", ("concurrent/futures",)),
     ("prototype handler (parse, batch, encode)", ("compute_process.py",)),
 ]
@@ -95,7 +112,9 @@ def parse_raw(text: str) -> dict[int, dict[str, int]]:
 
 
 def combine(
-    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], samples: dict[int, dict[str, int]]
+    before: dict[int, tuple[str, int]],
+    after: dict[int, tuple[str, int]],
+    samples: dict[int, dict[str, int]],
 ) -> list[ThreadProfile]:
     threads = []
     for tid, (name, ticks) in after.items():

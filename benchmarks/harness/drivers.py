@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from modelport.loadtest.report import latency_summary
 from modelport.loadtest.runner import LoadSpec, run_load
 from modelport.proto.inference import grpc_service_pb2 as pb
@@ -75,19 +74,30 @@ def loadtest(
     target: Target, model: str, batch: int, concurrency: int, seconds: float, warmup: float = 1.0
 ) -> Measurement:
     spec = LoadSpec(
-        url=target.address, requests=[request_bytes(model, batch)], concurrency=concurrency,
-        duration_s=seconds, warmup_s=warmup, timeout_s=60, processes=min(2, concurrency),
-    )  # fmt: skip
+        url=target.address,
+        requests=[request_bytes(model, batch)],
+        concurrency=concurrency,
+        duration_s=seconds,
+        warmup_s=warmup,
+        timeout_s=60,
+        processes=min(2, concurrency),
+    )
     window = CpuWindow(target)
     result = run_load(spec)
     ok = result.samples.codes == 0
     latency = latency_summary(result.samples.latencies_ns[ok])
     return Measurement(
-        target.name, "loadtest", model, batch, concurrency,
+        target.name,
+        "loadtest",
+        model,
+        batch,
+        concurrency,
         infer_per_s=int(ok.sum()) * batch / result.measured_s,
-        p50_ms=latency["p50"], p99_ms=latency["p99"], errors=int((~ok).sum()),
+        p50_ms=latency["p50"],
+        p99_ms=latency["p99"],
+        errors=int((~ok).sum()),
         cpu_us=window.per_request_us(result.all_requests),
-    )  # fmt: skip
+    )
 
 
 def perf_analyzer_available() -> bool:
@@ -99,8 +109,11 @@ def _input_file(model: str, folder: Path) -> Path:
     shape = row_shape(model)
     values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     path = folder / f"{model}.json"
-    path.write_text(json.dumps({"data": [{"INPUT": {"content": values.ravel().tolist(),
-                                                      "shape": list(shape)}}]}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {"data": [{"INPUT": {"content": values.ravel().tolist(), "shape": list(shape)}}]}
+        )
+    )
     return path
 
 
@@ -112,18 +125,37 @@ def perf_analyzer(
     libs = sorted((PERF_VENV / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib"))
     env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(p) for p in libs)}
     command = [
-        str(PERF_VENV / "bin" / "perf_analyzer"), "-m", model, "-u", target.address, "-i", "grpc",
-        "--input-data", str(_input_file(model, folder)), "-b", str(batch),
-        "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000)),
+        str(PERF_VENV / "bin" / "perf_analyzer"),
+        "-m",
+        model,
+        "-u",
+        target.address,
+        "-i",
+        "grpc",
+        "--input-data",
+        str(_input_file(model, folder)),
+        "-b",
+        str(batch),
+        "--concurrency-range",
+        str(concurrency),
+        "--measurement-interval",
+        str(int(seconds * 1000)),
         # A shared machine is rarely "stable" to 10%; take the trials it gets.
-        "--stability-percentage", "999", "--max-trials", "3", "-f", str(report),
-    ]  # fmt: skip
+        "--stability-percentage",
+        "999",
+        "--max-trials",
+        "3",
+        "-f",
+        str(report),
+    ]
     window = CpuWindow(target)
     started = time.monotonic()
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - started
     if run.returncode != 0 or not report.exists():
-        raise RuntimeError(f"perf_analyzer failed on {target.name}: {run.stdout[-800:]}{run.stderr[-800:]}")
+        raise RuntimeError(
+            f"perf_analyzer failed on {target.name}: {run.stdout[-800:]}{run.stderr[-800:]}"
+        )
     with report.open() as f:
         row = next(csv.DictReader(f))
     infer_per_s = float(row["Inferences/Second"])
@@ -131,7 +163,14 @@ def perf_analyzer(
     # included): estimate from its throughput over the whole run.
     requests = int(infer_per_s / batch * wall)
     return Measurement(
-        target.name, "perf_analyzer", model, batch, concurrency, infer_per_s=infer_per_s,
-        p50_ms=float(row["p50 latency"]) / 1e3, p99_ms=float(row["p99 latency"]) / 1e3,
-        errors=0, cpu_us=window.per_request_us(requests),
-    )  # fmt: skip
+        target.name,
+        "perf_analyzer",
+        model,
+        batch,
+        concurrency,
+        infer_per_s=infer_per_s,
+        p50_ms=float(row["p50 latency"]) / 1e3,
+        p99_ms=float(row["p99 latency"]) / 1e3,
+        errors=0,
+        cpu_us=window.per_request_us(requests),
+    )

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
@@ -88,7 +87,9 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
-def wait_ready(address: str, model: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+def wait_ready(
+    address: str, model: str, process: subprocess.Popen[bytes], timeout: float = 300
+) -> None:
     stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(address))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,31 +112,31 @@ def start_bare(repo: Path, model: str, logs: Path) -> Target:
     return start_script("bare", [str(BENCH / "bare_server.py"), str(repo)], model, logs)
 
 
-def _modelport(*args: str) -> list[str]:
-    return [sys.executable, "-m", "modelport.cli", *args]
+def _serve(
+    service: str, flags: list[str], model: str, logs: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`modelport serve SERVICE` on a free loopback port, its metrics off; ready for `model`."""
+    port = free_port()
+    env = {**os.environ, "MODELPORT_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "modelport.cli", "serve", service, "--host", "127.0.0.1",
+               "--grpc-port", str(port), "--metrics-port", "-1", *flags]  # fmt: skip
+    process = subprocess.Popen(command, env=env, **_quiet(logs / f"{service}.log"))  # type: ignore[call-overload]
+    address = f"127.0.0.1:{port}"
+    wait_ready(address, model, process)
+    return process, address
 
 
 def start_modelport(repo: Path, model: str, logs: Path, extra: list[str]) -> Target:
-    port = free_port()
-    env = {**os.environ, "MODELPORT_LOG_LEVEL": "warning"}
-    command = _modelport("serve", "inference", "--model-repository", str(repo), "--host",
-                         "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1",
-                         "--model-control-mode", "explicit", "--load-model", model, *extra)  # fmt: skip
-    process = subprocess.Popen(command, env=env, **_quiet(logs / "modelport.log"))  # type: ignore[call-overload]
-    address = f"127.0.0.1:{port}"
-    wait_ready(address, model, process)
+    flags = ["--model-repository", str(repo), "--model-control-mode", "explicit",
+             "--load-model", model, *extra]  # fmt: skip
+    process, address = _serve("inference", flags, model, logs)
     return Target("modelport", address, {"server": process.pid}, [process])
 
 
 def start_router(backend: Target, model: str, logs: Path, extra: list[str]) -> Target:
-    port = free_port()
-    env = {**os.environ, "MODELPORT_LOG_LEVEL": "warning"}
-    command = _modelport("serve", "router", "--host", "127.0.0.1", "--grpc-port", str(port),
-                         "--metrics-port", "-1", "--discovery", "static", "--endpoint",
-                         f"{model}={backend.address}", "--index-interval", "1", *extra)  # fmt: skip
-    process = subprocess.Popen(command, env=env, **_quiet(logs / "router.log"))  # type: ignore[call-overload]
-    address = f"127.0.0.1:{port}"
-    wait_ready(address, model, process)
+    flags = ["--discovery", "static", "--endpoint", f"{model}={backend.address}",
+             "--index-interval", "1", *extra]  # fmt: skip
+    process, address = _serve("router", flags, model, logs)
     # The router's own CPU is what it adds; its backend's is charged to "server".
     roles = {"router": process.pid, "server": backend.roles["server"]}
     return Target("router", address, roles, [process])
@@ -151,8 +152,15 @@ def start_kserve(repo: Path, model: str, logs: Path, threads: int) -> Target | N
     if python is None:
         return None
     port, http = free_port(), free_port()
-    command = [str(python), str(BENCH / "peers" / "kserve_server.py"), str(repo), model,
-               str(port), str(http), str(threads)]  # fmt: skip
+    command = [
+        str(python),
+        str(BENCH / "peers" / "kserve_server.py"),
+        str(repo),
+        model,
+        str(port),
+        str(http),
+        str(threads),
+    ]
     process = subprocess.Popen(command, **_quiet(logs / "kserve.log"))  # type: ignore[call-overload]
     address = f"127.0.0.1:{port}"
     wait_ready(address, model, process)
@@ -165,8 +173,18 @@ def start_mlserver(repo: Path, model: str, logs: Path) -> Target | None:
         return None
     port, http = free_port(), free_port()
     folder = Path(tempfile.mkdtemp(prefix="bench-mlserver-"))
-    subprocess.run([sys.executable, str(BENCH / "peers" / "mlserver_setup.py"), str(repo), model,
-                    str(port), str(http), str(folder)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "peers" / "mlserver_setup.py"),
+            str(repo),
+            model,
+            str(port),
+            str(http),
+            str(folder),
+        ],
+        check=True,
+    )
     mlserver = python.with_name("mlserver")
     process = subprocess.Popen(
         [str(mlserver), "start", str(folder)], cwd=folder, **_quiet(logs / "mlserver.log")
@@ -179,10 +197,13 @@ def start_mlserver(repo: Path, model: str, logs: Path) -> Target | None:
 Starter = Callable[[], "Target | None"]
 
 
-def start_script(name: str, argv: list[str], model: str, logs: Path, python: str = sys.executable) -> Target:
+def start_script(
+    name: str, argv: list[str], model: str, logs: Path, python: str = sys.executable
+) -> Target:
     """A benchmark script that prints its port on stdout, then serves (prototypes, bare)."""
-    process = subprocess.Popen([python, *argv], stdout=subprocess.PIPE,
-                               stderr=(logs / f"{name}.log").open("ab"))  # fmt: skip
+    process = subprocess.Popen(
+        [python, *argv], stdout=subprocess.PIPE, stderr=(logs / f"{name}.log").open("ab")
+    )
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.strip():

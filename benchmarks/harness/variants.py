@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 from pathlib import Path
 
 from . import targets
 
 BENCH = targets.BENCH
-VARIANTS = ("bare", "bare-generic", "modelport", "modelport-workers2", "compute-process", "router",
-            "router-multiplex")
+VARIANTS = (
+    "bare",
+    "bare-generic",
+    "modelport",
+    "modelport-workers2",
+    "compute-process",
+    "router",
+    "router-multiplex",
+    "goforward",
+)
+
+
+def build_goforward() -> Path:
+    """prototypes/goforward with Debian's Go and grpc-go (golang-go, golang-google-grpc-dev)."""
+    source = BENCH / "prototypes" / "goforward"
+    binary = BENCH.parent / "build" / "goforward"
+    binary.parent.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": "/usr/share/gocode",
+        "GOCACHE": str(BENCH.parent / "build" / "gocache"),
+    }
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=source, env=env, check=True)
+    return binary
 
 
 def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> targets.Target:
@@ -17,14 +42,20 @@ def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> tar
     if variant == "bare":
         return targets.start_bare(repo, model, logs)
     if variant == "bare-generic":
-        return targets.start_script(variant, [str(BENCH / "bare_server.py"), str(repo), "--generic"], model, logs)
+        return targets.start_script(
+            variant, [str(BENCH / "bare_server.py"), str(repo), "--generic"], model, logs
+        )
     if variant == "modelport":
         return targets.start_modelport(repo, model, logs, args.server_args.split())
     if variant == "modelport-workers2":
-        return targets.start_modelport(repo, model, logs, ["--workers", "2", *args.server_args.split()])
+        return targets.start_modelport(
+            repo, model, logs, ["--workers", "2", *args.server_args.split()]
+        )
     if variant == "compute-process":
         script = BENCH / "prototypes" / "compute_process.py"
-        return targets.start_script(variant, [str(script), str(repo), model, *args.proto_args.split()], model, logs)
+        return targets.start_script(
+            variant, [str(script), str(repo), model, *args.proto_args.split()], model, logs
+        )
     if variant in ("router", "router-multiplex"):
         # The router alone in front of the bare server: only forwarding is measured.
         backend = targets.start_bare(repo, model, logs)
@@ -33,6 +64,13 @@ def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> tar
         routed.name = variant
         routed.processes += backend.processes
         return routed
+    if variant == "goforward":
+        backend = targets.start_bare(repo, model, logs)
+        binary = build_goforward()
+        routed = targets.start_script(
+            variant, ["-backend", f"{model}={backend.address}"], model, logs, python=str(binary)
+        )
+        routed.roles = {"router": routed.roles["server"], "server": backend.roles["server"]}
+        routed.processes += backend.processes
+        return routed
     raise SystemExit(f"unknown variant {variant}; known: {', '.join(VARIANTS)}")
-
-

@@ -29,7 +29,9 @@ class ExportedModel(kserve.Model):
         self.ready = True
         return True
 
-    def predict(self, payload: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
+    def predict(
+        self, payload: InferRequest, headers: dict[str, str] | None = None
+    ) -> InferResponse:
         assert self.module is not None
         x = torch.from_numpy(payload.inputs[0].as_numpy())
         with torch.inference_mode():
@@ -37,9 +39,11 @@ class ExportedModel(kserve.Model):
         out = InferOutput(name="OUTPUT", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=True)
         return InferResponse(
-            response_id=payload.id or "", model_name=self.name, infer_outputs=[out],
+            response_id=payload.id or "",
+            model_name=self.name,
+            infer_outputs=[out],
             use_binary_outputs=True,
-        )  # fmt: skip
+        )
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ class ExportedProgram(MLModel):
         with torch.inference_mode():
             y = self.module(x).numpy()
         return InferenceResponse(
-            model_name=self.name, id=payload.id,
+            model_name=self.name,
+            id=payload.id,
             outputs=[NumpyCodec.encode_output("OUTPUT", y)],
-        )  # fmt: skip
+        )

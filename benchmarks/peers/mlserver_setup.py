@@ -23,9 +23,17 @@ def main() -> None:
     delay = re.search(r"max_queue_delay_microseconds:\s*(\d+)", config)
     folder = Path(out)
     (folder / name).mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(__file__).with_name("mlserver_runtime.py"), folder / name / "mlserver_runtime.py")
-    settings = {"grpc_port": int(grpc_port), "http_port": int(http_port), "metrics_port": 0,
-                "debug": False, "host": "127.0.0.1", "grpc_max_message_length": 64 << 20}  # fmt: skip
+    shutil.copy(
+        Path(__file__).with_name("mlserver_runtime.py"), folder / name / "mlserver_runtime.py"
+    )
+    settings = {
+        "grpc_port": int(grpc_port),
+        "http_port": int(http_port),
+        "metrics_port": 0,
+        "debug": False,
+        "host": "127.0.0.1",
+        "grpc_max_message_length": 64 << 20,
+    }
     (folder / "settings.json").write_text(json.dumps(settings))
     model = {
         "name": name,

@@ -34,14 +34,15 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bare_server import Bare, read_configs  # noqa: E402
-
-from modelport.proto.inference import grpc_service_pb2 as pb  # noqa: E402
+from bare_server import Bare, read_configs
+from modelport.proto.inference import grpc_service_pb2 as pb
 
 SLOT = struct.Struct("<II")  # slot index, rows
 
 
-def _slot_views(buf: memoryview, max_rows: int, row: tuple[int, ...], out_row: tuple[int, ...], slots: int):  # type: ignore[no-untyped-def]
+def _slot_views(
+    buf: memoryview, max_rows: int, row: tuple[int, ...], out_row: tuple[int, ...], slots: int
+):  # type: ignore[no-untyped-def]
     in_size, out_size = max_rows * prod(row) * 4, max_rows * prod(out_row) * 4
     views = []
     for s in range(slots):
@@ -52,8 +53,16 @@ def _slot_views(buf: memoryview, max_rows: int, row: tuple[int, ...], out_row: t
     return views
 
 
-def compute_main(path: str, shm_name: str, channel: socket.socket, max_rows: int, row: tuple[int, ...],
-                 out_row: tuple[int, ...], slots: int, threads: int) -> None:  # fmt: skip
+def compute_main(
+    path: str,
+    shm_name: str,
+    channel: socket.socket,
+    max_rows: int,
+    row: tuple[int, ...],
+    out_row: tuple[int, ...],
+    slots: int,
+    threads: int,
+) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -164,8 +173,16 @@ async def serve(repo: Path, model: str, threads: int, slots: int) -> None:
     ours, theirs = socket.socketpair()
     process = get_context("spawn").Process(
         target=compute_main,
-        args=(str(repo / model / "1" / "model.pt2"), shm.name, theirs, max_rows, row,
-              out_row, slots, threads),  # fmt: skip
+        args=(
+            str(repo / model / "1" / "model.pt2"),
+            shm.name,
+            theirs,
+            max_rows,
+            row,
+            out_row,
+            slots,
+            threads,
+        ),
         daemon=True,
     )
     process.start()
@@ -183,13 +200,18 @@ async def serve(repo: Path, model: str, threads: int, slots: int) -> None:
 
     bare = Bare(configs)  # metadata and config answers, for perf_analyzer
     handlers = {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
-    for name, kind in (("ModelConfig", pb.ModelConfigRequest), ("ModelMetadata", pb.ModelMetadataRequest),
-                       ("ModelReady", pb.ModelReadyRequest), ("ServerReady", pb.ServerReadyRequest),
-                       ("ServerMetadata", pb.ServerMetadataRequest)):  # fmt: skip
+    for name, kind in (
+        ("ModelConfig", pb.ModelConfigRequest),
+        ("ModelMetadata", pb.ModelMetadataRequest),
+        ("ModelReady", pb.ModelReadyRequest),
+        ("ServerReady", pb.ServerReadyRequest),
+        ("ServerMetadata", pb.ServerMetadataRequest),
+    ):
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            getattr(bare, name), request_deserializer=kind.FromString,
+            getattr(bare, name),
+            request_deserializer=kind.FromString,
             response_serializer=lambda m: m.SerializeToString(),
-        )  # fmt: skip
+        )
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
@@ -208,7 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("repo", type=Path)
     parser.add_argument("model")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the compute process")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads in the compute process"
+    )
     parser.add_argument("--slots", type=int, default=2)
     args = parser.parse_args()
     import uvloop
