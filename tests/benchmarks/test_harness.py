@@ -26,7 +26,11 @@ thread (202): exec-model;_execute (modelport/inference/batcher.py:289);run (mode
 
 def test_breakdown_splits_each_threads_cpu_by_its_samples() -> None:
     samples = breakdown.parse_raw(RAW)
-    assert samples[101] == {"decode inputs": 3, breakdown.TRANSPORT: 5, "metrics (OpenTelemetry)": 2}
+    assert samples[101] == {
+        "decode inputs": 3,
+        breakdown.TRANSPORT: 5,
+        "metrics (OpenTelemetry)": 2,
+    }
     assert samples[202] == {"model: torch op calls": 4}
     ticks = breakdown.TICKS
     before = {101: ("python", 0), 202: ("python", 0), 303: ("event_engine", 0)}
