@@ -15,6 +15,7 @@ import sys
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.inference.backends import BackendLoader, load_backend
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
@@ -31,7 +32,7 @@ __all__ = ["InferenceApp", "InferenceSettings", "run"]
 class InferenceApp:
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
-        self.manager = ModelManager(settings.model_repository)
+        self.manager = ModelManager(settings.model_repository, load=backend_loader(settings))
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
         self.servicer = InferenceServicer(self.manager, self.peers, explicit_control=explicit)
@@ -98,6 +99,16 @@ class InferenceApp:
         await self.server.drain(grace)
         await self.manager.close()
         await self.peers.close()
+
+
+def backend_loader(settings: InferenceSettings) -> BackendLoader:
+    if settings.executor == "thread":
+        return load_backend
+    import torch
+
+    from modelport.inference.compute import process_loader
+
+    return process_loader(torch.get_num_threads())
 
 
 def configure_torch(threads: int) -> None:

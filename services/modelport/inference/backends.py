@@ -8,9 +8,8 @@ with `torch.save` is refused.
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,11 +34,16 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 
 class Backend(Protocol):
-    """A loaded model: numpy inputs in config order → numpy outputs in config order."""
+    """A loaded model: numpy inputs in config order → numpy outputs in config order.
 
-    device: torch.device
+    The model manager takes any backend: `ModelManager(load=...)` with a
+    `BackendLoader`; `load_backend` (the torch backend) is the default.
+    """
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+BackendLoader = Callable[[ModelSpec, Path], Backend]
 
 
 def pick_device(kind: int) -> torch.device:
@@ -75,9 +79,6 @@ class TorchBackend:
         self.device = device
         self._bf16_inputs = [t.datatype.name == "BF16" for t in spec.inputs]
         self._output_names = [t.name for t in spec.outputs]
-        # TorchScript modules are not safe to call from several threads at once
-        # when they hold state; a lock per executor-slot is taken by the batcher.
-        self.lock = threading.Lock()
 
     def _to_tensor(self, array: np.ndarray, bf16: bool) -> Any:
         if array.dtype == np.object_:  # BYTES: TorchScript takes List[str]

@@ -29,7 +29,7 @@ from modelport.artifacts.config import (
 )
 from modelport.artifacts.loaders import load_exported_program
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
-from modelport.inference.backends import TorchBackend, load_backend
+from modelport.inference.backends import Backend, BackendLoader, load_backend
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.stats import VersionStats
 from modelport.proto.inference import model_config_pb2 as mc
@@ -42,7 +42,7 @@ READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVA
 class ServedVersion:
     """One loaded version: its backend, batcher and statistics."""
 
-    def __init__(self, spec: ModelSpec, version: int, backend: TorchBackend) -> None:
+    def __init__(self, spec: ModelSpec, version: int, backend: Backend) -> None:
         self.spec = spec
         self.version = version
         self.label = f"model '{spec.name}' version {version}"
@@ -91,6 +91,7 @@ class ServedVersion:
         if self.stats.in_flight:
             await self._idle.wait()
         await self.batcher.close()
+        await asyncio.to_thread(close_backend, self.backend)
         self.stats.close()
 
 
@@ -126,8 +127,11 @@ class IndexEntry:
 
 
 class ModelManager:
-    def __init__(self, repository_dir: Path | None = None) -> None:
+    def __init__(
+        self, repository_dir: Path | None = None, *, load: BackendLoader = load_backend
+    ) -> None:
         self.repository = repository_dir
+        self._load = load  # model file -> Backend (the torch backend unless told otherwise)
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.draining = False
@@ -201,7 +205,9 @@ class ModelManager:
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
             try:
-                spec, loaded = await asyncio.to_thread(_load_versions, name, model_dir, versions)
+                spec, loaded = await asyncio.to_thread(
+                    _load_versions, name, model_dir, versions, self._load
+                )
             except Exception as exc:
                 reason = (
                     str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
@@ -254,8 +260,8 @@ class ModelManager:
 
 
 def _load_versions(
-    name: str, model_dir: Path, versions: Sequence[int] | None
-) -> tuple[ModelSpec, dict[int, TorchBackend]]:
+    name: str, model_dir: Path, versions: Sequence[int] | None, load: BackendLoader
+) -> tuple[ModelSpec, dict[int, Backend]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread)."""
     config = read_config(model_dir) or mc.ModelConfig()
     available = repository.available_versions(model_dir)
@@ -271,15 +277,27 @@ def _load_versions(
         filename = config.default_model_filename or "model.pt2"
         complete_from_program(config, load_exported_program(first_dir / filename, name))
     spec = build_spec(name, config)
-    loaded: dict[int, TorchBackend] = {}
-    for version in versions:
-        backend = load_backend(spec, model_dir / str(version))
-        warm_up(spec, backend)
-        loaded[version] = backend
+    loaded: dict[int, Backend] = {}
+    try:
+        for version in versions:
+            backend = load(spec, model_dir / str(version))
+            loaded[version] = backend
+            warm_up(spec, backend)
+    except BaseException:
+        for backend in loaded.values():
+            close_backend(backend)  # compute processes of a load that failed
+        raise
     return spec, loaded
 
 
-def warm_up(spec: ModelSpec, backend: TorchBackend) -> None:
+def close_backend(backend: Backend) -> None:
+    """Release what a backend holds beyond memory (a compute backend's processes)."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
+def warm_up(spec: ModelSpec, backend: Backend) -> None:
     """Run zero-filled batches (1 and the largest) so the first request is not slow,
     and fail the load here if the model cannot run on its declared inputs."""
     sizes = [1] if spec.max_batch_size == 0 else sorted({1, spec.max_batch_size})

@@ -1,0 +1,201 @@
+"""Models run in compute processes: the transport's GIL is never the model's.
+
+An exported program runs op by op from Python and needs the GIL between ops;
+in the server's process it competes with the event loop for it, and torch's
+OpenMP team spins on the cores the event loop needs (benchmarks/README.md,
+"Where the time goes"). So each instance of a model version (instance_group
+count) gets a process of its own, forked from a server-wide forkserver that
+has torch imported already (a fork takes milliseconds, a fresh interpreter
+seconds), and the batcher's executor thread hands it batches through shared
+memory (compute_wire): one copy of the inputs into the segment, one copy of
+the outputs out of it, an 8 KB-scale header each way.
+
+`ProcessBackend` is a Backend like the in-process one, so the batcher,
+statistics, tracing, hot swap and drain are unchanged; `close()` stops its
+processes when the version is retired. A compute process that dies fails the
+batch it was running with INTERNAL and is started again for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport import errors
+from modelport.artifacts.config import ModelSpec
+from modelport.inference import compute_child
+from modelport.inference import compute_wire as wire
+
+log = logging.getLogger(__name__)
+
+MIN_SEGMENT = 1 << 20
+# OpenMP teams that spin-wait starve the event loop when cores are shared; a
+# passive team sleeps between parallel regions (4-8x faster on a busy 2-core
+# machine). Read by libgomp when torch loads, so set before the forkserver starts.
+OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+_CODES = {cls.code: cls for cls in vars(errors).values()
+          if isinstance(cls, type) and issubclass(cls, errors.ModelportError)}  # fmt: skip
+_CODES["INTERNAL"] = errors.Internal
+_context_lock = threading.Lock()
+_context: Any = None
+
+
+def context() -> Any:
+    """The forkserver every compute process is forked from, torch preloaded."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            for key, value in OPENMP_ENV.items():
+                os.environ.setdefault(key, value)
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(["modelport.inference.compute_preload"])
+        return _context
+
+
+def _raise(header: dict[str, Any], label: str) -> None:
+    kind = _CODES.get(header.get("code", "INTERNAL"), errors.Internal)
+    raise kind(f"{label}: {header['error']}" if kind is errors.Internal else header["error"])
+
+
+class ComputeProcess:
+    """One child running one model version; `run` is blocking and not reentrant."""
+
+    def __init__(self, spec: ModelSpec, version_dir: Path, threads: int, label: str) -> None:
+        self._spec, self._dir, self._threads, self.label = spec, version_dir, threads, label
+        self._segment: wire.Segment | None = None
+        self._unsent: wire.Segment | None = None  # mapped here, not yet by the child
+        self._channel: socket.socket | None = None
+        self._process: Any = None
+        self._start()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._process = context().Process(
+            target=compute_child.main,
+            args=(self._spec, str(self._dir), self._threads, theirs),
+            name=f"compute {self.label}",
+            daemon=True,
+        )
+        self._process.start()
+        theirs.close()
+        try:
+            header, _ = wire.recv_frame(ours)
+        except (wire.PeerGone, OSError):
+            ours.close()
+            self._process.join(5)
+            raise errors.Internal(
+                f"{self.label}: the compute process exited while loading "
+                f"(exit code {self._process.exitcode})"
+            ) from None
+        if "error" in header:
+            ours.close()
+            self._process.join(5)
+            _raise(header, self.label)
+        self._channel = ours
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._channel is None:
+            self._start()  # the previous child died: a new one for this batch
+        assert self._channel is not None
+        try:
+            return self._exchange(self._channel, inputs)
+        except (wire.PeerGone, OSError, ValueError):
+            code = self._reap()
+            raise errors.Internal(
+                f"{self.label}: the compute process died during the batch (exit code {code})"
+            ) from None
+
+    def _exchange(self, channel: socket.socket, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        size = wire.needed(inputs)
+        if self._segment is None or self._segment.size < size:
+            self._grow(2 * size)  # room for outputs of about the inputs' size
+        segment = self._segment
+        assert segment is not None
+        placement = wire.place(inputs, 0, segment.size)
+        placement.write(segment.buffer)
+        header = {"inputs": placement.described, "end": placement.end, "segment": segment.size}
+        wire.send_frame(channel, header, placement.inline, segment=self._unsent)
+        self._unsent = None
+        answer, _ = wire.recv_frame(channel)
+        if "error" in answer:
+            _raise(answer, self.label)
+        described = answer["outputs"]
+        inline = [wire.recv_inline(channel, d[4]) for d in described if d[3] < 0]
+        outputs = wire.read(segment.buffer, described, inline, copy=True)
+        if answer.get("needed", 0) > segment.size:
+            self._grow(answer["needed"])  # sent along with the next batch
+        return outputs
+
+    def _grow(self, size: int) -> None:
+        """A bigger segment, sent to the child with the next batch."""
+        if self._segment is not None:
+            self._segment.close()
+        self._segment = self._unsent = wire.Segment(max(MIN_SEGMENT, wire.aligned(size)))
+
+    def _reap(self) -> int | None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = self._unsent = None
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        code: int | None = self._process.exitcode
+        return code
+
+    def close(self) -> None:
+        """Close the channel (the child exits at EOF) and wait for it."""
+        self._reap()
+
+
+class ProcessBackend:
+    """A Backend whose model runs in `instances` compute processes."""
+
+    def __init__(self, spec: ModelSpec, version_dir: Path, *, instances: int, threads: int) -> None:
+        label = f"model '{spec.name}' version {version_dir.name}"
+        self.processes: list[ComputeProcess] = []
+        try:
+            for _ in range(max(1, instances)):
+                self.processes.append(ComputeProcess(spec, version_dir, threads, label))
+        except BaseException:
+            self.close()
+            raise
+        self._idle: queue.SimpleQueue[ComputeProcess] = queue.SimpleQueue()
+        for process in self.processes:
+            self._idle.put(process)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        process = self._idle.get()  # the batcher runs at most `instances` at once
+        try:
+            return process.run(inputs)
+        finally:
+            self._idle.put(process)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.close()
+
+
+def process_loader(threads: int) -> Callable[[ModelSpec, Path], ProcessBackend]:
+    """A BackendLoader: each version in `instance_count` processes of `threads` threads."""
+
+    def load(spec: ModelSpec, version_dir: Path) -> ProcessBackend:
+        return ProcessBackend(spec, version_dir, instances=spec.instance_count, threads=threads)
+
+    return load
