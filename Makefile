@@ -16,8 +16,11 @@ PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraint
 PROTO_SRC := $(shell find protos -name '*.proto' | sort)
 PROTO_OUT := services/modelport/proto
 GRPCIO_TOOLS_VERSION := 1.70.0
+# Typed stubs (.pyi for messages and for the gRPC stubs/servicers); 3.6 is the
+# last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
+MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test lint fmt typecheck protos protos-check pytest conformance tools bench bench-full bench-tools clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools bench bench-full bench-tools clean
 
 install: $(INSTALLED)
 
@@ -37,10 +40,11 @@ run: install
 
 # grpcio-tools 1.70 emits protobuf 5.29 gencode, which imports under protobuf
 # 5.29 through 7.x; newer grpcio-tools emit gencode that fails under 5.x.
-$(PROTOC_STAMP):
+$(PROTOC_STAMP): Makefile
 	test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
 	$(PROTOC_VENV)/bin/python -m pip install -q --disable-pip-version-check \
-	  grpcio-tools==$(GRPCIO_TOOLS_VERSION) 'protobuf>=5.29,<6'
+	  grpcio-tools==$(GRPCIO_TOOLS_VERSION) mypy-protobuf==$(MYPY_PROTOBUF_VERSION) \
+	  'protobuf>=5.29,<6'
 	touch $@
 
 # Every .proto is known to protoc under the virtual root modelport/proto, so the
@@ -55,9 +59,11 @@ protos-check: $(PROTOC_STAMP)
 	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
 	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
+# The import contract (pyproject [tool.importlinter]) is part of lint.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 fmt: install
 	$(BIN)/ruff check --fix .
@@ -73,6 +79,10 @@ $(TRITON_STAMP): tests/conformance/requirements.txt
 	$(TRITON_VENV)/bin/python -m pip install -q --disable-pip-version-check \
 	  -r tests/conformance/requirements.txt
 	touch $@
+
+# Tier 1 only: the modules marked `pytestmark = pytest.mark.fast` (no servers).
+test-fast: install tools
+	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
 
 pytest: install tools
 	$(BIN)/pytest -q -p no:cacheprovider tests --ignore=tests/conformance

@@ -35,6 +35,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("model: torch op calls", ("torch/_ops.py",)),
     ("model: FX/nn Python", ("torch/fx/", "torch/nn/", "torch/export/", "torch/utils/_pytree")),
     ("model: tensors <-> numpy", ("inference/backends.py",)),
+    ("compute process IPC", ("inference/compute",)),
     ("decode inputs", ("decode_inputs", "_decode_one", "_check_shape", "requested_outputs")),
     ("encode response", ("build_response", "encode_bytes")),
     ("batching", ("inference/batcher.py", "model_manager.py")),

@@ -47,6 +47,12 @@ def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> tar
         )
     if variant == "modelport":
         return targets.start_modelport(repo, model, logs, args.server_args.split())
+    if variant == "modelport-thread":  # the model in the server's own process
+        target = targets.start_modelport(
+            repo, model, logs, ["--executor", "thread", *args.server_args.split()]
+        )
+        target.name = variant
+        return target
     if variant == "modelport-workers2":
         return targets.start_modelport(
             repo, model, logs, ["--workers", "2", *args.server_args.split()]

@@ -79,3 +79,21 @@ class Internal(ModelportError):
     """A bug or a model that failed while executing."""
 
     code = "INTERNAL"
+
+
+def code_of(error: BaseException) -> str:
+    """The status code name a caller gets for `error` (as in `grpc.StatusCode`)."""
+    if isinstance(error, ModelportError):
+        return error.code
+    if isinstance(error, NotImplementedError):
+        return "UNIMPLEMENTED"
+    return "INTERNAL"
+
+
+def public_message(error: BaseException) -> str:
+    """What the caller reads: our message, never a stack trace."""
+    if isinstance(error, ModelportError):
+        return str(error)
+    if isinstance(error, NotImplementedError):
+        return "method not implemented by this server"
+    return f"internal error ({type(error).__name__}); see the server log"

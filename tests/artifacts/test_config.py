@@ -17,6 +17,8 @@ from modelport.errors import InvalidInput
 from modelport.inference.samples import MLP_CONFIG, SIMPLE_CONFIG
 from modelport.proto.inference import model_config_pb2 as mc
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def test_sample_configs_parse_into_specs() -> None:
     spec = build_spec("mlp", parse_config_text(MLP_CONFIG))

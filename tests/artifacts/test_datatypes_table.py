@@ -9,6 +9,8 @@ from modelport.artifacts import datatypes
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2 as mc
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 @pytest.mark.parametrize("dt", datatypes.ALL, ids=lambda dt: dt.name)
 def test_each_row_matches_torch_numpy_and_the_config_enum(dt: datatypes.DataType) -> None:

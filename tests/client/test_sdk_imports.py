@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 SERVER_SIDE = (
     "torch",
     "modelport.inference",

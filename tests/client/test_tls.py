@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from modelport.cli.loadtest import loadtest
 from modelport.client import InferenceClient, ModelportClientError, TlsOptions
+from modelport.common.tls import TlsFiles
 from modelport.loadtest.session import SessionOptions, run_session
 
+from tests.support.certificates import CertFiles, make_certificates
 from tests.support.toy_oip_server import toy_server_in_thread
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost (key, cert), made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, cert
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """A CA and a certificate it signed for localhost."""
+    return make_certificates(tmp_path_factory.mktemp("tls"), "localhost")
 
 
-def test_tls_client_and_loadtest_verify_the_server(certificate: tuple[Path, Path]) -> None:
-    key, cert = certificate
+def test_tls_client_and_loadtest_verify_the_server(certificate: CertFiles) -> None:
+    ca = certificate.ca
     a = np.ones((1, 16), np.int32)
-    with toy_server_in_thread(tls=(key.read_bytes(), cert.read_bytes())) as (address, _):
+    with toy_server_in_thread(tls=TlsFiles(certificate.cert, certificate.key)) as (address, _):
         target = address.replace("127.0.0.1", "localhost")
-        with InferenceClient(target, tls=TlsOptions(root_certificates=cert)) as client:
+        with InferenceClient(target, tls=TlsOptions(root_certificates=ca)) as client:
             assert client.infer("simple", {"INPUT0": a, "INPUT1": a})["OUTPUT0"].sum() == 32
         # grpcs:// means TLS with the system's CAs, which do not know this certificate.
         with InferenceClient(f"grpcs://{target}", timeout=3) as untrusted:
@@ -54,7 +42,7 @@ def test_tls_client_and_loadtest_verify_the_server(certificate: tuple[Path, Path
                 duration_s=0.4,
                 warmup_s=0.1,
                 processes=1,
-                tls=TlsOptions(root_certificates=cert),
+                tls=TlsOptions(root_certificates=ca),
                 live=False,
             )
         )
@@ -63,7 +51,7 @@ def test_tls_client_and_loadtest_verify_the_server(certificate: tuple[Path, Path
             loadtest,
             ["--url", target, "--model", "simple", "--random", "--concurrency", "1",
              "--duration", "300ms", "--warmup", "0s", "--processes", "1"],
-            env={"MODELPORT_TLS_CA_FILE": str(cert)},
+            env={"MODELPORT_TLS_CA_FILE": str(ca)},
         )  # fmt: skip
     assert passed and report["requests"]["ok"] > 0
     assert cli.exit_code == 0, cli.output

@@ -4,7 +4,7 @@ Run with the project's Python (not the tritonclient venv):
     python router_stack.py COUNTS.json
 Prints one JSON line {"router": ADDRESS} once serving. On SIGTERM it writes
 what each replica answered, per model and version, to COUNTS.json and exits.
-Replicas are the toy replicas of tests/router (no torch needed); policies come
+Replicas are the toy OIP servers of tests/support (no torch needed); policies come
 from the registry stand-in over the real ModelRegistry contract:
   simple         split production(1)=90 / canary(2)=10
   simple_shadow  version 1 answers; a copy goes to the canary alias (2)
@@ -22,6 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "router"))
+sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE.parents[1] / "services"))
 
 from modelport.common.server import ServerOptions  # noqa: E402
@@ -31,13 +32,14 @@ from modelport.router.discovery import StaticDiscovery  # noqa: E402
 from modelport.router.registry_policies import RegistryPolicySource  # noqa: E402
 from modelport.router.replicas import Endpoint  # noqa: E402
 from registry_stand_in import RegistryStandIn  # noqa: E402
-from router_toy_replica import ToyReplica  # noqa: E402
+
+from tests.support.toy_oip_server import ToyServer  # noqa: E402
 
 MODELS = {name: ["1", "2"] for name in ("simple", "simple_shadow", "simple_scatter", "mlp")}
 
 
 async def main(counts_path: Path) -> None:
-    replicas = [ToyReplica(MODELS), ToyReplica(MODELS)]
+    replicas = [ToyServer(MODELS), ToyServer(MODELS)]
     for replica in replicas:
         await replica.start()
     registry = RegistryStandIn()

@@ -15,6 +15,8 @@ import pytest
 
 from tests.helm.helmchart import REPO_ROOT
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 SCRIPT = REPO_ROOT / "scripts" / "fetch_kube_tools.py"
 
 

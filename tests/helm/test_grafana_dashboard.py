@@ -12,6 +12,8 @@ import pytest
 
 from tests.helm.helmchart import RELEASE, Render, by_kind, scenario
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 COUNTERS = {
     "modelport_inference_requests_total",
     "modelport_router_requests_total",

@@ -28,6 +28,8 @@ from tests.helm.helmchart import (
     scenario,
 )
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 # --- router RBAC ---------------------------------------------------------------------
 
 

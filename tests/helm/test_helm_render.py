@@ -22,6 +22,8 @@ from tests.helm.helmchart import (
     scenario,
 )
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 # The newest Kubernetes whose schemas kubernetes-validate ships (strict variant).
 KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
 

@@ -15,6 +15,8 @@ import yaml
 
 from tests.helm.helmchart import CHART, REPO_ROOT, by_kind, load_manifests, run_helm
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 SKAFFOLD = REPO_ROOT / "skaffold.yaml"
 # The newest schema skaffold publishes (v4beta14, skaffold 2.19).
 SCHEMA_VERSION = "skaffold/v4beta14"

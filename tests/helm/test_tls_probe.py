@@ -1,111 +1,126 @@
-"""The in-container health probe the chart uses with TLS (kubelet's gRPC probes cannot
-speak TLS) really checks a TLS gRPC health service: run the rendered script against a
-mutual-TLS server on loopback with certificates made here."""
+"""The chart's TLS health probe against the real registry, started from the rendered args.
+
+kubelet's gRPC probes cannot speak TLS, so with `tls.enabled` the chart runs a
+small script in the container. Here the registry Deployment of the
+postgresql-tls scenario is started as the chart would start it (its args and
+MODELPORT_* env, with the Secret's mount, the PVC and the database swapped for
+local ones), and the rendered probe script checks it over mutual TLS.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tests.helm.helmchart import RELEASE, Render, named, scenario
+from tests.helm.helmchart import RELEASE, Manifest, Render, container, env_of, named, scenario
+from tests.registry.service_process import SERVICES
+from tests.support.certificates import CertFiles, make_certificates
 
 SERVER_NAME = "modelport.internal"  # tls.serverName in the postgresql-tls scenario
+MOUNT = "/etc/modelport/tls/"
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     """ca.crt, tls.crt, tls.key as in the chart's Secret (one cert serves both ends)."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    out = tmp_path_factory.mktemp("tls")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=ca",
-            "-days", "1", cwd=out)  # fmt: skip
-    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={SERVER_NAME}",
-            cwd=out)  # fmt: skip
-    (out / "ext.cnf").write_text(
-        f"subjectAltName=DNS:{SERVER_NAME}\nextendedKeyUsage=serverAuth,clientAuth\n"
-    )
-    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "ext.cnf",
-            cwd=out)  # fmt: skip
-    return out
+    return make_certificates(tmp_path_factory.mktemp("tls"), SERVER_NAME)
 
 
 @pytest.fixture(scope="module")
-def health_server(tls_dir: Path) -> Iterator[tuple[int, health.HealthServicer]]:
-    servicer = health.HealthServicer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    credentials = grpc.ssl_server_credentials(
-        [((tls_dir / "tls.key").read_bytes(), (tls_dir / "tls.crt").read_bytes())],
-        root_certificates=(tls_dir / "ca.crt").read_bytes(),
-        require_client_auth=True,
-    )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    server.start()
-    yield port, servicer
-    server.stop(grace=None)
-
-
-@pytest.fixture(scope="module")
-def probe_command(render: Render, tls_dir: Path) -> list[str]:
+def registry_container(render: Render) -> Manifest:
     objects = render(scenario("postgresql-tls"))
-    deployment = named(objects, "Deployment", f"{RELEASE}-modelport-model-mlp")
-    command: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"][
-        "exec"
-    ]["command"]
-    script = command[2]
-    assert "/etc/modelport/tls/" in script
-    # Same script, certificates read from this test's directory instead of the Secret mount.
-    return [sys.executable, "-c", script.replace("/etc/modelport/tls/", f"{tls_dir}/")]
+    return container(named(objects, "Deployment", f"{RELEASE}-modelport-registry"))
 
 
-def run_probe(command: list[str], port: int, service: str) -> int:
-    done = subprocess.run(
-        [*command, str(port), service, SERVER_NAME], capture_output=True, timeout=30, check=False
+def local(value: str, certs: CertFiles, data: Path, port: int) -> str:
+    """A rendered arg or env value with the pod's paths and port made local."""
+    value = value.replace(MOUNT, f"{certs.ca.parent}/").replace("/data/", f"{data}/")
+    return value.replace("--grpc-port=8003", f"--grpc-port={port}")
+
+
+@pytest.fixture(scope="module")
+def registry(
+    registry_container: Manifest, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    data = tmp_path_factory.mktemp("data")
+    port = free_port()
+    args = [local(a, certs, data, port) for a in registry_container["args"]]
+    env = {
+        name: local(str(entry["value"]), certs, data, port)
+        for name, entry in env_of(registry_container).items()
+        if name.startswith("MODELPORT_") and "value" in entry
+    }
+    assert {"MODELPORT_TLS_CERT_FILE", "MODELPORT_TLS_KEY_FILE", "MODELPORT_TLS_CA_FILE"} <= set(
+        env
     )
+    env |= {
+        "MODELPORT_DATABASE": f"sqlite:///{data / 'registry.db'}",  # in the chart: a Secret
+        "MODELPORT_HOST": "127.0.0.1",
+        "MODELPORT_METRICS_PORT": "-1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport.cli", *args],
+        env={**os.environ, **env, "PYTHONPATH": str(SERVICES)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "gRPC listening" in line:
+            assert "(mutual TLS)" in line, line
+            break
+    else:
+        pytest.fail(f"the registry did not start (exit {process.wait()})")
+    yield port
+    process.terminate()
+    process.wait(30)
+
+
+def probe(registry_container: Manifest, certs: CertFiles, *args: str) -> int:
+    command = registry_container["readinessProbe"]["exec"]["command"]
+    script = command[2].replace(MOUNT, f"{certs.ca.parent}/")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          timeout=30, check=False)  # fmt: skip
     return done.returncode
 
 
-def test_probe_passes_when_the_model_is_serving(
-    probe_command: list[str], health_server: tuple[int, health.HealthServicer]
+def until_serving(registry_container: Manifest, certs: CertFiles, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while probe(registry_container, certs, str(port), "", SERVER_NAME) != 0:
+        assert time.monotonic() < deadline, "the probe never passed"
+        time.sleep(0.2)
+
+
+def test_the_probe_passes_against_the_real_tls_server(
+    registry_container: Manifest, certs: CertFiles, registry: int
 ) -> None:
-    port, servicer = health_server
-    servicer.set("mlp", health_pb2.HealthCheckResponse.SERVING)
-    assert run_probe(probe_command, port, "mlp") == 0
-    assert run_probe(probe_command, port, "") == 0  # overall health is SERVING by default
+    until_serving(registry_container, certs, registry)
+    service = registry_container["readinessProbe"]["exec"]["command"][4]
+    assert probe(registry_container, certs, str(registry), service, SERVER_NAME) == 0
 
 
-def test_probe_fails_when_not_serving_or_unknown(
-    probe_command: list[str], health_server: tuple[int, health.HealthServicer]
+def test_the_probe_fails_for_an_unknown_service_or_another_server_name(
+    registry_container: Manifest, certs: CertFiles, registry: int
 ) -> None:
-    port, servicer = health_server
-    servicer.set("draining", health_pb2.HealthCheckResponse.NOT_SERVING)
-    assert run_probe(probe_command, port, "draining") != 0
-    assert run_probe(probe_command, port, "no-such-model") != 0
+    until_serving(registry_container, certs, registry)
+    assert probe(registry_container, certs, str(registry), "no-such-service", SERVER_NAME) != 0
+    assert probe(registry_container, certs, str(registry), "", "someone-else.example") != 0
 
 
-def test_probe_fails_against_a_certificate_for_another_name(
-    probe_command: list[str], health_server: tuple[int, health.HealthServicer]
+def test_the_probe_fails_when_nothing_listens(
+    registry_container: Manifest, certs: CertFiles
 ) -> None:
-    port, _ = health_server
-    done = subprocess.run(
-        [*probe_command, str(port), "", "someone-else.example"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode != 0
+    assert probe(registry_container, certs, str(free_port()), "", SERVER_NAME) != 0

@@ -14,6 +14,8 @@ from modelport.errors import DeadlineExceeded, QueueFull, Unavailable
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.stats import VersionStats
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 class Recorder:
     """Doubles its input and remembers the batch sizes it saw."""

@@ -11,6 +11,8 @@ from modelport.errors import InvalidInput
 from modelport.inference import codec
 from modelport.proto.inference import grpc_service_pb2 as pb
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 Tensor = pb.ModelInferRequest.InferInputTensor
 TYPED = {
     "BOOL": (np.bool_, "bool_contents", [True, False]),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from modelport.inference.peers import merge_statistics
+from modelport.inference.stats_messages import merge_statistics
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 from prometheus_client.parser import text_string_to_metric_families

@@ -11,6 +11,8 @@ from modelport.client.codec import decode_raw
 from modelport.loadtest import inputs
 from modelport.proto.inference import grpc_service_pb2 as pb
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def metadata() -> pb.ModelMetadataResponse:
     response = pb.ModelMetadataResponse(name="m")

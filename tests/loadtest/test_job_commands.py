@@ -28,6 +28,8 @@ from tests.helm.helmchart import (
     template_args,
 )
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 def loadtest_argv(job: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The `modelport loadtest` arguments of a Job's script, with its env values substituted."""

@@ -12,7 +12,7 @@ from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
 from modelport.router.policies import StaticPolicySource
 
-from tests.router.router_toy_replica import ToyReplica
+from tests.support.toy_oip_server import ToyServer
 
 
 class EndpointsFile:
@@ -29,11 +29,11 @@ class EndpointsFile:
 
 
 @pytest.fixture
-async def replicas() -> AsyncIterator[Callable[[dict[str, list[str]]], Awaitable[ToyReplica]]]:
-    started: list[ToyReplica] = []
+async def replicas() -> AsyncIterator[Callable[[dict[str, list[str]]], Awaitable[ToyServer]]]:
+    started: list[ToyServer] = []
 
-    async def start(models: dict[str, list[str]]) -> ToyReplica:
-        replica = ToyReplica(models)
+    async def start(models: dict[str, list[str]]) -> ToyServer:
+        replica = ToyServer(models)
         await replica.start()
         started.append(replica)
         return replica

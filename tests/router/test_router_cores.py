@@ -16,6 +16,8 @@ from modelport.router.replicas import EjectionRule, Endpoint, ReplicaTable
 
 from tests.router.router_helpers import simple_request
 
+pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
+
 
 class FakeClock:
     def __init__(self) -> None:

@@ -22,10 +22,10 @@ SERVICES = HERE.parents[1] / "services"
 
 @pytest.fixture
 def replica_processes() -> Iterator[list[tuple[subprocess.Popen[str], str]]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SERVICES), str(HERE)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SERVICES), str(HERE.parents[1])])}
     processes = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "router_toy_replica.py"), "simple:1"],
+            [sys.executable, "-m", "tests.support.toy_oip_server", "simple:1"],
             stdout=subprocess.PIPE,
             text=True,
             env=env,

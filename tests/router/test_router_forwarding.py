@@ -350,9 +350,9 @@ async def test_requests_ride_one_stream_per_replica(replicas, endpoints_file, ro
 
 @pytest.mark.parametrize("multiplex", [True])
 async def test_replicas_without_streaming_are_called_unary(endpoints_file, router, stub) -> None:
-    from tests.router.router_toy_replica import ToyReplica
+    from tests.support.toy_oip_server import ToyServer
 
-    a = ToyReplica({"simple": ["1"]}, streaming=False)
+    a = ToyServer({"simple": ["1"]}, streaming=False)
     await a.start()
     try:
         endpoints_file.write([("simple", a.address)])

@@ -60,3 +60,7 @@ async def test_router_spans_link_caller_and_replica(
     # (with tracing on, the router forwards unary even when multiplexing).
     (replica_span,) = [s for s in servers if s.parent.span_id == forward.context.span_id]
     assert replica_span.parent.is_remote
+    # Inside the inference service: waiting for a batch, then the batch's execution.
+    queue, execute = by_name[tracing.INFERENCE_QUEUE], by_name[tracing.INFERENCE_EXECUTE]
+    assert queue.parent.span_id == replica_span.context.span_id
+    assert execute.attributes["batch_size"] >= 1

@@ -1,7 +1,8 @@
-"""One request, one trace: caller → router hop → inference backend, with parent links.
+"""One request, one trace: caller → the real router → an OIP backend, with parent links.
 
-Spans go to an in-memory exporter. The backend is a fixture so the real
-inference service (and later the real router) can take the stand-ins' places.
+Spans go to an in-memory exporter. The backend is the toy OIP server (it
+opens the inference service's spans); tests/router/test_router_tracing.py
+runs the same path with the real inference service behind the router.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import numpy as np
 import pytest
 from modelport.client import AsyncInferenceClient
 from modelport.common import logs, tracing
+from modelport.router.app import RouterApp
+from modelport.router.discovery import StaticDiscovery
+from modelport.router.replicas import Endpoint
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.support.router_hop import serve_router_hop
+from tests.router.router_helpers import wait_until
 from tests.support.toy_oip_server import serve_toy
 
 
@@ -51,14 +55,17 @@ async def test_one_request_is_one_linked_trace(
     spans: InMemorySpanExporter, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     a = np.ones((1, 16), dtype=np.int32)
-    async with (
-        serve_router_hop([backend]) as router,
-        AsyncInferenceClient(router, timeout=10) as client,
-    ):
-        with tracing.span("caller", kind=SpanKind.CLIENT) as root:
-            out = await client.infer(
-                "simple", {"INPUT0": a, "INPUT1": a}, metadata=tracing.inject_metadata()
-            )
+    router = RouterApp(StaticDiscovery([Endpoint("simple", backend)]), index_interval=0.2)
+    port = await router.start()
+    try:
+        await wait_until(lambda: bool(router.table.candidates("simple", "")), 30)
+        async with AsyncInferenceClient(f"127.0.0.1:{port}", timeout=10) as client:
+            with tracing.span("caller", kind=SpanKind.CLIENT) as root:
+                out = await client.infer(
+                    "simple", {"INPUT0": a, "INPUT1": a}, metadata=tracing.inject_metadata()
+                )
+    finally:
+        await router.stop(0)
     np.testing.assert_array_equal(out["OUTPUT0"], 2 * a)
     finished = spans.get_finished_spans()
     assert len({span.context.trace_id for span in finished}) == 1

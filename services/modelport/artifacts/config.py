@@ -147,11 +147,16 @@ def build_spec(name: str, config: mc.ModelConfig) -> ModelSpec:
 
 
 def _tensor(
-    where: str, kind: str, name: str, data_type: int, dims: object, optional: bool
+    where: str,
+    kind: str,
+    name: str,
+    data_type: mc.DataType.ValueType,
+    dims: object,
+    optional: bool,
 ) -> TensorSpec:
     if not name:
         raise InvalidInput(f"{where}: an {kind} has no name")
-    type_name = mc.DataType.Name(data_type)  # type: ignore[arg-type]
+    type_name = mc.DataType.Name(data_type)
     if type_name not in datatypes.BY_CONFIG:
         raise InvalidInput(f"{where}: {kind} '{name}' has no data_type")
     shape = tuple(int(d) for d in dims)  # type: ignore[attr-defined]
@@ -217,11 +222,15 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
     strip = 1 if batched else 0
     if not config.input:
         for node, (dims, dtype) in zip(placeholders, in_shapes, strict=True):
-            entry = config.input.add(name=node.name, dims=dims[strip:])
-            entry.data_type = mc.DataType.Value(datatypes.by_torch_name(dtype).config)
+            config.input.add(name=node.name, dims=dims[strip:], data_type=_config_type(dtype))
     if not config.output:
         for index, (dims, dtype) in enumerate(out_shapes):
-            entry = config.output.add(name=f"output_{index}", dims=dims[strip:])
-            entry.data_type = mc.DataType.Value(datatypes.by_torch_name(dtype).config)
+            config.output.add(
+                name=f"output_{index}", dims=dims[strip:], data_type=_config_type(dtype)
+            )
     if not config.platform:
         config.platform = PLATFORM_EXPORT
+
+
+def _config_type(torch_dtype: object) -> int:
+    return mc.DataType.Value(datatypes.by_torch_name(torch_dtype).config)

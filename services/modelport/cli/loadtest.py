@@ -134,6 +134,13 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option("--tls-cert-file", default="", help="Client certificate (PEM) for mutual TLS.")
 @option("--tls-key-file", default="", help="Client key (PEM) for mutual TLS.")
 @option("--tls-server-name", default="", help="Expected server name, if not the URL's host.")
+@option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    help="Log level (the report goes to stdout or --report either way).",
+)
+@option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log format.")
 def loadtest(
     url: str,
     model: str,
@@ -160,6 +167,8 @@ def loadtest(
     tls_cert_file: str,
     tls_key_file: str,
     tls_server_name: str,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Load-test MODEL: throughput, latency percentiles and errors by gRPC status.
 
@@ -167,9 +176,11 @@ def loadtest(
     request's scheduled send time). Exits 1 when the error rate is above
     --max-error-rate or nothing succeeded.
     """
+    from modelport.common import logs
     from modelport.loadtest.inputs import InputError, parse_shapes
     from modelport.loadtest.session import SessionOptions, run_session
 
+    logs.configure(log_level, log_format)
     if concurrency and rate:
         raise click.UsageError(
             "--concurrency (closed loop) and --rate (open loop) exclude each other"

@@ -20,8 +20,6 @@ import click
 from modelport.common.settings import ServerSettings, cli_fields, env_of, flag_of
 from modelport.errors import InvalidInput
 
-env_name = env_of
-
 S = TypeVar("S", bound=ServerSettings)
 
 
@@ -107,10 +105,21 @@ def settings_from(cls: type[S], values: dict[str, Any]) -> S:
         raise click.UsageError(str(exc)) from None
 
 
+class SettingsCommand(click.Command):
+    """A command whose options are a settings class's fields; `settings` builds them."""
+
+    def __init__(self, name: str, *, settings_class: type[ServerSettings], **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.settings_class = settings_class
+
+    def settings(self, values: dict[str, Any]) -> ServerSettings:
+        return settings_from(self.settings_class, values)
+
+
 def settings_command(name: str, cls: type[S], run: Callable[[S], None], doc: str) -> click.Command:
     """A `serve <name>` command whose flags are `cls`'s settings and that calls `run`."""
 
-    @click.command(name, help=doc)
+    @click.command(name, cls=SettingsCommand, help=doc, settings_class=cls)
     @settings_options(cls)
     def command(**values: Any) -> None:
         run(settings_from(cls, values))

@@ -180,7 +180,9 @@ class AsyncInferenceClient:
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._channel = aio_channel(url, tls, max_message_bytes=max_message_bytes)
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._stub: pb_grpc.GRPCInferenceServiceAsyncStub = pb_grpc.GRPCInferenceServiceStub(
+            self._channel
+        )  # type: ignore[assignment]
         self.timeout = timeout
 
     async def close(self) -> None:

@@ -1,9 +1,10 @@
 """Building, running and draining a grpc.aio server, the same way for every service.
 
 Each service hands its servicers to `GrpcServer`; this module adds the standard
-`grpc.health.v1` service and reflection, applies message-size and keepalive
-options, and owns the drain sequence: readiness false, stop accepting, let
-in-flight calls finish within the grace period.
+`grpc.health.v1` service and reflection, puts every method of every service
+inside the error boundary (`common.grpc_errors`), applies message-size,
+keepalive and TLS options, and owns the drain sequence: readiness false, stop
+accepting, let in-flight calls finish within the grace period.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from modelport.common.grpc_errors import GuardedRegistrar, Handlers
 from modelport.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -62,22 +65,45 @@ class GrpcServer:
         self.server = grpc.aio.server(
             options=options.channel_args(), interceptors=list(interceptors)
         )
+        # Every method served, by full path ("/package.Service/Method"): all guarded.
+        self.methods: Handlers = {}
+        self._service_names: list[str] = []
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self._service_names: list[str] = [
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        ]
+        self.add_service(
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            lambda s: health_pb2_grpc.add_HealthServicer_to_server(self.health, s),
+        )
         self.port = 0
         self.extra_ports: list[int] = []
 
-    def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
-        """Register a servicer; `full_name` is its proto service name (for reflection)."""
-        register(self.server)
+    def add_service(self, full_name: str, register: Callable[[Any], None]) -> None:
+        """Register a service: `register` gets a `GuardedRegistrar` to add its handlers to
+        (a generated `add_…Servicer_to_server(servicer, s)`, or `s.add_method_handlers`).
+        `full_name` is its proto service name (for reflection)."""
+        registrar = GuardedRegistrar(self.server, self._record)
+        register(registrar)
+        registrar.close()
         self._service_names.append(full_name)
 
+    def methods_by_service(self) -> dict[str, list[str]]:
+        """Service name -> the names of its methods, as registered."""
+        out: dict[str, list[str]] = {}
+        for path in self.methods:
+            service, _, method = path.lstrip("/").partition("/")
+            out.setdefault(service, []).append(method)
+        return out
+
+    def _record(self, service: str, handlers: Handlers) -> None:
+        for name, handler in handlers.items():
+            self.methods[f"/{service}/{name}"] = handler
+
     async def start(self) -> int:
-        reflection.enable_server_reflection(
-            [*self._service_names, reflection.SERVICE_NAME], self.server
+        names = [*self._service_names, reflection.SERVICE_NAME]
+        self.add_service(
+            reflection.SERVICE_NAME,
+            lambda s: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(names), s
+            ),
         )
         address = f"{self.options.host}:{self.options.port}"
         if ":" in self.options.host and not self.options.host.startswith("["):
@@ -109,6 +135,3 @@ class GrpcServer:
         """Readiness false for every service, then stop within the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
-
-    async def wait(self) -> None:
-        await self.server.wait_for_termination()

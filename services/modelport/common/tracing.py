@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -201,16 +201,3 @@ def current_link() -> Link | None:
         return None
     span_context = trace.get_current_span().get_span_context()
     return Link(span_context) if span_context.is_valid else None
-
-
-@contextlib.contextmanager
-def attached(parent: otel_context.Context | None) -> Iterator[None]:
-    """Make `parent` current in a block (work handed to another task or thread)."""
-    if parent is None or _tracer is None:
-        yield
-        return
-    token = otel_context.attach(parent)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)

@@ -16,6 +16,7 @@ import sys
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.inference.backends import BackendLoader, load_backend
+from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.registry_follower import RegistryFollower
@@ -35,7 +36,8 @@ class InferenceApp:
         self.manager = ModelManager(settings.model_repository, load=backend_loader(settings))
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.servicer = InferenceServicer(self.manager, self.peers, explicit_control=explicit)
+        self.control = ModelControl(self.manager, self.peers, explicit=explicit)
+        self.servicer = InferenceServicer(self.manager, self.control)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -84,7 +86,7 @@ class InferenceApp:
             )
             self.follower.start()
             await self.follower.ready.wait()
-        self.servicer.ready = True
+        self.manager.mark_started()
         await self.server.set_serving("", True)
         if self._pending_health:
             await asyncio.gather(*self._pending_health)
@@ -94,8 +96,7 @@ class InferenceApp:
         grace = self.settings.grace_seconds if grace is None else grace
         if self.follower is not None:
             await self.follower.stop()
-        self.manager.draining = True
-        self.servicer.ready = False
+        self.manager.begin_drain()
         await self.server.drain(grace)
         await self.manager.close()
         await self.peers.close()

@@ -6,7 +6,9 @@ concatenated along dim 0 up to max_batch_size, waiting at most max_delay for
 more to arrive, and cut to a preferred size when one is configured. Executions
 run in a thread pool (`instances` at a time) so the event loop keeps serving;
 outputs are split back per request. Requests whose caller went away or whose
-deadline passed are dropped before compute.
+deadline passed are dropped before compute. Time comes from an injectable
+`Clock`; if the scheduler ever dies, a done-callback logs why and fails every
+waiting request instead of leaving them hanging.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from modelport.errors import (
     QueueFull,
     Unavailable,
 )
+from modelport.inference.clock import SYSTEM_CLOCK, Clock
 from modelport.inference.stats import VersionStats
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class Pending:
     signature: tuple[tuple[int, ...], ...]
     future: asyncio.Future[list[np.ndarray]]
     enqueued_ns: int
-    deadline: float | None  # time.monotonic() seconds
+    deadline: float | None  # clock.monotonic() seconds
     trace: Context | None = None  # the request's trace context, for queue/execute spans
     enqueued_wall_ns: int = 0
 
@@ -69,8 +71,10 @@ class DynamicBatcher:
         instances: int,
         stats: VersionStats,
         thread_initializer: Callable[[], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._label = label
+        self._clock = clock
         self._run = run
         self._batching = batching.enabled and max_batch_size > 0
         self._max_rows = max_batch_size if self._batching else 0
@@ -91,9 +95,27 @@ class DynamicBatcher:
         self._closing = False
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._broken: BaseException | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._schedule())
+        self._task.add_done_callback(self._scheduler_done)
+
+    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
+        """The scheduler only ends by cancellation (close); anything else is a bug that
+        must not leave requests waiting forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: batch scheduler died; failing queued requests", self._label, exc_info=error)
+        self._broken = error
+        failure = Internal(f"{self._label}: batch scheduler failed ({type(error).__name__})")
+        while self._queue:
+            item = self._pop()
+            if not item.future.done():
+                item.future.set_exception(failure)
+        self._stats.queue_depth = 0
+        self._idle.set()
 
     async def submit(
         self,
@@ -105,10 +127,13 @@ class DynamicBatcher:
         """Queue one request; returns its outputs (config order)."""
         if self._closing:
             raise Unavailable(f"{self._label} is unloading")
+        if self._broken is not None:
+            raise Internal(f"{self._label}: batch scheduler failed; reload the model")
         if len(self._queue) >= self._max_queue:
             raise QueueFull(f"{self._label}: queue is full ({self._max_queue} requests waiting)")
+        clock = self._clock
         if deadline is None and self._default_timeout is not None:
-            deadline = time.monotonic() + self._default_timeout
+            deadline = clock.monotonic() + self._default_timeout
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         self._queue.append(
             Pending(
@@ -116,10 +141,10 @@ class DynamicBatcher:
                 rows,
                 signature,
                 future,
-                time.perf_counter_ns(),
+                clock.perf_ns(),
                 deadline,
                 tracing.capture(),
-                time.time_ns(),
+                clock.wall_ns(),
             )
         )
         self._rows_queued += rows
@@ -131,7 +156,7 @@ class DynamicBatcher:
         """Finish everything queued or running, then stop; new submits are refused."""
         self._closing = True
         self._wakeup.set()
-        if self._queue or self._active:
+        if (self._queue or self._active) and self._broken is None:
             self._idle.clear()
             await self._idle.wait()
         if self._task is not None:
@@ -151,7 +176,7 @@ class DynamicBatcher:
             if self._batching and self._max_delay_ns and not self._closing:
                 await self._wait_for_rows()
             batch = self._take_batch()
-            taken = time.time_ns()
+            taken = self._clock.wall_ns()
             for item in batch:
                 tracing.record_span(
                     tracing.INFERENCE_QUEUE,
@@ -173,7 +198,7 @@ class DynamicBatcher:
             return
         deadline_ns = self._queue[0].enqueued_ns + self._max_delay_ns
         while self._rows_queued < self._target_rows and not self._closing:
-            remaining = (deadline_ns - time.perf_counter_ns()) / 1e9
+            remaining = (deadline_ns - self._clock.perf_ns()) / 1e9
             if remaining <= 0:
                 return
             self._wakeup.clear()
@@ -183,14 +208,12 @@ class DynamicBatcher:
                 # that already arrived in, once, and take the batch.
                 await asyncio.sleep(0)
                 return
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+            if not await self._clock.wait(self._wakeup, remaining):
                 return
 
     def _take_batch(self) -> list[Pending]:
-        now = time.monotonic()
-        now_ns = time.perf_counter_ns()
+        now = self._clock.monotonic()
+        now_ns = self._clock.perf_ns()
         batch: list[Pending] = []
         skipped: list[Pending] = []
         rows = 0
@@ -274,7 +297,7 @@ class DynamicBatcher:
     # -- execution (executor thread) ----------------------------------------------
 
     def _execute(self, batch: list[Pending]) -> tuple[list[list[np.ndarray]], tuple[int, int, int]]:
-        t0 = time.perf_counter_ns()
+        t0 = self._clock.perf_ns()
         if len(batch) == 1:
             arrays: Sequence[np.ndarray] = batch[0].inputs
         else:
@@ -282,12 +305,12 @@ class DynamicBatcher:
                 np.concatenate([item.inputs[i] for item in batch], axis=0)
                 for i in range(len(batch[0].inputs))
             ]
-        t1 = time.perf_counter_ns()
+        t1 = self._clock.perf_ns()
         with tracing.span(
             tracing.INFERENCE_EXECUTE, parent=batch[0].trace, batch_size=sum(i.rows for i in batch)
         ):
             outputs = self._run(arrays)
-        t2 = time.perf_counter_ns()
+        t2 = self._clock.perf_ns()
         if len(batch) == 1:
             per_request = [outputs]
         else:
@@ -303,5 +326,5 @@ class DynamicBatcher:
                 end = start + item.rows
                 per_request.append([output[start:end] for output in outputs])
                 start = end
-        t3 = time.perf_counter_ns()
+        t3 = self._clock.perf_ns()
         return per_request, (t1 - t0, t2 - t1, t3 - t2)

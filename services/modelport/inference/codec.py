@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from modelport.artifacts import datatypes
 from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput
 from modelport.proto.inference import grpc_service_pb2 as pb
@@ -200,9 +199,3 @@ def build_response(
         response.outputs.add(name=out_spec.name, datatype=out_spec.datatype.name, shape=array.shape)
         raw.append(encode_bytes(array) if array.dtype == np.object_ else array.tobytes())
     return response
-
-
-def datatype_name(config_type: int) -> str:
-    from modelport.proto.inference import model_config_pb2 as mc
-
-    return datatypes.BY_CONFIG[mc.DataType.Name(config_type)].name  # type: ignore[arg-type]

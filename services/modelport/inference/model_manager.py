@@ -135,8 +135,23 @@ class ModelManager:
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.draining = False
+        self._started = False
         # Told (model name, ready) after every change; the app points health at it.
         self.listeners: list[Callable[[str, bool], None]] = []
+
+    # -- the server's state ---------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        """Started and not draining: what ServerReady reports."""
+        return self._started and not self.draining
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    def begin_drain(self) -> None:
+        """New requests are refused with UNAVAILABLE from now on."""
+        self.draining = True
 
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
@@ -162,6 +177,13 @@ class ModelManager:
             raise NotFound(
                 f"model '{name}' has no version '{version}' (loaded: {loaded})"
             ) from None
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except ModelportError:
+            return False
+        return True
 
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)

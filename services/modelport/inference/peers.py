@@ -1,8 +1,7 @@
-"""Sibling worker processes of one inference server (see `workers`).
+"""Sibling worker processes of one inference server, over their private loopback ports.
 
-Control RPCs must act on the whole server, not on the one process a caller's
-connection landed on: a model load or unload is repeated on every sibling, and
-statistics are gathered from all of them and summed.
+The gRPC side of `fleet.Siblings`: calls carry `x-modelport-peer` metadata, so
+the sibling acts locally and does not fan out again.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from modelport.errors import Unavailable
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
-PEER_METADATA = (("x-modelport-peer", "1"),)
+PEER_KEY = "x-modelport-peer"
+PEER_METADATA = ((PEER_KEY, "1"),)
 
 
-def from_peer(context: Any) -> bool:
-    return any(key == "x-modelport-peer" for key, _ in context.invocation_metadata() or ())
+def from_peer(context: grpc.aio.ServicerContext) -> bool:
+    return any(key == PEER_KEY for key, _ in context.invocation_metadata() or ())
 
 
 class PeerGroup:
@@ -50,45 +50,12 @@ class PeerGroup:
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"a sibling worker failed {method}: {exc.details()}") from None
 
-    async def load(self, request: pb.RepositoryModelLoadRequest) -> None:
-        await self._each("RepositoryModelLoad", request)
+    async def load(self, name: str) -> None:
+        await self._each("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name=name))
 
-    async def unload(self, request: pb.RepositoryModelUnloadRequest) -> None:
-        await self._each("RepositoryModelUnload", request)
+    async def unload(self, name: str) -> None:
+        await self._each("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name=name))
 
-    async def statistics(self, request: pb.ModelStatisticsRequest) -> list[pb.ModelStatistics]:
+    async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]:
+        request = pb.ModelStatisticsRequest(name=name, version=version)
         return [s for r in await self._each("ModelStatistics", request) for s in r.model_stats]
-
-
-def _add(total: pb.StatisticDuration, part: pb.StatisticDuration) -> None:
-    total.count += part.count
-    total.ns += part.ns
-
-
-def merge_statistics(stats: Iterable[pb.ModelStatistics]) -> list[pb.ModelStatistics]:
-    """Sum the statistics of the same model version reported by several workers."""
-    merged: dict[tuple[str, str], pb.ModelStatistics] = {}
-    for item in stats:
-        key = (item.name, item.version)
-        if key not in merged:
-            merged[key] = pb.ModelStatistics()
-            merged[key].CopyFrom(item)
-            continue
-        total = merged[key]
-        total.last_inference = max(total.last_inference, item.last_inference)
-        total.inference_count += item.inference_count
-        total.execution_count += item.execution_count
-        for field in ("success", "fail", "queue", "compute_input", "compute_infer",
-                      "compute_output", "cache_hit", "cache_miss"):  # fmt: skip
-            _add(getattr(total.inference_stats, field), getattr(item.inference_stats, field))
-        by_size = {b.batch_size: b for b in total.batch_stats}
-        for batch in item.batch_stats:
-            if batch.batch_size not in by_size:
-                total.batch_stats.add().CopyFrom(batch)
-                by_size[batch.batch_size] = total.batch_stats[-1]
-                continue
-            for field in ("compute_input", "compute_infer", "compute_output"):
-                _add(getattr(by_size[batch.batch_size], field), getattr(batch, field))
-    for total in merged.values():
-        total.batch_stats.sort(key=lambda b: b.batch_size)
-    return list(merged.values())

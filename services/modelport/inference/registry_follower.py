@@ -89,7 +89,9 @@ class RegistryFollower:
         while True:
             try:
                 async with grpc.aio.insecure_channel(self.address) as channel:
-                    stub = registry_pb2_grpc.ModelRegistryStub(channel)
+                    stub: registry_pb2_grpc.ModelRegistryAsyncStub = (
+                        registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
+                    )
                     await self._follow(stub)
                 failures = 0  # the stream ended cleanly (registry draining): reconnect
             except asyncio.CancelledError:
@@ -113,7 +115,7 @@ class RegistryFollower:
             delay = min(self.max_backoff, self.min_backoff * 2 ** min(failures, 16))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _follow(self, stub: registry_pb2_grpc.ModelRegistryStub) -> None:
+    async def _follow(self, stub: registry_pb2_grpc.ModelRegistryAsyncStub) -> None:
         """Sync every model, then apply changes from Watch until the stream breaks."""
         # Everything after this revision is replayed below, so no move is missed.
         revision = (await stub.ListModels(pb.ListModelsRequest(), timeout=10)).revision
@@ -126,7 +128,7 @@ class RegistryFollower:
                 await self._sync(stub, event.model)
 
     async def _resolve(
-        self, stub: registry_pb2_grpc.ModelRegistryStub, model: str
+        self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, model: str
     ) -> list[Artifact]:
         found: list[Artifact] = []
         for ref in self.refs[model]:
@@ -142,7 +144,7 @@ class RegistryFollower:
                 found.append(artifact)
         return found
 
-    async def _sync(self, stub: registry_pb2_grpc.ModelRegistryStub, model: str) -> None:
+    async def _sync(self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, model: str) -> None:
         wanted = await self._resolve(stub, model)
         if not wanted or wanted == self.serving.get(model):
             return
@@ -152,7 +154,7 @@ class RegistryFollower:
         await self._load(model, wanted)
 
     async def _download(
-        self, stub: registry_pb2_grpc.ModelRegistryStub, artifact: Artifact
+        self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
         temp = self.cache.temp_path()
         request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
@@ -162,7 +164,7 @@ class RegistryFollower:
         try:
             with span, temp.open("wb") as f:
                 stream = stub.DownloadVersion(
-                    request, timeout=600, metadata=tracing.inject_metadata()
+                    request, timeout=600, metadata=tuple(tracing.inject_metadata())
                 )
                 async for message in stream:
                     if message.WhichOneof("part") == "chunk":

@@ -74,8 +74,8 @@ class _Run:
             aio_channel(plan.url, plan.tls, extra=[("grpc.use_local_subchannel_pool", 1)])
             for _ in range(max(1, plan.channels))
         ]
-        self.unary = [ch.unary_unary(INFER_METHOD) for ch in self.channels]
-        self.streams = [ch.stream_stream(STREAM_METHOD) for ch in self.channels]
+        self.unary: list[Any] = [ch.unary_unary(INFER_METHOD) for ch in self.channels]
+        self.streams: list[Any] = [ch.stream_stream(STREAM_METHOD) for ch in self.channels]
 
     def _done(self, due_ns: int, code: int, lag_ns: int) -> None:
         now = time.monotonic_ns()
@@ -115,7 +115,7 @@ class _Run:
                 self.counters[self.base + 2] += 1
                 try:
                     await call.write(requests[position % len(requests)])
-                    answer = await asyncio.wait_for(call.read(), self.plan.timeout_s)
+                    answer: Any = await asyncio.wait_for(call.read(), self.plan.timeout_s)
                     if answer is grpc.aio.EOF:
                         code = status_number(await call.code())
                         code = code or CLIENT_ERROR
@@ -123,7 +123,7 @@ class _Run:
                         code = STREAM_ERROR if answer[:1] == bytes([_STREAM_ERROR_TAG]) else 0
                 except grpc.aio.AioRpcError as error:
                     code = status_number(error.code())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     code = status_number(grpc.StatusCode.DEADLINE_EXCEEDED)
                 self.counters[self.base + 2] -= 1
                 self._done(now, code, 0)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelport.artifacts.archive import Signature
+from modelport.artifacts.archive_checks import Signature
 from modelport.errors import InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.registry.records import (

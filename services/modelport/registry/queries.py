@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from modelport.artifacts import archive
+from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import DEFAULT_ALIAS, Ref
 from modelport.errors import NotFound
 from modelport.registry import tables as t
@@ -52,7 +52,7 @@ def version_info(conn: Connection, model_name: str, row: Row[Any]) -> VersionInf
         labels=dict(row.labels),
         metrics=dict(row.metrics),
         parent=row.parent,
-        signature=archive.Signature.from_json(row.signature),
+        signature=archive_checks.Signature.from_json(row.signature),
         model_file=row.model_file,
         aliases=tuple(sorted(aliases)),
     )

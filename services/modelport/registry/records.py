@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from modelport.artifacts.archive import Signature
+from modelport.artifacts.archive_checks import Signature
 from modelport.artifacts.refs import Ref, check_alias_name
 from modelport.errors import InvalidInput
 

@@ -40,8 +40,7 @@ class RegistryServer:
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
         )
-        self.servicer = RegistryServicer(self.store)
-        self.servicer.attach(asyncio.get_running_loop())
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop())
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
@@ -70,10 +69,6 @@ class RegistryServer:
             await self.grpc.drain(grace)
         if self.store is not None:
             self.store.close()
-
-    async def wait(self) -> None:
-        assert self.grpc is not None
-        await self.grpc.wait()
 
 
 def run(settings: RegistrySettings) -> None:

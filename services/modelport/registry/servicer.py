@@ -10,12 +10,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from modelport.common import tracing
-from modelport.common.grpc_errors import maps_errors
 from modelport.common.metrics import meter
 from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -25,6 +23,7 @@ from modelport.registry.records import VersionInfo
 from modelport.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 4 << 20
@@ -41,20 +40,17 @@ _subscribers = _meter.create_up_down_counter(
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, loop: asyncio.AbstractEventLoop) -> None:
+        """`loop` is the server's: commits made in worker threads wake watchers on it."""
         self.store = store
         self._wakeups: set[asyncio.Event] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = loop
         self._closing = False
         store.add_listener(self._on_commit)
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
     def _on_commit(self, _revision: int) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake_all)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_all)
 
     def _wake_all(self) -> None:
         for wakeup in self._wakeups:
@@ -67,38 +63,33 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
 
     # -- models --------------------------------------------------------------
 
-    @maps_errors
-    async def CreateModel(self, request: pb.CreateModelRequest, context: Any) -> pb.Model:
+    async def CreateModel(self, request: pb.CreateModelRequest, context: Context) -> pb.Model:
         info = await asyncio.to_thread(
             self.store.create_model, request.name, request.description, dict(request.labels)
         )
         return convert.model_msg(info)
 
-    @maps_errors
-    async def GetModel(self, request: pb.GetModelRequest, context: Any) -> pb.Model:
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         return convert.model_msg(await asyncio.to_thread(self.store.get_model, request.name))
 
-    @maps_errors
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: Any
+        self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         models, revision = await asyncio.to_thread(self.store.list_models)
         return pb.ListModelsResponse(
             models=[convert.model_msg(m) for m in models], revision=revision
         )
 
-    @maps_errors
     async def DeleteModel(
-        self, request: pb.DeleteModelRequest, context: Any
+        self, request: pb.DeleteModelRequest, context: Context
     ) -> pb.DeleteModelResponse:
         await asyncio.to_thread(self.store.delete_model, request.name, force=request.force)
         return pb.DeleteModelResponse()
 
     # -- versions --------------------------------------------------------------
 
-    @maps_errors
     async def UploadVersion(
-        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Any
+        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Context
     ) -> pb.ModelVersion:
         outcome = "error"
         try:
@@ -114,7 +105,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             _uploads.add(1, {"outcome": outcome})
 
     async def _upload(
-        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Any
+        self, request_iterator: AsyncIterator[pb.UploadVersionRequest], context: Context
     ) -> VersionInfo:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("part") != "header":
@@ -146,9 +137,8 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         )
         return await asyncio.shield(finishing)
 
-    @maps_errors
     async def DownloadVersion(
-        self, request: pb.DownloadVersionRequest, context: Any
+        self, request: pb.DownloadVersionRequest, context: Context
     ) -> AsyncIterator[pb.DownloadVersionResponse]:
         chunk_bytes = min(request.chunk_bytes or DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES)
         started = time.time_ns()
@@ -173,78 +163,69 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             size_bytes=info.size_bytes,
         )
 
-    @maps_errors
-    async def GetVersion(self, request: pb.GetVersionRequest, context: Any) -> pb.ModelVersion:
+    async def GetVersion(self, request: pb.GetVersionRequest, context: Context) -> pb.ModelVersion:
         return convert.version_msg(await asyncio.to_thread(self.store.get_version, request.ref))
 
-    @maps_errors
     async def ListVersions(
-        self, request: pb.ListVersionsRequest, context: Any
+        self, request: pb.ListVersionsRequest, context: Context
     ) -> pb.ListVersionsResponse:
         versions = await asyncio.to_thread(self.store.list_versions, request.model)
         return pb.ListVersionsResponse(versions=[convert.version_msg(v) for v in versions])
 
-    @maps_errors
     async def DeleteVersion(
-        self, request: pb.DeleteVersionRequest, context: Any
+        self, request: pb.DeleteVersionRequest, context: Context
     ) -> pb.DeleteVersionResponse:
         await asyncio.to_thread(self.store.delete_version, request.model, request.version)
         return pb.DeleteVersionResponse()
 
     # -- aliases ------------------------------------------------------------------
 
-    @maps_errors
-    async def SetAlias(self, request: pb.SetAliasRequest, context: Any) -> pb.Alias:
+    async def SetAlias(self, request: pb.SetAliasRequest, context: Context) -> pb.Alias:
         info = await asyncio.to_thread(
             self.store.set_alias, request.model, request.alias, request.version
         )
         return convert.alias_msg(info)
 
-    @maps_errors
     async def DeleteAlias(
-        self, request: pb.DeleteAliasRequest, context: Any
+        self, request: pb.DeleteAliasRequest, context: Context
     ) -> pb.DeleteAliasResponse:
         await asyncio.to_thread(self.store.delete_alias, request.model, request.alias)
         return pb.DeleteAliasResponse()
 
-    @maps_errors
-    async def RollbackAlias(self, request: pb.RollbackAliasRequest, context: Any) -> pb.Alias:
+    async def RollbackAlias(self, request: pb.RollbackAliasRequest, context: Context) -> pb.Alias:
         info = await asyncio.to_thread(self.store.rollback_alias, request.model, request.alias)
         return convert.alias_msg(info)
 
-    @maps_errors
     async def ListAliasHistory(
-        self, request: pb.ListAliasHistoryRequest, context: Any
+        self, request: pb.ListAliasHistoryRequest, context: Context
     ) -> pb.ListAliasHistoryResponse:
         moves = await asyncio.to_thread(self.store.alias_history, request.model, request.alias)
         return pb.ListAliasHistoryResponse(moves=[convert.alias_move_msg(m) for m in moves])
 
-    @maps_errors
-    async def Resolve(self, request: pb.ResolveRequest, context: Any) -> pb.ResolveResponse:
+    async def Resolve(self, request: pb.ResolveRequest, context: Context) -> pb.ResolveResponse:
         return convert.resolved_msg(await asyncio.to_thread(self.store.resolve, request.ref))
 
     # -- policies ----------------------------------------------------------------
 
-    @maps_errors
     async def SetTrafficPolicy(
-        self, request: pb.SetTrafficPolicyRequest, context: Any
+        self, request: pb.SetTrafficPolicyRequest, context: Context
     ) -> pb.TrafficPolicy:
         request.policy.model = request.model
         policy = convert.policy_from_msg(request.policy)
         stored = await asyncio.to_thread(self.store.set_policy, request.model, policy)
         return convert.policy_msg(request.model, stored)
 
-    @maps_errors
     async def GetTrafficPolicy(
-        self, request: pb.GetTrafficPolicyRequest, context: Any
+        self, request: pb.GetTrafficPolicyRequest, context: Context
     ) -> pb.TrafficPolicy:
         policy = await asyncio.to_thread(self.store.get_policy, request.model)
         return convert.policy_msg(request.model, policy)
 
     # -- watch -------------------------------------------------------------------
 
-    @maps_errors
-    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WatchEvent]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEvent]:
         if request.after_revision < 0:
             raise InvalidInput("watch: after_revision must be 0 or more")
         after = request.after_revision

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
-from modelport.artifacts import archive
+from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
@@ -159,7 +159,7 @@ class RegistryStore:
         """
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
-        prepared: archive.PreparedArchive | None = None
+        prepared: archive_checks.PreparedArchive | None = None
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -168,7 +168,9 @@ class RegistryStore:
                     f"{expected_sha256}, received bytes hash to {received}"
                 )
             parent = self.resolve(new.parent) if new.parent else None
-            prepared = archive.prepare(sink.path, new.model, work, stored, self.max_upload_bytes)
+            prepared = archive_checks.prepare(
+                sink.path, new.model, work, stored, self.max_upload_bytes
+            )
             self.blobs.make_durable(prepared.path)
             with self.writer.write() as tx:
                 self.blobs.place(prepared.path, prepared.sha256)

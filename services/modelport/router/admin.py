@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import grpc
 
-from modelport.common.grpc_errors import maps_errors
 from modelport.proto.modelport.router.v1 import router_pb2 as rpb
+from modelport.proto.modelport.router.v1 import router_pb2_grpc as rpb_grpc
 from modelport.router.forwarding import Router
 
 
-class RouterAdminServicer:
+class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    @maps_errors
-    async def ListRoutes(self, request: Any, context: Any) -> Any:
+    async def ListRoutes(
+        self, request: rpb.ListRoutesRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListRoutesResponse:
         table = self.router.table
         planner = self.router.planner
         now = table.clock()

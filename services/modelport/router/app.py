@@ -18,11 +18,12 @@ from modelport.router import discovery as discovery_sources
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
+from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
 from modelport.router.replicas import Endpoint, ReplicaTable
-from modelport.router.servicer import SERVICE, RouterServicer, generic_handler
+from modelport.router.servicer import SERVICE, RouterServicer, method_handlers
 from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
 
@@ -46,9 +47,16 @@ class RouterApp:
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
         self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
-        self.router = Router(self.table, Planner(), self.transport, ProtobufCodec())
+        latency = None
+        if metrics:
+            from modelport.router import telemetry
+
+            latency = telemetry.latency_histogram().record
+        self.router = Router(
+            self.table, Planner(), self.transport, ProtobufCodec(), latency=latency
+        )
         self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
-        self.servicer = RouterServicer(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,8 +77,8 @@ class RouterApp:
             log.info("replica %s left", replica.address)
 
     async def start(self) -> int:
-        handler = generic_handler(self.servicer)
-        self.server.add_service(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))
+        handlers = method_handlers(self.servicer)
+        self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
         admin = RouterAdminServicer(self.router)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
@@ -78,7 +86,7 @@ class RouterApp:
         if self.metrics:
             from modelport.router import telemetry
 
-            telemetry.install(self.router, self.servicer)
+            telemetry.install(self.router)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(

@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
 from modelport.common import tracing
-from modelport.errors import DeadlineExceeded, NotFound, Unavailable
+from modelport.errors import DeadlineExceeded, NotFound, Unavailable, code_of
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
@@ -77,6 +77,12 @@ class RouterStats:
     splits: Counter[tuple[str, str]] = field(default_factory=Counter)
     shadow_errors: Counter[str] = field(default_factory=Counter)
     shadow_dropped: Counter[str] = field(default_factory=Counter)
+    # (model, status code name) of every answered request.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+# Told (model, seconds) for every request answered: the latency histogram.
+LatencyRecorder = Callable[[str, float], None]
 
 
 class Router:
@@ -88,6 +94,7 @@ class Router:
         codec: Codec,
         balancer: Balancer | None = None,
         max_shadow_in_flight: int = 64,
+        latency: LatencyRecorder | None = None,
     ) -> None:
         self.table = table
         self.planner = planner
@@ -96,6 +103,7 @@ class Router:
         self.balancer = balancer or Balancer(table)
         self.stats = RouterStats()
         self.max_shadow_in_flight = max_shadow_in_flight
+        self._latency = latency
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def infer(
@@ -108,8 +116,27 @@ class Router:
     ) -> bytes:
         """Answer one ModelInferRequest (bytes) with a ModelInferResponse (bytes).
 
-        `deadline` is absolute, on `time.monotonic()`.
+        `deadline` is absolute, on `time.monotonic()`. Every request is counted
+        by outcome and, with a latency recorder, timed.
         """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await self._route(model, version_ref, request, session, deadline)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.stats.outcomes[(model, code)] += 1
+            if self._latency is not None:
+                self._latency(model, time.perf_counter() - started)
+
+    async def _route(
+        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+    ) -> bytes:
         plan = self.planner.plan(model, version_ref, session)
         if plan.split_alias:
             self.stats.splits[(model, plan.split_alias)] += 1

@@ -79,7 +79,7 @@ class GrpcTransport:
     def open(self, replica: Replica) -> None:
         channel = grpc.aio.insecure_channel(replica.address, options=self.options)
         # No serializers: the request is bytes already, the answer stays bytes.
-        infer = channel.unary_unary(INFER_METHOD)
+        infer: Any = channel.unary_unary(INFER_METHOD)
         mux = StreamMux(channel, replica.address) if self.multiplex else None
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         replica.handle = BackendHandle(channel, infer, stub, mux)

@@ -110,7 +110,9 @@ class RegistryPolicySource:
         while True:
             try:
                 async with grpc.aio.insecure_channel(self.address) as channel:
-                    stub = rpb_grpc.ModelRegistryStub(channel)
+                    stub: rpb_grpc.ModelRegistryAsyncStub = (
+                        rpb_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
+                    )
                     if not self.connected.is_set():
                         await self._snapshot(stub)
                         on_state(self._state())

@@ -1,9 +1,9 @@
-"""`inference.GRPCInferenceService` at the router: a thin layer over `Router`.
+"""`inference.GRPCInferenceService` at the router: a thin layer over `Router` and `Fleet`.
 
-Registered as a generic handler so ModelInfer and ModelStreamInfer take and
+Registered from method handlers so ModelInfer and ModelStreamInfer take and
 return raw bytes: the router reads the routing fields and forwards the rest
-untouched. The other methods are typed and answered from a replica serving
-the model (or from all of them, for RepositoryIndex and statistics).
+untouched. The other methods are typed and answered by the `Fleet` core: from
+a replica serving the model, or from all of them (RepositoryIndex, statistics).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,34 +18,34 @@ import grpc
 
 from modelport import __version__, errors
 from modelport.common import tracing
-from modelport.common.grpc_errors import maps_errors, public_message, status_of
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router import wire
-from modelport.router.balancer import Balancer
+from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
-from modelport.router.grpc_backends import FORWARDED_KEYS, GrpcTransport, forwarded_metadata
-from modelport.router.replicas import Replica
+from modelport.router.grpc_backends import FORWARDED_KEYS, forwarded_metadata
+
+Context = grpc.aio.ServicerContext
 
 SERVICE = "inference.GRPCInferenceService"
 SESSION_KEY = "x-modelport-session"
 EXTENSIONS = ["model_configuration", "model_repository", "statistics", "modelport_router"]
 
 
-def _read_metadata(context: grpc.aio.ServicerContext) -> str:
+def _read_metadata(context: Context) -> str:
     """The session key; trace headers are stored for the backend call."""
     session = ""
-    carried = []
+    carried: list[tuple[str, str]] = []
     for key, value in context.invocation_metadata() or ():
         if key == SESSION_KEY:
             session = value if isinstance(value, str) else value.decode()
-        elif key in FORWARDED_KEYS:
+        elif key in FORWARDED_KEYS and isinstance(value, str):  # trace headers: text
             carried.append((key, value))
     if carried:
         forwarded_metadata.set(tuple(carried))
     return session
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: Context) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
 
@@ -62,42 +61,24 @@ def _routing(request: bytes) -> tuple[str, str, str]:
 
 
 class RouterServicer:
-    def __init__(self, router: Router, transport: GrpcTransport) -> None:
-        self.router = router
-        self.transport = transport
-        self.balancer: Balancer = router.balancer
-        # (model, status code name) -> count; exported by `telemetry`.
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.on_duration: Any = None  # callable(model, seconds), set by telemetry
+    def __init__(self, router: Router, fleet: Fleet) -> None:
+        self._router = router
+        self._fleet = fleet
 
-    # -- inference ------------------------------------------------------------
+    # -- inference: raw bytes in, raw bytes out ---------------------------------
 
-    async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        started = time.perf_counter()
+    async def _infer(self, request: bytes, context: Context) -> bytes:
         model, version, _ = _routing(request)
-        code = "OK"
-        try:
-            with tracing.server_span("ModelInfer", context, model=model):
-                return await self.router.infer(
-                    model, version, request, _read_metadata(context), _deadline(context)
-                )
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as exc:
-            code = status_of(exc).name
-            raise
-        finally:
-            self.outcomes[(model, code)] += 1
-            if self.on_duration is not None:
-                self.on_duration(model, time.perf_counter() - started)
+        with tracing.server_span("ModelInfer", context, model=model):
+            return await self._router.infer(
+                model, version, request, _read_metadata(context), _deadline(context)
+            )
 
-    @maps_errors
-    async def ModelInfer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def ModelInfer(self, request: bytes, context: Context) -> bytes:
         return await self._infer(request, context)
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
         """Each request is routed on its own; answers come back in request order."""
         pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue(maxsize=256)
@@ -110,7 +91,7 @@ class RouterServicer:
                 with contextlib.suppress(ValueError):
                     request_id = wire.routing_fields(request)[2]
                 only_id = pb.ModelInferResponse(id=request_id).SerializeToString()
-                return wire.stream_error(public_message(exc), only_id)
+                return wire.stream_error(errors.public_message(exc), only_id)
 
         async def read() -> None:
             try:
@@ -126,111 +107,71 @@ class RouterServicer:
         finally:
             reader.cancel()
 
-    # -- per-model calls, answered by a replica serving the version -----------
+    # -- per-model and fleet-wide calls (see `fleet`) ---------------------------
 
-    def _replica_for(self, model: str, version_ref: str) -> tuple[Replica, str]:
-        version = self.router.planner.resolve(model, version_ref)
-        return self.balancer.pick(model, version), version
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        return await self._fleet.model_metadata(request.name, request.version)
 
-    @maps_errors
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        replica, version = self._replica_for(request.name, request.version)
-        ask = pb.ModelMetadataRequest(name=request.name, version=version)
-        return await self.transport.call(replica, "ModelMetadata", ask)
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Context
+    ) -> pb.ModelConfigResponse:
+        return await self._fleet.model_config(request.name, request.version)
 
-    @maps_errors
-    async def ModelConfig(self, request: Any, context: Any) -> Any:
-        replica, version = self._replica_for(request.name, request.version)
-        ask = pb.ModelConfigRequest(name=request.name, version=version)
-        return await self.transport.call(replica, "ModelConfig", ask)
-
-    @maps_errors
-    async def ModelReady(self, request: Any, context: Any) -> Any:
-        try:
-            replica, version = self._replica_for(request.name, request.version)
-        except (errors.NotFound, errors.Unavailable):
-            return pb.ModelReadyResponse(ready=False)
-        ask = pb.ModelReadyRequest(name=request.name, version=version)
-        return await self.transport.call(replica, "ModelReady", ask)
-
-    @maps_errors
-    async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        if request.name:
-            replica, version = self._replica_for(request.name, request.version)
-            ask = pb.ModelStatisticsRequest(name=request.name, version=version)
-            return await self.transport.call(replica, "ModelStatistics", ask)
-        # Every model: one replica per model, each asked about that model.
-        merged = pb.ModelStatisticsResponse()
-        for model in sorted(self.balancer.table.known_models()):
-            try:
-                replica = self.balancer.pick(model, "")
-            except errors.ModelportError:
-                continue
-            answer = await self.transport.call(
-                replica, "ModelStatistics", pb.ModelStatisticsRequest(name=model)
-            )
-            merged.model_stats.extend(answer.model_stats)
-        return merged
-
-    @maps_errors
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        replicas = [r for r in self.balancer.table.replicas.values() if r.takes_traffic()]
-        answers = await asyncio.gather(
-            *(self.transport.call(r, "RepositoryIndex", request, 5.0) for r in replicas),
-            return_exceptions=True,
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(
+            ready=await self._fleet.model_ready(request.name, request.version)
         )
-        entries: dict[tuple[str, str], Any] = {}
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                continue
-            for entry in answer.models:
-                key = (entry.name, entry.version)
-                # A version READY anywhere is READY behind the router.
-                if key not in entries or entry.state == "READY":
-                    entries[key] = entry
-        # A replica that merely has a model on disk reports it without a version
-        # ("unloaded"); behind the router that says nothing when others serve it.
-        served = {name for (name, _), e in entries.items() if e.state == "READY"}
-        merged = pb.RepositoryIndexResponse()
-        merged.models.extend(
-            entries[key] for key in sorted(entries) if key[1] or key[0] not in served
-        )
-        return merged
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
+        return await self._fleet.statistics(request.name, request.version)
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        return await self._fleet.index(request)
 
     # -- server-level calls ---------------------------------------------------
 
-    @maps_errors
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @maps_errors
-    async def ServerReady(self, request: Any, context: Any) -> Any:
-        table = self.balancer.table
-        ready = any(r.takes_traffic() and r.versions for r in table.replicas.values())
-        return pb.ServerReadyResponse(ready=ready)
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._fleet.server_ready())
 
-    @maps_errors
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
             name="modelport-router", version=__version__, extensions=EXTENSIONS
         )
 
-    @maps_errors
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
         raise errors.PermissionDenied(
             f"model '{request.model_name}': load is refused at the router; the registry "
             "and the deployments decide what is loaded"
         )
 
-    @maps_errors
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
         raise errors.PermissionDenied(
             f"model '{request.model_name}': unload is refused at the router; the registry "
             "and the deployments decide what is loaded"
         )
 
-    @maps_errors
-    async def NotAtRouter(self, request: Any, context: Any) -> Any:
+    async def NotAtRouter(self, request: object, context: Context) -> object:
         raise errors.Unimplemented("not available at the router; ask an inference service")
 
 
@@ -263,7 +204,7 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
-def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
+def method_handlers(servicer: RouterServicer) -> dict[str, grpc.RpcMethodHandler]:
     """Every method of the service; inference methods on raw bytes."""
     handlers: dict[str, grpc.RpcMethodHandler] = {
         # No (de)serializers: the behaviour gets bytes and returns bytes.
@@ -282,4 +223,4 @@ def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
             request_deserializer=request_type.FromString,
             response_serializer=_serialize,
         )
-    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+    return handlers

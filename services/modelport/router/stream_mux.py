@@ -51,7 +51,7 @@ class NotStreaming(Exception):
 class StreamMux:
     def __init__(self, channel: grpc.aio.Channel, address: str) -> None:
         self.address = address
-        self._open = channel.stream_stream(STREAM_METHOD)
+        self._open: Any = channel.stream_stream(STREAM_METHOD)
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()

@@ -1,5 +1,5 @@
-"""Router metrics. Hot-path counts live in plain counters (`RouterStats`,
-`RouterServicer.outcomes`, each replica's in-flight count) and are read by
+"""Router metrics. Hot-path counts live in plain counters (`RouterStats`, each
+replica's in-flight count) and are read by
 observable instruments at scrape time. The latency histogram is a bucket
 array served by a prometheus_client collector in the same registry the OTel
 exporter uses: an OTel histogram record costs ~15 µs, which is several
@@ -17,16 +17,15 @@ from prometheus_client.core import REGISTRY, HistogramMetricFamily
 
 from modelport.common.metrics import LATENCY_BUCKETS, meter
 from modelport.router.forwarding import Router
-from modelport.router.servicer import RouterServicer
 
 
-def install(router: Router, servicer: RouterServicer) -> None:
+def install(router: Router) -> None:
     m = meter("modelport.router")
     stats = router.stats
     table = router.table
 
     def requests(_: CallbackOptions) -> Iterable[Observation]:
-        for (model, code), count in list(servicer.outcomes.items()):
+        for (model, code), count in list(stats.outcomes.items()):
             yield Observation(count, {"model": model, "code": code})
 
     def in_flight(_: CallbackOptions) -> Iterable[Observation]:
@@ -57,7 +56,6 @@ def install(router: Router, servicer: RouterServicer) -> None:
     m.create_observable_counter(
         "modelport_router_shadow_errors", [counted(stats.shadow_errors, ("model",))]
     )
-    servicer.on_duration = latency_histogram().record
 
 
 _histogram: LatencyHistogram | None = None

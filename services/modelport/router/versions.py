@@ -54,9 +54,6 @@ class VersionPoller:
             log.debug("index of %s unreadable: %s", replica.address, exc)
             return False
 
-    async def refresh_all(self) -> None:
-        await asyncio.gather(*(self.refresh(r) for r in list(self.table.replicas.values())))
-
     async def _poll(self, replica: Replica) -> None:
         while not replica.removed:
             ok = await self.refresh(replica)

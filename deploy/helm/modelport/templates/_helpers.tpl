@@ -129,8 +129,20 @@ would be lost). Returns YAML; call with (dict "base" $a "override" $b).
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every modelport container gets (each flag reads MODELPORT_<FLAG>). */}}
+{{/*
+Environment every modelport container gets (each flag reads MODELPORT_<FLAG>, and
+tests/helm/test_chart_cli_contract.py checks that an option reads every one).
+clientEnv: what the load test also reads; commonEnv (the servers) adds tracing.
+*/}}
 {{- define "modelport.commonEnv" -}}
+{{ include "modelport.clientEnv" . }}
+{{- with .Values.observability.otlpEndpoint }}
+- name: MODELPORT_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelport.clientEnv" -}}
 # Read-only root filesystem: whatever is written under $HOME lands in the /tmp volume.
 - name: HOME
   value: /tmp
@@ -138,10 +150,6 @@ would be lost). Returns YAML; call with (dict "base" $a "override" $b).
   value: {{ .Values.logLevel | quote }}
 - name: MODELPORT_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
-{{- with .Values.observability.otlpEndpoint }}
-- name: MODELPORT_OTLP_ENDPOINT
-  value: {{ . | quote }}
-{{- end }}
 {{- if .Values.tls.enabled }}
 - name: MODELPORT_TLS_CERT_FILE
   value: /etc/modelport/tls/tls.crt
