@@ -47,6 +47,14 @@ def start(variant: str, repo: Path, args: argparse.Namespace, logs: Path) -> tar
         )
     if variant == "modelport":
         return targets.start_modelport(repo, model, logs, args.server_args.split())
+    if variant.startswith("modelport-t"):  # modelport-t1, -t2: torch threads
+        threads = variant.removeprefix("modelport-t")
+        if threads.isdigit():
+            target = targets.start_modelport(
+                repo, model, logs, ["--torch-threads", threads, *args.server_args.split()]
+            )
+            target.name = variant
+            return target
     if variant == "modelport-thread":  # the model in the server's own process
         target = targets.start_modelport(
             repo, model, logs, ["--executor", "thread", *args.server_args.split()]

@@ -8,8 +8,12 @@ its inputs and outputs are then taken from the exported program's signature.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from math import prod
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 from google.protobuf import text_format
 
 from modelport.artifacts import datatypes
@@ -34,6 +38,14 @@ class TensorSpec:
     optional: bool = False
 
 
+class FixedInput(NamedTuple):
+    name: str
+    datatype: str  # OIP name
+    dims: tuple[int, ...]
+    numpy: np.dtype
+    row_bytes: int  # raw bytes per batch row (per request when max_batch_size is 0)
+
+
 @dataclass(frozen=True)
 class BatchingSpec:
     enabled: bool
@@ -56,12 +68,32 @@ class ModelSpec:
     instance_count: int
     device_kind: int  # ModelInstanceGroup.Kind
     config: mc.ModelConfig
+    # Torch intra-op threads for this model (0: the server's --torch-threads), from
+    # parameters { key: "INTRA_OP_THREAD_COUNT" }, as in Triton's PyTorch backend.
+    intra_op_threads: int = 0
     input_index: dict[str, int] = field(default_factory=dict)
     output_index: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_index = {t.name: i for i, t in enumerate(self.inputs)}
         self.output_index = {t.name: i for i, t in enumerate(self.outputs)}
+
+    @cached_property
+    def fixed_inputs(self) -> tuple[FixedInput, ...] | None:
+        """Every input, when each is numeric with no variable dims: what a raw
+        request's tensors must match exactly (the codec's fast path); else None."""
+        fixed = []
+        for tensor in self.inputs:
+            dtype = tensor.datatype.numpy
+            if tensor.datatype.name == "BF16":
+                dtype = np.dtype(np.uint16)  # raw bf16 bits
+            if dtype is None or any(d < 0 for d in tensor.dims) or tensor.optional:
+                return None
+            row_bytes = tensor.datatype.itemsize * prod(tensor.dims)
+            fixed.append(
+                FixedInput(tensor.name, tensor.datatype.name, tensor.dims, dtype, row_bytes)
+            )
+        return tuple(fixed)
 
     @property
     def model_filename(self) -> str:
@@ -143,7 +175,17 @@ def build_spec(name: str, config: mc.ModelConfig) -> ModelSpec:
         instance_count=count,
         device_kind=kind,
         config=config,
+        intra_op_threads=_thread_count(where, config, "INTRA_OP_THREAD_COUNT"),
     )
+
+
+def _thread_count(where: str, config: mc.ModelConfig, key: str) -> int:
+    if key not in config.parameters:
+        return 0
+    value = config.parameters[key].string_value.strip()
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidInput(f"{where}: parameter {key} must be a positive integer, not '{value}'")
+    return int(value)
 
 
 def _tensor(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,10 @@ class ServedVersion:
             batching=spec.batching,
             instances=spec.instance_count,
             stats=self.stats,
-            thread_initializer=_same_torch_threads(),
+            thread_initializer=_same_torch_threads(spec.intra_op_threads),
+            run_async=getattr(backend, "run_async", None)
+            if os.environ.get("X_ASYNC", "1") == "1"
+            else None,
         )
         self._idle = asyncio.Event()
         self._retiring = False
@@ -95,12 +99,13 @@ class ServedVersion:
         self.stats.close()
 
 
-def _same_torch_threads() -> Callable[[], None]:
+def _same_torch_threads(model_threads: int = 0) -> Callable[[], None]:
     """OpenMP's thread count is a per-thread setting: executor threads start with
-    one per core whatever torch.set_num_threads said in the main thread."""
+    one per core whatever torch.set_num_threads said in the main thread (or
+    the model's own INTRA_OP_THREAD_COUNT)."""
     import torch
 
-    threads = torch.get_num_threads()
+    threads = model_threads or torch.get_num_threads()
     return lambda: torch.set_num_threads(threads)
 
 
