@@ -51,7 +51,7 @@ class RouterApp:
         if metrics:
             from modelport.router import telemetry
 
-            latency = telemetry.latency_histogram().record
+            latency = telemetry.recorder(telemetry.latency_histogram())
         self.router = Router(
             self.table, Planner(), self.transport, ProtobufCodec(), latency=latency
         )
