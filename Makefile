@@ -10,6 +10,8 @@ PROTOC_VENV := .venv-protoc
 PROTOC_STAMP := $(PROTOC_VENV)/.installed
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
+S3_VENV := .venv-s3
+S3_STAMP := $(S3_VENV)/.installed
 KUBE_TOOLS := $(BIN)/helm $(BIN)/kubectl
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
@@ -20,7 +22,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools bench bench-full bench-tools clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-derive clean
 
 install: $(INSTALLED)
 
@@ -80,11 +82,19 @@ $(TRITON_STAMP): tests/conformance/requirements.txt
 	  -r tests/conformance/requirements.txt
 	touch $@
 
+# moto's standalone S3 server for the registry's bucket tests. Its own venv:
+# botocore pins python-dateutil<3, the kubernetes client in .venv needs >=3.
+s3-server: $(S3_STAMP)
+$(S3_STAMP):
+	test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install -q --disable-pip-version-check 'moto[server]>=5.0,<6'
+	touch $@
+
 # Tier 1 only: the modules marked `pytestmark = pytest.mark.fast` (no servers).
 test-fast: install tools
 	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
 
-pytest: install tools
+pytest: install tools $(S3_STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)
@@ -107,6 +117,10 @@ bench: install
 
 bench-full: bench-tools
 	$(BIN)/python benchmarks/bench_full.py --json benchmarks/results/bench-full.json
+
+# Derived versions vs their parents (minutes: it derives and measures every method).
+bench-derive: install
+	$(BIN)/python benchmarks/bench_derive.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

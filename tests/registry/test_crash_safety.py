@@ -105,7 +105,9 @@ def test_leftovers_of_a_crash_are_swept_but_fresh_uploads_stay(tmp_path: Path) -
     temp = store.blobs.temp_path()
     temp.write_bytes(b"orphan")
     store.blobs.make_durable(temp)
-    orphan = store.blobs.place(temp, hashlib.sha256(b"orphan").hexdigest())
+    orphan = hashlib.sha256(b"orphan").hexdigest()
+    store.blobs.place(temp, orphan)
+    assert store.blobs.exists(orphan)
     abandoned = store.blobs.temp_path(".upload")
     abandoned.write_bytes(b"half")
     os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
@@ -113,8 +115,9 @@ def test_leftovers_of_a_crash_are_swept_but_fresh_uploads_stay(tmp_path: Path) -
     in_progress.write_bytes(b"half")
     store.close()
 
-    RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20).close()
-    assert not orphan.exists()
+    reopened = RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20)
+    assert not reopened.blobs.exists(orphan)
+    reopened.close()
     assert not abandoned.exists()
     assert in_progress.exists()
 

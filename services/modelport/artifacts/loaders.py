@@ -10,11 +10,17 @@ importing this module stays cheap (the SDK and the router never load torch).
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from modelport.errors import InvalidInput
+
+# torch.export.load sets a process-wide deserializer while it runs: two loads in
+# parallel threads (a pool replica loading two models) fail with
+# "_CURRENT_DESERIALIZER is already set". Loads take turns; inference does not.
+_EXPORT_LOAD = threading.Lock()
 
 
 def load_exported_program(path: Path, name: str) -> Any:
@@ -24,7 +30,8 @@ def load_exported_program(path: Path, name: str) -> Any:
     if not zipfile.is_zipfile(path):
         raise InvalidInput(f"model '{name}': {path.name} is not a torch.export archive")
     try:
-        return torch.export.load(str(path))
+        with _EXPORT_LOAD:
+            return torch.export.load(str(path))
     except Exception as exc:
         raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
 
@@ -32,6 +39,31 @@ def load_exported_program(path: Path, name: str) -> Any:
 def load_exported_module(path: Path, name: str) -> Any:
     """The exported program as a callable module."""
     return load_exported_program(path, name).module()
+
+
+def is_aoti_package(path: Path) -> bool:
+    """An AOTInductor package is a zip holding `<name>/data/aotinductor/`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/data/aotinductor/" in entry for entry in archive.namelist())
+
+
+def load_aoti_package(path: Path, name: str) -> Any:
+    """An AOTInductor package as a callable (tensors in, a list of tensors out).
+
+    The package holds a compiled shared library, which loading runs: callers
+    load only packages they trust (an operator's own repository, or versions
+    the registry's derive jobs compiled).
+    """
+    import torch._inductor
+
+    if not is_aoti_package(path):
+        raise InvalidInput(f"model '{name}': {path.name} is not an AOTInductor package")
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:
+        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
 
 
 def load_torchscript(path: Path, name: str) -> Any:

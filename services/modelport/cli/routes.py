@@ -60,8 +60,21 @@ def print_routes(answer: Any) -> None:
         policy = describe_policy(route.policy)
         if route.aliases:
             policy += "\n" + " ".join(f"{k}→{v}" for k, v in sorted(route.aliases.items()))
-        if not route.replicas:
+        if route.held:
+            policy += f"\n{route.held} held (scaling from zero)"
+        if not route.replicas and not route.pool:
             table.add_row(route.name, policy, "-", "-", "no replicas", "0", "0")
+        for index, copy in enumerate(route.pool):
+            first = index == 0 and not route.replicas
+            table.add_row(
+                route.name if first else "",
+                policy if first else "",
+                f"{copy.address} (pool)",
+                f"{copy.size_bytes / 2**20:.1f} MiB",
+                copy.state.lower(),
+                str(copy.in_flight),
+                f"{route.pool_hits} hit/{route.pool_misses} miss" if index == 0 else "",
+            )
         for index, replica in enumerate(route.replicas):
             state = (
                 "ejected"
@@ -81,4 +94,15 @@ def print_routes(answer: Any) -> None:
                 str(replica.in_flight),
                 str(replica.picks),
             )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if answer.pool_replicas:
+        pools = Table("pool replica", "memory used / budget", "models", "hits", "loads",
+                      "evictions", "mean load")  # fmt: skip
+        for r in answer.pool_replicas:
+            mean = f"{r.load_seconds / r.loads:.2f} s" if r.loads else "-"
+            pools.add_row(
+                r.address, f"{r.used_bytes / 2**20:.0f} / {r.budget_bytes / 2**20:.0f} MiB",
+                str(r.models), str(r.hits), str(r.loads), str(r.evictions), mean,
+            )  # fmt: skip
+        console.print(pools)

@@ -19,6 +19,11 @@ from modelport.inference.backends import BackendLoader, load_backend
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
+from modelport.inference.pool import ModelPool
+from modelport.inference.pool import install_metrics as install_pool_metrics
+from modelport.inference.pool_servicer import SERVICE_NAME as POOL_SERVICE
+from modelport.inference.pool_servicer import PoolServicer
+from modelport.inference.pool_servicer import register as register_pool
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.inference.settings import InferenceSettings
@@ -37,7 +42,16 @@ class InferenceApp:
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
         self.control = ModelControl(self.manager, self.peers, explicit=explicit)
-        self.servicer = InferenceServicer(self.manager, self.control)
+        self.pool: ModelPool | None = None
+        if settings.pool:
+            self.pool = ModelPool(
+                self.manager,
+                settings.registry,
+                settings.cache_dir.expanduser(),
+                settings.pool_budget_bytes(),
+                settings.pool_alias,
+            )
+        self.servicer = InferenceServicer(self.manager, self.control, self.pool)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -51,6 +65,9 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
+        if self.pool is not None:
+            pool_servicer = PoolServicer(self.pool)
+            self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
 
     @property
@@ -80,6 +97,11 @@ class InferenceApp:
                 await self.manager.load_all(settings.load_models)
         else:
             await self.manager.load_all()
+        if self.pool is not None:
+            await self.pool.start()
+            if settings.metrics_port >= 0:
+                install_pool_metrics(self.pool)
+            log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
         if settings.registry and settings.models:
             self.follower = RegistryFollower(
                 self.manager, settings.registry, settings.models, settings.cache_dir.expanduser()
@@ -98,6 +120,8 @@ class InferenceApp:
             await self.follower.stop()
         self.manager.begin_drain()
         await self.server.drain(grace)
+        if self.pool is not None:
+            await self.pool.close()
         await self.manager.close()
         await self.peers.close()
 

@@ -156,28 +156,7 @@ class RegistryFollower:
     async def _download(
         self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
-        temp = self.cache.temp_path()
-        request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
-        span = tracing.span(
-            tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version
-        )
-        try:
-            with span, temp.open("wb") as f:
-                stream = stub.DownloadVersion(
-                    request, timeout=600, metadata=tuple(tracing.inject_metadata())
-                )
-                async for message in stream:
-                    if message.WhichOneof("part") == "chunk":
-                        f.write(message.chunk)
-                    elif message.header.sha256 != artifact.sha256:
-                        raise ModelportError(
-                            f"model '{artifact.model}' version {artifact.version}: registry "
-                            f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
-                        )
-            await asyncio.to_thread(self.cache.adopt, temp, artifact.sha256)
-        finally:
-            temp.unlink(missing_ok=True)
-        log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)
+        await fetch_artifact(stub, self.cache, artifact)
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
         model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)
@@ -210,3 +189,29 @@ class RegistryFollower:
                 if all(present):
                     log.info("registry unreachable: serving '%s' from the local cache", model)
                     await self._load(model, artifacts)
+
+
+async def fetch_artifact(
+    stub: registry_pb2_grpc.ModelRegistryAsyncStub, cache: ArtifactCache, artifact: Artifact
+) -> None:
+    """Download one version's archive from the registry into the cache (sha256-checked)."""
+    temp = cache.temp_path()
+    request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
+    span = tracing.span(tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version)
+    try:
+        with span, temp.open("wb") as f:
+            stream = stub.DownloadVersion(
+                request, timeout=600, metadata=tuple(tracing.inject_metadata())
+            )
+            async for message in stream:
+                if message.WhichOneof("part") == "chunk":
+                    f.write(message.chunk)
+                elif message.header.sha256 != artifact.sha256:
+                    raise ModelportError(
+                        f"model '{artifact.model}' version {artifact.version}: registry "
+                        f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
+                    )
+        await asyncio.to_thread(cache.adopt, temp, artifact.sha256)
+    finally:
+        temp.unlink(missing_ok=True)
+    log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)

@@ -19,6 +19,7 @@ from modelport.inference import serving
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import from_peer
+from modelport.inference.pool import ModelPool
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -33,9 +34,12 @@ NOT_OFFERED = (
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, manager: ModelManager, control: ModelControl) -> None:
+    def __init__(
+        self, manager: ModelManager, control: ModelControl, pool: ModelPool | None = None
+    ) -> None:
         self._manager = manager
         self._control = control
+        self._pool = pool  # `--pool`: models loaded on demand
 
     # -- health and metadata --------------------------------------------------------
 
@@ -91,12 +95,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         with tracing.server_span("ModelInfer", context, model=request.model_name):
-            return await serving.infer(self._manager, request, context.time_remaining())
+            return await serving.infer(
+                self._manager, request, context.time_remaining(), pool=self._pool
+            )
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for answer in serving.stream(self._manager, request_iterator):
+        async for answer in serving.stream(self._manager, request_iterator, pool=self._pool):
             yield answer
 
     # -- statistics and repository --------------------------------------------------

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from modelport.errors import InvalidInput, ModelportError, public_message
 from modelport.inference import codec
@@ -21,7 +23,28 @@ from modelport.proto.inference import grpc_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+class OnDemand(Protocol):
+    """Models loaded when asked for (`pool.ModelPool`): `use` loads and pins one."""
+
+    def use(self, name: str, deadline: float | None) -> AbstractAsyncContextManager[None]: ...
+
+
 async def infer(
+    manager: ModelManager,
+    request: pb.ModelInferRequest,
+    remaining: float | None,
+    pool: OnDemand | None = None,
+) -> pb.ModelInferResponse:
+    if pool is None:
+        return await _infer_loaded(manager, request, remaining)
+    # A pool replica loads the model on demand and pins it for this request.
+    deadline = None if remaining is None else time.monotonic() + remaining
+    async with pool.use(request.model_name, deadline):
+        left = None if deadline is None else deadline - time.monotonic()
+        return await _infer_loaded(manager, request, left)
+
+
+async def _infer_loaded(
     manager: ModelManager, request: pb.ModelInferRequest, remaining: float | None
 ) -> pb.ModelInferResponse:
     served = manager.get(request.model_name, request.model_version)
@@ -38,7 +61,9 @@ async def infer(
 
 
 async def stream(
-    manager: ModelManager, requests: AsyncIterator[pb.ModelInferRequest]
+    manager: ModelManager,
+    requests: AsyncIterator[pb.ModelInferRequest],
+    pool: OnDemand | None = None,
 ) -> AsyncIterator[pb.ModelStreamInferResponse]:
     """Requests run concurrently; each answer (or its error, in-band) is sent as soon
     as it is ready."""
@@ -47,7 +72,7 @@ async def stream(
 
     async def answer(request: pb.ModelInferRequest) -> None:
         try:
-            response = await infer(manager, request, None)
+            response = await infer(manager, request, None, pool)
             await answers.put(pb.ModelStreamInferResponse(infer_response=response))
         except Exception as exc:
             if not isinstance(exc, ModelportError):

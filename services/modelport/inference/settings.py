@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from modelport.common.settings import ServerSettings, setting
+from modelport.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ class InferenceSettings(ServerSettings):
         "Where registry artifacts are cached (by sha256) across restarts.",
         path="dir",
     )
+    pool: bool = setting(
+        False,
+        "Serve any model of --registry on demand: loaded on its first request, evicted "
+        "least recently used to stay within --memory-budget-mb.",
+    )
+    memory_budget_mb: int = setting(
+        0, "With --pool: MiB of models kept loaded (0: 70% of the container's memory limit)."
+    )
+    pool_alias: str = setting("production", "With --pool: the alias each model is served at.")
     # Set for the workers of a supervisor: a private loopback port for siblings.
     private_port: bool = setting(False, "Also listen on a loopback port for siblings.", cli=False)
 
@@ -56,3 +66,32 @@ class InferenceSettings(ServerSettings):
             self, workers=1, reuse_port=True, metrics_port=0, torch_threads=threads,
             private_port=True,
         )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pool and not self.registry:
+            raise InvalidInput("--pool needs --registry (where the models come from)")
+        if self.pool and (self.models or self.workers > 1):
+            raise InvalidInput("--pool serves every model of the registry: drop --model/--workers")
+        if self.memory_budget_mb < 0:
+            raise InvalidInput("--memory-budget-mb must be 0 (derived) or positive")
+
+    def pool_budget_bytes(self) -> int:
+        if self.memory_budget_mb:
+            return self.memory_budget_mb * 1024 * 1024
+        return int(memory_limit_bytes() * 0.7)
+
+
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_limit_bytes(paths: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int:
+    """The cgroup's memory limit (what Kubernetes' resources.limits.memory sets), else RAM."""
+    for path in paths:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

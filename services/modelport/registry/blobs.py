@@ -1,9 +1,19 @@
-"""Content-addressed blob storage on a filesystem path (a PVC in the cluster).
+"""Content-addressed blob storage: local staging, then a backend (filesystem or S3).
 
-Blobs live at `<root>/sha256/<ab>/<sha256>`. A blob is written to
-`<root>/tmp/`, fsynced, renamed into place and its folder fsynced: after
-`place` returns it survives a crash, and before that nothing outside `tmp/`
-exists. `tmp/` holds only uploads in progress; abandoned ones are swept.
+Blobs are named `sha256/<ab>/<sha256>`. An upload is written to `<root>/tmp/`
+on local disk, checked, made durable, and only then handed to the backend
+(`blob_backends`): the filesystem renames it into place (fsynced), S3
+completes a multipart upload; either way nothing is visible under a blob's
+name before it is whole. `tmp/` holds only uploads in progress; abandoned
+ones are swept.
+
+Placement and deletion run under the store's write lock, so a blob that a new
+version is about to reuse cannot vanish in between. On S3 the upload itself
+happens before the lock (`stage`, it may take minutes) and `place` only checks,
+under the lock, that the object is still there (uploading it again if a
+concurrent deletion took it). Blobs staged but not yet recorded look
+unreferenced for that while, so on S3 the sweep of unreferenced blobs spares
+objects younger than the stale-upload period.
 """
 
 from __future__ import annotations
@@ -18,17 +28,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from modelport.artifacts.hashing import check_sha256
-from modelport.errors import InvalidInput, NotFound
+from modelport.errors import Internal, InvalidInput
+from modelport.registry.blob_backends import BlobBackend, FileBackend
 
 log = logging.getLogger(__name__)
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+PREFIX = "sha256"
 
 
 class UploadSink:
@@ -61,16 +66,22 @@ class UploadSink:
 
 
 class BlobStore:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        backend: BlobBackend | None = None,
+        stale_upload_seconds: float = 3600.0,
+    ) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
-        self.blobs = self.root / "sha256"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.backend: BlobBackend = backend or FileBackend(self.root)
+        # How long a blob uploaded outside the lock may wait for its row (see module doc).
+        self.unreferenced_grace = 0.0 if self.backend.moves_local else stale_upload_seconds
 
-    def path(self, sha256: str) -> Path:
+    def name(self, sha256: str) -> str:
         check_sha256(sha256)
-        return self.blobs / sha256[:2] / sha256
+        return f"{PREFIX}/{sha256[:2]}/{sha256}"
 
     def temp_path(self, suffix: str = "") -> Path:
         return self.tmp / f"{uuid.uuid4().hex}{suffix}"
@@ -89,44 +100,47 @@ class BlobStore:
             os.fsync(f.fileno())
         os.chmod(temp, 0o444)
 
-    def place(self, temp: Path, sha256: str) -> Path:
-        """Rename a durable temp file to blob `sha256` (its content must hash to it).
+    def stage(self, temp: Path, sha256: str) -> None:
+        """Before the lock: send the blob to a backend that copies (S3). The
+        filesystem's rename waits for `place`."""
+        if not self.backend.moves_local and not self.backend.exists(self.name(sha256)):
+            self.backend.put(self.name(sha256), temp)
 
-        Called under the store's write lock, like deletions, so a blob that
-        another version is about to reuse cannot vanish in between.
+    def place(self, temp: Path, sha256: str) -> str:
+        """Under the write lock: make blob `sha256` (the content of `temp`) stored.
+
+        Content addressing makes a blob stored already a no-op. Returns its name.
         """
-        final = self.path(sha256)
-        if final.exists():
-            # Same content stored already: content addressing makes this a no-op.
+        name = self.name(sha256)
+        try:
+            if not self.backend.exists(name):
+                self.backend.put(name, temp)
+        finally:
             temp.unlink(missing_ok=True)
-            return final
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temp, final)
-        fsync_dir(final.parent)
-        fsync_dir(self.blobs)
-        return final
+        return name
 
     def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        return self.backend.exists(self.name(sha256))
 
     def read_chunks(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
-        path = self.path(sha256)
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise NotFound(f"blob {sha256} is missing from the blob store") from None
-        with f:
-            while block := f.read(chunk_bytes):
-                yield block
+        """The blob's bytes, hashed on the way: a blob that no longer hashes to its
+        name (corrupted at rest) ends the stream with an error, never silently."""
+        digest = hashlib.sha256()
+        for block in self.backend.read_chunks(self.name(sha256), chunk_bytes):
+            digest.update(block)
+            yield block
+        if digest.hexdigest() != sha256:
+            raise Internal(
+                f"blob {sha256} in {self.backend.describe()} does not hash to its name "
+                f"(read {digest.hexdigest()}): the stored copy is damaged"
+            )
 
     def delete(self, sha256: str) -> None:
-        self.path(sha256).unlink(missing_ok=True)
+        self.backend.delete(self.name(sha256))
 
     def stored(self) -> Iterator[str]:
-        for folder in self.blobs.iterdir():
-            if folder.is_dir():
-                for blob in folder.iterdir():
-                    yield blob.name
+        for obj in self.backend.list(PREFIX):
+            yield obj.name.rsplit("/", 1)[-1]
 
     def sweep_uploads(self, older_than_seconds: float) -> int:
         """Remove temp entries not touched for a while: uploads whose process died.
@@ -152,16 +166,20 @@ class BlobStore:
         return removed
 
     def sweep_unreferenced(self, referenced: Iterable[str]) -> int:
-        """Remove blobs no version names (left by a crash between rename and row commit).
+        """Remove blobs no version names (left by a crash between upload and row commit).
 
-        Call under the store's write lock: then no placement is half done.
+        Call under the store's write lock: then no placement is half done (on
+        S3, blobs staged within the grace period may still get their row).
         """
         keep = set(referenced)
+        cutoff = time.time() - self.unreferenced_grace
         removed = 0
-        for sha in list(self.stored()):
-            if sha not in keep:
-                self.delete(sha)
-                removed += 1
+        for obj in list(self.backend.list(PREFIX)):
+            sha = obj.name.rsplit("/", 1)[-1]
+            if sha in keep or (self.unreferenced_grace and obj.modified > cutoff):
+                continue
+            self.backend.delete(obj.name)
+            removed += 1
         if removed:
             log.info("blob store: removed %d unreferenced blobs", removed)
         return removed

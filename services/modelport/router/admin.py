@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import grpc
 
+from modelport.proto.modelport.pool.v1.pool_pb2 import PoolState
 from modelport.proto.modelport.router.v1 import router_pb2 as rpb
 from modelport.proto.modelport.router.v1 import router_pb2_grpc as rpb_grpc
 from modelport.router.forwarding import Router
+from modelport.router.pool_routing import POOL_MODEL
 
 
 class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, pool_reports: dict[str, PoolState] | None = None) -> None:
         self.router = router
+        # address -> the last state each pool replica pushed (see `pool_watch`).
+        self.pool_reports = pool_reports if pool_reports is not None else {}
 
     async def ListRoutes(
         self, request: rpb.ListRoutesRequest, context: grpc.aio.ServicerContext
@@ -19,7 +23,12 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
         table = self.router.table
         planner = self.router.planner
         now = table.clock()
-        models = sorted(table.known_models() | set(planner.state.policies))
+        pool = self.router.pool
+        on_pool = {m for r in pool.placer.replicas.values() for m in r.models} if pool else set()
+        scaling = self.router.scaling
+        held = set(scaling.models) if scaling else set()
+        models = sorted(table.known_models() | set(planner.state.policies) | on_pool | held)
+        models = [m for m in models if m != POOL_MODEL]
         if request.model_name:
             models = [m for m in models if m == request.model_name]
         answer = rpb.ListRoutesResponse()
@@ -46,6 +55,26 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
             for alias, weight in policy.split:
                 view.split.add(alias=alias, weight=weight)
             route.aliases.update(planner.state.aliases.get(model, {}))
+            if scaling is not None:
+                route.held = scaling.queue.held(model)
+            if pool is not None:
+                stats = pool.placer.stats
+                route.pool_hits, route.pool_misses = stats.hits[model], stats.misses[model]
+                for address, pooled in sorted(pool.placer.replicas.items()):
+                    copy = pooled.models.get(model)
+                    if copy is not None:
+                        route.pool.add(
+                            address=address,
+                            state=copy.state,
+                            size_bytes=copy.size_bytes,
+                            in_flight=copy.in_flight,
+                        )
+        for address, state in sorted(self.pool_reports.items()):
+            answer.pool_replicas.add(
+                address=address, budget_bytes=state.budget_bytes, used_bytes=state.used_bytes,
+                models=len(state.models), hits=state.hits, loads=state.loads,
+                evictions=state.evictions, load_seconds=state.load_seconds,
+            )  # fmt: skip
         return answer
 
 

@@ -10,19 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
+from modelport.router import pool_watch
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.placement import PoolPlacer
 from modelport.router.policies import Planner, PolicySource, StaticPolicySource
-from modelport.router.replicas import Endpoint, ReplicaTable
+from modelport.router.pool_routing import POOL_MODEL, PoolRouting
+from modelport.router.pool_watch import PoolWatcher
+from modelport.router.replicas import Endpoint, Replica, ReplicaTable
+from modelport.router.scale_from_zero import ScaleFromZero
+from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
+from modelport.router.scaler import ExternalScalerServicer
+from modelport.router.scaler import register as register_scaler
 from modelport.router.servicer import SERVICE, RouterServicer, method_handlers
 from modelport.router.settings import RouterSettings
 from modelport.router.versions import VersionPoller
@@ -30,6 +39,16 @@ from modelport.router.versions import VersionPoller
 log = logging.getLogger(__name__)
 
 ADMIN_SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterAdmin"].full_name
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """Models held at zero replicas (see `scale_from_zero`) and how."""
+
+    models: tuple[str, ...] = ()
+    queue_size: int = 256
+    max_hold_seconds: float = 120.0
+    idle_seconds: float = 300.0
 
 
 class RouterApp:
@@ -41,11 +60,22 @@ class RouterApp:
         index_interval: float = 5.0,
         metrics: bool = False,
         multiplex: bool = False,
+        scaling: ScalingSettings | None = None,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
+        self.scaling: ScaleFromZero | None = None
+        if scaling is not None and scaling.models:
+            self.scaling = ScaleFromZero(
+                self.table,
+                scaling.models,
+                scaling.queue_size,
+                scaling.max_hold_seconds,
+                scaling.idle_seconds,
+            )
+            self.table.on_change = self.scaling.on_table_change
         self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
         latency = None
         if metrics:
@@ -53,9 +83,22 @@ class RouterApp:
 
             latency = telemetry.recorder(telemetry.latency_histogram())
         self.router = Router(
-            self.table, Planner(), self.transport, ProtobufCodec(), latency=latency
+            self.table,
+            Planner(),
+            self.transport,
+            ProtobufCodec(),
+            scaling=self.scaling,
+            latency=latency,
         )
-        self.poller = VersionPoller(self.table, self.transport.served_versions, index_interval)
+        self.placer = PoolPlacer()
+        self.pool_watcher = PoolWatcher(self.placer)
+        self.router.pool = PoolRouting(self.table, self.placer, pool_watch.prefetch)
+        self.poller = VersionPoller(
+            self.table,
+            self.transport.served_versions,
+            index_interval,
+            urgent=self._awaited if self.scaling is not None else None,
+        )
         self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
         self.server = GrpcServer(self.options)
         self.metrics = metrics
@@ -63,14 +106,23 @@ class RouterApp:
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
 
+    def _awaited(self, replica: Replica) -> bool:
+        """Requests are held for a model this replica will serve but does not yet."""
+        assert self.scaling is not None
+        held = self.scaling.queue.models()
+        return any(m in replica.models and not self.scaling.has_replica(m) for m in held)
+
     def on_endpoints(self, endpoints: list[Endpoint]) -> None:
         added, removed = self.table.apply(endpoints)
         for replica in added:
             self.transport.open(replica)
             self.poller.watch(replica)
+            if POOL_MODEL in replica.models:
+                self.pool_watcher.watch(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
+            self.pool_watcher.forget(replica.address)
             task = asyncio.get_running_loop().create_task(self.transport.close(replica))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -79,10 +131,13 @@ class RouterApp:
     async def start(self) -> int:
         handlers = method_handlers(self.servicer)
         self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
-        admin = RouterAdminServicer(self.router)
+        admin = RouterAdminServicer(self.router, self.pool_watcher.reports)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )
+        if self.scaling is not None:
+            scaler = ExternalScalerServicer(self.scaling)
+            self.server.add_service(SCALER_SERVICE, lambda s: register_scaler(s, scaler))
         if self.metrics:
             from modelport.router import telemetry
 
@@ -96,6 +151,8 @@ class RouterApp:
                 self._keep_running("policies", self.policies.run, self.router.planner.update)
             ),
         ]
+        if self.scaling is not None:
+            self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
         self.port = await self.server.start()
         return self.port
 
@@ -112,12 +169,17 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.scaling is not None:
+            self.scaling.close()  # held requests: UNAVAILABLE, another router may take them
         await self.server.drain(grace)
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.poller.close()
+        await self.pool_watcher.close()
+        if self.router.pool is not None:
+            await self.router.pool.close()
         await self.router.close()
         for replica in list(self.table.replicas.values()):
             await self.transport.close(replica, grace=0)
@@ -127,6 +189,7 @@ class RouterApp:
 def build_discovery(settings: RouterSettings) -> Discovery:
     if settings.discovery == "static":
         endpoints = [discovery_sources.parse_endpoint(e) for e in settings.endpoints]
+        endpoints += [Endpoint(POOL_MODEL, address) for address in settings.pool_endpoints]
         return discovery_sources.StaticDiscovery(endpoints, settings.endpoints_file)
     if settings.discovery == "dns":
         targets = [discovery_sources.parse_dns_target(t) for t in settings.dns_names]
@@ -149,6 +212,12 @@ def build(settings: RouterSettings) -> RouterApp:
         index_interval=settings.index_interval,
         metrics=settings.metrics_port >= 0,
         multiplex=settings.multiplex,
+        scaling=ScalingSettings(
+            settings.hold_models,
+            settings.hold_queue_size,
+            settings.max_hold_seconds,
+            settings.idle_seconds,
+        ),
     )
 
 

@@ -24,7 +24,9 @@ from modelport.errors import DeadlineExceeded, NotFound, Unavailable, code_of
 from modelport.router import tensors, wire
 from modelport.router.balancer import Balancer, describe
 from modelport.router.policies import Plan, Planner, Target
+from modelport.router.pool_routing import PoolRouting
 from modelport.router.replicas import Replica, ReplicaTable
+from modelport.router.scale_from_zero import ScaleFromZero
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Router:
         codec: Codec,
         balancer: Balancer | None = None,
         max_shadow_in_flight: int = 64,
+        scaling: ScaleFromZero | None = None,
         latency: LatencyRecorder | None = None,
     ) -> None:
         self.table = table
@@ -105,6 +108,10 @@ class Router:
         self.max_shadow_in_flight = max_shadow_in_flight
         self._latency = latency
         self._shadows: set[asyncio.Task[None]] = set()
+        # Models held at zero replicas until one is ready (None: none are).
+        self.scaling = scaling
+        # Models no dedicated replica serves go to pool replicas (None: no pool).
+        self.pool: PoolRouting | None = None
 
     async def infer(
         self,
@@ -122,7 +129,7 @@ class Router:
         started = time.perf_counter()
         code = "OK"
         try:
-            return await self._route(model, version_ref, request, session, deadline)
+            return await self._admit(model, version_ref, request, session, deadline)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -133,6 +140,27 @@ class Router:
             self.stats.outcomes[(model, code)] += 1
             if self._latency is not None:
                 self._latency(model, time.perf_counter() - started)
+
+    async def _admit(
+        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+    ) -> bytes:
+        """Route now, or, for a model held at zero replicas, once a replica is ready."""
+        scaling = self.scaling
+        if scaling is None or not scaling.holds(model):
+            return await self._route(model, version_ref, request, session, deadline)
+        scaling.started(model)
+        since = time.monotonic()
+        try:
+            while True:
+                await scaling.before_forward(model, deadline)  # held while at zero replicas
+                try:
+                    return await self._route(model, version_ref, request, session, deadline)
+                except Unavailable:
+                    # The replica left (scaled down) or is not ready yet: held again.
+                    if not await scaling.wait_after_failure(model, deadline, since):
+                        raise
+        finally:
+            scaling.finished(model)
 
     async def _route(
         self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
@@ -157,6 +185,8 @@ class Router:
         """Send to `replica` (or a balanced pick); on UNAVAILABLE retry once elsewhere."""
         if replica is not None:
             first = replica
+        elif self.pool is not None and self.pool.takes(target.model, target.version):
+            return await self.pool.forward(self, target, request, deadline)
         else:
             with tracing.span(tracing.ROUTER_PICK, model=target.model) as pick:
                 first = self.balancer.pick(target.model, target.version)

@@ -76,6 +76,8 @@ class ReplicaTable:
     replicas: dict[str, Replica] = field(default_factory=dict)
     # (model, version) -> replicas taking traffic for it; rebuilt after any change.
     _candidates: dict[tuple[str, str], list[Replica]] = field(default_factory=dict)
+    # Told after every change of replicas, readiness or versions (releases held requests).
+    on_change: Callable[[], None] | None = None
 
     def apply(self, endpoints: Iterable[Endpoint]) -> tuple[list[Replica], list[Replica]]:
         """Make the table match discovery; returns (added, removed) replicas."""
@@ -105,12 +107,18 @@ class ReplicaTable:
             replica.ready = ready[address]
             replica.terminating = terminating[address]
         self._candidates.clear()
+        self._changed()
         return added, removed
 
     def set_versions(self, replica: Replica, versions: dict[str, frozenset[str]]) -> None:
         if versions != replica.versions:
             replica.versions = versions
             self._candidates.clear()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def known_models(self) -> set[str]:
         names: set[str] = set()

@@ -23,6 +23,7 @@ from modelport.router import wire
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import FORWARDED_KEYS, forwarded_metadata
+from modelport.router.scale_from_zero import TRAILER_KEY, cold_start_of_request
 
 Context = grpc.aio.ServicerContext
 
@@ -70,9 +71,14 @@ class RouterServicer:
     async def _infer(self, request: bytes, context: Context) -> bytes:
         model, version, _ = _routing(request)
         with tracing.server_span("ModelInfer", context, model=model):
-            return await self._router.infer(
+            answer = await self._router.infer(
                 model, version, request, _read_metadata(context), _deadline(context)
             )
+        cold = cold_start_of_request.get()
+        if cold is not None:
+            # The first request released after a cold start says where the time went.
+            context.set_trailing_metadata(((TRAILER_KEY, cold.header()),))
+        return answer
 
     async def ModelInfer(self, request: bytes, context: Context) -> bytes:
         return await self._infer(request, context)

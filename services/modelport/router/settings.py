@@ -20,6 +20,12 @@ class RouterSettings(ServerSettings):
     endpoints: tuple[str, ...] = setting(
         (), "static: MODEL=HOST:PORT (repeatable).", flag="--endpoint"
     )
+    pool_endpoints: tuple[str, ...] = setting(
+        (),
+        "static: HOST:PORT of a pool replica (serve inference --pool), repeatable; "
+        "models no dedicated replica serves are placed on the pool.",
+        flag="--pool-endpoint",
+    )
     endpoints_file: Path | None = setting(
         None, "static: a file of MODEL=HOST:PORT lines, re-read when it changes.", path="file"
     )
@@ -35,14 +41,37 @@ class RouterSettings(ServerSettings):
     multiplex: bool = setting(
         False, "Forward over one ModelStreamInfer stream per replica instead of a call per request."
     )
+    hold_models: tuple[str, ...] = setting(
+        (),
+        "A model that may scale to zero (repeatable): its requests wait for a replica "
+        "instead of failing, and KEDA's external scaler on this port reports its demand.",
+        flag="--hold-model",
+    )
+    hold_queue_size: int = setting(
+        256, "Requests held per model at most; more get RESOURCE_EXHAUSTED."
+    )
+    max_hold_seconds: float = setting(
+        120.0, "Longest hold for a request sent without a deadline (then DEADLINE_EXCEEDED)."
+    )
+    idle_seconds: float = setting(
+        300.0, "A held model with no request for this long is reported inactive (scaled to zero)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.discovery == "static":
             for endpoint in self.endpoints:
                 discovery.parse_endpoint(endpoint)
-            if not self.endpoints and self.endpoints_file is None:
-                raise InvalidInput("--discovery static needs --endpoint or --endpoints-file")
+            for address in self.pool_endpoints:
+                discovery.parse_endpoint(f"pool={address}")
+            if not self.endpoints and not self.pool_endpoints and self.endpoints_file is None:
+                raise InvalidInput(
+                    "--discovery static needs --endpoint, --pool-endpoint or --endpoints-file"
+                )
+        if self.hold_queue_size < 1:
+            raise InvalidInput("--hold-queue-size must be at least 1")
+        if self.max_hold_seconds <= 0 or self.idle_seconds <= 0:
+            raise InvalidInput("--max-hold-seconds and --idle-seconds must be positive")
         if self.discovery == "dns":
             for target in self.dns_names:
                 discovery.parse_dns_target(target)

@@ -17,6 +17,8 @@ from modelport.common import histograms
 from modelport.common.histograms import BucketHistogram
 from modelport.common.metrics import LATENCY_BUCKETS, meter
 from modelport.router.forwarding import Router
+from modelport.router.placement import PlacementStats
+from modelport.router.scale_from_zero import ScaleFromZero
 
 
 def install(router: Router) -> None:
@@ -55,6 +57,58 @@ def install(router: Router) -> None:
     )
     m.create_observable_counter(
         "modelport_router_shadow_errors", [counted(stats.shadow_errors, ("model",))]
+    )
+    if router.scaling is not None:
+        install_scaling(m, router.scaling)
+    if router.pool is not None:
+        install_pool(m, router.pool.placer.stats)
+
+
+def install_pool(m: Any, stats: PlacementStats) -> None:
+    """Placements on pool replicas: hit (ready there), miss (load), join, spread."""
+
+    def placements(_: CallbackOptions) -> Iterable[Observation]:
+        for outcome, counter in (("hit", stats.hits), ("miss", stats.misses),
+                                 ("join", stats.joins), ("spread", stats.spreads)):  # fmt: skip
+            for model, count in list(counter.items()):
+                yield Observation(count, {"model": model, "outcome": outcome})
+
+    m.create_observable_counter(
+        "modelport_router_pool_placements",
+        [placements],
+        description="Requests placed on pool replicas, by outcome (hit, miss, join, spread).",
+    )
+
+
+def install_scaling(m: Any, scaling: ScaleFromZero) -> None:
+    """Held requests per model, demand as KEDA sees it, and cold starts by phase."""
+    queue, demand = scaling.queue, scaling.demand
+
+    def held(_: CallbackOptions) -> Iterable[Observation]:
+        for model in sorted(scaling.models):
+            yield Observation(queue.held(model), {"model": model})
+
+    def active(_: CallbackOptions) -> Iterable[Observation]:
+        for model in sorted(scaling.models):
+            yield Observation(int(demand.is_active(model)), {"model": model})
+
+    m.create_observable_gauge(
+        "modelport_router_held_requests",
+        [held],
+        description="Requests held at the router while their model has no ready replica.",
+    )
+    m.create_observable_gauge(
+        "modelport_router_model_active",
+        [active],
+        description="1 while a scale-to-zero model has demand (what KEDA's IsActive answers).",
+    )
+    cold = m.create_histogram(
+        "modelport_router_cold_start_seconds",
+        unit="s",
+        description="Cold starts seen by held requests, by phase (replica, load, …, total).",
+    )
+    scaling.on_cold_start = lambda model, phase, seconds: cold.record(
+        seconds, {"model": model, "phase": phase}
     )
 
 

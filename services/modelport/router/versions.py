@@ -26,11 +26,15 @@ class VersionPoller:
         probe: Probe,
         interval: float = 5.0,
         first_retry: float = 0.5,
+        urgent: Callable[[Replica], bool] | None = None,
     ) -> None:
         self.table = table
         self.probe = probe
         self.interval = interval
         self.first_retry = first_retry
+        # True while requests are held for a model this replica does not serve yet:
+        # it is then read every `first_retry`, so they go as soon as it is ready.
+        self.urgent = urgent
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def watch(self, replica: Replica) -> None:
@@ -58,6 +62,8 @@ class VersionPoller:
         while not replica.removed:
             ok = await self.refresh(replica)
             pending = replica.versions is None and not ok
+            if not pending and self.urgent is not None:
+                pending = self.urgent(replica)
             await asyncio.sleep(self.first_retry if pending else self.interval)
 
     async def close(self) -> None:

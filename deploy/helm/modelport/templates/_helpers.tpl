@@ -41,7 +41,13 @@ app.kubernetes.io/name: {{ include "modelport.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- with .model }}
+{{- if .pool }}
+{{- /* Routers find every pool replica under this reserved model name. */}}
+modelport.io/model: modelport-pool
+modelport.io/pool: {{ .name }}
+{{- else }}
 modelport.io/model: {{ .name }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -291,4 +297,24 @@ lifecycle:
   from:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/* The KEDA trigger of a model in mode keda: "router" (the router's external scaler,
+     needed to scale from zero: it holds the requests) or "prometheus". */}}
+{{- define "modelport.kedaTrigger" -}}
+{{- $a := .autoscaling -}}
+{{- $trigger := $a.keda.trigger | default (ternary "router" "prometheus" (eq (int $a.minReplicas) 0)) -}}
+{{- if and (eq (int $a.minReplicas) 0) (ne $trigger "router") -}}
+{{- fail (printf "models %q: minReplicas 0 needs autoscaling.keda.trigger router (at zero no pod exports metrics; the router holds requests and activates the model)" .name) -}}
+{{- end -}}
+{{- $trigger -}}
+{{- end -}}
+
+{{/* Names of the models the router holds at zero replicas, one per line. */}}
+{{- define "modelport.heldModels" -}}
+{{- range (include "modelport.models" . | fromYaml).models -}}
+{{- if and (eq .autoscaling.mode "keda") (eq (include "modelport.kedaTrigger" .) "router") }}
+{{ .name }}
+{{- end -}}
+{{- end -}}
 {{- end -}}

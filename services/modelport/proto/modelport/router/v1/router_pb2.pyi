@@ -121,6 +121,33 @@ class PolicyView(google.protobuf.message.Message):
 global___PolicyView = PolicyView
 
 @typing.final
+class PoolCopy(google.protobuf.message.Message):
+    """A model's copy on a pool replica."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    SIZE_BYTES_FIELD_NUMBER: builtins.int
+    IN_FLIGHT_FIELD_NUMBER: builtins.int
+    address: builtins.str
+    state: builtins.str
+    """LOADING, READY or UNLOADING."""
+    size_bytes: builtins.int
+    in_flight: builtins.int
+    def __init__(
+        self,
+        *,
+        address: builtins.str = ...,
+        state: builtins.str = ...,
+        size_bytes: builtins.int = ...,
+        in_flight: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "in_flight", b"in_flight", "size_bytes", b"size_bytes", "state", b"state"]) -> None: ...
+
+global___PoolCopy = PoolCopy
+
+@typing.final
 class ModelRoute(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
@@ -144,7 +171,16 @@ class ModelRoute(google.protobuf.message.Message):
     REPLICAS_FIELD_NUMBER: builtins.int
     POLICY_FIELD_NUMBER: builtins.int
     ALIASES_FIELD_NUMBER: builtins.int
+    POOL_FIELD_NUMBER: builtins.int
+    HELD_FIELD_NUMBER: builtins.int
+    POOL_HITS_FIELD_NUMBER: builtins.int
+    POOL_MISSES_FIELD_NUMBER: builtins.int
     name: builtins.str
+    held: builtins.int
+    """Requests held while the model has no ready replica (scale to zero)."""
+    pool_hits: builtins.int
+    """Pool placements: to a replica where it was ready / where it had to load."""
+    pool_misses: builtins.int
     @property
     def replicas(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ReplicaRoute]: ...
     @property
@@ -153,6 +189,10 @@ class ModelRoute(google.protobuf.message.Message):
     def aliases(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
         """Aliases the router currently resolves, alias -> version."""
 
+    @property
+    def pool(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolCopy]:
+        """Where the model is on pool replicas."""
+
     def __init__(
         self,
         *,
@@ -160,24 +200,70 @@ class ModelRoute(google.protobuf.message.Message):
         replicas: collections.abc.Iterable[global___ReplicaRoute] | None = ...,
         policy: global___PolicyView | None = ...,
         aliases: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
+        pool: collections.abc.Iterable[global___PoolCopy] | None = ...,
+        held: builtins.int = ...,
+        pool_hits: builtins.int = ...,
+        pool_misses: builtins.int = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "name", b"name", "policy", b"policy", "replicas", b"replicas"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "replicas", b"replicas"]) -> None: ...
 
 global___ModelRoute = ModelRoute
+
+@typing.final
+class PoolReplicaView(google.protobuf.message.Message):
+    """One pool replica as it last reported itself."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: builtins.int
+    BUDGET_BYTES_FIELD_NUMBER: builtins.int
+    USED_BYTES_FIELD_NUMBER: builtins.int
+    MODELS_FIELD_NUMBER: builtins.int
+    HITS_FIELD_NUMBER: builtins.int
+    LOADS_FIELD_NUMBER: builtins.int
+    EVICTIONS_FIELD_NUMBER: builtins.int
+    LOAD_SECONDS_FIELD_NUMBER: builtins.int
+    address: builtins.str
+    budget_bytes: builtins.int
+    used_bytes: builtins.int
+    models: builtins.int
+    hits: builtins.int
+    loads: builtins.int
+    evictions: builtins.int
+    load_seconds: builtins.float
+    def __init__(
+        self,
+        *,
+        address: builtins.str = ...,
+        budget_bytes: builtins.int = ...,
+        used_bytes: builtins.int = ...,
+        models: builtins.int = ...,
+        hits: builtins.int = ...,
+        loads: builtins.int = ...,
+        evictions: builtins.int = ...,
+        load_seconds: builtins.float = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "budget_bytes", b"budget_bytes", "evictions", b"evictions", "hits", b"hits", "load_seconds", b"load_seconds", "loads", b"loads", "models", b"models", "used_bytes", b"used_bytes"]) -> None: ...
+
+global___PoolReplicaView = PoolReplicaView
 
 @typing.final
 class ListRoutesResponse(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: builtins.int
+    POOL_REPLICAS_FIELD_NUMBER: builtins.int
     @property
     def models(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelRoute]: ...
+    @property
+    def pool_replicas(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolReplicaView]: ...
     def __init__(
         self,
         *,
         models: collections.abc.Iterable[global___ModelRoute] | None = ...,
+        pool_replicas: collections.abc.Iterable[global___PoolReplicaView] | None = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["models", b"models"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["models", b"models", "pool_replicas", b"pool_replicas"]) -> None: ...
 
 global___ListRoutesResponse = ListRoutesResponse
