@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 # Outputs per request, and (input, infer, output) nanoseconds of the execution.
 ExecutionResult = tuple[list[list[np.ndarray]], tuple[int, int, int]]
-RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-RunBatchAsync = Callable[[Sequence[np.ndarray]], Awaitable[list[np.ndarray]]]
+RunBatch = Callable[[Sequence[np.ndarray | None]], list[np.ndarray]]
+RunBatchAsync = Callable[[Sequence[np.ndarray | None]], Awaitable[list[np.ndarray]]]
 # How far past the head of the queue the scheduler looks for requests whose
 # shape matches the batch being formed (keeps batch forming O(batch)).
 SCAN_WINDOW = 256
@@ -53,7 +53,7 @@ LOOP_CLOCK_RESOLUTION = 0.001
 
 @dataclass(slots=True, eq=False)
 class Pending:
-    inputs: Sequence[np.ndarray]
+    inputs: Sequence[np.ndarray | None]  # None: an optional input left out
     rows: int
     signature: tuple[tuple[int, ...], ...]
     future: asyncio.Future[list[np.ndarray]]
@@ -124,7 +124,7 @@ class DynamicBatcher:
 
     async def submit(
         self,
-        inputs: Sequence[np.ndarray],
+        inputs: Sequence[np.ndarray | None],
         rows: int,
         signature: tuple[tuple[int, ...], ...],
         deadline: float | None,
@@ -333,12 +333,17 @@ class DynamicBatcher:
         return per_request, (t1 - t0, t2 - t1, self._clock.perf_ns() - t2)
 
 
-def _assemble(batch: list[Pending]) -> Sequence[np.ndarray]:
-    """The batch's inputs, concatenated along dim 0 (one copy; none for one request)."""
+def _assemble(batch: list[Pending]) -> Sequence[np.ndarray | None]:
+    """The batch's inputs, concatenated along dim 0 (one copy; none for one request).
+
+    Requests batch together only with equal signatures, so an optional input is
+    left out by all of them or by none."""
     if len(batch) == 1:
         return batch[0].inputs
     return [
-        np.concatenate([item.inputs[i] for item in batch], axis=0)
+        None
+        if batch[0].inputs[i] is None
+        else np.concatenate([item.inputs[i] for item in batch], axis=0)
         for i in range(len(batch[0].inputs))
     ]
 

@@ -27,7 +27,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from modelport import errors
 from modelport.artifacts.config import ModelSpec
 from modelport.inference import compute_child
 from modelport.inference import compute_wire as wire
+from modelport.inference.backends import Backend, BackendLoader, load_backend
+from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ def context() -> Any:
 def _raise(header: dict[str, Any], label: str) -> None:
     kind = _CODES.get(header.get("code", "INTERNAL"), errors.Internal)
     raise kind(f"{label}: {header['error']}" if kind is errors.Internal else header["error"])
+
+
+def _arrays(inputs: Sequence[np.ndarray | None], label: str) -> list[np.ndarray]:
+    """The wire carries arrays; models with optional inputs stay in process."""
+    if any(array is None for array in inputs):
+        raise errors.Internal(f"{label}: an input left out cannot go to a compute process")
+    return [array for array in inputs if array is not None]
 
 
 class ComputeProcess:
@@ -109,7 +118,7 @@ class ComputeProcess:
     def pid(self) -> int:
         return int(self._process.pid)
 
-    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         """Blocking (warm-up, and the thread executor's path)."""
         if self._channel is None:
             self._start()  # the previous child died: a new one for this batch
@@ -120,7 +129,7 @@ class ComputeProcess:
         except (wire.PeerGone, OSError, ValueError):
             raise self._died() from None
 
-    async def run_async(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         """From the event loop: send, then wait for the answer without a thread.
 
         The channel is watched only while a batch is out; the answer is read in
@@ -160,7 +169,8 @@ class ComputeProcess:
             f"{self.label}: the compute process died during the batch (exit code {code})"
         )
 
-    def _send(self, channel: socket.socket, inputs: Sequence[np.ndarray]) -> None:
+    def _send(self, channel: socket.socket, given: Sequence[np.ndarray | None]) -> None:
+        inputs = _arrays(given, self.label)
         size = wire.needed(inputs)
         if self._segment is None or self._segment.size < size:
             self._grow(2 * size)  # room for outputs of about the inputs' size
@@ -226,14 +236,14 @@ class ProcessBackend:
         for process in self.processes:
             self._idle.put(process)
 
-    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         process = self._idle.get()  # the batcher runs at most `instances` at once
         try:
             return process.run(inputs)
         finally:
             self._idle.put(process)
 
-    async def run_async(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         process = self._idle.get_nowait()  # the batcher's slots: one is always idle here
         try:
             return await process.run_async(inputs)
@@ -245,11 +255,31 @@ class ProcessBackend:
             process.close()
 
 
-def process_loader(threads: int) -> Callable[[ModelSpec, Path], ProcessBackend]:
-    """A BackendLoader: each version in `instance_count` processes of `threads` torch
-    threads (or the model's INTRA_OP_THREAD_COUNT)."""
+def stays_in_process(spec: ModelSpec) -> str | None:
+    """Why a model runs in the server's own process instead, or None.
 
-    def load(spec: ModelSpec, version_dir: Path) -> ProcessBackend:
+    Sequence models keep per-sequence state through named calls, optional
+    inputs arrive as None (the wire carries arrays only), and a GPU model's
+    time is on the device, not on the GIL."""
+    if spec.sequence is not None:
+        return "sequence batching"
+    if any(t.optional for t in spec.inputs):
+        return "optional inputs"
+    if spec.device_kind == mc.ModelInstanceGroup.KIND_GPU or spec.device_index is not None:
+        return "a GPU instance group"
+    return None
+
+
+def process_loader(threads: int) -> BackendLoader:
+    """A BackendLoader: each version in `instance_count` processes of `threads` torch
+    threads (or the model's INTRA_OP_THREAD_COUNT); models `stays_in_process`
+    names load in this process as before."""
+
+    def load(spec: ModelSpec, version_dir: Path) -> Backend:
+        reason = stays_in_process(spec)
+        if reason is not None:
+            log.info("model '%s' runs in the server process (%s)", spec.name, reason)
+            return load_backend(spec, version_dir)
         count = spec.intra_op_threads or threads
         return ProcessBackend(spec, version_dir, instances=spec.instance_count, threads=count)
 
