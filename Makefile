@@ -22,7 +22,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-shm bench-generative bench-derive clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
 
 install: $(INSTALLED)
 
@@ -117,6 +117,11 @@ bench: install
 
 bench-full: bench-tools
 	$(BIN)/python benchmarks/bench_full.py --json benchmarks/results/bench-full.json
+
+# Throughput and p99 vs concurrency, request batch, MLP width, --workers; plots in
+# benchmarks/figures/ (about 5 minutes).
+bench-scaling: install
+	$(BIN)/python benchmarks/bench_scaling.py --json benchmarks/results/bench-scaling.json
 
 # perf_analyzer: a 16 MiB tensor through system shared memory vs in gRPC messages.
 bench-shm: install
