@@ -100,16 +100,21 @@ INSTEAD = {
 }
 
 
-def refuse_unused_fields(name: str, config: mc.ModelConfig) -> None:
-    """Raise InvalidInput for the first field set that modelport does not act on."""
-    for key in sorted(config.parameters):
-        if key not in MODEL_PARAMETERS:
-            raise InvalidInput(
-                f"model '{name}' config: parameters['{key}'] is not supported by modelport "
-                f"({INSTEAD['parameters']})"
-            )
+def refuse_unused_fields(name: str, config: mc.ModelConfig, *, parameters: bool = False) -> None:
+    """Raise InvalidInput for the first field set that modelport does not act on.
+
+    `parameters`: the config's `parameters` are acted on (a generative model's limits);
+    otherwise only the keys in MODEL_PARAMETERS are.
+    """
+    if not parameters:
+        for key in sorted(config.parameters):
+            if key not in MODEL_PARAMETERS:
+                raise InvalidInput(
+                    f"model '{name}' config: parameters['{key}'] is not supported by "
+                    f"modelport ({INSTEAD['parameters']})"
+                )
     for path in _set_paths(config, ""):
-        if _acted_on(path):
+        if _acted_on(path) or (parameters and path.startswith("parameters")):
             continue
         reason = _instead(path)
         raise InvalidInput(

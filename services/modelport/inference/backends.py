@@ -68,7 +68,7 @@ class NamedBackend(Backend, Protocol):
 BackendLoader = Callable[[ModelSpec, Path], Backend]
 
 
-def close_backend(backend: Backend | None) -> None:
+def close_backend(backend: object) -> None:
     """Release what a backend holds beyond memory (a compute backend's processes)."""
     close = getattr(backend, "close", None)
     if close is not None:
