@@ -41,7 +41,13 @@ from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.common.generative_load import GenerativeLoad
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
-from modelport.inference.backends import Backend, BackendLoader, load_backend, load_backend_from
+from modelport.inference.backends import (
+    Backend,
+    BackendLoader,
+    close_backend,
+    load_backend,
+    load_backend_from,
+)
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
@@ -70,12 +76,13 @@ def _default_generative(spec: ModelSpec, version: int, version_dir: Path) -> Ser
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 
 
-def _same_torch_threads() -> Callable[[], None]:
+def _same_torch_threads(model_threads: int = 0) -> Callable[[], None]:
     """OpenMP's thread count is a per-thread setting: executor threads start with
-    one per core whatever torch.set_num_threads said in the main thread."""
+    one per core whatever torch.set_num_threads said in the main thread (or
+    the model's own INTRA_OP_THREAD_COUNT)."""
     import torch
 
-    threads = torch.get_num_threads()
+    threads = model_threads or torch.get_num_threads()
     return lambda: torch.set_num_threads(threads)
 
 
@@ -348,7 +355,7 @@ class ModelManager:
             return dict(generative)
         if spec.ensemble is not None:
             return {v: ServedEnsemble(spec, v, self._member_infer) for v in loaded}
-        threads = _same_torch_threads()
+        threads = _same_torch_threads(spec.intra_op_threads)
         return {
             v: ServedVersion(spec, v, b, threads)
             for v, b in loaded.items()
@@ -452,10 +459,15 @@ def _load_versions(
         for version in versions:
             loaded[version] = generative(spec, version, model_dir / str(version))
         return spec, loaded
-    for version in versions:
-        backend = load(spec, model_dir / str(version))
-        warm_up(spec, backend)
-        loaded[version] = backend
+    try:
+        for version in versions:
+            backend = load(spec, model_dir / str(version))
+            loaded[version] = backend
+            warm_up(spec, backend)
+    except BaseException:
+        for done in loaded.values():
+            close_backend(done)  # the compute processes of a load that failed
+        raise
     return spec, loaded
 
 

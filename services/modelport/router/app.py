@@ -95,7 +95,7 @@ class RouterApp:
         if metrics:
             from modelport.router import telemetry
 
-            latency = telemetry.latency_histogram().record
+            latency = telemetry.recorder(telemetry.latency_histogram())
         # Aliases move once a replica serves the new version (see `Planner`).
         planner = Planner(served=lambda model, version: bool(self.table.candidates(model, version)))
         self.table.on_change = self._table_changed

@@ -1,20 +1,20 @@
 """Router metrics. Hot-path counts live in plain counters (`RouterStats`, each
 replica's in-flight count) and are read by
 observable instruments at scrape time. The latency histogram is a bucket
-array served by a prometheus_client collector in the same registry the OTel
-exporter uses: an OTel histogram record costs ~15 µs, which is several
-percent of the router's whole CPU budget per request; a bisect costs <1 µs.
+array (common/histograms) served in the same registry the OTel exporter uses:
+an OTel histogram record costs ~15 µs, which is several percent of the
+router's whole CPU budget per request; a bisect costs <1 µs.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from prometheus_client.core import REGISTRY, HistogramMetricFamily
 
+from modelport.common import histograms
+from modelport.common.histograms import BucketHistogram
 from modelport.common.metrics import LATENCY_BUCKETS, meter
 from modelport.router.forwarding import UNKNOWN_MODEL, Router
 from modelport.router.placement import PlacementStats
@@ -138,43 +138,24 @@ def install_scaling(m: Any, scaling: ScaleFromZero) -> None:
     )
 
 
-_histogram: LatencyHistogram | None = None
+def latency_histogram() -> BucketHistogram:
+    """modelport_router_request_duration_seconds{model}: the process's one."""
+    return histograms.histogram(
+        "modelport_router_request_duration_seconds",
+        "Time the router took to answer a request.",
+        ("model",),
+        LATENCY_BUCKETS,
+    )
 
 
-def latency_histogram() -> LatencyHistogram:
-    """The process's one histogram (a registry accepts a metric name once)."""
-    global _histogram
-    if _histogram is None:
-        _histogram = LatencyHistogram()
-        REGISTRY.register(_histogram)
-    return _histogram
+def recorder(histogram: BucketHistogram) -> Callable[[str, float], None]:
+    """What the Router calls per request: (model, seconds)."""
+    rows: dict[str, list[float]] = {}
 
-
-class LatencyHistogram:
-    """modelport_router_request_duration_seconds{model}, cheap to record."""
-
-    name = "modelport_router_request_duration_seconds"
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        # model -> [count per bucket..., +Inf count, sum]
-        self.series: dict[str, list[float]] = {}
-
-    def record(self, model: str, seconds: float) -> None:
-        row = self.series.get(model)
+    def record(model: str, seconds: float) -> None:
+        row = rows.get(model)
         if row is None:
-            row = self.series[model] = [0.0] * (len(self.bounds) + 2)
-        row[bisect.bisect_left(self.bounds, seconds)] += 1
-        row[-1] += seconds
+            row = rows[model] = histogram.row((model,))
+        histogram.observe(row, seconds)
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(
-            self.name, "Time the router took to answer a request.", labels=["model"]
-        )
-        for model, row in list(self.series.items()):
-            cumulative, buckets = 0.0, []
-            for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
-                cumulative += count
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            family.add_metric([model], buckets, row[-1])
-        yield family
+    return record
