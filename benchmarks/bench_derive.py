@@ -1,6 +1,6 @@
 """Derived versions against their parents: size, latency, throughput and accuracy delta.
 
-    .venv/bin/python benchmarks/bench_derive.py [--models mlp,encoder,decoder] [--aoti]
+    .venv/bin/python benchmarks/bench_derive.py [--models mlp,encoder,decoder] [--aoti] [--threads N]
 
 For each sample model (the MLP, the transformer encoder, and a small Llama decoder in
 Hugging Face layout built from a config) and each method, the child is derived with the
@@ -63,7 +63,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,encoder,decoder")
     parser.add_argument("--aoti", action="store_true", help="Also compile AOTInductor packages.")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's)."
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # a busy machine: 1 keeps the ratios steadier
     os.environ.setdefault("MODELPORT_DERIVE_TIMING_SECONDS", "3")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-derive-") as tmp:

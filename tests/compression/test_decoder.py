@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from modelport.compression.derive import derive_folder
+from modelport.compression.derive import Derived, derive_folder
 from modelport.compression.evaluate import evaluate
 from modelport.compression.spec import DeriveSpec
 from modelport.errors import InvalidInput
@@ -23,6 +23,20 @@ METHODS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def derived_children(decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Each method's child, derived once for the module."""
+    made: dict[str, Derived] = {}
+
+    def child(method: str) -> Derived:
+        if method not in made:
+            out = tmp_path_factory.mktemp(method) / "child"
+            made[method] = derive_folder(decoder_dir, DeriveSpec(quantize=method), out)
+        return made[method]
+
+    return child
+
+
 def load_like_the_inference_service(version_dir: Path):  # type: ignore[no-untyped-def]
     from transformers import AutoModelForCausalLM
 
@@ -33,9 +47,9 @@ def load_like_the_inference_service(version_dir: Path):  # type: ignore[no-untyp
 
 @pytest.mark.parametrize(("method", "bound", "weight_type"), METHODS, ids=[m[0] for m in METHODS])
 def test_quantized_decoder_round_trips_within_its_bound(
-    decoder_dir: Path, tmp_path: Path, method: str, bound: float, weight_type: str
+    decoder_dir: Path, derived_children, method: str, bound: float, weight_type: str
 ) -> None:
-    derived = derive_folder(decoder_dir, DeriveSpec(quantize=method), tmp_path / "child")
+    derived = derived_children(method)
     # 2 layers x 7 projections; the tied lm_head stays as it is.
     assert derived.parameters["quantized_layers"] == "14/15"
     assert derived.parameters["not_converted"] == "lm_head"
@@ -53,13 +67,13 @@ def test_quantized_decoder_round_trips_within_its_bound(
     assert result.metrics["throughput_per_s"] > 0 and result.metrics["latency_p50_ms"] > 0
 
 
-def test_a_child_missing_weights_is_refused(decoder_dir: Path, tmp_path: Path) -> None:
+def test_a_child_missing_weights_is_refused(
+    decoder_dir: Path, derived_children, tmp_path: Path
+) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    derived = derive_folder(
-        decoder_dir, DeriveSpec(quantize="int8-weight-only"), tmp_path / "child"
-    )
+    derived = derived_children("int8-weight-only")
     broken = tmp_path / "broken"
     shutil.copytree(derived.model_dir, broken)
     weights = broken / "1" / "model.safetensors"
