@@ -9,9 +9,12 @@ finish within the grace period. `run` hands it to the common service runtime
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
@@ -25,8 +28,15 @@ from modelport.inference.pool_servicer import PoolServicer
 from modelport.inference.pool_servicer import register as register_pool
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
+from modelport.inference.serving import DataPlane, SendToOwner
 from modelport.inference.settings import InferenceSettings
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from modelport.artifacts.config import ModelSpec
+    from modelport.inference.generative.loading import EngineOverrides
+    from modelport.inference.generative.served import ServedGenerative
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -37,10 +47,17 @@ __all__ = ["InferenceApp", "InferenceSettings", "run"]
 class InferenceApp:
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
-        self.manager = ModelManager(settings.model_repository)
+        overrides = settings.engine_overrides(_torch_threads())
+        self.manager = ModelManager(
+            settings.model_repository,
+            generative=functools.partial(_load_generative, overrides=overrides),
+        )
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.control = ModelControl(self.manager, self.peers, explicit=explicit)
+        self.shm = SystemSharedMemory(enabled=settings.allow_shared_memory)
+        self.control = ModelControl(
+            self.manager, self.peers, explicit=explicit, shared_memory=self.shm
+        )
         self.pool: ModelPool | None = None
         if settings.pool:
             self.pool = ModelPool(
@@ -50,7 +67,8 @@ class InferenceApp:
                 settings.pool_budget_bytes(),
                 settings.pool_alias,
             )
-        self.servicer = InferenceServicer(self.manager, self.control, self.pool)
+        self.serving = DataPlane(self.manager, self.shm, self._sequence_owner, self.pool)
+        self.servicer = InferenceServicer(self.manager, self.control, self.serving)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -77,7 +95,14 @@ class InferenceApp:
         return f"127.0.0.1:{self.private_port}"
 
     async def join_siblings(self, addresses: list[str]) -> None:
-        self.peers.connect(addresses)
+        self.peers.connect(addresses, own_address=self.sibling_address())
+
+    def _sequence_owner(self, key: str) -> SendToOwner | None:
+        """The sibling worker holding a sequence, as a call (None: this worker)."""
+        stub = self.peers.owner(key) if self.peers else None
+        if stub is None:
+            return None
+        return functools.partial(self.peers.infer, stub, timeout=None)
 
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
@@ -123,6 +148,23 @@ class InferenceApp:
             await self.pool.close()
         await self.manager.close()
         await self.peers.close()
+        self.shm.close()
+
+
+def _torch_threads() -> int:
+    """The threads configured for this process (OpenMP's count is per thread: the engine
+    thread is told explicitly)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _load_generative(
+    spec: ModelSpec, version: int, version_dir: Path, *, overrides: EngineOverrides
+) -> ServedGenerative:
+    from modelport.inference.generative.loading import load_generative
+
+    return load_generative(spec, version, version_dir, overrides)
 
 
 def configure_torch(threads: int) -> None:
