@@ -15,6 +15,7 @@ from modelport.compression.spec import DeriveSpec
 from modelport.errors import InvalidInput
 
 from tests.compression.tiny_models import decoder_jsonl
+from tests.generative.test_generative_serving import generation_request, text_of
 
 # (method, bound on the relative perplexity increase, torchao tensor type of a Linear weight)
 METHODS = [
@@ -65,6 +66,39 @@ def test_quantized_decoder_round_trips_within_its_bound(
     assert 0 < abs(result.metrics["relative_accuracy_drop"]) < bound  # changed, not by much
     assert result.metrics["size_bytes"] < result.metrics["parent.size_bytes"]
     assert result.metrics["throughput_per_s"] > 0 and result.metrics["latency_p50_ms"] > 0
+
+
+async def test_the_registry_stores_and_the_inference_service_serves_the_child(
+    derived_children, inference_server, stub_for, tmp_path: Path
+) -> None:
+    from modelport.artifacts import archive, archive_checks
+
+    derived = derived_children("int8-weight-only")
+    tar = tmp_path / "child.tar"
+    archive.pack_directory(derived.model_dir, tar)
+    prepared = archive_checks.prepare(
+        tar, "decoder", tmp_path / "work", tmp_path / "out.tar", 1 << 28
+    )
+    assert prepared.signature.platform == "generative"  # what the registry stores
+
+    repo = tmp_path / "repo"
+    shutil.copytree(derived.model_dir, repo / "decoder")
+    app = await inference_server(repo)
+    stub = stub_for(app.address)
+    greedy = {"max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    answer = await stub.ModelInfer(
+        generation_request("the registry keeps", stream=False, model="decoder", **greedy),
+        timeout=60,
+    )
+    # The engine's greedy answer is the child's own (transformers' generate on its weights).
+    model = load_like_the_inference_service(derived.model_dir / "1")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(derived.model_dir / "1")
+    ids = tokenizer("the registry keeps", return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    want = tokenizer.decode(out[0], skip_special_tokens=True)
+    assert text_of(answer) == want
 
 
 def test_a_child_missing_weights_is_refused(

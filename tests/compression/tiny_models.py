@@ -64,7 +64,6 @@ TEXT = (
     "the registry keeps every version of a model and the router sends each request "
     "to a replica that serves it; a canary takes a slice of the traffic until it is trusted. "
 )
-DECODER_CONFIG = 'name: "decoder"\nbackend: "generative"\nmax_batch_size: 0\n'
 
 
 def write_decoder(root: Path, hidden: int = 64, layers: int = 2, steps: int = 40) -> Path:
@@ -110,7 +109,9 @@ def write_decoder(root: Path, hidden: int = 64, layers: int = 2, steps: int = 40
     version = root / "decoder" / "1"
     model.eval().save_pretrained(version, safe_serialization=True)
     tokenizer.save_pretrained(version)
-    (root / "decoder" / "config.pbtxt").write_text(DECODER_CONFIG)
+    from modelport.artifacts.generative import config_pbtxt
+
+    (root / "decoder" / "config.pbtxt").write_text(config_pbtxt("decoder"))
     return root / "decoder"
 
 
