@@ -27,6 +27,14 @@ class InvalidInput(ModelportError):
     code = "INVALID_ARGUMENT"
 
 
+class MalformedRequest(InvalidInput):
+    """The request's bytes do not parse as the message the method takes."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data  # what arrived, for whoever can still read a field of it
+
+
 class Unavailable(ModelportError):
     """Not ready now (loading, draining, no replica); retrying later may work."""
 

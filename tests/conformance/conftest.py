@@ -32,12 +32,14 @@ def modelport_bin() -> str:
     return path
 
 
-def _serve(modelport_bin: str, repo: Path, logs: Path, *flags: str) -> Iterator[str]:
-    """Start `modelport serve inference` on a free port; yield its address once ready."""
+def _serve(modelport_bin: str, repo: Path | None, logs: Path, *flags: str) -> Iterator[str]:
+    """Start `modelport serve inference` (or, without a repository, `serve router`) on a
+    free port; yield its address once ready."""
     port = _free_port()
     log = open(logs / "server.log", "wb")  # noqa: SIM115
+    what = ["inference", "--model-repository", str(repo)] if repo else ["router"]
     process = subprocess.Popen(
-        [modelport_bin, "serve", "inference", "--model-repository", str(repo),
+        [modelport_bin, "serve", *what,
          "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1", *flags],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -88,6 +90,21 @@ def triton_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> 
     yield from _serve(
         modelport_bin, repo, tmp_path_factory.mktemp("triton-logs"),
         "--model-control-mode", "explicit", "--load-model", "*", "--allow-shared-memory",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def triton_router_url(
+    modelport_bin: str, triton_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`modelport serve router` in front of the Triton example models' server."""
+    client = grpcclient.InferenceServerClient(triton_url)
+    models = [m.name for m in client.get_model_repository_index().models]
+    client.close()
+    endpoints = [flag for m in models for flag in ("--endpoint", f"{m}={triton_url}")]
+    yield from _serve(
+        modelport_bin, None, tmp_path_factory.mktemp("router-logs"),
+        "--discovery", "static", *endpoints,
     )  # fmt: skip
 
 

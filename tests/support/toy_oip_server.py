@@ -12,7 +12,8 @@ error boundary). Models, each in the versions it is given (default "1"):
   mlp      FP32 INPUT [-1,4] -> OUTPUT = INPUT * version (so versions differ)
   echo     any inputs -> the same tensors back, named OUT_<input>, as raw bytes
   typed    like echo, but answers in the typed `contents` fields (no raw bytes)
-Version "" means the highest version served; unknown models or versions fail
+A request parameter `sleep_ms` (int64) delays that request's answer. Version ""
+means the highest version served; unknown models or versions fail
 NOT_FOUND; `simple` with a wrong input fails INVALID_ARGUMENT. What it answered
 is counted per (model, version) in `served`, stream requests in `streamed`.
 """
@@ -137,6 +138,8 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
             await asyncio.sleep(0.005)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if "sleep_ms" in request.parameters:  # one request slower than the others
+            await asyncio.sleep(request.parameters["sleep_ms"].int64_param / 1000)
         answer = _answer(request, version)
         self.served[(request.model_name, version)] += 1
         return answer

@@ -116,7 +116,8 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option(
     "--generate",
     is_flag=True,
-    help="Generation load: stream tokens from the OpenAI API at --url (http://host:port).",
+    help="Generation load: stream tokens from the OpenAI API (--url http://host:port) "
+    "or over gRPC ModelStreamInfer (--url host:port).",
 )
 @option(
     "--prompts",
@@ -258,11 +259,6 @@ def _generate(
 ) -> None:
     from modelport.loadtest.generation_session import GenerationOptions, run_generation_session
 
-    if not url.startswith(("http://", "https://")):
-        raise click.UsageError(
-            "--generate drives the OpenAI API: give --url http://HOST:PORT "
-            "(generation over gRPC ModelStreamInfer is not in the load test yet)"
-        )
     to_stdout = report_path == "-"
     options = GenerationOptions(
         url=url,

@@ -59,10 +59,20 @@ def print_routes(answer: Any) -> None:
     from rich.table import Table
 
     table = Table("model", "policy", "replica", "versions", "state", "in flight", "picks")
+    # Addresses are what an operator copies: never cut short.
+    longest = max((len(r.address) + 7 for m in answer.models for r in (*m.replicas, *m.pool)),
+                  default=8)  # fmt: skip
+    table.columns[2].no_wrap = True
+    table.columns[2].min_width = longest
     for route in answer.models:
         policy = describe_policy(route.policy)
         if route.aliases:
             policy += "\n" + " ".join(f"{k}→{v}" for k, v in sorted(route.aliases.items()))
+        for alias, target in sorted(route.waiting.items()):
+            policy += f"\n{alias}→{target} waits for a ready replica"
+        if route.unserved_aliases:
+            names = ", ".join(route.unserved_aliases)
+            policy += f"\nno ready replica for {names}: its traffic stays where it is served"
         if route.held:
             policy += f"\n{route.held} held (scaling from zero)"
         if not route.replicas and not route.pool:

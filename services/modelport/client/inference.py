@@ -19,6 +19,7 @@ import numpy as np
 
 from modelport.client.channel import ModelportClientError, TlsOptions, aio_channel, sync_channel
 from modelport.client.codec import build_request, decode_response
+from modelport.client.generation import GenerationChunk, generation_request, read_chunk
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -37,6 +38,15 @@ def _stream_result(response: pb.ModelStreamInferResponse) -> dict[str, np.ndarra
     if response.error_message:
         raise ModelportClientError(None, response.error_message)
     return decode_response(response.infer_response)
+
+
+def _generation_chunk(response: pb.ModelStreamInferResponse) -> GenerationChunk:
+    if response.error_message:
+        params = response.infer_response.parameters
+        name = params["error_code"].string_param if "error_code" in params else ""
+        code = getattr(grpc.StatusCode, name, None) if name else None
+        raise ModelportClientError(code, response.error_message)
+    return read_chunk(response.infer_response)
 
 
 def _load_request(model: str, config_json: str) -> pb.RepositoryModelLoadRequest:
@@ -168,6 +178,25 @@ class InferenceClient:
                 yield _stream_result(response)
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
+
+    def generate(
+        self, model: str, prompt: str | list[int], *, version: str = "", **sampling: Any
+    ) -> Iterator[GenerationChunk]:
+        """Stream a completion of `prompt` (text or token ids) from a generative model.
+
+        `sampling`: max_tokens, temperature, top_p, top_k, seed, stop, … (vLLM's keys).
+        Leaving the loop early cancels the call: the model frees the sequence's slot.
+        """
+        call = self._stub.ModelStreamInfer(
+            iter([generation_request(model, prompt, sampling, version=version)]),
+            timeout=self.timeout,
+        )
+        try:
+            yield from map(_generation_chunk, call)  # the call ends after the final chunk
+        except grpc.RpcError as error:
+            raise ModelportClientError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
 
 
 class AsyncInferenceClient:
@@ -311,3 +340,17 @@ class AsyncInferenceClient:
                 yield _stream_result(response)
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
+
+    async def generate(
+        self, model: str, prompt: str | list[int], *, version: str = "", **sampling: Any
+    ) -> AsyncIterator[GenerationChunk]:
+        """`InferenceClient.generate`, awaited: closing the iterator cancels the call."""
+        request = generation_request(model, prompt, sampling, version=version)
+        call = self._stub.ModelStreamInfer(iter([request]), timeout=self.timeout)
+        try:
+            async for response in call:  # it ends after the final chunk
+                yield _generation_chunk(response)
+        except grpc.RpcError as error:
+            raise ModelportClientError.from_rpc_error(error) from None
+        finally:
+            call.cancel()

@@ -22,6 +22,7 @@ from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
+from modelport.inference.backends import BackendLoader, load_backend
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
@@ -54,6 +55,7 @@ class InferenceApp:
         overrides = settings.engine_overrides(_torch_threads())
         self.manager = ModelManager(
             settings.model_repository,
+            load=backend_loader(settings),
             generative=functools.partial(_load_generative, overrides=overrides),
         )
         self.peers = PeerGroup()  # sibling workers, when several share the port
@@ -92,9 +94,9 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
-        if self.pool is not None:
-            pool_servicer = PoolServicer(self.pool)
-            self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
+        # Every replica pushes what it serves to routers (pool replicas their pool too).
+        pool_servicer = PoolServicer(self.manager, self.pool)
+        self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
 
     @property
@@ -164,6 +166,15 @@ class InferenceApp:
         await self.manager.close()
         await self.peers.close()
         self.shm.close()
+
+
+def backend_loader(settings: InferenceSettings) -> BackendLoader:
+    """--executor: where torch models run (generative models have their own engine)."""
+    if settings.executor == "thread":
+        return load_backend
+    from modelport.inference.compute import process_loader
+
+    return process_loader(_torch_threads())
 
 
 def _torch_threads() -> int:

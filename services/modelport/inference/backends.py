@@ -69,6 +69,13 @@ class NamedBackend(Backend, Protocol):
 BackendLoader = Callable[[ModelSpec, Path], Backend]
 
 
+def close_backend(backend: object) -> None:
+    """Release what a backend holds beyond memory (a compute backend's processes)."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
 def pick_device(kind: int, index: int | None = None) -> torch.device:
     """KIND_CPU: the CPU; KIND_GPU: a GPU (index from instance_group.gpus) or fail;
     KIND_AUTO: a GPU when there is one."""

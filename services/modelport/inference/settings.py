@@ -30,6 +30,11 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
         flag="--load-model",
     )  # fmt: skip
     torch_threads: int = setting(0, "Intra-op threads (0: cores / workers).")
+    executor: Literal["process", "thread"] = setting(
+        "process",
+        "Where models run: process (a compute process per instance, its own GIL: "
+        "the transport never waits for the model) or thread (in this process).",
+    )
     workers: int = setting(
         1, "Processes sharing the gRPC port (SO_REUSEPORT); one per 1-2 cores for small models."
     )

@@ -88,7 +88,6 @@ class RouterApp:
                 scaling.max_hold_seconds,
                 scaling.idle_seconds,
             )
-            self.table.on_change = self.scaling.on_table_change
         self.transport = GrpcTransport(
             self.options.max_message_bytes, multiplex=multiplex, tls=upstream_tls
         )
@@ -96,10 +95,13 @@ class RouterApp:
         if metrics:
             from modelport.router import telemetry
 
-            latency = telemetry.latency_histogram().record
+            latency = telemetry.recorder(telemetry.latency_histogram())
+        # Aliases move once a replica serves the new version (see `Planner`).
+        planner = Planner(served=lambda model, version: bool(self.table.candidates(model, version)))
+        self.table.on_change = self._table_changed
         self.router = Router(
             self.table,
-            Planner(),
+            planner,
             self.transport,
             ProtobufCodec(),
             scaling=self.scaling,
@@ -113,14 +115,15 @@ class RouterApp:
             self.transport.served_versions,
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
+            push=self.transport.watch_served,
         )
         self.transport.loads = self.router.balancer.loads
-        fleet = Fleet(self.router, self.transport)
-        self.servicer = RouterServicer(self.router, fleet)
+        self.fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, self.fleet)
         self.http: OpenAIServer | None = None
         self.http_tls: ReloadingSslContext | None = None
         if http_port >= 0:
-            backend = RouterGenerationBackend(self.router, fleet)
+            backend = RouterGenerationBackend(self.router, self.fleet)
             gate = access.gate if access is not None else None
             self.http = OpenAIServer(OpenAIService(backend), gate=gate)
         self.http_port = http_port
@@ -129,6 +132,11 @@ class RouterApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def _table_changed(self) -> None:
+        self.router.planner.replicas_changed()
+        if self.scaling is not None:
+            self.scaling.on_table_change()
 
     def _awaited(self, replica: Replica) -> bool:
         """Requests are held for a model this replica will serve but does not yet."""
@@ -143,6 +151,7 @@ class RouterApp:
             self.poller.watch(replica)
             if POOL_MODEL in replica.models:
                 self.pool_watcher.watch(replica)
+            self.fleet.shared_memory.joined(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)

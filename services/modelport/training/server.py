@@ -45,6 +45,7 @@ class TrainingServer:
             executor or build_executor(settings),
             max_concurrent_jobs=settings.max_concurrent_jobs,
             poll_seconds=settings.poll_seconds,
+            worker_threads=settings.worker_threads,
         )
         self.grpc: GrpcServer | None = None
 
