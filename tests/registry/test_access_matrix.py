@@ -89,14 +89,10 @@ INFERENCE: dict[str, tuple[Any, S]] = {
     "TraceSetting": (ipb.TraceSettingRequest(), S.UNIMPLEMENTED),
     "LogSettings": (ipb.LogSettingsRequest(), S.UNIMPLEMENTED),
 }
-# What the router answers where it differs: model control is refused there (it belongs
-# to each replica), shared memory and trace/log settings are the replicas' own.
-SHARED_MEMORY = [f"{kind}SharedMemory{op}" for kind in ("System", "Cuda")
-                 for op in ("Status", "Register", "Unregister")]  # fmt: skip
+# What the router answers where it differs: model control belongs to each replica.
 AT_ROUTER = {
     "RepositoryModelLoad": S.PERMISSION_DENIED,
     "RepositoryModelUnload": S.PERMISSION_DENIED,
-    **dict.fromkeys(SHARED_MEMORY, S.UNIMPLEMENTED),
 }
 ADMIN: dict[str, tuple[Any, S]] = {"ListRoutes": (apb.ListRoutesRequest(), S.OK)}
 
