@@ -65,11 +65,18 @@ def _serve(modelport_bin: str, repo: Path | None, logs: Path, *flags: str) -> It
 
 
 @pytest.fixture(scope="session")
-def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def samples_repo(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("conformance") / "models"
     subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server_url(
+    modelport_bin: str, samples_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     yield from _serve(
-        modelport_bin, repo, tmp_path_factory.mktemp("logs"),
+        modelport_bin, samples_repo, tmp_path_factory.mktemp("logs"),
         "--model-control-mode", "explicit", "--load-model", "simple", "--load-model", "mlp",
     )  # fmt: skip
 

@@ -138,6 +138,39 @@ def test_version_references() -> None:
     assert planner.plan("other", "").targets[0].version == ""
 
 
+def test_an_alias_moves_only_once_a_replica_serves_its_new_version() -> None:
+    served = {("m", "1")}
+    planner = Planner(served=lambda model, version: (model, version) in served)
+    state = RoutingState(aliases={"m": {"production": "1"}})
+    planner.update(state)
+    assert planner.plan("m", "").targets[0].version == "1"
+    planner.update(RoutingState(aliases={"m": {"production": "2"}}))  # the registry moved it
+    assert planner.plan("m", "").targets[0].version == "1"  # no replica serves 2 yet
+    assert planner.plan("m", "production").targets[0].version == "1"
+    assert planner.waiting("m") == {"production": ("2", "1")}
+    served.add(("m", "2"))
+    planner.replicas_changed()
+    assert planner.plan("m", "").targets[0].version == "2" and planner.waiting("m") == {}
+    served.discard(("m", "1"))
+    planner.update(state)  # a rollback waits the same way
+    assert planner.plan("m", "").targets[0].version == "2"
+
+
+def test_a_split_sends_nothing_to_an_alias_no_replica_serves() -> None:
+    served = {("m", "1")}
+    planner = Planner(served=lambda model, version: (model, version) in served)
+    planner.update(
+        RoutingState(
+            policies={"m": TrafficPolicy(split=(("production", 50), ("canary", 50)))},
+            aliases={"m": {"production": "1", "canary": "2"}},
+        )
+    )
+    assert {planner.plan("m", "").targets[0].version for _ in range(200)} == {"1"}
+    served.add(("m", "2"))
+    planner.replicas_changed()
+    assert {planner.plan("m", "").targets[0].version for _ in range(200)} == {"1", "2"}
+
+
 def test_shadow_ensemble_and_scatter_plans() -> None:
     planner = planner_with(TrafficPolicy(shadow_alias="canary"), {"canary": "2"})
     plan = planner.plan("m", "")
