@@ -50,6 +50,11 @@ class StackSettings(ServerSettings):
     no_generative_sample: bool = setting(
         False, f"Leave out the generative sample '{SAMPLE_DECODER}' (its first start trains it)."
     )
+    # Off by default, as on `serve inference`: a region can name any shared memory
+    # object this user may open.
+    allow_shared_memory: bool = setting(
+        False, "Let clients on this host pass tensors through /dev/shm regions (via the router)."
+    )
 
     def served_models(self) -> tuple[str, ...]:
         if self.no_generative_sample:
@@ -112,6 +117,7 @@ class LocalStack:
                     registry=registry_address,
                     models=tuple(f"{name}@{alias}" for alias in FOLLOWED_ALIASES),
                     cache_dir=settings.data_dir / "cache",
+                    allow_shared_memory=settings.allow_shared_memory,
                 )
             )
             port = await app.start()
