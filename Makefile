@@ -58,7 +58,7 @@ protos: $(PROTOC_STAMP)
 protos-check: $(PROTOC_STAMP)
 	rm -rf build/protos-check && mkdir -p build/protos-check
 	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python build/protos-check $(PROTO_SRC)
-	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
+	diff -r -x __pycache__ build/protos-check/modelport/proto $(PROTO_OUT) \
 	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
 # The import contract (pyproject [tool.importlinter]) is part of lint.
@@ -114,6 +114,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_full.py --batches 1 --concurrency 1,32 --repeats 1 \
 	  --seconds 3 --json benchmarks/results/bench.json
 	$(BIN)/python benchmarks/bench_router.py
+	$(BIN)/python benchmarks/bench_quota.py
 
 bench-full: bench-tools
 	$(BIN)/python benchmarks/bench_full.py --json benchmarks/results/bench-full.json

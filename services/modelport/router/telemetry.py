@@ -16,7 +16,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from modelport.common import histograms
 from modelport.common.histograms import BucketHistogram
 from modelport.common.metrics import LATENCY_BUCKETS, meter
-from modelport.router.forwarding import Router
+from modelport.router.forwarding import UNKNOWN_MODEL, Router
 from modelport.router.placement import PlacementStats
 from modelport.router.scale_from_zero import ScaleFromZero
 
@@ -43,20 +43,46 @@ def install(router: Router) -> None:
 
         return callback
 
-    m.create_observable_counter("modelport_router_requests", [requests])
-    m.create_observable_gauge("modelport_router_replica_in_flight", [in_flight])
     m.create_observable_counter(
-        "modelport_router_picks", [counted(stats.picks, ("model", "replica"))]
+        "modelport_router_requests",
+        [requests],
+        description=f"Requests answered, by model and status code (model {UNKNOWN_MODEL}: "
+        "names no replica serves)",
     )
-    m.create_observable_counter("modelport_router_retries", [counted(stats.retries, ("model",))])
-    m.create_observable_counter(
-        "modelport_router_ejections", [counted(stats.ejections, ("model", "replica"))]
+    m.create_observable_gauge(
+        "modelport_router_replica_in_flight",
+        [in_flight],
+        description="Requests the router has in flight on each replica",
     )
     m.create_observable_counter(
-        "modelport_router_policy_splits", [counted(stats.splits, ("model", "alias"))]
+        "modelport_router_picks",
+        [counted(stats.picks, ("model", "replica"))],
+        description="Requests sent to each replica (retries included)",
     )
     m.create_observable_counter(
-        "modelport_router_shadow_errors", [counted(stats.shadow_errors, ("model",))]
+        "modelport_router_retries",
+        [counted(stats.retries, ("model",))],
+        description="Requests retried on another replica after UNAVAILABLE",
+    )
+    m.create_observable_counter(
+        "modelport_router_ejections",
+        [counted(stats.ejections, ("model", "replica"))],
+        description="Times a replica was taken out of rotation after repeated failures",
+    )
+    m.create_observable_counter(
+        "modelport_router_policy_splits",
+        [counted(stats.splits, ("model", "alias"))],
+        description="Requests a weighted split sent to each alias",
+    )
+    m.create_observable_counter(
+        "modelport_router_shadow_errors",
+        [counted(stats.shadow_errors, ("model",))],
+        description="Shadow copies that failed (the caller was answered)",
+    )
+    m.create_observable_counter(
+        "modelport_router_shadow_dropped",
+        [counted(stats.shadow_dropped, ("model",))],
+        description="Shadow copies not sent because too many were in flight",
     )
     if router.scaling is not None:
         install_scaling(m, router.scaling)
