@@ -4,6 +4,7 @@ API keys in `Authorization: Bearer`, the same deny-by-default policy and quotas
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import aiohttp
 import openai
 import pytest
 import yaml
+from cryptography import x509
 from modelport.auth.api_keys import new_key
 from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.router.app import build
@@ -53,6 +55,7 @@ async def secured(tiny_repo: Path, tmp_path: Path) -> AsyncIterator[dict[str, An
             auth_policy_file=tmp_path / "policy.yaml", api_keys_file=tmp_path / "keys.yaml",
         )
     )  # fmt: skip
+    router.rotation_check_seconds = 0.2
     await router.start()
     await wait_until(serving(router, "tiny", 1))
     context = ssl.create_default_context(cafile=str(ca.write(tmp_path)))
@@ -66,7 +69,10 @@ async def secured(tiny_repo: Path, tmp_path: Path) -> AsyncIterator[dict[str, An
         )
 
     try:
-        yield {"client": client, "ssl": context, "url": f"localhost:{router.http_port}"}
+        yield {
+            "client": client, "ssl": context, "url": f"localhost:{router.http_port}",
+            "ca": ca, "cert": cert, "key": key, "port": router.http_port,
+        }  # fmt: skip
     finally:
         await router.stop(0)
         await replica.stop(0.5)
@@ -112,3 +118,28 @@ async def test_without_the_ca_the_handshake_fails(secured: dict[str, Any]) -> No
     api = openai.AsyncOpenAI(base_url=f"https://{secured['url']}/v1", api_key="k", max_retries=0)
     with pytest.raises(openai.APIConnectionError):
         await api.models.list()
+
+
+async def served_serial(port: int, context: ssl.SSLContext) -> int:
+    _, writer = await asyncio.open_connection("localhost", port, ssl=context)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_a_rotated_certificate_is_served_without_a_restart(secured: dict[str, Any]) -> None:
+    before = await served_serial(secured["port"], secured["ssl"])
+    fresh = localhost_server(secured["ca"])
+    temp = secured["cert"].with_suffix(".new")
+    temp.write_bytes(fresh.cert_pem)
+    secured["key"].write_bytes(fresh.key_pem)
+    temp.replace(secured["cert"])
+    new = x509.load_pem_x509_certificate(fresh.cert_pem).serial_number
+    assert new != before
+    for _ in range(50):
+        if await served_serial(secured["port"], secured["ssl"]) == new:
+            break
+        await asyncio.sleep(0.1)
+    assert await served_serial(secured["port"], secured["ssl"]) == new
+    listed = await secured["client"]("team-a").models.list()  # requests carry on
+    assert [m.id for m in listed.data] == ["tiny"]

@@ -111,7 +111,7 @@ class SecuredStack:
             "--allowed-peer", ROUTER_ID,
         ])  # fmt: skip
         self._serve("router", [
-            *common, "--grpc-port", str(router_port), "--index-interval", "0.5",
+            *common, "--grpc-port", str(router_port), "--index-interval", "0.5", "--http-port", "-1",
             "--tls-cert-file", str(router_cert), "--tls-key-file", str(router_key),
             "--endpoint", f"simple=localhost:{inference_port}",
             "--endpoint", f"mlp=localhost:{inference_port}",

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from modelport.artifacts import datasets as ds
 from modelport.client.registry import RegistryClient
+from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.inference.generative.hf_loader import load_hf_model
+from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 from modelport.training.jobs import Hyperparameters, Method, ModelKind
 from modelport.training.worker import WorkerSpec, run
 
@@ -82,15 +88,40 @@ def test_full_finetune_lowers_validation_loss_and_learns_the_completion(
             child = client.push(output, name="tiny-lm", parent="tiny-lm@production",
                                 aliases=["canary"], create_model=False)  # fmt: skip
             assert child.signature.platform == "generative" and child.parent == "tiny-lm:1"
-            client.pull("tiny-lm@canary", tmp_path / "pulled")
+            client.pull("tiny-lm@canary", tmp_path / "repo" / "tiny-lm")
     finally:
         registry.stop()
-    loaded = load_hf_model(tmp_path / "pulled" / str(child.version), model_name="tiny-lm")
+    pulled = tmp_path / "repo" / "tiny-lm"
+    loaded = load_hf_model(pulled / str(child.version), model_name="tiny-lm")
     assert (
         loaded.eos_token_ids
         and loaded.tokenizer.decode(loaded.tokenizer(PROMPT)["input_ids"]) == PROMPT
     )
-    assert greedy(tmp_path / "pulled", PROMPT) == after
+    assert greedy(pulled, PROMPT) == after
+    # The inference service serves it: its greedy completion has moved to the training one.
+    served = asyncio.run(_served_completion(tmp_path / "repo"))
+    assert _matching_prefix(served) > _matching_prefix(before) + 8, (before, served)
+
+
+async def _served_completion(repo: Path) -> str:
+    settings = InferenceSettings(model_repository=repo, host="127.0.0.1", grpc_port=0,
+                                 metrics_port=-1, grace_seconds=1.0)  # fmt: skip
+    app = InferenceApp(settings)
+    await app.start()
+    try:
+        request = pb.ModelInferRequest(model_name="tiny-lm")
+        sampling = json.dumps({"max_tokens": 16, "temperature": 0})
+        for name, value in (("text_input", PROMPT), ("sampling_parameters", sampling)):
+            request.inputs.add(name=name, datatype="BYTES", shape=[1])
+            request.raw_input_contents.append(struct.pack("<I", len(value)) + value.encode())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            answer = await pbg.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+    finally:
+        await app.stop(1.0)
+    raw = answer.raw_output_contents[[o.name for o in answer.outputs].index("text_output")]
+    text = raw[4:].decode()
+    assert text.startswith(PROMPT), text  # unary: the prompt and the whole completion
+    return text[len(PROMPT) :]
 
 
 def test_lora_merges_into_a_plain_model(tmp_path: Path, base: Path) -> None:

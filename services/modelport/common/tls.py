@@ -130,6 +130,33 @@ class TlsFiles:
         return reloading_server_credentials(self)
 
 
+class ReloadingSslContext:
+    """An `ssl.SSLContext` for an HTTP port that takes rotated files: `check()` loads a
+    changed pair into the same context, so the next handshakes use it (a broken pair
+    is logged and the old one kept). A changed CA bundle is added to those trusted."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.context = files.ssl_context()
+        self.signature = files.signature()
+
+    def check(self) -> bool:
+        signature = self.files.signature()
+        if signature == self.signature:
+            return False
+        self.signature = signature  # logged once per version of the files
+        try:
+            self.files.read()  # the pair matches
+            self.context.load_cert_chain(self.files.cert_file, self.files.key_file)
+            if self.files.ca_file is not None:
+                self.context.load_verify_locations(self.files.ca_file)
+        except (InvalidInput, OSError, ssl.SSLError) as exc:
+            log.error("TLS files changed but cannot be used (keeping the old ones): %s", exc)
+            return False
+        log.info("HTTPS certificate reloaded from %s", self.files.cert_file)
+        return True
+
+
 class _Reloader:
     """The fetcher gRPC core threads call at each handshake: cheap unless files changed."""
 

@@ -16,7 +16,7 @@ from modelport.common.access import AccessControl
 from modelport.common.access_config import build_access_control
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
-from modelport.common.tls import ChannelMaker, ClientTlsFiles
+from modelport.common.tls import ChannelMaker, ClientTlsFiles, ReloadingSslContext
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
 from modelport.router import pool_watch, wire
@@ -121,6 +121,7 @@ class RouterApp:
         self.fleet = Fleet(self.router, self.transport)
         self.servicer = RouterServicer(self.router, self.fleet)
         self.http: OpenAIServer | None = None
+        self.http_tls: ReloadingSslContext | None = None
         if http_port >= 0:
             backend = RouterGenerationBackend(self.router, self.fleet)
             gate = access.gate if access is not None else None
@@ -190,16 +191,20 @@ class RouterApp:
         self.port = await self.server.start()
         if self.http is not None:
             tls = self.options.tls
+            self.http_tls = ReloadingSslContext(tls) if tls else None
             self.http_port = await self.http.start(
-                self.options.host, self.http_port, tls.ssl_context() if tls else None
+                self.options.host, self.http_port, self.http_tls.context if self.http_tls else None
             )
             log.info("OpenAI-compatible API on %s:%d/v1", self.options.host, self.http_port)
         return self.port
 
     async def _redial_on_rotation(self, check_seconds: float = 5.0) -> None:
-        """Rotated client certificates: every replica gets a new channel."""
+        """Rotated client certificates: every replica gets a new channel; rotated
+        server files: the HTTPS port's next handshakes use them (gRPC's reload itself)."""
         while True:
             await asyncio.sleep(check_seconds)
+            if self.http_tls is not None:
+                self.http_tls.check()
             if self.transport.rotated():
                 log.info("client certificate changed: new channels to every replica")
                 for replica in list(self.table.replicas.values()):
