@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_scaling.py [--seconds 3] [--repeats 1]
         [--figures benchmarks/figures] [--json FILE] [--only concurrency,batch,width,workers]
+        [--concurrency 1,2,4,...] [--batches 1,2,4,...]
 
 Four sweeps, each driven by the loadtest runner (closed loop, raw requests),
 each printed as a table with the load average and plotted into --figures:
@@ -104,7 +105,7 @@ def sweep_concurrency(args: argparse.Namespace, repo: Path, logs: Path) -> dict[
     live = [targets.start_bare(repo, "mlp", logs), targets.start_modelport(repo, "mlp", logs, [])]
     rows: dict[str, list[dict[str, object]]] = {t.name: [] for t in live}
     try:
-        for concurrency in CONCURRENCY:
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
             for target in live:  # interleaved: drift falls on both alike
                 m = measure(target, "mlp", 1, concurrency, args)
                 line(f"{target.name} c={concurrency}", m)
@@ -125,7 +126,7 @@ def sweep_batch(args: argparse.Namespace, repo: Path, logs: Path) -> dict[str, o
     target = targets.start_modelport(repo, "mlp", logs, [])
     rows = []
     try:
-        for batch in BATCHES:
+        for batch in (int(b) for b in args.batches.split(",")):
             m = measure(target, "mlp", batch, 8, args)
             line(f"modelport b={batch}", m)
             rows.append(asdict(m))
@@ -245,6 +246,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per point")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", default=",".join(SWEEPS))
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--figures", type=Path, default=Path(__file__).parent / "figures")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

@@ -135,7 +135,7 @@ def start_modelport(repo: Path, model: str, logs: Path, extra: list[str]) -> Tar
 
 def start_router(backend: Target, model: str, logs: Path, extra: list[str]) -> Target:
     flags = ["--discovery", "static", "--endpoint", f"{model}={backend.address}",
-             "--index-interval", "1", *extra]  # fmt: skip
+             "--index-interval", "1", "--http-port", "-1", *extra]  # fmt: skip
     process, address = _serve("router", flags, model, logs)
     # The router's own CPU is what it adds; its backend's is charged to "server".
     roles = {"router": process.pid, "server": backend.roles["server"]}
