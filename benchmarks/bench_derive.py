@@ -1,13 +1,14 @@
 """Derived versions against their parents: size, latency, throughput and accuracy delta.
 
-    .venv/bin/python benchmarks/bench_derive.py [--models mlp,encoder,decoder] [--aoti]
+    .venv/bin/python benchmarks/bench_derive.py [--models mlp,encoder,decoder] [--aoti] [--threads N]
 
 For each sample model (the MLP, the transformer encoder, and a small Llama decoder in
 Hugging Face layout built from a config) and each method, the child is derived with the
 same code the registry's worker runs (`derive_folder`), then parent and child are
 measured one after the other in this process on the same data (`evaluate`): the
 table shows child/parent ratios taken in one run. Accuracy: max-abs-diff against the
-parent's outputs for tensor models, perplexity of held-out text for the decoder.
+parent's outputs for tensor models, perplexity for the decoder (of the text it was
+trained on for a few steps, so that broken weights would show).
 `--aoti` adds AOTInductor packages (a minute or more of compiling each).
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -25,10 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny decoder
 
 from modelport.compression.derive import derive_folder
 from modelport.compression.evaluate import evaluate
 from modelport.compression.spec import DeriveSpec
+
+from tests.compression.tiny_models import decoder_jsonl, write_decoder
 
 TENSOR_METHODS = {
     "int8-dynamic": DeriveSpec(quantize="int8-dynamic"),
@@ -42,10 +45,6 @@ DECODER_METHODS = {
     "int8-weight-only": DeriveSpec(quantize="int8-weight-only"),
     "int4-weight-only": DeriveSpec(quantize="int4-weight-only"),
 }
-TEXT = (
-    "the registry keeps every version of a model and the router sends each request "
-    "to a replica that serves it; a canary takes a slice of the traffic until it is trusted. "
-) * 40
 
 
 def npz(**arrays: np.ndarray) -> bytes:
@@ -60,54 +59,18 @@ def tensor_data(name: str) -> bytes:
     return npz(INPUT=rng.standard_normal(shape).astype(np.float32))
 
 
-def build_decoder(root: Path) -> Path:
-    """A 4-layer Llama from a config, with a byte-level BPE tokenizer trained on TEXT."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
-    core.train_from_iterator([TEXT], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768,
-                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True)  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
-    version = root / "decoder" / "1"
-    model.save_pretrained(version, safe_serialization=True)
-    tokenizer.save_pretrained(version)
-    (root / "decoder" / "config.pbtxt").write_text(
-        'name: "decoder"\nbackend: "generative"\nmax_batch_size: 0\n'
-    )
-    return root / "decoder"
-
-
-def decoder_data() -> bytes:
-    words = TEXT.split()
-    lines = [
-        json.dumps(
-            {
-                "prompt": " ".join(words[i : i + 8]),
-                "reference": " " + " ".join(words[i + 8 : i + 16]),
-            }
-        )
-        for i in range(0, 320, 16)
-    ]
-    return "\n".join(lines).encode()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,encoder,decoder")
     parser.add_argument("--aoti", action="store_true", help="Also compile AOTInductor packages.")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's)."
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # a busy machine: 1 keeps the ratios steadier
     os.environ.setdefault("MODELPORT_DERIVE_TIMING_SECONDS", "3")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-derive-") as tmp:
@@ -118,8 +81,8 @@ def main() -> None:
         for name in args.models.split(","):
             if name == "decoder":
                 parent, data, fmt, methods = (
-                    build_decoder(root),
-                    decoder_data(),
+                    write_decoder(root, hidden=256, layers=4, steps=60),
+                    decoder_jsonl(samples=20),
                     "jsonl",
                     DECODER_METHODS,
                 )

@@ -2,7 +2,8 @@
 `models derive mlp@production --quantize int8-dynamic --eval data.npz
 --max-accuracy-drop 0.01 --alias canary` runs a job in the registry's worker pool that
 stores a measured, gated child; the stack's inference service loads it as the canary,
-and the router's split sends it a slice of real traffic."""
+the router's split sends it a slice of real traffic; promoted to production it takes it
+all, and `models rollback` gives it back to the parent."""
 
 from __future__ import annotations
 
@@ -34,6 +35,35 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def answered_by(stub, request, only: str = "", streak: int = 12, settling: float = 0.0) -> set[str]:  # type: ignore[no-untyped-def]
+    """The versions that answer `request` through the router: until both versions of the
+    split were seen, or (with `only`) until `streak` answers in a row came from `only`
+    (the stack follows an alias move within a second or two). For `settling` seconds a
+    NOT_FOUND is taken as the move still under way: the router resolves the alias at
+    once but reads each replica's versions every few seconds, so for that long it may
+    send the old production's version to a replica that has just unloaded it."""
+    seen: set[str] = set()
+    in_a_row, session = 0, 0
+    started = time.monotonic()
+    while (in_a_row < streak) if only else (seen != {"1", "2"}):
+        assert time.monotonic() < started + 60, f"answered by {seen}, wanted {only or '1 and 2'}"
+        session += 1
+        metadata = (("x-modelport-session", f"s{session}"),)
+        try:
+            version = stub.ModelInfer(request, timeout=10, metadata=metadata).model_version
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or in_a_row:
+                raise
+            if time.monotonic() > started + settling:
+                raise
+            time.sleep(0.2)
+            continue
+        seen.add(version)
+        in_a_row = in_a_row + 1 if version == only else 0
+        time.sleep(0.02)
+    return seen
+
+
 def test_derive_gate_alias_and_router_canary(sample_repo: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(sample_repo, data / "models")
@@ -58,7 +88,7 @@ def test_derive_gate_alias_and_router_canary(sample_repo: Path, tmp_path: Path) 
         derived = cli(env, "models", "derive", "mlp@production", "--quantize", "int8-dynamic",
                       "--eval", str(tmp_path / "data.npz"), "--max-accuracy-drop", "0.01",
                       "--alias", "canary", "--registry", registry, "--json")  # fmt: skip
-        assert derived.returncode == 0, derived.stderr
+        assert derived.returncode == 0, derived.stdout[-3000:] + derived.stderr
         job = json.loads(derived.stdout)
         assert (job["state"], job["verdict"], job["child_version"]) == (
             "SUCCEEDED",
@@ -86,16 +116,20 @@ def test_derive_gate_alias_and_router_canary(sample_repo: Path, tmp_path: Path) 
         assert split.returncode == 0, split.stderr
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            seen: set[str] = set()
-            deadline = time.monotonic() + 60
-            session = 0
-            while seen != {"1", "2"}:
-                assert time.monotonic() < deadline, f"the router sent traffic to {seen} only"
-                session += 1
-                metadata = (("x-modelport-session", f"s{session}"),)
-                answer = stub.ModelInfer(mlp_request(x[:1]), timeout=10, metadata=metadata)
-                seen.add(answer.model_version)
-                time.sleep(0.02)
+            request = mlp_request(x[:1])
+            assert answered_by(stub, request) == {"1", "2"}  # the canary takes its slice
+
+            # The child is trusted: no split, production moves to it; then it is rolled back.
+            for step in (("policy", "mlp", "--clear"), ("alias", "mlp", "2", "production")):
+                done = cli(env, "models", *step, "--registry", registry)
+                assert done.returncode == 0, done.stderr
+            assert answered_by(stub, request, only="2")
+            rolled = cli(env, "models", "rollback", "mlp", "production", "--registry", registry)
+            assert rolled.returncode == 0, rolled.stderr
+            assert answered_by(stub, request, only="1", settling=10.0)
+        history = cli(env, "models", "history", "mlp", "--registry", registry, "--json")
+        moves = [(m["alias"], int(m["version"])) for m in json.loads(history.stdout)]
+        assert moves[-3:] == [("canary", 2), ("production", 2), ("production", 1)], moves
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:

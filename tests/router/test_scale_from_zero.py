@@ -127,7 +127,7 @@ async def router_process(tmp_path: Path) -> AsyncIterator[tuple[str, Path, int]]
         "serve", "router", "--discovery", "static", "--endpoints-file", str(endpoints),
         "--hold-model", "simple", "--hold-queue-size", "8", "--idle-seconds", "2",
         "--index-interval", "5", "--host", "127.0.0.1", "--grpc-port", "0",
-        "--metrics-port", str(metrics),
+        "--metrics-port", str(metrics), "--http-port", "-1",
     )  # fmt: skip
     try:
         yield await listening(process), endpoints, metrics

@@ -35,6 +35,9 @@ BACKEND = "generative"
 METHODS = ("int8-weight-only", "int4-weight-only")
 WEIGHT_SUFFIXES = (".safetensors",)
 THROUGHPUT_BATCH = 8
+PROBE_TOKENS = 16
+# Any of these in transformers' loading info means weights were left at random.
+LOAD_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
 
 
 def is_decoder(config: mc.ModelConfig) -> bool:
@@ -48,20 +51,38 @@ def _version_dir(model_dir: Path) -> Path:
 
 
 def _load(version_dir: Path, quantization_config: Any = None) -> Any:
+    """The model of a Hugging Face folder; refuses one whose weights do not all load.
+
+    `quantization_config` is passed only when quantizing: transformers takes an
+    explicit `quantization_config=None` as "load unquantized", which drops the
+    torchao tensors of a quantized child (its Linear weights come back random).
+    """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    options: dict[str, Any] = {}
+    if quantization_config is not None:
+        options["quantization_config"] = quantization_config
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             version_dir,
             local_files_only=True,
             use_safetensors=True,
             trust_remote_code=False,
-            quantization_config=quantization_config,
-        ).eval()
+            output_loading_info=True,
+            **options,
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise InvalidInput(f"derive: transformers could not load '{version_dir}': {exc}") from None
+    model, info = loaded  # (model, loading info) with output_loading_info
+    problems = {key: sorted(info[key]) for key in LOAD_PROBLEMS if info.get(key)}
+    if problems:
+        found = "; ".join(
+            f"{key}: {', '.join(map(str, names[:3]))}" for key, names in problems.items()
+        )
+        raise InvalidInput(f"derive: '{version_dir}' does not load whole ({found})")
+    return model.eval()
 
 
 def derive_decoder(
@@ -90,6 +111,11 @@ def derive_decoder(
     model = _load(
         source, TorchAoConfig(quant_type=torch_config, modules_to_not_convert=["lm_head"])
     )
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = sum(1 for m in linears if _is_quantized(m.weight))
+    if not quantized:
+        raise InvalidInput(f"derive: {spec.quantize} quantized no Linear layer of '{name}'")
+    probe = _probe_logits(model)
     target = out_dir / str(CHILD_VERSION)
     out_dir.mkdir(parents=True)
     try:
@@ -102,19 +128,52 @@ def derive_decoder(
             ):
                 shutil.copy2(path, target / path.name)
         shutil.copy2(parent_dir / "config.pbtxt", out_dir / "config.pbtxt")
+        del model
+        progress("reloading the child as the inference service will", 0.8)
+        _check_round_trip(target, probe, quantized)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear))
     parameters = {
         "device": "cpu",
         "torch": torch.__version__.split("+")[0],
         "torchao": torchao.__version__,
         "torchao_config": config_name,
-        "linear_layers": str(layers),
+        "quantized_layers": f"{quantized}/{len(linears)}",
         "not_converted": "lm_head",
     }
     return Derived(out_dir, parameters)
+
+
+def _is_quantized(weight: Any) -> bool:
+    """A torchao tensor subclass (Int8Tensor, IntxUnpackedToInt8Tensor, ...) holds the weight."""
+    import torch
+
+    return type(weight) not in (torch.Tensor, torch.nn.Parameter)
+
+
+def _probe_logits(model: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        ids = torch.arange(PROBE_TOKENS).remainder(model.config.vocab_size).unsqueeze(0)
+        return model(input_ids=ids).logits.float()
+
+
+def _check_round_trip(version_dir: Path, probe: Any, quantized: int) -> None:
+    """The saved child must load back quantized and compute what was measured in memory."""
+    import torch
+
+    model = _load(version_dir)
+    reloaded = sum(
+        1 for m in model.modules() if isinstance(m, torch.nn.Linear) and _is_quantized(m.weight)
+    )
+    if reloaded != quantized:
+        raise InvalidInput(
+            f"derive: the saved child reloads with {reloaded} quantized layers, not {quantized}"
+        )
+    if not torch.allclose(_probe_logits(model), probe, rtol=1e-4, atol=1e-4):
+        raise InvalidInput("derive: the saved child computes other logits than it did in memory")
 
 
 def measure_decoder(model_dir: Path, data: TextData) -> tuple[Measurement, float]:

@@ -1,5 +1,7 @@
 """The registry core: models, versions, aliases, policies and events over SQLAlchemy + blobs.
 
+Aliases and policies live in `store_aliases` (mixed in), derive jobs in `derive_jobs`.
+
 Transport-free and synchronous (the servicer runs it in worker threads). Every
 mutation runs in a `Writer` transaction (see `transactions`): serialised, each
 event with the next revision, visible in revision order.
@@ -11,13 +13,14 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Engine, select
 
 from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
-from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
+from modelport.artifacts.sealed_files import SealedFiles
+from modelport.artifacts.sealed_files import remove as remove_sealed
+from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from modelport.registry import queries as q
 from modelport.registry import tables as t
 from modelport.registry.blob_backends import BlobBackend
@@ -25,23 +28,21 @@ from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
 from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs
 from modelport.registry.records import (
-    AliasInfo,
-    AliasMove,
     Event,
     EventKind,
     ModelInfo,
     NewVersion,
-    Policy,
     Resolved,
     VersionInfo,
     VersionStatus,
 )
-from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
+from modelport.registry.store_aliases import AliasesAndPolicies
+from modelport.registry.transactions import Tx, Writer, utcnow
 
 log = logging.getLogger(__name__)
 
 
-class RegistryStore:
+class RegistryStore(AliasesAndPolicies):
     def __init__(self, engine: Engine, blobs: BlobStore, *, max_upload_bytes: int) -> None:
         self.engine = engine
         self.blobs = blobs
@@ -60,15 +61,21 @@ class RegistryStore:
         max_upload_bytes: int,
         stale_upload_seconds: float = 3600.0,
         blob_backend: BlobBackend | None = None,
+        sealing: SealedFiles | None = None,
+        scratch_dir: Path | None = None,
     ) -> RegistryStore:
         """Open the database, migrate it, and sweep what a crash may have left in the blob dir.
 
         Blobs live in `blob_dir` unless `blob_backend` (S3) keeps them; uploads
-        are staged in `blob_dir/tmp` either way.
+        are staged in `blob_dir/tmp` either way. With `sealing`, blobs are
+        encrypted at rest and plaintext exists only in `scratch_dir` (default:
+        the blob dir's tmp/) while an upload is checked.
         """
         engine = open_engine(database)
         migrate(engine)
-        blobs = BlobStore(blob_dir, blob_backend, stale_upload_seconds)
+        blobs = BlobStore(
+            blob_dir, blob_backend, stale_upload_seconds, sealing=sealing, scratch=scratch_dir
+        )
         store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
         store.sweep(stale_upload_seconds)
         return store
@@ -172,6 +179,7 @@ class RegistryStore:
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
         prepared: archive_checks.PreparedArchive | None = None
+        durable = stored
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -191,13 +199,14 @@ class RegistryStore:
                 self.max_upload_bytes,
                 allow_native=job is not None,  # compiled by our own worker
             )
-            self.blobs.make_durable(prepared.path)
-            self.blobs.stage(prepared.path, prepared.sha256)
+            durable = self.blobs.make_durable(prepared.path)
+            self.blobs.stage(durable, prepared.sha256)
             with self.writer.write() as tx:
-                self.blobs.place(prepared.path, prepared.sha256)
+                self.blobs.place(durable, prepared.sha256)
                 version = self._insert_version(tx, new, prepared, parent, job)
         except BaseException:
             stored.unlink(missing_ok=True)
+            remove_sealed(durable)
             if prepared is not None:  # placed, but its row never committed
                 self._drop_unreferenced({prepared.sha256})
             raise
@@ -313,129 +322,6 @@ class RegistryStore:
     def open_download(self, ref: str, chunk_bytes: int) -> tuple[VersionInfo, Iterator[bytes]]:
         info = self.get_version(ref)
         return info, self.blobs.read_chunks(info.sha256, chunk_bytes)
-
-    # -- aliases -------------------------------------------------------------------
-
-    def _move_alias(
-        self, tx: Tx, model: Row[Any], alias: str, version: int, *, force: bool = False
-    ) -> AliasInfo:
-        check_alias_name(model.name, alias)
-        row = q.version_row(tx.conn, model, version)
-        if row.status == VersionStatus.REJECTED and not force:
-            raise FailedPrecondition(
-                f"model '{model.name}' version {version} was rejected by its derive job's "
-                f"accuracy gate; alias '{alias}' does not move to it without force"
-            )
-        where = (t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
-        previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
-        revision = tx.emit(
-            EventKind.ALIAS_MOVED,
-            model.name,
-            version=version,
-            alias=alias,
-            previous_version=int(previous or 0),
-        )
-        now = utcnow()
-        values = {"version": version, "updated_at": now, "revision": revision}
-        if previous is None:
-            tx.conn.execute(t.aliases.insert().values(model_id=model.id, alias=alias, **values))
-        else:
-            tx.conn.execute(t.aliases.update().where(*where).values(**values))
-        tx.conn.execute(
-            t.alias_history.insert().values(
-                model_id=model.id, alias=alias, version=version, moved_at=now, revision=revision
-            )
-        )
-        return AliasInfo(model.name, alias, version, int(previous or 0), now, revision)
-
-    def set_alias(self, model: str, alias: str, version: int, *, force: bool = False) -> AliasInfo:
-        with self.writer.write() as tx:
-            return self._move_alias(tx, q.model_row(tx.conn, model), alias, version, force=force)
-
-    def delete_alias(self, model: str, alias: str) -> None:
-        with self.writer.write() as tx:
-            model_row = q.model_row(tx.conn, model)
-            where = (t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias)
-            previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
-            if previous is None:
-                raise NotFound(f"model '{model}' has no alias '{alias}'")
-            tx.conn.execute(t.aliases.delete().where(*where))
-            revision = tx.emit(
-                EventKind.ALIAS_DELETED, model, alias=alias, previous_version=int(previous)
-            )
-            tx.conn.execute(
-                t.alias_history.insert().values(
-                    model_id=model_row.id,
-                    alias=alias,
-                    version=0,
-                    moved_at=utcnow(),
-                    revision=revision,
-                )
-            )
-
-    def alias_history(self, model: str, alias: str = "") -> list[AliasMove]:
-        with self.engine.connect() as conn:
-            model_row = q.model_row(conn, model)
-            query = select(t.alias_history).where(t.alias_history.c.model_id == model_row.id)
-            if alias:
-                query = query.where(t.alias_history.c.alias == alias)
-            rows = conn.execute(query.order_by(t.alias_history.c.revision)).all()
-        return [
-            AliasMove(r.alias, int(r.version), as_utc(r.moved_at), int(r.revision)) for r in rows
-        ]
-
-    def rollback_alias(self, model: str, alias: str) -> AliasInfo:
-        """Point `alias` back at the version it held before its current one (if still stored)."""
-        with self.writer.write() as tx:
-            model_row = q.model_row(tx.conn, model)
-            current = tx.conn.scalar(
-                select(t.aliases.c.version).where(
-                    t.aliases.c.model_id == model_row.id, t.aliases.c.alias == alias
-                )
-            )
-            if current is None:
-                raise NotFound(f"model '{model}' has no alias '{alias}' to roll back")
-            history = tx.conn.scalars(
-                select(t.alias_history.c.version)
-                .where(t.alias_history.c.model_id == model_row.id, t.alias_history.c.alias == alias)
-                .order_by(t.alias_history.c.revision.desc())
-            ).all()
-            existing = set(
-                tx.conn.scalars(
-                    select(t.versions.c.version).where(t.versions.c.model_id == model_row.id)
-                )
-            )
-            target = next((int(v) for v in history if v and v != current and v in existing), 0)
-            if not target:
-                raise FailedPrecondition(
-                    f"model '{model}' alias '{alias}' has no earlier version to roll back to"
-                )
-            # It held the alias before, so it passed (or was forced past) any gate then.
-            return self._move_alias(tx, model_row, alias, target, force=True)
-
-    # -- traffic policies ------------------------------------------------------
-
-    def set_policy(self, model: str, policy: Policy) -> Policy:
-        policy.check(model)
-        with self.writer.write() as tx:
-            model_row = q.model_row(tx.conn, model)
-            tx.conn.execute(t.policies.delete().where(t.policies.c.model_id == model_row.id))
-            revision = tx.emit(EventKind.POLICY_CHANGED, model)
-            if not policy.is_empty():
-                tx.conn.execute(
-                    t.policies.insert().values(
-                        model_id=model_row.id, policy=policy.to_json(), revision=revision
-                    )
-                )
-        return Policy.from_json(policy.to_json(), revision)
-
-    def get_policy(self, model: str) -> Policy:
-        with self.engine.connect() as conn:
-            model_row = q.model_row(conn, model)
-            row = conn.execute(
-                select(t.policies).where(t.policies.c.model_id == model_row.id)
-            ).first()
-        return Policy.from_json(row.policy, int(row.revision)) if row else Policy()
 
     # -- events --------------------------------------------------------------------
 

@@ -57,7 +57,8 @@ class PoolReplicaServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Prefetch(self, request, context):
-        """Start loading a model (a second copy of a hot one) without a request.
+        """Start loading a model (a second copy of a hot one) without a request
+        (pool replicas only: others answer FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
