@@ -70,6 +70,9 @@ class TrainingService:
         self.poll_seconds = poll_seconds
         self.jobs: dict[str, JobRecord] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        # Jobs whose status turned terminal but whose terminal status event is not stored yet:
+        # a follower must not end in between, or it misses the event.
+        self._ending: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: set[str] = set()
 
@@ -176,7 +179,8 @@ class TrainingService:
             for event in batch:
                 yield event
                 after = event["seq"]
-            if not follow or (self.jobs[job_id].status.terminal and not batch):
+            ended = self.jobs[job_id].status.terminal and job_id not in self._ending
+            if not follow or (ended and not batch):
                 return
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), 1.0)
@@ -388,20 +392,25 @@ class TrainingService:
     async def _set_status(self, job: JobRecord, status: Status, message: str) -> None:
         job.status = status
         if status.terminal:
+            self._ending.add(job.id)
             job.finished_at = utcnow().isoformat()
             job.eta_seconds = 0.0
-        await asyncio.to_thread(self.store.save, job)
-        event: dict[str, Any] = {
-            "kind": "status",
-            "at": time.time(),
-            "status": status.value,
-            "message": message,
-        }
-        if status is Status.FAILED:
-            event.update(error_code=job.error_code, error_message=job.error_message)
-        if status is Status.SUCCEEDED:
-            event["result_version"] = job.result_version
-        await self._record(job, event)
+        try:
+            await asyncio.to_thread(self.store.save, job)
+            event: dict[str, Any] = {
+                "kind": "status",
+                "at": time.time(),
+                "status": status.value,
+                "message": message,
+            }
+            if status is Status.FAILED:
+                event.update(error_code=job.error_code, error_message=job.error_message)
+            if status is Status.SUCCEEDED:
+                event["result_version"] = job.result_version
+            await self._record(job, event)
+        finally:
+            self._ending.discard(job.id)
+            self._wakeups.setdefault(job.id, asyncio.Event()).set()
         log.info("job %s: %s (%s)", job.id, status.value, message)
 
     async def _record(self, job: JobRecord, event: dict[str, Any]) -> None:
