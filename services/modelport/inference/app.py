@@ -170,7 +170,9 @@ class InferenceApp:
 
 def backend_loader(settings: InferenceSettings) -> BackendLoader:
     """--executor: where torch models run (generative models have their own engine)."""
-    if settings.executor == "thread":
+    if settings.executor == "thread" or settings.pool:
+        # A pool replica runs its models in this process: its budget charges the bytes
+        # measured at load, and a compute process per model would add a runtime each.
         return load_backend
     from modelport.inference.compute import process_loader
 
