@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs
+from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs, JobState
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +58,52 @@ class LocalExecutor:
 
     async def _run(self, job_id: str, token: str) -> None:
         async with self._slots:
-            command = [sys.executable, "-m", "modelport.cli", *worker_args(self.address(), job_id)]
-            env = {**os.environ, TOKEN_ENV: token}
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *command,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-            except OSError as exc:
-                await asyncio.to_thread(self.jobs.fail, job_id, f"worker did not start: {exc}")
-                return
-            self._processes.add(process)
-            try:
-                _, stderr = await process.communicate()
-            finally:
-                self._processes.discard(process)
-            if process.returncode != 0:
-                tail = stderr.decode(errors="replace")[-STDERR_TAIL:].strip()
-                log.warning(
-                    "derive worker for job %s exited %s: %s", job_id, process.returncode, tail
-                )
-                message = f"worker exited with status {process.returncode}: {tail or 'no output'}"
+            for attempt in range(2):
+                returncode, tail = await self._start_worker(job_id, token)
+                if returncode is None or returncode == 0:
+                    return
+                # A worker killed by a signal before it claimed the job did no work
+                # and touched nothing: start it once more, as a Job's backoff would.
+                claimed = await asyncio.to_thread(self._claimed, job_id)
+                if returncode < 0 and not claimed and attempt == 0:
+                    log.warning(
+                        "derive worker for job %s died by signal %s before starting: %s; "
+                        "starting it again",
+                        job_id, -returncode, tail or "no output",
+                    )  # fmt: skip
+                    continue
+                log.warning("derive worker for job %s exited %s: %s", job_id, returncode, tail)
+                message = f"worker exited with status {returncode}: {tail or 'no output'}"
                 await asyncio.to_thread(self.jobs.fail, job_id, message)
+                return
+
+    def _claimed(self, job_id: str) -> bool:
+        return self.jobs.get(job_id).state != JobState.QUEUED
+
+    async def _start_worker(self, job_id: str, token: str) -> tuple[int | None, str]:
+        """(exit status, the end of its stderr); None when it could not start."""
+        # -X faulthandler: a worker that crashes in native code says where.
+        command = [sys.executable, "-X", "faulthandler", "-m", "modelport.cli",
+                   *worker_args(self.address(), job_id)]  # fmt: skip
+        env = {**os.environ, TOKEN_ENV: token}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            await asyncio.to_thread(self.jobs.fail, job_id, f"worker did not start: {exc}")
+            return None, ""
+        self._processes.add(process)
+        try:
+            _, stderr = await process.communicate()
+        finally:
+            self._processes.discard(process)
+        tail = stderr.decode(errors="replace")[-STDERR_TAIL:].strip()
+        return process.returncode, tail
 
     async def close(self) -> None:
         for process in list(self._processes):
