@@ -34,7 +34,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("tracing", ("common/tracing.py", "opentelemetry/context", "opentelemetry/trace")),
     ("model: torch op calls", ("torch/_ops.py",)),
     ("model: FX/nn Python", ("torch/fx/", "torch/nn/", "torch/export/", "torch/utils/_pytree")),
-    ("model: tensors <-> numpy", ("inference/backends.py",)),
+    ("model: tensors <-> numpy", ("artifacts/torch_backend.py",)),
     ("compute process IPC", ("inference/compute",)),
     ("decode inputs", ("decode_inputs", "_decode_one", "_check_shape", "requested_outputs")),
     ("encode response", ("build_response", "encode_bytes")),

@@ -20,7 +20,7 @@ RAW = """\
 thread (101): MainThread;<module> (modelport:6);run (asyncio/runners.py:118);wrapper (modelport/common/grpc_errors.py:60);_infer (modelport/inference/servicer.py:98);decode_inputs (modelport/inference/codec.py:46);frombuffer (numpy/core.py:1) 3
 thread (101): MainThread;<module> (modelport:6);run (asyncio/runners.py:118) 5
 thread (101): MainThread;<module> (modelport:6);run (asyncio/runners.py:118);submit (modelport/inference/batcher.py:120);request_done (modelport/inference/stats.py:120);record (opentelemetry/sdk/metrics/_internal/instrument.py:3) 2
-thread (202): exec-model;_execute (modelport/inference/batcher.py:289);run (modelport/inference/backends.py:126);__call__ (torch/_ops.py:840) 4
+thread (202): exec-model;_execute (modelport/inference/batcher.py:289);run (modelport/artifacts/torch_backend.py:126);__call__ (torch/_ops.py:840) 4
 """
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 from modelport.artifacts.config import build_spec, read_config
+from modelport.artifacts.torch_backend import load_backend
 from modelport.errors import Internal, InvalidInput
 from modelport.inference import compute_wire as wire
-from modelport.inference.backends import load_backend
 from modelport.inference.compute import ProcessBackend
 from modelport.proto.inference import grpc_service_pb2 as pb
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modelport.errors import Internal, InvalidInput
-from modelport.inference.torch_values import (
+from modelport.artifacts.torch_values import (
     check_shape,
     is_strings,
     string_depth,
     strings_in,
     strings_out,
 )
+from modelport.errors import Internal, InvalidInput
 
 pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
 

@@ -81,7 +81,7 @@ CASES: dict[str, tuple[Callable[[dict[str, bytes]], bytes], str]] = {
     "path escape": (lambda g: tar_of({**g, "../../evil.txt": b"x"}), "escapes"),
     "absolute path": (lambda g: tar_of({**g, "/etc/cron.d/x": b"x"}), "absolute"),
     "symlink": (lambda g: tar_of(g, link=("1/weights", "/etc/passwd")), "links are not allowed"),
-    "missing config": (lambda g: tar_of({"1/model.pt2": g["1/model.pt2"]}), "no config.pbtxt"),
+    "missing config": (lambda g: tar_of({"1/model.pt": torchscript_bytes()}), "no config.pbtxt"),
     "invalid config": (
         lambda g: tar_of({**g, "config.pbtxt": b"name: 'x' input [ { nme: 1 } ]"}),
         "invalid config.pbtxt",
@@ -104,7 +104,33 @@ CASES: dict[str, tuple[Callable[[dict[str, bytes]], bytes], str]] = {
         "push one version at a time",
     ),
     "not a tar": (lambda g: b"just some bytes" * 100, "not a tar"),
+    # What a replica could not load: refused at push, as the replica would refuse it.
+    "negative max_batch_size": (
+        lambda g: tar_of({**g, "config.pbtxt": bounded_config(-5)}),
+        "max_batch_size -5 must be >= 0",
+    ),
+    "dims no batch can hold": (
+        lambda g: tar_of({**g, "config.pbtxt": bounded_config(8, dims=2**63 - 1)}),
+        "more than the 1024 MiB one tensor of a batch may take",
+    ),
+    "max_batch_size above the exported bound": (
+        lambda g: tar_of({**g, "config.pbtxt": bounded_config(32)}),
+        "max_batch_size 32 is above the batch bound of the exported program (8",
+    ),
+    "outputs the config does not declare": (
+        lambda g: tar_of({**g, "config.pbtxt": bounded_config(8, output_dims=3)}),
+        "failed its warm-up run",
+    ),
 }
+
+
+def bounded_config(max_batch_size: int, *, dims: int = 4, output_dims: int = 4) -> bytes:
+    """The Scale model's config (exported with a batch bound of 8) with one field changed."""
+    return (
+        f"max_batch_size: {max_batch_size}\n"
+        f'input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ {dims} ] }} ]\n'
+        f'output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ {output_dims} ] }} ]\n'
+    ).encode()
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -169,7 +195,25 @@ def test_export_program_completes_a_bare_config(
     signature = version.signature
     assert [t.datatype for t in signature.inputs] == ["FP32"]
     assert list(signature.inputs[0].dims) == [4] and len(signature.outputs) == 1
-    assert signature.max_batch_size > 0, "the dynamic leading dim is the batch"
+    # The dynamic leading dim is the batch, at most the program's own bound (8).
+    assert signature.max_batch_size == 8
+
+
+def test_a_lone_exported_program_is_pushed_without_a_config(
+    good: dict[str, bytes], registry: ThreadedRegistry, tmp_path: Path
+) -> None:
+    """`models push` of a folder holding only `1/model.pt2` (or a flat `model.pt2`)."""
+    for layout in ("1/model.pt2", "model.pt2"):
+        folder = tmp_path / layout.replace("/", "-")
+        (folder / layout).parent.mkdir(parents=True)
+        (folder / layout).write_bytes(good["1/model.pt2"])
+        with RegistryClient(registry.address) as client:
+            version = client.push(folder, name="bare")
+            assert version.signature.max_batch_size == 8
+            assert [t.name for t in version.signature.inputs] == ["x"]
+            client.pull(f"bare:{version.version}", tmp_path / f"out{version.version}")
+        config = (tmp_path / f"out{version.version}" / "config.pbtxt").read_text()
+        assert 'platform: "torch_export"' in config and "max_batch_size: 8" in config
 
 
 def test_duplicate_model_is_already_exists(registry: ThreadedRegistry) -> None:

@@ -63,10 +63,15 @@ def materialize(stored: Path, model_dir: Path, version: int) -> Path:
 
 
 def pack_directory(model_dir: Path, out: io.BufferedIOBase | Path, *, gzip: bool = False) -> None:
-    """Tar a local model folder (what `models push` sends); refuses symlinks."""
+    """Tar a local model folder (what `models push` sends); refuses symlinks and a
+    folder with neither a config.pbtxt nor a `.pt2` to complete one from."""
     model_dir = Path(model_dir)
-    if not (model_dir / CONFIG).is_file():
-        raise InvalidInput(f"'{model_dir}' has no {CONFIG}")
+    exported = [model_dir / "model.pt2", *model_dir.glob("[0-9]*/model.pt2")]
+    if not (model_dir / CONFIG).is_file() and not any(p.is_file() for p in exported):
+        raise InvalidInput(
+            f"'{model_dir}' has no {CONFIG} (only a torch.export model.pt2, flat or in a "
+            "version folder, may come without one: its config is taken from the program)"
+        )
     mode = "w:gz" if gzip else "w"
     kwargs: dict[str, Any] = {"fileobj": out} if not isinstance(out, Path) else {"name": out}
     with tarfile.open(mode=mode, format=tarfile.PAX_FORMAT, **kwargs) as tar:  # type: ignore[call-overload]

@@ -2,7 +2,10 @@
 
 Accepted: a tar (optionally gzip) of a Triton model directory — `config.pbtxt`
 plus one `<version>/model.pt2|model.pt` — or of a flat directory with
-`config.pbtxt` and the model file; either may sit inside one top folder.
+`config.pbtxt` and the model file; either may sit inside one top folder. A
+`.pt2` needs no `config.pbtxt`: its config is completed from the program, as
+the inference service completes it. The version is then loaded and warmed up as
+a replica would (`serving_check`): what is stored will serve.
 Members are read one by one into a fresh folder (never `extractall`): any
 path that leaves the folder, any link or device, a missing or unparsable
 config and a model file that torch cannot load (graph / TorchScript loaders
@@ -24,6 +27,7 @@ from modelport.artifacts import datatypes, generative, loaders
 from modelport.artifacts.archive import CONFIG, MODEL_FILES, VERSION_DIR, add_bytes, member_path
 from modelport.artifacts.config import PLATFORM_AOTI, complete_from_program, parse_config_text
 from modelport.artifacts.hashing import sha256_of
+from modelport.artifacts.serving_check import check_serves
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2
 
@@ -54,6 +58,23 @@ class Signature:
             "max_batch_size": self.max_batch_size,
             "platform": self.platform,
         }
+
+    def differences(self, current: Signature) -> str:
+        """How this signature's tensors (names, datatypes, dims) differ from `current`'s,
+        in words; "" when callers of one can call the other."""
+
+        def described(items: tuple[SignatureTensor, ...]) -> str:
+            return ", ".join(f"{t.name} {t.datatype} {list(t.dims)}" for t in items) or "none"
+
+        changed = [
+            f"{role} {described(theirs)} (now {described(ours)})"
+            for role, ours, theirs in (
+                ("inputs", current.inputs, self.inputs),
+                ("outputs", current.outputs, self.outputs),
+            )
+            if ours != theirs
+        ]
+        return "; ".join(changed)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Signature:
@@ -123,15 +144,29 @@ def _extract(archive: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
 
 
 def _strip_top_folder(files: list[PurePosixPath]) -> PurePosixPath:
-    """The folder inside the archive that holds config.pbtxt (root or one top folder)."""
-    if PurePosixPath(CONFIG) in files:
-        return PurePosixPath()
-    tops = {f.parts[0] for f in files if len(f.parts) > 1}
-    if len(tops) == 1:
-        top = PurePosixPath(tops.pop())
-        if top / CONFIG in files:
-            return top
-    raise InvalidInput(f"archive has no {CONFIG} at its root or in its one top folder")
+    """The folder inside the archive that holds config.pbtxt (root or one top folder),
+    or for a config-less `.pt2`, the model file (flat or in a version folder)."""
+    for wanted in (CONFIG, "model.pt2"):
+        if _holds(files, PurePosixPath(), wanted):
+            return PurePosixPath()
+        tops = {f.parts[0] for f in files if len(f.parts) > 1}
+        if len(tops) == 1:
+            top = PurePosixPath(tops.pop())
+            if _holds(files, top, wanted):
+                return top
+    raise InvalidInput(
+        f"archive has no {CONFIG} (nor a config-less model.pt2) at its root or in its one "
+        "top folder"
+    )
+
+
+def _holds(files: list[PurePosixPath], top: PurePosixPath, name: str) -> bool:
+    """`top/name`, or for the model file also `top/<version>/name`."""
+    if top / name in files:
+        return True
+    return name != CONFIG and any(
+        f.parent.parent == top and f.parent.name.isdigit() and f.name == name for f in files
+    )
 
 
 def parse_config(text: str, model_name: str) -> Any:
@@ -162,19 +197,18 @@ def check_model_loads(path: Path, what: str) -> Any:
     """Load with the loaders the inference service uses (graph formats only, pickles
     refused before torch sees them); reject what fails.
 
-    Returns the torch.export program for a .pt2 (None for TorchScript).
+    Returns the torch.export program for a .pt2, the TorchScript module for a .pt.
     """
     try:
         if path.suffix == ".pt2":
             return loaders.load_exported_program(path, what)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            loaders.load_torchscript(path, what)
+            return loaders.load_torchscript(path, what)
     except InvalidInput as exc:
         reason = str(exc).removeprefix(f"model '{what}': ")  # we name it ourselves
         first_line = (reason.strip().splitlines() or ["unknown error"])[0]
         raise InvalidInput(f"{what}: model file does not load: {first_line[:300]}") from None
-    return None
 
 
 def _layout(model_name: str, root: Path, files: list[PurePosixPath]) -> tuple[str, list[Path]]:
@@ -220,7 +254,12 @@ def prepare(
     top = _strip_top_folder(files)
     root = work_dir.joinpath(*top.parts)
     files = [f.relative_to(top) for f in files if f.is_relative_to(top)]
-    config = parse_config((root / CONFIG).read_text(errors="replace"), model_name)
+    config_path = root / CONFIG
+    config = (
+        parse_config(config_path.read_text(errors="replace"), model_name)
+        if config_path.is_file()
+        else model_config_pb2.ModelConfig(name=model_name)
+    )
     version_dir, version_files = _layout(model_name, root, files)
     where = f"model '{model_name}'" + (f" folder '{version_dir}'" if version_dir else "")
     candidates = [config.default_model_filename] if config.default_model_filename else []
@@ -239,12 +278,17 @@ def prepare(
         what = f"{where} file '{model_file}'"
         if config.platform == PLATFORM_AOTI:
             check_native_package(names[model_file], what, allow_native)
-            program = None
+            loaded = None
         else:
-            program = check_model_loads(names[model_file], what)
-        if (not config.input or not config.output) and program is not None:
+            loaded = check_model_loads(names[model_file], what)
+        exported = model_file.endswith(".pt2") and loaded is not None
+        if (not config.input or not config.output) and exported:
             # As the inference service does: a torch.export program states its own signature.
-            complete_from_program(config, program)
+            complete_from_program(config, loaded)
+        if not config.input or not config.output:
+            raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
+        if loaded is not None:
+            check_serves(model_name, config, root, root / version_dir, loaded)
     if not config.input or not config.output:
         raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
 

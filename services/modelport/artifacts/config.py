@@ -47,6 +47,10 @@ PLATFORMS = (*MODEL_FILES, PLATFORM_ENSEMBLE, PLATFORM_GENERATIVE)
 # What a batch waits for by default when dynamic_batching {} sets no delay.
 DEFAULT_QUEUE_SIZE = 1024
 AUTO_MAX_BATCH = 32
+# The most bytes one input or output may take in the largest batch the config
+# allows: warm-up allocates exactly that, and a replica (the chart's 4 GiB limit)
+# that cannot hold it dies instead of refusing the version.
+MAX_BATCH_TENSOR_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None)
         limits = _generative(where, config)
     refuse_unused_fields(name, config, parameters=limits is not None)
     if config.max_batch_size < 0:
-        raise InvalidInput(f"{where}: max_batch_size must be >= 0")
+        raise InvalidInput(f"{where}: max_batch_size {config.max_batch_size} must be >= 0")
     if not config.input:
         raise InvalidInput(f"{where}: no inputs declared")
     if not config.output:
@@ -206,6 +210,8 @@ def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InvalidInput(f"{where}: duplicate {role} name(s) {duplicates}")
+    for t in inputs + outputs:
+        _check_batch_bytes(where, config.max_batch_size, t)
     if config.platform == PLATFORM_EXPORT:
         for t in inputs + outputs:
             if t.datatype.name == "BYTES":
@@ -361,6 +367,18 @@ def _tensor(where: str, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> Te
     return TensorSpec(name, datatypes.BY_CONFIG[type_name], shape, optional, reshape)
 
 
+def _check_batch_bytes(where: str, max_batch_size: int, tensor: TensorSpec) -> None:
+    """Refuse dims (each -1 counted as 1) that no batch could hold in memory."""
+    rows = max(max_batch_size, 1)
+    size = rows * max(tensor.datatype.itemsize, 1) * _count(tensor.dims)
+    if size > MAX_BATCH_TENSOR_BYTES:
+        raise InvalidInput(
+            f"{where}: '{tensor.name}' dims {list(tensor.dims)} at max_batch_size "
+            f"{max_batch_size} take {size} bytes, more than the "
+            f"{MAX_BATCH_TENSOR_BYTES >> 20} MiB one tensor of a batch may take"
+        )
+
+
 def _reshape(
     where: str, kind: str, name: str, dims: tuple[int, ...], tensor: object
 ) -> tuple[int, ...]:
@@ -418,7 +436,8 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
     """Fill missing inputs/outputs (and batching) from a torch.export program's signature.
 
     A leading dimension that is dynamic in every input is taken as the batch
-    dimension: max_batch_size becomes AUTO_MAX_BATCH and dynamic batching is on.
+    dimension: max_batch_size becomes AUTO_MAX_BATCH, or the program's own bound on
+    that dimension when lower, and dynamic batching is on.
     """
     graph = program.graph  # type: ignore[attr-defined]
     user_inputs = set(program.graph_signature.user_inputs)  # type: ignore[attr-defined]
@@ -440,7 +459,8 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
         bool(in_shapes) and all(dims and dims[0] == -1 for dims, _ in in_shapes)
     )
     if batched and config.max_batch_size == 0:
-        config.max_batch_size = AUTO_MAX_BATCH
+        bound = exported_batch_bound(program)
+        config.max_batch_size = min(bound or AUTO_MAX_BATCH, AUTO_MAX_BATCH)
         if config.WhichOneof("scheduling_choice") is None:
             config.dynamic_batching.SetInParent()
     strip = 1 if batched else 0
@@ -454,6 +474,40 @@ def complete_from_program(config: mc.ModelConfig, program: object) -> None:
             )
     if not config.platform:
         config.platform = PLATFORM_EXPORT
+
+
+def exported_batch_bound(program: object) -> int | None:
+    """The largest batch a torch.export program takes (its first input's dim 0, as
+    `Dim("batch", max=...)` bounded it at export); None when unbounded or static."""
+    user_inputs = set(program.graph_signature.user_inputs)  # type: ignore[attr-defined]
+    first = next(
+        (
+            n
+            for n in program.graph.nodes  # type: ignore[attr-defined]
+            if n.op == "placeholder" and n.name in user_inputs
+        ),
+        None,
+    )
+    val = first.meta.get("val") if first is not None else None
+    shape = getattr(val, "shape", ())
+    if not shape or isinstance(shape[0], int):
+        return None
+    ranges = program.range_constraints.get(shape[0].node.expr)  # type: ignore[attr-defined]
+    try:
+        return int(ranges.upper)
+    except Exception:  # int_oo (unbounded) converts to no int
+        return None
+
+
+def check_exported_batch(where: str, config: mc.ModelConfig, program: object) -> None:
+    """A max_batch_size above the program's own batch bound fails at the first big batch."""
+    bound = exported_batch_bound(program)
+    if bound is not None and config.max_batch_size > bound:
+        raise InvalidInput(
+            f"{where}: max_batch_size {config.max_batch_size} is above the batch bound of "
+            f"the exported program ({bound}, its Dim max at torch.export); set "
+            f"max_batch_size to at most {bound} or export with a larger bound"
+        )
 
 
 def _config_type(torch_dtype: object) -> int:

@@ -48,6 +48,11 @@ def models() -> None:
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE (repeatable).")
 @click.option("--metric", "metrics", multiple=True, help="KEY=NUMBER, e.g. accuracy=0.93.")
 @click.option("--description", default="", help="Model description (when it is created).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move --alias even to a version with another signature.",
+)
 @common
 def push(
     model_dir: Path,
@@ -57,10 +62,12 @@ def push(
     labels: tuple[str, ...],
     metrics: tuple[str, ...],
     description: str,
+    force: bool,
     registry: str,
     as_json: bool,
 ) -> None:
-    """Upload MODEL_DIR (config.pbtxt + <version>/model.pt2|model.pt) as a new version."""
+    """Upload MODEL_DIR (config.pbtxt + <version>/model.pt2|model.pt, or a lone
+    model.pt2) as a new version; the registry loads and warms it up first."""
     try:
         metric_values = {k: float(v) for k, v in pairs(metrics, "--metric").items()}
     except ValueError as exc:
@@ -74,6 +81,7 @@ def push(
             labels=pairs(labels, "--label"),
             metrics=metric_values,
             description=description,
+            force=force,
         )
     moved = f" ({', '.join(version.aliases)})" if version.aliases else ""
     emit(

@@ -12,7 +12,11 @@ from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
 @click.argument("name")
 @click.argument("version", type=int)
 @click.argument("alias")
-@click.option("--force", is_flag=True, help="Even to a version a derive gate rejected.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Even to a version a derive gate rejected, or one with another signature.",
+)
 @common
 def alias(name: str, version: int, alias: str, force: bool, registry: str, as_json: bool) -> None:
     """Point ALIAS of model NAME at VERSION."""

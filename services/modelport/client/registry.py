@@ -148,10 +148,12 @@ class RegistryClient(DeriveCalls):
         lineage: dpb.Lineage | None = None,
         derive_job: str = "",
         derive_token: str = "",
+        force: bool = False,
     ) -> pb.ModelVersion:
         """Upload a tar / tar.gz archive as it is (its sha256 is checked on arrival).
 
         `derive_job` and `derive_token`: a derive worker uploading its job's child.
+        `force`: move `aliases` even where the signature differs from their version's.
         """
         path = Path(archive)
         header = pb.UploadHeader(
@@ -166,6 +168,7 @@ class RegistryClient(DeriveCalls):
             lineage=lineage,
             derive_job=derive_job,
             derive_token=derive_token,
+            force=force,
         )
 
         def messages() -> Iterator[pb.UploadVersionRequest]:
@@ -191,8 +194,11 @@ class RegistryClient(DeriveCalls):
         lineage: dpb.Lineage | None = None,
         derive_job: str = "",
         derive_token: str = "",
+        force: bool = False,
     ) -> pb.ModelVersion:
-        """Pack a Triton model folder and upload it as the model's next version."""
+        """Pack a Triton model folder (or a folder holding only a torch.export
+        `model.pt2`) and upload it as the model's next version; `force` moves
+        `aliases` even to a new signature."""
         all_labels = {SOURCE_DIGEST_LABEL: directory_digest(model_dir), **(labels or {})}
         with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:
             archive = Path(tmp) / "model.tar"
@@ -209,6 +215,7 @@ class RegistryClient(DeriveCalls):
                 lineage=lineage,
                 derive_job=derive_job,
                 derive_token=derive_token,
+                force=force,
             )
 
     @_maps_rpc_errors
@@ -261,7 +268,8 @@ class RegistryClient(DeriveCalls):
 
     @_maps_rpc_errors
     def set_alias(self, model: str, version: int, alias: str, *, force: bool = False) -> pb.Alias:
-        """Point `alias` at `version`; a version a derive gate rejected needs `force`."""
+        """Point `alias` at `version`; a version a derive gate rejected, or one whose
+        signature differs from the alias's current version, needs `force`."""
         request = pb.SetAliasRequest(model=model, alias=alias, version=version, force=force)
         return self.stub.SetAlias(request, timeout=self.timeout)
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelport.artifacts.torch_backend import BackendLoader, load_backend
 from modelport.auth.audit import LogSink
 from modelport.common.access_config import build_access_control
 from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
-from modelport.inference.backends import BackendLoader, load_backend
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup

@@ -35,9 +35,9 @@ import numpy as np
 
 from modelport import errors
 from modelport.artifacts.config import ModelSpec
+from modelport.artifacts.torch_backend import Backend, BackendLoader, load_backend
 from modelport.inference import compute_child
 from modelport.inference import compute_wire as wire
-from modelport.inference.backends import Backend, BackendLoader, load_backend
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ def main(spec: ModelSpec, version_dir: str, threads: int, channel: socket.socket
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    from modelport.inference.backends import load_backend
+    from modelport.artifacts.torch_backend import load_backend
 
     torch.set_num_threads(max(1, threads))
     try:

@@ -31,6 +31,7 @@ from modelport.artifacts.config import (
     PLATFORM_GENERATIVE,
     ModelSpec,
     build_spec,
+    check_exported_batch,
     complete_from_program,
     infer_platform,
     parse_config_text,
@@ -38,21 +39,21 @@ from modelport.artifacts.config import (
 )
 from modelport.artifacts.loaders import load_exported_program
 from modelport.artifacts.sealed_archives import SealedArchive
-from modelport.common.generative_load import GenerativeLoad
-from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
-from modelport.inference import codec
-from modelport.inference.backends import (
+from modelport.artifacts.torch_backend import (
     Backend,
     BackendLoader,
     close_backend,
     load_backend,
     load_backend_from,
 )
+from modelport.artifacts.warmup import warm_up
+from modelport.common.generative_load import GenerativeLoad
+from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
+from modelport.inference import codec
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
 from modelport.inference.served import Served, ServedEnsemble, ServedVersion
-from modelport.inference.warmup import warm_up
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
@@ -449,7 +450,9 @@ def _load_versions(
     config.platform = infer_platform(config, first_dir)
     if config.platform == PLATFORM_EXPORT and (not config.input or not config.output):
         filename = config.default_model_filename or "model.pt2"
-        complete_from_program(config, load_exported_program(first_dir / filename, name))
+        program = load_exported_program(first_dir / filename, name)
+        complete_from_program(config, program)
+        check_exported_batch(f"model '{name}' config", config, program)
     spec = build_spec(name, config, model_dir)
     if spec.platform == PLATFORM_ENSEMBLE:
         return spec, dict.fromkeys(versions)

@@ -20,11 +20,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from modelport.artifacts import torch_values
 from modelport.artifacts.config import ModelSpec
 from modelport.artifacts.sequences import CorrelationId
+from modelport.artifacts.torch_backend import Backend, NamedBackend, close_backend
 from modelport.errors import Internal, InvalidInput, ModelportError
-from modelport.inference import torch_values
-from modelport.inference.backends import Backend, NamedBackend, close_backend
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.decoupled import Response, split_responses
 from modelport.inference.ensemble import EnsembleScheduler, MemberInfer

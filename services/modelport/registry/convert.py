@@ -168,6 +168,7 @@ def new_version(header: pb.UploadHeader) -> NewVersion:
         ),
         derive_job=header.derive_job,
         derive_token=header.derive_token,
+        force=header.force,
     )
 
 

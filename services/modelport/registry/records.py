@@ -184,3 +184,5 @@ class NewVersion:
     # A derive job's worker uploading the job's child (with the job's token).
     derive_job: str = ""
     derive_token: str = ""
+    # Move `aliases` even where the new version's signature differs from the current one.
+    force: bool = False

@@ -257,7 +257,9 @@ class RegistryStore(AliasesAndPolicies):
         )
         tx.emit(EventKind.VERSION_ADDED, new.model, version=version)
         for alias in aliases:
-            self._move_alias(tx, model, alias, version, force=True)
+            # A derive job's gate has decided; a plain push moves an alias to a new
+            # signature only when forced, as `models alias` does.
+            self._move_alias(tx, model, alias, version, force=job is not None or new.force)
         return version
 
     def resolve(self, ref: str | Ref) -> Resolved:

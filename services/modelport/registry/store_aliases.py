@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
+from modelport.artifacts.archive_checks import Signature
 from modelport.artifacts.refs import check_alias_name
 from modelport.errors import FailedPrecondition, NotFound
 from modelport.registry import queries as q
@@ -38,6 +39,18 @@ class AliasesAndPolicies:
             )
         where = (t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
         previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
+        if previous is not None and previous != version and not force:
+            current = q.version_row(tx.conn, model, int(previous))
+            changed = Signature.from_json(row.signature).differences(
+                Signature.from_json(current.signature)
+            )
+            if changed:
+                raise FailedPrecondition(
+                    f"model '{model.name}' version {version} does not take what version "
+                    f"{previous} (at alias '{alias}') takes: {changed}; callers of "
+                    f"'{model.name}@{alias}' would break. Move it anyway with force "
+                    "(`--force`)"
+                )
         revision = tx.emit(
             EventKind.ALIAS_MOVED,
             model.name,

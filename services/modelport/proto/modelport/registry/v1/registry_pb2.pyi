@@ -438,6 +438,7 @@ class UploadHeader(google.protobuf.message.Message):
     LINEAGE_FIELD_NUMBER: builtins.int
     DERIVE_JOB_FIELD_NUMBER: builtins.int
     DERIVE_TOKEN_FIELD_NUMBER: builtins.int
+    FORCE_FIELD_NUMBER: builtins.int
     model: builtins.str
     sha256: builtins.str
     """Expected sha256 (hex) of the archive bytes as sent; checked on arrival."""
@@ -449,6 +450,10 @@ class UploadHeader(google.protobuf.message.Message):
     derive_job: builtins.str
     """A derive job's worker uploading the job's child, with the job's token."""
     derive_token: builtins.str
+    force: builtins.bool
+    """Move `aliases` even where the new version's signature (input and output names,
+    datatypes, dims) differs from the version an alias points at now.
+    """
     @property
     def labels(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]: ...
     @property
@@ -475,9 +480,10 @@ class UploadHeader(google.protobuf.message.Message):
         lineage: modelport.proto.modelport.registry.v1.derive_pb2.Lineage | None = ...,
         derive_job: builtins.str = ...,
         derive_token: builtins.str = ...,
+        force: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["lineage", b"lineage"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "create_model", b"create_model", "derive_job", b"derive_job", "derive_token", b"derive_token", "description", b"description", "labels", b"labels", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "parent", b"parent", "sha256", b"sha256"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "create_model", b"create_model", "derive_job", b"derive_job", "derive_token", b"derive_token", "description", b"description", "force", b"force", "labels", b"labels", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "parent", b"parent", "sha256", b"sha256"]) -> None: ...
 
 global___UploadHeader = UploadHeader
 
@@ -652,7 +658,10 @@ class SetAliasRequest(google.protobuf.message.Message):
     alias: builtins.str
     version: builtins.int
     force: builtins.bool
-    """Also point at a version a derive job's gate rejected."""
+    """Also point at a version a derive job's gate rejected, or one whose signature
+    (input and output names, datatypes, dims) differs from the version the alias
+    points at now.
+    """
     def __init__(
         self,
         *,

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from modelport.artifacts import torch_values
 from modelport.artifacts.config import (
     PLATFORM_AOTI,
     PLATFORM_EXPORT,
@@ -37,7 +38,6 @@ from modelport.artifacts.loaders import (
     load_torchscript,
 )
 from modelport.errors import FailedPrecondition, Internal, InvalidInput, Unavailable
-from modelport.inference import torch_values
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import logging
 import numpy as np
 
 from modelport.artifacts.config import ModelSpec
+from modelport.artifacts.torch_backend import Backend, NamedBackend
 from modelport.errors import InvalidInput, ModelportError
-from modelport.inference.backends import Backend, NamedBackend
 
 log = logging.getLogger(__name__)
 
