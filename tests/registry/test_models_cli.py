@@ -61,6 +61,26 @@ def test_push_alias_rollback_pull_delete(
     assert "NOT_FOUND" in run(registry, "show", "nope", ok=False)
 
 
+def test_alias_moves_to_another_signature_only_with_force(
+    registry: ThreadedRegistry, make_model: Callable[..., Path]
+) -> None:
+    run(registry, "push", str(make_model("sig", 2.0)), "--name", "sig", "--alias", "production")
+    renamed = make_model("sig", 3.0)  # its output named SCALED instead of OUTPUT0
+    config = renamed / "config.pbtxt"
+    config.write_text(config.read_text().replace("OUTPUT0", "SCALED"))
+    out = run(registry, "push", str(renamed), "--name", "sig", "--alias", "production", ok=False)
+    assert "FAILED_PRECONDITION" in out and "--force" in out
+    assert "outputs SCALED FP32 [4] (now OUTPUT0 FP32 [4])" in out
+    assert "pushed sig:2 (production)" in run(
+        registry, "push", str(renamed), "--name", "sig", "--alias", "production", "--force"
+    )  # the refused push stored nothing, not even its version
+    out = run(registry, "alias", "sig", "1", "production", ok=False)
+    assert "version 1 does not take what version 2 (at alias 'production') takes" in out
+    assert "sig@production → 1 (was 2)" in run(registry, "alias", "sig", "1", "production", "--force")
+    run(registry, "push", str(renamed), "--name", "sig", "--alias", "canary")  # a new alias: free
+    assert "sig@canary → 1" in run(registry, "alias", "sig", "1", "canary", "--force")
+
+
 def test_policy_commands(registry: ThreadedRegistry, make_model: Callable[..., Path]) -> None:
     run(registry, "push", str(make_model("m", 2.0)), "--name", "m", "--alias", "production")
     policy = run_json(
