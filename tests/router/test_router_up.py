@@ -1,4 +1,5 @@
-"""`modelport up`: registry, an inference service per sample model, and the router."""
+"""`modelport up`: registry, an inference service per sample model and per `--model DIR`,
+and the router, all following the registry by alias."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import grpc
 import numpy as np
 import openai
 import pytest
+from modelport.client.inference import InferenceClient
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 from tests.generative.test_generative_serving import generation_request, text_of
 from tests.inference.requests import mlp_request, output, simple_request
+from tests.registry.model_dirs import export_scale
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 ROUTES = "from modelport.cli.routes import routes; routes(prog_name='modelport routes')"
@@ -34,9 +37,14 @@ def test_up_serves_the_samples_on_one_address(
     data = tmp_path / "data"
     shutil.copytree(sample_repo, data / "models")  # already built: no export at start
     shutil.copytree(sample_dir.parent, data / "models" / "tiny-llama")  # trained: no training
+    # The user's own model: a folder holding only a torch.export program (no config.pbtxt).
+    own, own_v2 = tmp_path / "scale" / "1" / "model.pt2", tmp_path / "scale-v2" / "model.pt2"
+    export_scale(own, 2.0)
+    export_scale(own_v2, 3.0)
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
                "--grpc-port", "0", "--registry-port", "0", "--training-port", "0",
-               "--http-port", "0", "--metrics-port", "-1", "--log-level", "warning"]  # fmt: skip
+               "--http-port", "0", "--metrics-port", "-1", "--log-level", "warning",
+               "--model", f"own={own.parent.parent}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SERVICES)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -49,12 +57,17 @@ def test_up_serves_the_samples_on_one_address(
                 r"router on (\S+:\d+).*registry on (\S+:\d+);.*OpenAI API on (\S+/v1)", line
             )
             address, registry, openai_url = found.groups() if found else ("", "", "")
+        told = []  # then what to run next, the last line saying how to stop
+        while not told or not told[-1].startswith("Ctrl-C"):
+            told.append(process.stderr.readline().strip())
+            assert told[-1], "modelport up exited"
+        assert f"loadtest --url {address} --model own" in "\n".join(told), told
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             deadline = time.monotonic() + 30
             while not all(
                 stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=5).ready
-                for name in ("simple", "mlp", "tiny-llama")
+                for name in ("simple", "mlp", "tiny-llama", "own")
             ):
                 assert time.monotonic() < deadline, "models never became ready at the router"
                 time.sleep(0.1)
@@ -69,6 +82,7 @@ def test_up_serves_the_samples_on_one_address(
             # disk ("unloaded") do not show through the router.
             assert sorted((m.name, m.version, m.state) for m in index.models) == [
                 ("mlp", "1", "READY"),
+                ("own", "1", "READY"),
                 ("simple", "1", "READY"),
                 ("tiny-llama", "1", "READY"),
             ]
@@ -115,6 +129,24 @@ def test_up_serves_the_samples_on_one_address(
                 time.sleep(0.05)
             mean = output(stub.ModelInfer(mlp_request(x), timeout=10), "OUTPUT", np.float32)
             np.testing.assert_allclose(mean, direct, rtol=1e-5, atol=1e-6)
+        # The user's model, through the router with modelport's client: version 1 doubles.
+        # A second version pushed and aliased `production` with the CLI is served next.
+        ones = np.ones((1, 4), dtype=np.float32)
+        with InferenceClient(address) as client:
+            np.testing.assert_array_equal(client.infer("own", {"x": ones})["output_0"], 2 * ones)
+            for step in (
+                ("push", str(own_v2.parent), "--name", "own"),
+                ("alias", "own", "2", "production"),
+            ):
+                subprocess.run(
+                    [sys.executable, "-m", "modelport.cli", "models", *step, "--registry", registry],
+                    check=True, env=env, capture_output=True,
+                )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while (answer := client.infer("own", {"x": ones})["output_0"])[0, 0] != 3.0:
+                np.testing.assert_array_equal(answer, 2 * ones)  # version 1 until the move
+                assert time.monotonic() < deadline, "the router never served own:2"
+                time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:

@@ -10,7 +10,9 @@ minute on two cores; then cached in the data folder). The sample models are
 pushed to the registry once (alias `production` → version 1), and each
 inference service follows its model's `production` and `canary` aliases there:
 a version derived with `modelport models derive … --alias canary` is loaded
-beside production, and a split policy sends it a slice.
+beside production, and a split policy sends it a slice. `--model DIR` brings the
+user's own models in the same way: pushed (once per content), followed by alias,
+served behind the same router.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.artifacts.refs import check_model_name
 from modelport.common.settings import ServerSettings, setting
+from modelport.errors import InvalidInput
 
 SAMPLE_DECODER = "tiny-llama"  # the generative sample (inference.generative.sample_decoder)
 
@@ -56,10 +60,40 @@ class StackSettings(ServerSettings):
         False, "Let clients on this host pass tensors through /dev/shm regions (via the router)."
     )
 
-    def served_models(self) -> tuple[str, ...]:
+    user_models: tuple[str, ...] = setting(
+        (),
+        "A model folder to push and serve too (repeatable): [NAME=]DIR, Triton layout or a "
+        "lone model.pt2; NAME defaults to the folder's name.",
+        flag="--model",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        samples = set(self.served_models(with_own=False))
+        seen: set[str] = set()
+        for name, folder in self.own_models():
+            check_model_name(name)
+            if not folder.is_dir():
+                raise InvalidInput(f"--model {name}={folder}: not a folder")
+            if name in samples or name in seen:
+                raise InvalidInput(f"--model {name}: a model of that name is served already")
+            seen.add(name)
+
+    def own_models(self) -> list[tuple[str, Path]]:
+        """(name, folder) of each --model."""
+        own = []
+        for given in self.user_models:
+            name, _, folder = given.rpartition("=")
+            path = Path(folder).expanduser()
+            own.append((name or path.resolve().name, path))
+        return own
+
+    def served_models(self, *, with_own: bool = True) -> tuple[str, ...]:
+        samples = self.models
         if self.no_generative_sample:
-            return tuple(name for name in self.models if name != SAMPLE_DECODER)
-        return self.models
+            samples = tuple(name for name in samples if name != SAMPLE_DECODER)
+        own = tuple(name for name, _ in self.own_models()) if with_own else ()
+        return samples + own
 
 
 class LocalStack:
@@ -76,6 +110,7 @@ class LocalStack:
 
     async def start(self) -> int:
         """Start every service; returns the router's port."""
+        from modelport.client.channel import ModelportClientError
         from modelport.client.registry import ensure_pushed
         from modelport.inference.app import InferenceApp, InferenceSettings
         from modelport.inference.samples import build_samples
@@ -89,6 +124,8 @@ class LocalStack:
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
         models = settings.served_models()
+        folders = {name: repo / name for name in settings.served_models(with_own=False)}
+        folders.update(settings.own_models())
         if SAMPLE_DECODER in models:
             await asyncio.to_thread(_build_decoder, repo)
         state = settings.data_dir / "registry"
@@ -104,7 +141,12 @@ class LocalStack:
         self.registry_port = await self.registry.start()
         registry_address = f"127.0.0.1:{self.registry_port}"
         for name in models:
-            await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
+            # Through the registry's own checks: a folder that would not serve is
+            # refused here, with the registry's reason, before anything serves it.
+            try:
+                await asyncio.to_thread(ensure_pushed, registry_address, folders[name], name)
+            except ModelportClientError as exc:
+                raise InvalidInput(f"model '{name}' ({folders[name]}): {exc}") from None
         endpoints = []
         for name in models:
             # Following the registry: a fine-tuned version aliased `canary` is served

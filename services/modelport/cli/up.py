@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from modelport.cli.local_stack import StackSettings
@@ -31,5 +34,40 @@ def up(**values: object) -> None:
             f"training on {settings.host}:{stack.training_port}{openai}",
             err=True,
         )
+        click.echo(next_steps(stack.address, f"{settings.host}:{stack.registry_port}",
+                              settings.served_models()), err=True)  # fmt: skip
 
     run_service("modelport-up", settings, LocalStack, on_started=announce)
+
+
+def next_steps(router: str, registry: str, models: tuple[str, ...]) -> str:
+    """What to run next, printed last: a client call, a load test, the registry, Ctrl-C.
+
+    Commands name this installation's python and `modelport` (a virtual environment's
+    are not on PATH after `make run`)."""
+    python = _short(Path(sys.executable))
+    beside = Path(sys.executable).parent / "modelport"
+    modelport = _short(beside) if beside.is_file() else "modelport"
+    model = models[-1] if models else "mlp"  # the user's own model, when one was given
+    client = (
+        f"from modelport.client.inference import InferenceClient; "
+        f"print(InferenceClient('{router}').model_metadata('{model}'))"
+    )
+    return "\n".join(
+        [
+            "next, from another shell:",
+            f'  {python} -c "{client}"',
+            f"  {modelport} loadtest --url {router} --model {model} --random --duration 10s",
+            f"  {modelport} models list --registry {registry}"
+            f"   # then: models alias {model} VERSION production",
+            "Ctrl-C stops the stack.",
+        ]
+    )
+
+
+def _short(path: Path) -> str:
+    """`path` relative to the working directory when it lies inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
