@@ -7,6 +7,10 @@
 - `repository`: Triton's repository layout on disk and version policies.
 - `loaders`: the safe model loaders (graph formats only, never unpickling);
   torch is imported only when one is called.
+- `torch_backend`, `warmup`, `torch_values`: a loaded model bound to its config and
+  run on numpy batches, and the warm-up every load runs (they import torch);
+  `serving_check`: that load and warm-up where a version is accepted (the
+  registry's push), importing torch only when it runs.
 - `archive`: the stored archive format, its checks, pack and unpack.
 - `refs`: model names, alias names and `name@alias` / `name:version` references.
 - `generative`: a causal LM (Hugging Face directory) as a version, and the
@@ -20,5 +24,5 @@
   the inference cache); `sealed_archives`: a stored archive served from one.
 
 Nothing here imports grpc or a service package; importing this package (or any
-module but `loaders`' functions) does not import torch.
+module but `torch_backend` and `warmup`) does not import torch.
 """

@@ -1,4 +1,5 @@
-"""Warm-up at load: run the model once per batch size so the first request is not slow.
+"""Warm-up at load: run the model once per batch size so the first request is not slow
+(the inference service at every load, the registry at every push: `serving_check`).
 
 It also fails the load early when the model cannot run on its declared inputs
 or answers outside its declared outputs (the backend checks every output).
