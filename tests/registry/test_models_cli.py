@@ -76,7 +76,9 @@ def test_alias_moves_to_another_signature_only_with_force(
     )  # the refused push stored nothing, not even its version
     out = run(registry, "alias", "sig", "1", "production", ok=False)
     assert "version 1 does not take what version 2 (at alias 'production') takes" in out
-    assert "sig@production → 1 (was 2)" in run(registry, "alias", "sig", "1", "production", "--force")
+    assert "sig@production → 1 (was 2)" in run(
+        registry, "alias", "sig", "1", "production", "--force"
+    )
     run(registry, "push", str(renamed), "--name", "sig", "--alias", "canary")  # a new alias: free
     assert "sig@canary → 1" in run(registry, "alias", "sig", "1", "canary", "--force")
 
