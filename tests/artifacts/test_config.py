@@ -10,6 +10,7 @@ from modelport.artifacts import repository
 from modelport.artifacts.config import (
     AUTO_MAX_BATCH,
     build_spec,
+    check_exported_batch,
     complete_from_program,
     parse_config_text,
 )
@@ -62,6 +63,12 @@ def test_triton_fields_we_do_not_act_on_still_parse() -> None:
          '{name: "a" data_type: TYPE_FP32 dims: [1]}] '
          'output [{name: "b" data_type: TYPE_FP32 dims: [1]}]', "duplicate input name(s) ['a']"),
         ('name: "other" platform: "torch_export"', "does not match its folder"),
+        ('platform: "torch_export" max_batch_size: -5 '
+         'input [{name: "a" data_type: TYPE_FP32 dims: [1]}] '
+         'output [{name: "b" data_type: TYPE_FP32 dims: [1]}]', "max_batch_size -5 must be >= 0"),
+        ('platform: "torch_export" input [{name: "a" data_type: TYPE_FP32 '
+         'dims: [9223372036854775807]}] output [{name: "b" data_type: TYPE_FP32 dims: [1]}]',
+         "more than the 1024 MiB one tensor of a batch may take"),
     ],
 )  # fmt: skip
 def test_invalid_configs_name_the_field(text: str, message: str) -> None:
@@ -118,3 +125,18 @@ def test_autocomplete_from_exported_program(tmp_path: Path) -> None:
         ("output_0", "FP32", ()),
         ("output_1", "INT64", (3,)),
     ]
+
+
+def test_the_exported_batch_bound_caps_max_batch_size() -> None:
+    """min(the program's Dim max, AUTO_MAX_BATCH) when completed; above it is refused."""
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(
+        torch.nn.Linear(4, 2), (torch.zeros(2, 4),), dynamic_shapes=({0: batch},)
+    )
+    config = mc.ModelConfig()
+    complete_from_program(config, program)
+    assert config.max_batch_size == 8
+    check_exported_batch("m", config, program)  # at the bound: fine
+    config.max_batch_size = AUTO_MAX_BATCH
+    with pytest.raises(InvalidInput, match=r"max_batch_size 32 is above the batch bound .*\(8,"):
+        check_exported_batch("m", config, program)
