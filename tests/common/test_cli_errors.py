@@ -55,7 +55,7 @@ CASES: dict[str, str] = {
 def test_cli_failure_is_one_error_line(
     case: str, taken_port: int, folders: Path, tmp_path: Path
 ) -> None:
-    args = [a.format(port=taken_port, tmp=tmp_path, folders=folders) for a in CASES[case]]
+    args = CASES[case].format(port=taken_port, tmp=tmp_path, folders=folders).split()
     env = {**os.environ, "PYTHONPATH": str(SERVICES)}
     done = subprocess.run(
         [sys.executable, "-m", "modelport.cli", *args],
