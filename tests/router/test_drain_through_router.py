@@ -72,12 +72,25 @@ def router_address(process: subprocess.Popen[str]) -> str:
     raise AssertionError("router did not start")
 
 
-def health(address: str) -> int:
+def health(address: str, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
     try:
-        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
     except grpc.RpcError:
         return -1
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def wait_for(address: str, service: str, status: int, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while health(address, service) != status:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def request() -> object:
@@ -101,11 +114,12 @@ def test_sigterm_of_a_replica_under_load_fails_nothing(tmp_path: Path) -> None:
     try:
         routers = {"static": router_address(static), "dns": router_address(dns)}
         deadline = time.monotonic() + 90
-        while any(health(x) != health_pb2.HealthCheckResponse.SERVING for x in (a, b)):
+        while any(health(x) != SERVING for x in (a, b)):
             assert time.monotonic() < deadline, "replicas did not become ready"
             assert all(p.poll() is None for p in replicas.values())
             time.sleep(0.2)
         for address in routers.values():  # both routers route to both of their replicas
+            assert wait_for(address, "busy", SERVING), "per-model health"
             stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(address))
             for _ in range(200):
                 try:
@@ -136,7 +150,7 @@ def test_sigterm_of_a_replica_under_load_fails_nothing(tmp_path: Path) -> None:
         direct = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(a))
         refused = None
         while replicas["a"].poll() is None and refused is None:
-            assert health(a) != health_pb2.HealthCheckResponse.SERVING
+            assert health(a) != SERVING
             try:
                 direct.ModelInfer(request(), timeout=5)
             except grpc.RpcError as exc:
@@ -144,9 +158,17 @@ def test_sigterm_of_a_replica_under_load_fails_nothing(tmp_path: Path) -> None:
         assert refused in (None, grpc.StatusCode.UNAVAILABLE)
         assert replicas["a"].wait(30) == 0, "the drained replica exits 0"
         time.sleep(1.5)  # load goes on against the remaining replicas
+        for address in routers.values():
+            assert health(address, "busy") == SERVING, "one replica still serves the model"
         stop.set()
         for client in clients:
             client.join(60)
+        # The last replica gone, the routers say the model is not served.
+        replicas["b"].send_signal(signal.SIGTERM)
+        assert replicas["b"].wait(30) == 0
+        for address in routers.values():
+            assert wait_for(address, "busy", NOT_SERVING)
+            assert health(address) == SERVING  # the router itself is fine
     finally:
         for process in processes:
             if process.poll() is None:
