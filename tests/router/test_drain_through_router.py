@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,27 +23,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
 from tests.inference.requests import raw_request
+from tests.inference.test_entrypoint import SLOW_CONFIG as CONFIG
+from tests.inference.test_entrypoint import free_port
 
-CONFIG = """platform: "pytorch_libtorch" max_batch_size: 0
-input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
-output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]"""
 SERVE = [sys.executable, "-m", "modelport.cli", "serve"]
 
 
 class Busy(torch.nn.Module):
-    """Some milliseconds of matrix work per call, so requests are in flight at the signal."""
+    """Some milliseconds of work per call, so requests are in flight at the signal."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.full((96, 96), 0.01)
-        for _ in range(40):
-            y = torch.tanh(y @ y)
-        return x + y.sum() * 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        work = torch.linalg.matrix_exp(torch.full((64, 64), 0.001))
+        return x + work.sum() * 0
 
 
 def start_replica(repo: Path, port: int) -> subprocess.Popen[bytes]:
