@@ -116,7 +116,9 @@ def policy(
             )
         else:
             current = client.get_policy(name)
-        warnings = unserved_warnings(client, router, connection_of(), name, current)
+        source = click.get_current_context().get_parameter_source("router")
+        asked = source is not click.core.ParameterSource.DEFAULT
+        warnings = unserved_warnings(client, router, connection_of(), name, current, asked=asked)
     emit(as_json, current, f"{name}: {describe_policy(current)} (revision {current.revision})")
     for warning in warnings:
         click.echo(f"Warning: {warning}", err=True)
