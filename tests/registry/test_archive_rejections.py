@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -18,7 +19,7 @@ from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 
-from tests.registry.registry_servers import ThreadedRegistry
+from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 
 MARKER = Path(tempfile.gettempdir()) / f"modelport-unpickled-{os.getpid()}"
 
@@ -235,3 +236,48 @@ def test_upload_to_unknown_model_without_create_is_not_found(
         with pytest.raises(grpc.RpcError) as info:
             client.stub.UploadVersion(messages, timeout=30)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes, read in pieces (a bomb's member, never all in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+def test_compression_bomb_is_refused_before_it_unpacks(
+    good: dict[str, bytes], tmp_path: Path
+) -> None:
+    """A gzip far smaller than the upload limit that unpacks to 128 MiB (about
+    1000x) is refused by the ratio bound, with nothing written."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name, data in good.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("1/padding.bin")
+        info.size = 128 << 20
+        tar.addfile(info, io.BufferedReader(Zeros(info.size)))
+    bomb = buffer.getvalue()
+    assert len(bomb) < 2 << 20  # well within the 2 GiB upload limit below
+    settings = dataclasses.replace(registry_settings(tmp_path), max_upload_mb=2048)
+    registry = ThreadedRegistry(settings)
+    try:
+        with RegistryClient(registry.address) as client:
+            with pytest.raises(grpc.RpcError) as info:
+                upload(client, bomb)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "--max-compression-ratio" in info.value.details()
+            assert_nothing_stored(registry, client)
+    finally:
+        registry.stop()

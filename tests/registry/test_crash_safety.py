@@ -17,6 +17,7 @@ from modelport.artifacts.archive import pack_directory
 from modelport.client.channel import ModelportClientError
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
+from modelport.registry.blobs import BlobStore
 from modelport.registry.store import RegistryStore
 
 from tests.registry.registry_servers import ThreadedRegistry
@@ -71,8 +72,9 @@ def test_kill_mid_upload_then_restart(tmp_path: Path, make_model: Callable[..., 
         registry.kill()
     assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
 
-    # Restarted with no grace for abandoned uploads: the partial file goes too.
-    registry = RegistryProcess(database, blobs, "--stale-upload-minutes", "0")
+    # Restarted with the default hour of grace for abandoned uploads: the partial
+    # file goes at once all the same, since the process that wrote it is dead.
+    registry = RegistryProcess(database, blobs)
     try:
         with RegistryClient(registry.address) as client:
             assert client.list_models() == []
@@ -111,15 +113,20 @@ def test_leftovers_of_a_crash_are_swept_but_fresh_uploads_stay(tmp_path: Path) -
     abandoned = store.blobs.temp_path(".upload")
     abandoned.write_bytes(b"half")
     os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
-    in_progress = store.blobs.temp_path(".upload")  # another replica's, still arriving
-    in_progress.write_bytes(b"half")
+    dead_partial = store.blobs.temp_path(".upload")  # fresh, but its writer is gone
+    dead_partial.write_bytes(b"half")
     store.close()
+    other_replica = BlobStore(tmp_path / "blobs")  # alive: its upload is still arriving
+    in_progress = other_replica.temp_path(".upload")
+    in_progress.write_bytes(b"half")
 
     reopened = RegistryStore.open(database, tmp_path / "blobs", max_upload_bytes=1 << 20)
     assert not reopened.blobs.exists(orphan)
     reopened.close()
     assert not abandoned.exists()
+    assert not dead_partial.exists()
     assert in_progress.exists()
+    other_replica.owner.close()
 
 
 def test_cancelled_upload_leaves_nothing(

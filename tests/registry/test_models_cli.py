@@ -22,7 +22,11 @@ def run(registry: ThreadedRegistry, *args: str, ok: bool = True) -> str:
 
 
 def run_json(registry: ThreadedRegistry, *args: str) -> object:
-    return json.loads(run(registry, *args, "--json"))
+    result = CliRunner().invoke(
+        main, ["models", *args, "--json"], env={"MODELPORT_REGISTRY": registry.address}
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # warnings go to stderr
 
 
 def test_push_alias_rollback_pull_delete(

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from modelport.client.registry import parse_policy
+from click.testing import CliRunner
+from modelport.cli.models import models
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
 from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
@@ -64,11 +65,19 @@ async def test_push_move_rollback_and_split_through_the_router_fail_nothing(
             assert load.failures == [], f"rollback: {load.failures[:3]}"
 
             canary = await registry_call(address, "push", make_model("scale", 5.0), name="scale")
-            await registry_call(
-                address, "set_policy", "scale", parse_policy({"production": 90, "canary": 10})
+            # Set through the CLI, as a user would: it warns that canary takes no
+            # traffic yet (it names no version), and stops warning once it is served.
+            cli = ["policy", "scale", "--registry", address, "--router", f"127.0.0.1:{router.port}"]
+            split = await asyncio.to_thread(
+                CliRunner().invoke, models, [*cli, "--split", "production=90,canary=10"]
             )
+            assert split.exit_code == 0, split.output
+            assert "Warning: alias 'canary' names no version" in split.stderr
+            assert "production" not in split.stderr
             await registry_call(address, "set_alias", "scale", canary.version, "canary")
             split_seconds = await load.until(5.0)
+            shown = await asyncio.to_thread(CliRunner().invoke, models, cli)
+            assert shown.exit_code == 0 and "Warning" not in shown.stderr, shown.output
             load.factors.clear()
             await asyncio.sleep(2.0)
             await load.stop()

@@ -76,3 +76,21 @@ async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) 
 def test_routes_names_an_unreachable_router() -> None:
     result = CliRunner().invoke(routes, ["--router", "127.0.0.1:1"])
     assert result.exit_code != 0 and "127.0.0.1:1" in result.output
+
+
+def test_routes_table_keeps_long_addresses_whole(capsys) -> None:  # type: ignore[no-untyped-def]
+    """On a pipe's 80 columns, a cluster DNS address and a long model name are
+    printed whole (the table grows; the terminal soft-wraps) and no column drops."""
+    from modelport.cli.routes import print_routes
+    from modelport.proto.modelport.router.v1 import router_pb2
+
+    answer = router_pb2.ListRoutesResponse()
+    route = answer.models.add(name="resnet-fifty-classifier-with-a-long-name")
+    route.unserved_aliases.append("canary")
+    addresses = [f"10.244.{i}.17.resnet-headless.models.svc.cluster.local:8001" for i in (1, 2)]
+    for address in addresses:
+        route.replicas.add(address=address, versions=["11", "12"], ready=True, picks=123456)
+    print_routes(answer)
+    out = capsys.readouterr().out
+    assert all(address in out for address in addresses)
+    assert route.name in out and "123456" in out and "picks" in out and "…" not in out

@@ -101,10 +101,32 @@ class PreparedArchive:
     files: tuple[str, ...] = field(default=())
 
 
-def _extract(archive: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
-    """Regular files of the archive into `dest`; returns their relative paths."""
+# A compressed upload may unpack to at most this many times its own size (model
+# weights barely compress; a gzip of zeros reaches ~1000x), but always to this
+# floor, so small configs and test models of zeros still go through.
+MAX_COMPRESSION_RATIO = 100
+RATIO_FLOOR_BYTES = 64 << 20
+
+
+def unpack_limit(archive: Path, max_bytes: int, max_ratio: int) -> tuple[int, str]:
+    """(bytes the archive may unpack to, the flag that sets the bound)."""
+    by_ratio = max(archive.stat().st_size * max_ratio, RATIO_FLOOR_BYTES) if max_ratio else 0
+    if by_ratio and by_ratio < max_bytes:
+        return by_ratio, f"{max_ratio}x its compressed size (--max-compression-ratio)"
+    return max_bytes, f"{max_bytes} bytes (--max-upload-mb)"
+
+
+def _extract(
+    archive: Path, dest: Path, max_bytes: int, max_ratio: int = MAX_COMPRESSION_RATIO
+) -> list[PurePosixPath]:
+    """Regular files of the archive into `dest`; returns their relative paths.
+
+    The unpacked total is checked against each member's header before its bytes
+    are written, so a bomb is refused before it costs disk.
+    """
     files: list[PurePosixPath] = []
     total = 0
+    limit, bound = unpack_limit(archive, max_bytes, max_ratio)
     try:
         tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -123,10 +145,8 @@ def _extract(archive: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
                 if not member.isfile():
                     raise InvalidInput(f"archive member '{member.name}': not a regular file")
                 total += member.size
-                if total > max_bytes:
-                    raise InvalidInput(
-                        f"archive unpacks to more than the limit of {max_bytes} bytes"
-                    )
+                if total > limit:
+                    raise InvalidInput(f"archive unpacks to more than the limit of {bound}")
                 target = dest.joinpath(*rel.parts)
                 if not target.resolve().is_relative_to(dest.resolve()):
                     raise InvalidInput(f"archive member '{member.name}': path escapes the folder")
@@ -248,9 +268,10 @@ def prepare(
     max_bytes: int,
     *,
     allow_native: bool = False,
+    max_ratio: int = MAX_COMPRESSION_RATIO,
 ) -> PreparedArchive:
     """Check `archive` and write its stored form to `out`. Raises InvalidInput."""
-    files = _extract(archive, work_dir, max_bytes)
+    files = _extract(archive, work_dir, max_bytes, max_ratio)
     top = _strip_top_folder(files)
     root = work_dir.joinpath(*top.parts)
     files = [f.relative_to(top) for f in files if f.is_relative_to(top)]

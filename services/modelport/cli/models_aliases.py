@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from modelport.cli.models_common import common, describe_policy, registry_client
+from modelport.cli.models_common import common, connection_of, describe_policy, registry_client
+from modelport.cli.options import option
 from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
 
 
@@ -77,6 +78,11 @@ def history(name: str, alias: str, registry: str, as_json: bool) -> None:
 @click.option("--ensemble", default="", help="MODEL[@ALIAS|:VERSION],…: average the outputs.")
 @click.option("--scatter", is_flag=True, help="Split batches across replicas.")
 @click.option("--clear", is_flag=True, help="Remove the policy.")
+@option(
+    "--router",
+    default="127.0.0.1:8001",
+    help="Router asked which aliases ready replicas serve ('' to skip the check).",
+)
 @common
 def policy(
     name: str,
@@ -85,10 +91,13 @@ def policy(
     ensemble: str,
     scatter: bool,
     clear: bool,
+    router: str,
     registry: str,
     as_json: bool,
 ) -> None:
-    """Show or set model NAME's traffic policy."""
+    """Show or set model NAME's traffic policy; warn about aliases it names that
+    no ready replica serves (their traffic stays where it is served)."""
+    from modelport.cli.policy_check import unserved_warnings
     from modelport.client.registry import parse_policy
 
     if ensemble and scatter:
@@ -111,4 +120,9 @@ def policy(
             )
         else:
             current = client.get_policy(name)
+        source = click.get_current_context().get_parameter_source("router")
+        asked = source is not click.core.ParameterSource.DEFAULT
+        warnings = unserved_warnings(client, router, connection_of(), name, current, asked=asked)
     emit(as_json, current, f"{name}: {describe_policy(current)} (revision {current.revision})")
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)

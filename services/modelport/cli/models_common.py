@@ -41,10 +41,15 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def connection_of() -> Connection:
+    """The subcommand's TLS and credentials (also for the router it may ask)."""
+    return _connection.get() or Connection(None, None)
+
+
 def registry_client(registry: str) -> Any:
     from modelport.client.registry import RegistryClient
 
-    connection = _connection.get() or Connection(None, None)
+    connection = connection_of()
     return RegistryClient(registry, tls=connection.tls, api_key=connection.api_key)
 
 

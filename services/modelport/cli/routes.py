@@ -59,11 +59,8 @@ def print_routes(answer: Any) -> None:
     from rich.table import Table
 
     table = Table("model", "policy", "replica", "versions", "state", "in flight", "picks")
-    # Addresses are what an operator copies: never cut short.
-    longest = max((len(r.address) + 7 for m in answer.models for r in (*m.replicas, *m.pool)),
-                  default=8)  # fmt: skip
-    table.columns[2].no_wrap = True
-    table.columns[2].min_width = longest
+    table.columns[0].no_wrap = table.columns[2].no_wrap = True  # names are copied whole
+    table.columns[1].max_width = 40  # the policy notes wrap instead
     for route in answer.models:
         policy = describe_policy(route.policy)
         if route.aliases:
@@ -107,7 +104,7 @@ def print_routes(answer: Any) -> None:
                 str(replica.in_flight),
                 str(replica.picks),
             )
-    console = Console()
+    console = wide_enough(Console(), table)
     console.print(table)
     if answer.pool_replicas:
         pools = Table("pool replica", "memory used / budget", "models", "hits", "loads",
@@ -118,4 +115,14 @@ def print_routes(answer: Any) -> None:
                 r.address, f"{r.used_bytes / 2**20:.0f} / {r.budget_bytes / 2**20:.0f} MiB",
                 str(r.models), str(r.hits), str(r.loads), str(r.evictions), mean,
             )  # fmt: skip
-        console.print(pools)
+        wide_enough(console, pools).print(pools)
+
+
+def wide_enough(console: Any, table: Any) -> Any:
+    """The console, or one as wide as the table: addresses are what an operator
+    copies, so a narrow terminal (or a pipe's 80 columns) soft-wraps long lines
+    rather than the table cutting an address or dropping columns."""
+    from rich.console import Console
+
+    needed = console.measure(table, options=console.options.update_width(1 << 16)).maximum
+    return console if needed <= console.width else Console(width=needed)

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -55,7 +56,8 @@ def run_service(
     """Run one service in the foreground until SIGTERM; blocks, returns after the drain.
 
     A service that cannot start (a port in use, unreadable certificates, a bad
-    database URL) logs why and exits with status 2, without a stack trace.
+    database URL) says why in one line (`Error: …`, or a JSON log record with
+    --log-format json) and exits with status 2, without a stack trace.
     """
     logs.configure(settings.log_level, settings.log_format)
     if workers > 1:
@@ -67,7 +69,10 @@ def run_service(
     try:
         asyncio.run(serve(name, settings, build, on_started=on_started))
     except (ModelportError, OSError) as exc:
-        log.error("%s cannot start: %s", name, exc)
+        if settings.log_format == "json":
+            log.error("%s cannot start: %s", name, exc)
+        else:
+            print(f"Error: {name} cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -83,13 +88,23 @@ async def serve(
     tracing.configure(name, settings.otlp_endpoint)
     host, port = metrics_address or (settings.host, settings.metrics_port)
     if port >= 0:
-        metrics.serve_metrics(host, port, settings.tls if settings.metrics_tls else None)
+        try:
+            metrics.serve_metrics(host, port, settings.tls if settings.metrics_tls else None)
+        except OSError as exc:
+            raise OSError(f"metrics port {host}:{port}: {exc.strerror or exc}") from None
     stop_requested = stop_signals()
     # Freed memory goes back to the system within a second (see common/memory.py).
     trimmer = asyncio.get_running_loop().create_task(MemoryTrimmer().run())
     service = build(settings)
     try:
-        bound = await service.start()
+        try:
+            bound = await service.start()
+        except (ModelportError, OSError):
+            # Half started (gRPC bound, then another port taken): close what did
+            # start, or its server is torn down with the loop, loudly.
+            with contextlib.suppress(Exception):
+                await service.stop(0)
+            raise
         log.info("%s ready on %s:%d", name, settings.host, bound)
         if on_started is not None:
             await on_started(service)

@@ -9,7 +9,9 @@ accepting, let in-flight calls finish within the grace period.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,14 +118,20 @@ class GrpcServer:
         address = f"{self.options.host}:{self.options.port}"
         if ":" in self.options.host and not self.options.host.startswith("["):
             address = f"[{self.options.host}]:{self.options.port}"
-        if self.options.tls is not None:
-            self.port = self.server.add_secure_port(address, self.options.tls.server_credentials())
-        else:
-            self.port = self.server.add_insecure_port(address)
+        if not self.options.reuse_port:
+            check_port_free(self.options.host, self.options.port, f"gRPC port {address}")
+        try:
+            if self.options.tls is not None:
+                credentials = self.options.tls.server_credentials()
+                self.port = self.server.add_secure_port(address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(address)
+            for extra in self.options.extra_addresses:
+                self.extra_ports.append(self.server.add_insecure_port(extra))
+        except RuntimeError as exc:  # grpc's "Failed to bind to address …"
+            raise OSError(f"cannot bind gRPC port {address}: {exc}") from None
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {address}")
-        for extra in self.options.extra_addresses:
-            self.extra_ports.append(self.server.add_insecure_port(extra))
         await self.server.start()
         mode = "plaintext"
         if self.options.tls is not None:
@@ -143,3 +151,18 @@ class GrpcServer:
         """Readiness false for every service, then stop within the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Refuse a port some process holds, in words, before grpc's bind logs a
+    C-level error and raises a bare RuntimeError (port 0 is always free)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+        try:
+            probe.bind((host.strip("[]") or "0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"{what} is in use by another process") from None

@@ -5,7 +5,8 @@ on local disk, checked, made durable, and only then handed to the backend
 (`blob_backends`): the filesystem renames it into place (fsynced), S3
 completes a multipart upload; either way nothing is visible under a blob's
 name before it is whole. `tmp/` holds only uploads in progress; abandoned
-ones are swept.
+ones are swept: at once when the process that wrote them is dead
+(`upload_owners`), after the stale-upload period otherwise.
 
 Placement and deletion run under the store's write lock, so a blob that a new
 version is about to reuse cannot vanish in between. On S3 the upload itself
@@ -29,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -42,6 +42,7 @@ from modelport.artifacts.sealed_blobs import MAGIC as SEALED_MAGIC
 from modelport.artifacts.sealed_blobs import unseal_chunks
 from modelport.artifacts.sealed_files import KEY_SUFFIX, SealedFiles, key_path, require_keyring
 from modelport.errors import DataLoss, Internal, InvalidInput, NotFound
+from modelport.registry import upload_owners
 from modelport.registry.blob_backends import BlobBackend, FileBackend
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class BlobStore:
         # to the backend; without, it must be tmp/ for the filesystem's rename.
         self.scratch = Path(scratch) if scratch is not None and sealing is not None else self.tmp
         self.scratch.mkdir(parents=True, exist_ok=True)
+        self.claims = self.root / "owners"
+        self.owner = upload_owners.UploadOwner(self.claims)
         self.backend: BlobBackend = backend or FileBackend(self.root)
         # How long a blob uploaded outside the lock may wait for its row (see module doc).
         self.unreferenced_grace = 0.0 if self.backend.moves_local else stale_upload_seconds
@@ -106,10 +109,10 @@ class BlobStore:
         return f"{PREFIX}/{sha256[:2]}/{sha256}"
 
     def temp_path(self, suffix: str = "") -> Path:
-        return self.scratch / f"{uuid.uuid4().hex}{suffix}"
+        return self.scratch / self.owner.name(f"{uuid.uuid4().hex}{suffix}")
 
     def temp_dir(self) -> Path:
-        path = self.scratch / uuid.uuid4().hex
+        path = self.scratch / self.owner.name(uuid.uuid4().hex)
         path.mkdir()
         return path
 
@@ -252,7 +255,7 @@ class BlobStore:
             name = self.name(sha)
             if self._starts_sealed(name):
                 continue
-            temp = self.tmp / f"{uuid.uuid4().hex}.sealed"
+            temp = self.tmp / self.owner.name(f"{uuid.uuid4().hex}.sealed")
             writer = sealing.create(temp)
             try:
                 try:
@@ -273,24 +276,25 @@ class BlobStore:
         return sealed
 
     def sweep_uploads(self, older_than_seconds: float) -> int:
-        """Remove temp entries not touched for a while: uploads whose process died.
+        """Remove temp entries of uploads whose process died: at once where the
+        owner's lock is free (`upload_owners`), else once untouched for a while.
 
         Several registry replicas may share the blob volume, so a fresh entry
-        may be another replica's upload in progress and stays.
+        of a live owner may be another replica's upload in progress and stays.
         """
+        dead = upload_owners.dead_owners(self.claims)
         cutoff = time.time() - older_than_seconds
         removed = 0
-        for entry in self.tmp.iterdir():
-            try:
-                if entry.stat().st_mtime > cutoff:
-                    continue
-            except FileNotFoundError:
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed += 1
+        for folder in {self.tmp, self.scratch}:
+            for entry in folder.iterdir():
+                if upload_owners.owner_of(entry) not in dead:
+                    try:
+                        if entry.stat().st_mtime > cutoff:
+                            continue
+                    except FileNotFoundError:
+                        continue
+                upload_owners.remove(entry)
+                removed += 1
         if removed:
             log.info("blob store: removed %d abandoned uploads", removed)
         return removed

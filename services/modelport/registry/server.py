@@ -62,6 +62,7 @@ class RegistryServer:
             settings.database,
             settings.blob_dir,
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+            max_compression_ratio=settings.max_compression_ratio,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
             blob_backend=blob_backend(settings),
             sealing=sealing_of(settings.kek_file),

@@ -31,6 +31,11 @@ class RegistrySettings(ServerSettings):
         "", "Endpoint of the S3-compatible service (MinIO, Ceph); default: AWS's."
     )
     max_upload_mb: int = setting(2048, "Largest accepted version archive.")
+    max_compression_ratio: int = setting(
+        100,
+        "A compressed archive may unpack to this many times its size (at least 64 MiB); "
+        "0: only --max-upload-mb bounds it.",
+    )
     stale_upload_minutes: float = setting(
         60.0, "Unfinished uploads untouched this long are removed (at start and every 10 min)."
     )

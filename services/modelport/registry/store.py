@@ -43,10 +43,18 @@ log = logging.getLogger(__name__)
 
 
 class RegistryStore(AliasesAndPolicies):
-    def __init__(self, engine: Engine, blobs: BlobStore, *, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        *,
+        max_upload_bytes: int,
+        max_compression_ratio: int = archive_checks.MAX_COMPRESSION_RATIO,
+    ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
+        self.max_compression_ratio = max_compression_ratio
         self.writer = Writer(engine)
         self.jobs = DeriveJobs(engine, self.writer)
         self.add_listener = self.writer.add_listener
@@ -59,6 +67,7 @@ class RegistryStore(AliasesAndPolicies):
         blob_dir: Path | str,
         *,
         max_upload_bytes: int,
+        max_compression_ratio: int = archive_checks.MAX_COMPRESSION_RATIO,
         stale_upload_seconds: float = 3600.0,
         blob_backend: BlobBackend | None = None,
         sealing: SealedFiles | None = None,
@@ -76,7 +85,12 @@ class RegistryStore(AliasesAndPolicies):
         blobs = BlobStore(
             blob_dir, blob_backend, stale_upload_seconds, sealing=sealing, scratch=scratch_dir
         )
-        store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
+        store = cls(
+            engine,
+            blobs,
+            max_upload_bytes=max_upload_bytes,
+            max_compression_ratio=max_compression_ratio,
+        )
         store.sweep(stale_upload_seconds)
         return store
 
@@ -89,6 +103,7 @@ class RegistryStore(AliasesAndPolicies):
 
     def close(self) -> None:
         self.engine.dispose()
+        self.blobs.owner.close()
 
     def current_revision(self) -> int:
         with self.engine.connect() as conn:
@@ -198,6 +213,7 @@ class RegistryStore(AliasesAndPolicies):
                 stored,
                 self.max_upload_bytes,
                 allow_native=job is not None,  # compiled by our own worker
+                max_ratio=self.max_compression_ratio,
             )
             durable = self.blobs.make_durable(prepared.path)
             self.blobs.stage(durable, prepared.sha256)

@@ -26,6 +26,7 @@ from modelport.router.discovery import Discovery
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.model_health import ModelHealth
 from modelport.router.openai.http import OpenAIServer
 from modelport.router.openai.router_backend import RouterGenerationBackend
 from modelport.router.openai.service import OpenAIService
@@ -79,6 +80,7 @@ class RouterApp:
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
         self.table = ReplicaTable()
+        self.model_health = ModelHealth(self.table, lambda m, r: self.server.set_serving(m, r))
         self.scaling: ScaleFromZero | None = None
         if scaling is not None and scaling.models:
             self.scaling = ScaleFromZero(
@@ -185,6 +187,7 @@ class RouterApp:
                 self._keep_running("policies", self.policies.run, self.router.planner.update)
             ),
             loop.create_task(self._redial_on_rotation(self.rotation_check_seconds)),
+            loop.create_task(self.model_health.run()),
         ]
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
