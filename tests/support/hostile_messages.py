@@ -41,7 +41,8 @@ dims = st.one_of(
     st.integers(0, 20),
     st.sampled_from([-1, -5, 2**31, 2**40, 2**62, INT64_MAX, -(2**63)]),
 )
-shapes = st.lists(dims, max_size=5)
+# Sometimes thousands of dims: an error message that echoes the shape must stay sendable.
+shapes = st.one_of(st.lists(dims, max_size=5), st.integers(6000, 9000).map(lambda n: [1] * n))
 
 
 def _parameter(kind: str, value: object) -> pb.InferParameter:
@@ -162,7 +163,8 @@ valid_requests = st.one_of(
 def mutated(draw: st.DrawFn) -> pb.ModelInferRequest:
     """A valid request with one thing changed: closer to the paths that run a model."""
     request = draw(valid_requests)
-    change = draw(st.sampled_from(["shape", "datatype", "raw", "typed", "drop", "version"]))
+    changes = ["shape", "datatype", "raw", "typed", "drop", "version", "outputs"]
+    change = draw(st.sampled_from(changes))
     tensor = request.inputs[0]
     if change == "shape":
         tensor.shape[draw(st.integers(0, len(tensor.shape) - 1))] = draw(dims)
@@ -174,6 +176,10 @@ def mutated(draw: st.DrawFn) -> pb.ModelInferRequest:
         tensor.contents.CopyFrom(draw(typed_contents()))  # raw and typed both set
     elif change == "drop":
         del request.raw_input_contents[draw(st.integers(0, len(request.raw_input_contents) - 1))]
+    elif change == "outputs":  # the model's own output names, maybe more than once
+        names = ["OUTPUT0", "OUTPUT1"] if request.model_name == "simple" else ["REVERSED"]
+        for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=4)):
+            request.outputs.append(Requested(name=name))
     else:
         request.model_version = draw(st.sampled_from(VERSIONS))
     return request
