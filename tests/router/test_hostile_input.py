@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelport.inference.samples import build_simple
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -136,9 +136,9 @@ def answer_valid(channel: grpc.Channel) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(sample_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     repo = tmp_path_factory.mktemp("hostile") / "models"
-    shutil.copytree(sample_repo / "simple", repo / "simple")
+    build_simple(repo)
     for name in ("reverse_bytes", "exclaim"):  # two of the string models, BYTES in and out
         module, config = STRING_MODELS[name]
         (repo / name / "1").mkdir(parents=True)
@@ -181,7 +181,7 @@ def check_status(error: grpc.RpcError, what: object) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=450)
 @given(request=hm.hostile_requests)
 def test_model_infer_structured(stack: Stack, target: str, request: pb.ModelInferRequest) -> None:
     stub = pb_grpc.GRPCInferenceServiceStub(stack.channels[target])
@@ -195,7 +195,7 @@ def test_model_infer_structured(stack: Stack, target: str, request: pb.ModelInfe
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=350)
 @given(data=hm.raw_messages)
 def test_model_infer_raw_bytes(stack: Stack, target: str, data: bytes) -> None:
     call: grpc.UnaryUnaryMultiCallable[bytes, bytes]
@@ -222,8 +222,8 @@ def stream_answers(
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@settings(FUZZ, max_examples=120)
-@given(requests=st.lists(hm.hostile_requests, min_size=1, max_size=10))
+@settings(FUZZ, max_examples=80)
+@given(requests=st.lists(hm.hostile_requests, min_size=1, max_size=8))
 def test_stream_answers_every_request(
     stack: Stack, target: str, requests: list[pb.ModelInferRequest]
 ) -> None:
@@ -235,7 +235,7 @@ def test_stream_answers_every_request(
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=60)
 @given(
     messages=st.lists(
         st.one_of(hm.raw_messages, st.integers(0, 999).map(lambda i: f"v{i}")),
