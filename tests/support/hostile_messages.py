@@ -42,7 +42,8 @@ dims = st.one_of(
     st.sampled_from([-1, -5, 2**31, 2**40, 2**62, INT64_MAX, -(2**63)]),
 )
 # Sometimes thousands of dims: an error message that echoes the shape must stay sendable.
-shapes = st.one_of(st.lists(dims, max_size=5), st.integers(6000, 9000).map(lambda n: [1] * n))
+many_dims = st.integers(6000, 9000).map(lambda n: [1] * n)
+shapes = st.one_of(st.lists(dims, max_size=5), many_dims)
 
 
 def _parameter(kind: str, value: object) -> pb.InferParameter:
@@ -163,11 +164,13 @@ valid_requests = st.one_of(
 def mutated(draw: st.DrawFn) -> pb.ModelInferRequest:
     """A valid request with one thing changed: closer to the paths that run a model."""
     request = draw(valid_requests)
-    changes = ["shape", "datatype", "raw", "typed", "drop", "version", "outputs"]
+    changes = ["shape", "many_dims", "datatype", "raw", "typed", "drop", "version", "outputs"]
     change = draw(st.sampled_from(changes))
     tensor = request.inputs[0]
     if change == "shape":
         tensor.shape[draw(st.integers(0, len(tensor.shape) - 1))] = draw(dims)
+    elif change == "many_dims":
+        tensor.shape[:] = draw(many_dims)
     elif change == "datatype":
         tensor.datatype = draw(st.sampled_from(DATATYPES))
     elif change == "raw":
