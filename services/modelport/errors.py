@@ -125,10 +125,20 @@ def code_of(error: BaseException) -> str:
     return "INTERNAL"
 
 
+# Status details travel in an HTTP/2 trailer, and gRPC drops a call whose
+# metadata passes 16 KiB: a message echoing a hostile request (a shape of a
+# million dims) must stay well under that, even in 4-byte UTF-8.
+MESSAGE_CHARS = 2000
+
+
 def public_message(error: BaseException) -> str:
-    """What the caller reads: our message, never a stack trace."""
+    """What the caller reads: our message, never a stack trace, never too long to send."""
     if isinstance(error, ModelportError):
-        return str(error)
+        message = str(error)
+        if len(message) > MESSAGE_CHARS:
+            cut = len(message) - MESSAGE_CHARS
+            message = f"{message[:MESSAGE_CHARS]}… ({cut} more characters)"
+        return message
     if isinstance(error, NotImplementedError):
         return "method not implemented by this server"
     return f"internal error ({type(error).__name__}); see the server log"

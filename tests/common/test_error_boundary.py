@@ -266,3 +266,12 @@ async def test_every_rpc_refuses_bytes_that_do_not_parse_with_invalid_argument(
     finally:
         await stop()
     assert "Traceback" not in caplog.text
+
+
+def test_a_message_echoing_a_huge_request_stays_sendable() -> None:
+    # A shape of a million dims made a 3 MB status message: over gRPC's 16 KiB
+    # metadata limit, so the caller got "Stream removed" and the log a traceback.
+    message = errors.public_message(errors.InvalidInput(f"shape {[1] * 1_000_000}"))
+    assert len(message.encode()) < 16384 // 2
+    assert message.startswith("shape [1, 1") and "more characters" in message
+    assert errors.public_message(errors.NotFound("short")) == "short"

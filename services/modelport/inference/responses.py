@@ -38,6 +38,7 @@ def requested_outputs(
     if not request.outputs:
         return None
     wanted = []
+    seen: set[int] = set()
     for output in request.outputs:
         index = spec.output_index.get(output.name)
         if index is None:
@@ -45,6 +46,9 @@ def requested_outputs(
             raise InvalidInput(
                 f"model '{spec.name}': unknown output '{output.name}' (outputs: {known})"
             )
+        if index in seen:  # as Triton: each answered once, not a copy per mention
+            raise InvalidInput(f"model '{spec.name}': output '{output.name}' is requested twice")
+        seen.add(index)
         region = shared_memory_reference(output, "output")
         count = 0
         if classification.PARAMETER in output.parameters:
