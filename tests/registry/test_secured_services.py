@@ -1,6 +1,6 @@
 """Real registry and inference services, secured: blobs and cache encrypted at rest
-(models decrypted in memory only), mutual TLS on every channel, the inference
-service serving only the router's certificate identity."""
+(models decrypted in memory only), mutual TLS on every channel (derive workers'
+included), the inference service serving only the router's certificate identity."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelport.artifacts.keyring import new_key
 from modelport.artifacts.sealed_files import is_sealed
 from modelport.auth.api_keys import new_key as new_api_key
+from modelport.auth.identity import derive_bearer
 from modelport.client.channel import ModelportClientError, TlsOptions
 from modelport.client.registry import RegistryClient
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
@@ -118,6 +119,10 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         folder,
         "intruder",
     )
+    # The registry's local derive workers: mutual TLS with their own certificate.
+    _, worker_cert, worker_key = mtls(
+        ca, ca.issue("derive-worker", client=True, server=False), folder, "worker"
+    )
     ops_key, ops_entry = new_api_key("ops")
     (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"keys": [ops_entry.to_yaml_item()]}))
     (tmp_path / "policy.yaml").write_text(
@@ -137,6 +142,8 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         **tls,
         auth_policy_file=tmp_path / "policy.yaml",
         api_keys_file=tmp_path / "keys.yaml",
+        derive_tls_cert_file=worker_cert,
+        derive_tls_key_file=worker_key,
     )
     registry = ThreadedRegistry(settings)
     address = registry.address.replace("127.0.0.1", "localhost")
@@ -147,6 +154,15 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         )
         with RegistryClient(address, tls=admin_tls, api_key=ops_key) as client:
             client.push(make_model("scale", 2.0), name="scale", aliases=["production"])
+            # A derive job's worker dials back over mutual TLS and proves itself with
+            # its job's token (deny-by-default: the policy names no worker).
+            job = client.derive_and_wait("scale:1", dtype="fp16", timeout=120)
+            assert job.state == job.SUCCEEDED, job.message
+            assert client.get_version("scale:2").lineage.parent == "scale:1"
+        forged = RegistryClient(address, tls=admin_tls, api_key=derive_bearer(job.id, "x"))
+        with forged, pytest.raises(ModelportClientError) as error:
+            forged.list_models()
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
         app = await inference_server(
             None,
             **tls,
