@@ -78,6 +78,8 @@ class RegistryServer:
                 settings.blob_dir,
                 max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
                 backend=blob_backend(settings, "datasets"),
+                sealing=self.store.blobs.sealing,  # datasets encrypted at rest like models
+                scratch_dir=settings.scratch_dir,
             )
         )
         access = build_access_control(
