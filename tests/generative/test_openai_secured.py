@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import pytest
 import yaml
 from cryptography import x509
 from modelport.auth.api_keys import new_key
+from modelport.common.metrics import serve_metrics
 from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.router.app import build
 from modelport.router.settings import RouterSettings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.router.router_helpers import serving, wait_until
 from tests.support.certificates import CertificateAuthority, localhost_server
@@ -111,6 +114,49 @@ async def test_generated_tokens_are_charged_to_the_token_rate(secured: dict[str,
         await team_c.completions.create(model="tiny", prompt="x", max_tokens=1)
     assert int(limited.value.response.headers["retry-after"]) >= 1
     assert "generated tokens" in str(limited.value)
+
+
+def counters(port: int) -> dict[str, float]:
+    """The router's per-tenant series on /metrics: {'tenant/outcome': count, 'tenant/quota': n}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("service") != "router" or not sample.name.endswith("_total"):
+                continue
+            if sample.name == "modelport_auth_requests_total":
+                found[f"{labels['tenant']}/{labels['outcome']}"] = sample.value
+            elif sample.name == "modelport_quota_rejections_total":
+                found[f"{labels['tenant']}/quota"] = sample.value
+    return found
+
+
+async def test_refusals_are_counted_per_tenant_like_grpc_refusals(
+    secured: dict[str, Any],
+) -> None:
+    port = serve_metrics("127.0.0.1", 0)
+    before = await asyncio.to_thread(counters, port)
+    anonymous = secured["client"]("team-a").with_options(api_key="mpk_000000000000_nope")
+    with pytest.raises(openai.AuthenticationError):  # 401
+        await anonymous.models.list()
+    with pytest.raises(openai.PermissionDeniedError):  # 403
+        await secured["client"]("team-b").completions.create(model="tiny", prompt="x")
+    team_c = secured["client"]("team-c")  # 1 token/s, burst 4: the second is refused
+    await team_c.completions.create(
+        model="tiny", prompt="The harbor", max_tokens=8, extra_body={"ignore_eos": True}
+    )
+    with pytest.raises(openai.RateLimitError):  # 429
+        await team_c.completions.create(model="tiny", prompt="x", max_tokens=1)
+    after = await asyncio.to_thread(counters, port)
+    grown = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert grown == {
+        "anonymous/denied": 1,
+        "team-b/denied": 1,
+        "team-c/ok": 1,
+        "team-c/denied": 1,
+        "team-c/quota": 1,
+    }, grown
 
 
 async def test_without_the_ca_the_handshake_fails(secured: dict[str, Any]) -> None:
