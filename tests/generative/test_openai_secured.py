@@ -189,3 +189,52 @@ async def test_a_rotated_certificate_is_served_without_a_restart(secured: dict[s
     assert await served_serial(secured["port"], secured["ssl"]) == new
     listed = await secured["client"]("team-a").models.list()  # requests carry on
     assert [m.id for m in listed.data] == ["tiny"]
+
+
+async def test_a_rotated_ca_bundle_replaces_the_old_one_without_a_restart(tmp_path: Path) -> None:
+    """Mutual TLS on the OpenAI port: once the CA file names only a new CA, clients
+    with certificates of the old one are refused and those of the new one served."""
+    old_ca, new_ca = CertificateAuthority("old clients"), CertificateAuthority("new clients")
+    cert, key = localhost_server(old_ca).write(tmp_path, "router")
+    bundle = old_ca.write(tmp_path, "clients")
+    router = build(
+        RouterSettings(
+            host="127.0.0.1", grpc_port=0, metrics_port=-1, http_port=0,
+            endpoints=("tiny=127.0.0.1:1",),
+            tls_cert_file=cert, tls_key_file=key, tls_ca_file=bundle,
+        )
+    )  # fmt: skip
+    router.rotation_check_seconds = 0.2
+    await router.start()
+
+    def context_of(ca: CertificateAuthority, name: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(old_ca.write(tmp_path / name)))
+        context.load_cert_chain(*ca.issue(name, client=True, server=False).write(tmp_path, name))
+        return context
+
+    async def served(context: ssl.SSLContext) -> bool:
+        """One request on a new connection (a kept-alive one keeps its handshake)."""
+        async with openai.AsyncOpenAI(
+            base_url=f"https://localhost:{router.http_port}/v1", api_key="unused",
+            http_client=openai.DefaultAsyncHttpxClient(verify=context), max_retries=0,
+        ) as api:  # fmt: skip
+            try:
+                await api.models.list()
+                return True
+            except openai.APIConnectionError:
+                return False
+
+    try:
+        old_client, new_client = context_of(old_ca, "old"), context_of(new_ca, "new")
+        assert await served(old_client) and not await served(new_client)
+        temp = bundle.with_suffix(".new")
+        temp.write_bytes(new_ca.cert_pem)
+        temp.replace(bundle)  # as a Secret update swaps the file
+        for _ in range(50):
+            if not await served(old_client):
+                break
+            await asyncio.sleep(0.1)
+        assert not await served(old_client), "the old CA is still trusted"
+        assert await served(new_client)
+    finally:
+        await router.stop(0)
