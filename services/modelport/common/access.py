@@ -77,7 +77,6 @@ _meter.create_observable_counter(
 )
 
 
-
 def count_call(service: str, tenant: str, error: BaseException | None) -> None:
     """One call's outcome in the per-tenant counters (`tenant`: the bounded label);
     HTTP front ends (the router's OpenAI API) count theirs here as gRPC calls do."""
