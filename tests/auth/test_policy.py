@@ -130,3 +130,14 @@ def test_an_empty_policy_denies_everything() -> None:
 def test_malformed_policies_are_rejected(document: str, fault: str) -> None:
     with pytest.raises(InvalidInput, match=fault):
         Policy.parse(document)
+
+
+def test_a_confined_identity_gets_its_scope_and_nothing_the_policy_grants(
+    policy: Policy,
+) -> None:
+    # A derive worker acting as tenant `root` (every grant) is still held to its scope.
+    worker = Principal("root", "job", "derive-token", scope=(frozenset({"read"}), frozenset({"m"})))
+    assert policy.allows(worker, "read", "m")
+    assert policy.allows(worker, "read", "")  # RPCs naming no model (its job's own)
+    assert not policy.allows(worker, "read", "other")
+    assert not policy.allows(worker, "delete", "m")

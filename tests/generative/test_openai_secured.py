@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import pytest
 import yaml
 from cryptography import x509
 from modelport.auth.api_keys import new_key
+from modelport.common.metrics import serve_metrics
 from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.router.app import build
 from modelport.router.settings import RouterSettings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.router.router_helpers import serving, wait_until
 from tests.support.certificates import CertificateAuthority, localhost_server
@@ -113,6 +116,49 @@ async def test_generated_tokens_are_charged_to_the_token_rate(secured: dict[str,
     assert "generated tokens" in str(limited.value)
 
 
+def counters(port: int) -> dict[str, float]:
+    """The router's per-tenant series on /metrics: {'tenant/outcome': count, 'tenant/quota': n}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("service") != "router" or not sample.name.endswith("_total"):
+                continue
+            if sample.name == "modelport_auth_requests_total":
+                found[f"{labels['tenant']}/{labels['outcome']}"] = sample.value
+            elif sample.name == "modelport_quota_rejections_total":
+                found[f"{labels['tenant']}/quota"] = sample.value
+    return found
+
+
+async def test_refusals_are_counted_per_tenant_like_grpc_refusals(
+    secured: dict[str, Any],
+) -> None:
+    port = serve_metrics("127.0.0.1", 0)
+    before = await asyncio.to_thread(counters, port)
+    anonymous = secured["client"]("team-a").with_options(api_key="mpk_000000000000_nope")
+    with pytest.raises(openai.AuthenticationError):  # 401
+        await anonymous.models.list()
+    with pytest.raises(openai.PermissionDeniedError):  # 403
+        await secured["client"]("team-b").completions.create(model="tiny", prompt="x")
+    team_c = secured["client"]("team-c")  # 1 token/s, burst 4: the second is refused
+    await team_c.completions.create(
+        model="tiny", prompt="The harbor", max_tokens=8, extra_body={"ignore_eos": True}
+    )
+    with pytest.raises(openai.RateLimitError):  # 429
+        await team_c.completions.create(model="tiny", prompt="x", max_tokens=1)
+    after = await asyncio.to_thread(counters, port)
+    grown = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert grown == {
+        "anonymous/denied": 1,
+        "team-b/denied": 1,
+        "team-c/ok": 1,
+        "team-c/denied": 1,
+        "team-c/quota": 1,
+    }, grown
+
+
 async def test_without_the_ca_the_handshake_fails(secured: dict[str, Any]) -> None:
     # The system's CAs do not know ours: the client refuses the router's certificate.
     api = openai.AsyncOpenAI(base_url=f"https://{secured['url']}/v1", api_key="k", max_retries=0)
@@ -143,3 +189,52 @@ async def test_a_rotated_certificate_is_served_without_a_restart(secured: dict[s
     assert await served_serial(secured["port"], secured["ssl"]) == new
     listed = await secured["client"]("team-a").models.list()  # requests carry on
     assert [m.id for m in listed.data] == ["tiny"]
+
+
+async def test_a_rotated_ca_bundle_replaces_the_old_one_without_a_restart(tmp_path: Path) -> None:
+    """Mutual TLS on the OpenAI port: once the CA file names only a new CA, clients
+    with certificates of the old one are refused and those of the new one served."""
+    old_ca, new_ca = CertificateAuthority("old clients"), CertificateAuthority("new clients")
+    cert, key = localhost_server(old_ca).write(tmp_path, "router")
+    bundle = old_ca.write(tmp_path, "clients")
+    router = build(
+        RouterSettings(
+            host="127.0.0.1", grpc_port=0, metrics_port=-1, http_port=0,
+            endpoints=("tiny=127.0.0.1:1",),
+            tls_cert_file=cert, tls_key_file=key, tls_ca_file=bundle,
+        )
+    )  # fmt: skip
+    router.rotation_check_seconds = 0.2
+    await router.start()
+
+    def context_of(ca: CertificateAuthority, name: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(old_ca.write(tmp_path / name)))
+        context.load_cert_chain(*ca.issue(name, client=True, server=False).write(tmp_path, name))
+        return context
+
+    async def served(context: ssl.SSLContext) -> bool:
+        """One request on a new connection (a kept-alive one keeps its handshake)."""
+        async with openai.AsyncOpenAI(
+            base_url=f"https://localhost:{router.http_port}/v1", api_key="unused",
+            http_client=openai.DefaultAsyncHttpxClient(verify=context), max_retries=0,
+        ) as api:  # fmt: skip
+            try:
+                await api.models.list()
+                return True
+            except openai.APIConnectionError:
+                return False
+
+    try:
+        old_client, new_client = context_of(old_ca, "old"), context_of(new_ca, "new")
+        assert await served(old_client) and not await served(new_client)
+        temp = bundle.with_suffix(".new")
+        temp.write_bytes(new_ca.cert_pem)
+        temp.replace(bundle)  # as a Secret update swaps the file
+        for _ in range(50):
+            if not await served(old_client):
+                break
+            await asyncio.sleep(0.1)
+        assert not await served(old_client), "the old CA is still trusted"
+        assert await served(new_client)
+    finally:
+        await router.stop(0)

@@ -34,6 +34,8 @@ CUSTOM_RESOURCE_REQUIRED: dict[tuple[str, str], list[str]] = {
         "spec.scaleTargetRef.name",
         "spec.triggers",
     ],
+    # secretTargetRef items: {parameter, name, key} (KEDA's CRD requires all three).
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): ["spec.secretTargetRef"],
     ("monitoring.coreos.com/v1", "ServiceMonitor"): [
         "spec.selector",
         "spec.endpoints",
@@ -72,6 +74,11 @@ def check_custom_resource(obj: Manifest) -> None:
                 # KEDA trigger metadata is map[string]string: numbers must be quoted.
                 assert isinstance(value, str) and value, f"trigger metadata {field}={value!r}"
             assert set(trigger["metadata"]) <= set(fields) | {"activationThreshold"}
+            if "authenticationRef" in trigger:
+                assert set(trigger["authenticationRef"]) == {"name"}
+    if obj["kind"] == "TriggerAuthentication":
+        for ref in obj["spec"]["secretTargetRef"]:
+            assert set(ref) == {"parameter", "name", "key"} and all(ref.values()), ref
     if obj["kind"] == "ServiceMonitor":
         for endpoint in obj["spec"]["endpoints"]:
             assert endpoint.get("port") or endpoint.get("targetPort")

@@ -17,12 +17,14 @@ import yaml
 from modelport.artifacts.keyring import new_key
 from modelport.auth.identity import Principal
 from modelport.auth.policy import Policy
+from modelport.auth.rpc_access import SCALER
 from modelport.cli import main
 from modelport.cli.options import settings_from
 from modelport.registry.server import RegistryServer
 from modelport.registry.settings import RegistrySettings
 
 from tests.helm.helmchart import PREFIX, RELEASE, Manifest, Render, by_kind, named, scenario
+from tests.helm.test_helm_render import check_custom_resource
 from tests.support.certificates import CertificateAuthority
 
 COMPONENTS = ("router", "registry", "inference", "loadtest")
@@ -45,7 +47,8 @@ def workloads(objects: list[Manifest]) -> dict[str, Manifest]:
 def test_each_component_has_its_own_certificate_and_identity(render: Render) -> None:
     objects = render(scenario("secured"))
     certificates = {c["metadata"]["name"]: c["spec"] for c in by_kind(objects, "Certificate")}
-    assert set(certificates) == {f"{PREFIX}-{c}" for c in COMPONENTS}
+    # And KEDA's, for the router's external scaler (see the scale-to-zero test below).
+    assert set(certificates) == {f"{PREFIX}-{c}" for c in (*COMPONENTS, "keda")}
     for component, workload in workloads(objects).items():
         spec = certificates[f"{PREFIX}-{component}"]
         assert spec["uris"] == [IDENTITY.format(component)]
@@ -75,6 +78,44 @@ def test_the_rendered_policy_parses_and_lets_the_fleet_read_and_infer(render: Re
     )
     assert policy.quota_of("team-a").for_model("mlp").requests_per_second == 50  # type: ignore[union-attr]
     assert policy.quota_of("someone").concurrency == 4  # type: ignore[union-attr]
+
+
+def test_with_tls_keda_dials_the_router_scaler_with_its_own_client_certificate(
+    render: Render,
+) -> None:
+    objects = render(scenario("secured"), scenario("scale-to-zero"))  # its models
+    scaled = [s for s in by_kind(objects, "ScaledObject")
+              if s["spec"]["triggers"][0]["type"] == "external-push"]  # fmt: skip
+    assert scaled
+    certificate = named(objects, "Certificate", f"{PREFIX}-keda")["spec"]
+    assert "client auth" in certificate["usages"]
+    for scaled_object in scaled:
+        trigger = scaled_object["spec"]["triggers"][0]
+        auth = named(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        check_custom_resource(scaled_object)
+        check_custom_resource(auth)
+        refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+        assert {p: (r["name"], r["key"]) for p, r in refs.items()} == {
+            "caCert": (certificate["secretName"], "ca.crt"),
+            "tlsClientCert": (certificate["secretName"], "tls.crt"),
+            "tlsClientKey": (certificate["secretName"], "tls.key"),
+        }
+        # The address KEDA dials is a name the router's certificate carries.
+        host = trigger["metadata"]["scalerAddress"].rsplit(":", 1)[0]
+        assert host in named(objects, "Certificate", f"{PREFIX}-router")["spec"]["dnsNames"]
+    # At the router, KEDA's identity may ask for demand (statistics), nothing else.
+    config = named(objects, "ConfigMap", f"{PREFIX}-auth")
+    policy = Policy.parse(config["data"]["policy.yaml"])
+    keda = policy.peers.identify([IDENTITY.format("keda")])
+    assert keda is not None and keda.tenant == "modelport-keda"
+    scaler_action = SCALER["StreamIsActive"].action
+    assert scaler_action == "statistics" and policy.allows(keda, scaler_action, "mlp")
+    assert not policy.allows(keda, "infer", "mlp")
+    # Without TLS the trigger carries no authentication.
+    plain = render(scenario("scale-to-zero"))
+    assert not by_kind(plain, "TriggerAuthentication")
+    assert all("authenticationRef" not in s["spec"]["triggers"][0]
+               for s in by_kind(plain, "ScaledObject"))  # fmt: skip
 
 
 def test_secured_env_and_volumes_per_component(render: Render) -> None:

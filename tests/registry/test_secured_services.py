@@ -1,6 +1,6 @@
 """Real registry and inference services, secured: blobs and cache encrypted at rest
-(models decrypted in memory only), mutual TLS on every channel, the inference
-service serving only the router's certificate identity."""
+(models decrypted in memory only), mutual TLS on every channel (derive workers'
+included), the inference service serving only the router's certificate identity."""
 
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelport.artifacts.keyring import new_key
 from modelport.artifacts.sealed_files import is_sealed
 from modelport.auth.api_keys import new_key as new_api_key
+from modelport.auth.identity import derive_bearer
 from modelport.client.channel import ModelportClientError, TlsOptions
 from modelport.client.registry import RegistryClient
+from modelport.inference.generative.sample_decoder import write_random_decoder
 from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
 
+from tests.generative.test_generative_serving import generation_request, text_of
 from tests.inference.requests import output, raw_request
 from tests.registry.registry_servers import ThreadedRegistry, registry_settings
+from tests.registry.test_generative_versions import TINY
 from tests.support.certificates import CertificateAuthority, Issued, localhost_server
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -118,6 +122,10 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         folder,
         "intruder",
     )
+    # The registry's local derive workers: mutual TLS with their own certificate.
+    _, worker_cert, worker_key = mtls(
+        ca, ca.issue("derive-worker", client=True, server=False), folder, "worker"
+    )
     ops_key, ops_entry = new_api_key("ops")
     (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"keys": [ops_entry.to_yaml_item()]}))
     (tmp_path / "policy.yaml").write_text(
@@ -137,6 +145,8 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         **tls,
         auth_policy_file=tmp_path / "policy.yaml",
         api_keys_file=tmp_path / "keys.yaml",
+        derive_tls_cert_file=worker_cert,
+        derive_tls_key_file=worker_key,
     )
     registry = ThreadedRegistry(settings)
     address = registry.address.replace("127.0.0.1", "localhost")
@@ -147,6 +157,15 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         )
         with RegistryClient(address, tls=admin_tls, api_key=ops_key) as client:
             client.push(make_model("scale", 2.0), name="scale", aliases=["production"])
+            # A derive job's worker dials back over mutual TLS and proves itself with
+            # its job's token (deny-by-default: the policy names no worker).
+            job = client.derive_and_wait("scale:1", dtype="fp16", timeout=120)
+            assert job.state == job.SUCCEEDED, job.message
+            assert client.get_version("scale:2").lineage.parent == "scale:1"
+        forged = RegistryClient(address, tls=admin_tls, api_key=derive_bearer(job.id, "x"))
+        with forged, pytest.raises(ModelportClientError) as error:
+            forged.list_models()
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
         app = await inference_server(
             None,
             **tls,
@@ -193,3 +212,40 @@ async def test_mutual_tls_everywhere_and_only_the_router_may_call_inference(
         assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         registry.stop()
+
+
+async def test_a_generative_version_is_served_from_the_encrypted_cache(
+    tmp_path: Path, inference_server: Any
+) -> None:
+    """Hugging Face loaders read files: the version is decrypted into memory (tmpfs)
+    for its load only, and the cache on disk holds nothing but the sealed archive."""
+    model_dir = write_random_decoder(tmp_path / "repo", "lm", **TINY).parent
+    weights = (model_dir / "1" / "model.safetensors").read_bytes()
+    registry = ThreadedRegistry(registry_settings(tmp_path))
+    cache = tmp_path / "cache"
+    try:
+        with RegistryClient(registry.address) as client:
+            client.push(model_dir, name="lm", aliases=["production"])
+        app = await inference_server(
+            None,
+            registry=registry.address,
+            models=["lm@production"],
+            cache_dir=cache,
+            kek_file=keyring(tmp_path / "inference-kek.yaml", "i1"),
+        )
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stub = ipb_grpc.GRPCInferenceServiceStub(channel)
+            request = generation_request(
+                "The harbor", stream=False, model="lm", max_tokens=3, ignore_eos=True
+            )
+            answer = text_of(await stub.ModelInfer(request, timeout=60))
+            assert answer  # three generated tokens, decoded
+    finally:
+        registry.stop()
+    cached = every_file(cache)
+    assert [p for p in cached if p.suffix == ".tar"] and all(
+        is_sealed(p) for p in cached if p.suffix == ".tar"
+    )
+    for path in cached:
+        data = path.read_bytes()
+        assert all(weights[i : i + 64] not in data for i in range(0, len(weights) - 64, 4096))

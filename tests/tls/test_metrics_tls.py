@@ -48,3 +48,17 @@ def test_metrics_over_mutual_tls_and_rotation(tmp_path: Path) -> None:
     while "CN=second" not in scrape(port, ca_file, client)[1]:
         assert time.monotonic() < deadline, "rotated certificate not picked up"
         time.sleep(0.5)
+    # The CA bundle rotated to a new CA: the old CA's clients are refused from then on.
+    server_ca = ca.write(tmp_path / "copy")  # what the scraper verifies the server with
+    new_ca = CertificateAuthority("new clients")
+    new_client = new_ca.issue("prometheus-2", client=True, server=False).write(tmp_path, "new")
+    ca_file.write_bytes(new_ca.cert_pem)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            scrape(port, server_ca, client)
+        except (ssl.SSLError, OSError):
+            break
+        assert time.monotonic() < deadline, "the old CA is still trusted"
+        time.sleep(0.5)
+    assert "CN=second" in scrape(port, server_ca, new_client)[1]

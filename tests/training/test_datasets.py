@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 from modelport.artifacts import datasets as ds
+from modelport.artifacts.keyring import new_key
+from modelport.artifacts.sealed_files import is_sealed, key_path
+from modelport.cli import main
 from modelport.client.channel import ModelportClientError
 from modelport.client.datasets import DatasetClient
 from modelport.proto.modelport.registry.v1 import datasets_pb2 as pb
 
+from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 from tests.training.tiny_decoder import DATA
 
 
@@ -74,6 +82,47 @@ def test_bad_jsonl_is_refused_and_nothing_is_stored(
         with pytest.raises(ModelportClientError) as missing:
             client.get("bad")
         assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_datasets_are_encrypted_at_rest_and_read_back_in_plaintext(tmp_path: Path) -> None:
+    """With the registry's keyring, a dataset's bytes on disk are ciphertext (with a
+    wrapped data key beside them); downloads, which training workers use to read
+    their data, are the plaintext, and `keys rewrap` re-wraps datasets' keys too."""
+    kek = tmp_path / "kek.yaml"
+    kek.write_text(
+        yaml.safe_dump({"active": "k1", "keys": {"k1": base64.b64encode(new_key()).decode()}})
+    )
+    folder = tmp_path / "registry"
+    settings = dataclasses.replace(
+        registry_settings(folder), kek_file=kek, scratch_dir=tmp_path / "scratch"
+    )
+    registry = ThreadedRegistry(settings)
+    plaintext = (DATA / "support.jsonl").read_bytes()
+    try:
+        with DatasetClient(registry.address) as client:
+            info = client.push(DATA / "support.jsonl", name="support", validation_fraction=0.25)
+            assert info.examples == 12  # checked on the plaintext before it was sealed
+            client.download("support", tmp_path / "copy.jsonl")
+    finally:
+        registry.stop()
+    assert (tmp_path / "copy.jsonl").read_bytes() == plaintext
+    stored = [p for p in (folder / "blobs" / "datasets").rglob("*") if p.is_file()]
+    blobs = [p for p in stored if p.name == info.sha256]
+    assert len(blobs) == 1 and is_sealed(blobs[0])
+    for path in stored + [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()]:
+        data = path.read_bytes()
+        assert all(plaintext[i : i + 32] not in data for i in range(0, len(plaintext) - 32, 64))
+    # A new active KEK: the dataset's data key is wrapped under it.
+    keys = yaml.safe_load(kek.read_text())
+    keys["keys"]["k2"] = base64.b64encode(new_key()).decode()
+    keys["active"] = "k2"
+    kek.write_text(yaml.safe_dump(keys))
+    done = CliRunner().invoke(
+        main, ["keys", "rewrap", "--blob-dir", str(folder / "blobs"), "--kek-file", str(kek)]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("1 data keys re-wrapped"), done.output
+    assert key_path(blobs[0]).read_text().split(".")[1] == "k2"
 
 
 def test_npz_checks_rows_dtypes_and_pickles(tmp_path: Path) -> None:

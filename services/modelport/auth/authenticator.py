@@ -1,4 +1,5 @@
-"""Credentials → Principal: API key, bearer JWT, or the mTLS peer, in that order.
+"""Credentials → Principal: API key, bearer JWT (or, on the registry, a derive job's
+token), or the mTLS peer, in that order.
 
 A presented secret decides: a bad key or token is refused even when the
 connection also has a client certificate (a caller meaning to be someone
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from modelport.auth.api_keys import ApiKeyStore
-from modelport.auth.identity import Credentials, Principal
+from modelport.auth.identity import Credentials, Principal, parse_derive_bearer
 from modelport.auth.jwt_tokens import JwtVerifier
 from modelport.auth.peers import PeerIdentities
 from modelport.errors import Unauthenticated
@@ -35,6 +36,7 @@ class Authenticator:
         api_keys: ApiKeyStore | None = None,
         jwt: JwtVerifier | None = None,
         peers: Callable[[], PeerIdentities] | None = None,
+        job_tokens: Callable[[str, str], Principal] | None = None,
         clock: Callable[[], float] = time.time,
         cache_entries: int = 10_000,
         cache_seconds: float = 60.0,
@@ -43,6 +45,8 @@ class Authenticator:
         self.api_keys = api_keys
         self.jwt = jwt
         self._peers = peers
+        # (job id, token) -> the derive worker's confined principal (the registry's jobs).
+        self._job_tokens = job_tokens
         self._clock = clock
         self._cache_entries = cache_entries
         self._cache_seconds = cache_seconds
@@ -101,6 +105,9 @@ class Authenticator:
                 raise Unauthenticated(INVALID)
             return self.api_keys.verify(creds.api_key, self._clock())
         assert creds.bearer is not None
+        job = parse_derive_bearer(creds.bearer) if self._job_tokens else None
+        if job is not None and self._job_tokens is not None:
+            return self._job_tokens(*job)
         if self.jwt is None:
             raise Unauthenticated(INVALID)
         return self.jwt.verify(creds.bearer)

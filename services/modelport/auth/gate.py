@@ -125,6 +125,7 @@ class Gate:
         settings: AuthSettings,
         on_reject: Callable[[str, str], None] | None = None,
         extend: Callable[[Policy], Policy] | None = None,
+        job_tokens: Callable[[str, str], Principal] | None = None,
     ) -> Gate:
         """Files in force from now on, each re-read when it changes; `extend` adds to
         the policy read from the file (each time it changes)."""
@@ -137,6 +138,7 @@ class Gate:
             api_keys=ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None,
             jwt=JwtVerifier(jwt_settings) if jwt_settings else None,
             peers=lambda: policy().peers,
+            job_tokens=job_tokens,
         )
         quotas = Quotas(lambda tenant: policy().quota_of(tenant), on_reject=on_reject)
         reloaders = [policy_file.reload]

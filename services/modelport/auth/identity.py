@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 API_KEY_PREFIX = "mpk_"
+# A derive job's worker proves itself with its job's token: `Bearer mpd_<job>_<token>`.
+DERIVE_TOKEN_PREFIX = "mpd_"
 AUTHORIZATION = "authorization"
 API_KEY_HEADER = "x-api-key"
 _LENGTHS = frozenset({len(AUTHORIZATION), len(API_KEY_HEADER)})
@@ -33,6 +35,9 @@ class Principal:
     roles: frozenset[str] = frozenset()
     # Epoch seconds after which this identity must be checked again (token or key expiry).
     expires_at: float | None = None
+    # (actions, models): an identity that may do only these, whatever the policy says
+    # (a derive job's worker: its own model's versions, nothing else).
+    scope: tuple[frozenset[str], frozenset[str]] | None = None
 
 
 class Credentials(NamedTuple):
@@ -100,3 +105,16 @@ class Credentials(NamedTuple):
 
 def _pairs(headers: Iterable[tuple[str, str | bytes]] | Mapping[str, str]) -> Iterable[Any]:
     return headers.items() if isinstance(headers, Mapping) else headers
+
+
+def derive_bearer(job_id: str, token: str) -> str:
+    """The credential a derive job's worker presents (job ids are hex, without '_')."""
+    return f"{DERIVE_TOKEN_PREFIX}{job_id}_{token}"
+
+
+def parse_derive_bearer(bearer: str) -> tuple[str, str] | None:
+    """(job id, token) of a derive worker's credential; None for any other secret."""
+    if not bearer.startswith(DERIVE_TOKEN_PREFIX):
+        return None
+    job_id, sep, token = bearer[len(DERIVE_TOKEN_PREFIX) :].partition("_")
+    return (job_id, token) if sep and job_id and token else None

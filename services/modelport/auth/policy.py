@@ -167,6 +167,9 @@ class Policy:
         return grants
 
     def allows(self, principal: Principal, action: str, model: str) -> bool:
+        if principal.scope is not None:  # confined: the policy grants it nothing more
+            actions, models = principal.scope
+            return action in actions and (not model or model in models)
         key = (principal.tenant, principal.roles, action, model)
         decision = self._decisions.get(key)
         if decision is None:

@@ -129,16 +129,24 @@ def kek(path: Path, kek_id: str, activate: bool) -> None:
 def rewrap(
     blob_dir: Path, kek_file: Path, blob_store: str, s3_endpoint: str, seal_plaintext: bool
 ) -> None:
-    """Wrap every blob's data key under the active KEK (only the small .key files
-    change; blobs are not read or written), so the old KEK can be retired."""
+    """Wrap every blob's data key (models' and datasets') under the active KEK (only
+    the small .key files change; blobs are not read or written), so the old KEK can
+    be retired."""
     from modelport.common.encryption import sealing_of
     from modelport.registry.blob_backends import S3Backend
     from modelport.registry.blobs import BlobStore
 
-    backend = S3Backend(blob_store, endpoint=s3_endpoint) if blob_store else None
-    store = BlobStore(blob_dir, backend, sealing=sealing_of(kek_file))
-    sealed = store.seal_plaintext() if seal_plaintext else 0
-    changed = store.rewrap()
+    sealing = sealing_of(kek_file)
+    sealed = changed = 0
+    # Model blobs, then training datasets (their own folder, or subfolder of the bucket).
+    for subfolder in ("", "datasets"):
+        backend = None
+        if blob_store:
+            url = blob_store.rstrip("/") + (f"/{subfolder}" if subfolder else "")
+            backend = S3Backend(url, endpoint=s3_endpoint)
+        store = BlobStore(blob_dir / subfolder, backend, sealing=sealing)
+        sealed += store.seal_plaintext() if seal_plaintext else 0
+        changed += store.rewrap()
     click.echo(
         f"{changed} data keys re-wrapped" + (f", {sealed} blobs encrypted" if sealed else "")
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelport.cli.connection import Connection, connection_options
 from modelport.cli.models_common import common, registry_client
 from modelport.cli.output import emit, pairs, print_json, table, to_dict
 
@@ -269,7 +270,8 @@ def _method(job: Any) -> str:
 @click.command("derive-worker", hidden=True)
 @click.option("--registry", required=True, help="The registry that owns the job.")
 @click.option("--job", "job_id", required=True, help="The derive job's id.")
-def derive_worker(registry: str, job_id: str) -> None:
+@connection_options
+def derive_worker(registry: str, job_id: str, connection: Connection) -> None:
     """Run one derive job (the registry starts this; the token is in MODELPORT_DERIVE_TOKEN)."""
     import logging
 
@@ -279,4 +281,4 @@ def derive_worker(registry: str, job_id: str) -> None:
     token = os.environ.get("MODELPORT_DERIVE_TOKEN", "")
     if not token:
         raise click.UsageError("MODELPORT_DERIVE_TOKEN is not set")
-    raise SystemExit(run_job(registry, job_id, token))
+    raise SystemExit(run_job(registry, job_id, token, connection.tls))

@@ -76,6 +76,16 @@ _meter.create_observable_counter(
     description="Calls refused by a quota, by tenant",
 )
 
+
+def count_call(service: str, tenant: str, error: BaseException | None) -> None:
+    """One call's outcome in the per-tenant counters (`tenant`: the bounded label);
+    HTTP front ends (the router's OpenAI API) count theirs here as gRPC calls do."""
+    outcome, _, _ = audit.outcome_of(error)
+    _request_counts[(service, tenant, outcome)] += 1
+    if isinstance(error, QuotaExceeded):
+        _rejection_counts[(service, tenant)] += 1
+
+
 INFERENCE_COUNTED = frozenset({"infer", "stream"})
 LOCAL = Principal("local", "sibling", "local")
 
@@ -207,11 +217,7 @@ class _Call:
         for admission in self.admissions:
             admission.release()
         self.error = self._ended_as(self.error)
-        outcome, _, _ = audit.outcome_of(self.error)
-        tenant = self.control.label(self.principal)
-        _request_counts[(self.control.service, tenant, outcome)] += 1
-        if isinstance(self.error, QuotaExceeded):
-            _rejection_counts[(self.control.service, tenant)] += 1
+        count_call(self.control.service, self.control.label(self.principal), self.error)
         if self.rule.audited and self.control.audit is not None:
             self.control.audit.record(
                 audit.event(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from modelport.auth.audit import AuditSink
 from modelport.auth.authenticator import Authenticator
 from modelport.auth.gate import Gate
+from modelport.auth.identity import Principal
 from modelport.auth.peers import PeerIdentities, PeerRule
 from modelport.auth.policy import ACTIONS, Grant, Policy, TenantEntry
 from modelport.auth.quotas import UploadLedger
@@ -47,6 +48,7 @@ def build_access_control(
     upload_ledger: UploadLedger | None = None,
     raw_model: Callable[[bytes], str] | None = None,
     trust_local_plaintext: bool = False,
+    job_tokens: Callable[[str, str], Principal] | None = None,
 ) -> AccessControl | None:
     """The service's access control; without a policy or peers it only audits (None
     when there is nothing to audit either)."""
@@ -54,10 +56,13 @@ def build_access_control(
     if auth is None and not peers:
         return AccessControl(service, None, audit_sink=audit_sink) if audit_sink else None
     if auth is not None:
-        gate = Gate.from_settings(auth, extend=lambda policy: with_trusted_peers(policy, peers))
+        gate = Gate.from_settings(
+            auth, extend=lambda policy: with_trusted_peers(policy, peers), job_tokens=job_tokens
+        )
     else:
         policy_value = with_trusted_peers(Policy(), peers)
-        gate = Gate(Authenticator(peers=lambda: policy_value.peers), lambda: policy_value)
+        authenticator = Authenticator(peers=lambda: policy_value.peers, job_tokens=job_tokens)
+        gate = Gate(authenticator, lambda: policy_value)
     parts = [f"policy {auth.policy_file}"] if auth else []
     parts += [f"peers {', '.join(peers)}"] if peers else []
     log.info("%s: access control on (%s)", service, "; ".join(parts))

@@ -34,25 +34,43 @@ class CertificateFiles(Protocol):
     def read(self) -> Any: ...
 
 
+def server_context(files: CertificateFiles) -> ssl.SSLContext:
+    """A server context of `files` (client certificates required with a CA)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert_file, files.key_file)
+    if files.ca_file is not None:
+        context.load_verify_locations(files.ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def keep_context_fresh(
     context: ssl.SSLContext, files: CertificateFiles, check_seconds: float = 5.0
 ) -> threading.Thread:
-    """For HTTPS servers (/metrics): load rotated files into `context`, which new
-    handshakes then use; a broken pair is logged and the old one kept."""
+    """For HTTPS servers (/metrics): serve rotated files from the next handshake on; a
+    broken pair is logged and the old one kept. Each rotation builds a fresh context
+    and `context`'s SNI callback (run on every ClientHello) moves new handshakes onto
+    it, so a CA dropped from the bundle stops being trusted (loading into `context`
+    could only add CAs)."""
+    current = [context]
+
+    def use_current(connection: Any, server_name: str | None, _: ssl.SSLContext) -> None:
+        if current[0] is not context:
+            connection.context = current[0]
+
+    context.sni_callback = use_current
 
     def watch() -> None:
         signature = files.signature()
         while True:
             time.sleep(check_seconds)
-            current = files.signature()
-            if current == signature:
+            signature_now = files.signature()
+            if signature_now == signature:
                 continue
-            signature = current
+            signature = signature_now
             try:
-                files.read()  # checks the pair before the context sees it
-                context.load_cert_chain(files.cert_file, files.key_file)
-                if files.ca_file is not None:
-                    context.load_verify_locations(files.ca_file)
+                files.read()  # checks the pair before a context sees it
+                current[0] = server_context(files)
                 log.info("metrics TLS certificate reloaded from %s", files.cert_file)
             except (InvalidInput, OSError, ssl.SSLError) as exc:
                 log.error("metrics TLS files changed but cannot be used: %s", exc)

@@ -7,7 +7,6 @@ flight, queue depth) are all sums across the processes of one server.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import urllib.request
 from collections import defaultdict
@@ -15,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelport.common.https import CertificateFiles, keep_context_fresh
+from modelport.common.https import CertificateFiles, keep_context_fresh, server_context
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,7 @@ def serve_merged_metrics(
     server = ThreadingHTTPServer((host, port), Handler)
     if tls is not None:  # --metrics-tls: the same trust as the gRPC port
         tls.read()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.ca_file is not None:
-            context.load_verify_locations(tls.ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
+        context = server_context(tls)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         keep_context_fresh(context, tls)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()

@@ -131,14 +131,24 @@ class TlsFiles:
 
 
 class ReloadingSslContext:
-    """An `ssl.SSLContext` for an HTTP port that takes rotated files: `check()` loads a
-    changed pair into the same context, so the next handshakes use it (a broken pair
-    is logged and the old one kept). A changed CA bundle is added to those trusted."""
+    """An `ssl.SSLContext` for an HTTP port that takes rotated files: `check()` builds a
+    fresh context from changed files, and the listener's context hands each new
+    handshake to it (its SNI callback, which OpenSSL runs on every ClientHello, SNI or
+    not, swaps the connection's context). So the new certificate is served and the new
+    CA bundle alone is trusted: a CA removed from the bundle stops being accepted, which
+    loading into one context could never do. A broken pair is logged, the old one kept."""
 
     def __init__(self, files: TlsFiles) -> None:
         self.files = files
-        self.context = files.ssl_context()
+        self.context = files.ssl_context()  # the listener's, fixed for its life
+        self.current = self.context
         self.signature = files.signature()
+        self.context.sni_callback = self._use_current
+
+    def _use_current(self, connection: ssl.SSLObject, server_name: str | None, _: object) -> None:
+        current = self.current
+        if current is not self.context:
+            connection.context = current
 
     def check(self) -> bool:
         signature = self.files.signature()
@@ -147,13 +157,12 @@ class ReloadingSslContext:
         self.signature = signature  # logged once per version of the files
         try:
             self.files.read()  # the pair matches
-            self.context.load_cert_chain(self.files.cert_file, self.files.key_file)
-            if self.files.ca_file is not None:
-                self.context.load_verify_locations(self.files.ca_file)
+            fresh = self.files.ssl_context()
         except (InvalidInput, OSError, ssl.SSLError) as exc:
             log.error("TLS files changed but cannot be used (keeping the old ones): %s", exc)
             return False
-        log.info("HTTPS certificate reloaded from %s", self.files.cert_file)
+        self.current = fresh
+        log.info("HTTPS certificate and CA reloaded from %s", self.files.cert_file)
         return True
 
 

@@ -15,6 +15,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from modelport.auth.identity import derive_bearer
+from modelport.client.channel import TlsOptions
 from modelport.client.registry import RegistryClient
 from modelport.compression.derive import derive_folder
 from modelport.compression.evaluate import evaluate
@@ -30,9 +32,11 @@ def spec_of(job: dpb.DeriveJob) -> DeriveSpec:
     return DeriveSpec(s.prune, s.prune_pattern, s.dtype, s.quantize, s.compile)
 
 
-def run_job(registry_address: str, job_id: str, token: str) -> int:
-    """Returns the exit status: 0 when the child was stored (passed the gate or not)."""
-    with RegistryClient(registry_address, timeout=60.0) as registry:
+def run_job(registry_address: str, job_id: str, token: str, tls: TlsOptions | None = None) -> int:
+    """Returns the exit status: 0 when the child was stored (passed the gate or not).
+    The job's token is also the worker's credential where the registry checks them."""
+    credential = derive_bearer(job_id, token)
+    with RegistryClient(registry_address, timeout=60.0, tls=tls, api_key=credential) as registry:
 
         def report(stage: str, fraction: float, message: str = "") -> None:
             registry.report_derive_progress(job_id, token, stage, fraction, message)

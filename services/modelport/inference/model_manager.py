@@ -281,7 +281,7 @@ class ModelManager:
 
     async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None:
         """Load `name`'s versions from encrypted archives, decrypting in memory only."""
-        load = functools.partial(_load_sealed_versions, name, archives)
+        load = functools.partial(_load_sealed_versions, name, archives, self._generative)
         await self._load_locked(name, load, None, None)
 
     async def _load_locked(
@@ -475,7 +475,9 @@ def _load_versions(
 
 
 def _load_sealed_versions(
-    name: str, archives: Mapping[int, SealedArchive]
+    name: str,
+    archives: Mapping[int, SealedArchive],
+    generative: GenerativeLoader | None = None,
 ) -> tuple[ModelSpec, dict[int, Loaded]]:
     """Blocking: the stored config (complete: checked at upload) of the first
     archive, then each version's model read through its decrypting reader."""
@@ -483,16 +485,20 @@ def _load_sealed_versions(
     if not versions:
         raise InvalidInput(f"model '{name}': no version to load")
     first = archives[versions[0]]
-    spec = build_spec(name, parse_config_text(first.config_text(), source=f"model '{name}'"))
+    config = parse_config_text(first.config_text(), source=f"model '{name}'")
+    config.platform = infer_platform(config, None)  # stored configs name it, or a backend
+    spec = build_spec(name, config)
     if spec.platform == PLATFORM_ENSEMBLE:
         return spec, dict.fromkeys(versions)
-    if spec.platform == PLATFORM_GENERATIVE:
-        # Hugging Face loaders read a folder of files: no decrypting reader there yet.
-        raise FailedPrecondition(
-            f"model '{name}': generative models cannot be served from an encrypted cache "
-            "(--kek-file) yet"
-        )
     loaded: dict[int, Loaded] = {}
+    if spec.platform == PLATFORM_GENERATIVE:
+        # Hugging Face loaders read a folder of files: decrypted into memory (tmpfs)
+        # for the load only; the weights are in the engine's tensors afterwards.
+        generative = generative or _default_generative
+        for version in versions:
+            with archives[version].version_in_memory() as folder:
+                loaded[version] = generative(spec, version, folder)
+        return spec, loaded
     for version in versions:
         with archives[version].open(spec.model_filename) as model_file:
             backend = load_backend_from(spec, model_file)

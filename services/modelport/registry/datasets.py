@@ -4,7 +4,9 @@ Transport-free and synchronous, like the model store. An upload's bytes land
 in a temp file (hashed and size-limited as they come), are checked by
 `artifacts.datasets.summarize` (schema, example sizes, counts, split), made
 durable, then renamed into `<blob-dir>/datasets/sha256/…` and recorded in one
-transaction. On any error the temp file goes and nothing is recorded.
+transaction. On any error the temp file goes and nothing is recorded. With the
+registry's keyring (--kek-file) a dataset is sealed like a model blob (AES-GCM
+under its own data key) before it is stored, and decrypted as it is downloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, select
 
 from modelport.artifacts import datasets as ds
 from modelport.artifacts.refs import check_model_name
+from modelport.artifacts.sealed_files import SealedFiles
 from modelport.errors import InvalidInput, NotFound
 from modelport.registry import tables as t
 from modelport.registry.blob_backends import BlobBackend
@@ -80,10 +83,15 @@ class DatasetStore:
         *,
         max_upload_bytes: int,
         backend: BlobBackend | None = None,
+        sealing: SealedFiles | None = None,
+        scratch_dir: Path | None = None,
     ) -> None:
         self.engine = engine
-        # Staged on local disk under blob_dir/datasets; kept there or in the registry's bucket.
-        self.blobs = BlobStore(Path(blob_dir) / "datasets", backend)
+        # Staged on local disk under blob_dir/datasets (plaintext in scratch_dir when
+        # sealing); kept there or in the registry's bucket.
+        self.blobs = BlobStore(
+            Path(blob_dir) / "datasets", backend, sealing=sealing, scratch=scratch_dir
+        )
         self.max_upload_bytes = max_upload_bytes
 
     def check_upload(self, new: NewDataset) -> None:
@@ -118,8 +126,8 @@ class DatasetStore:
             except InvalidInput as error:
                 raise InvalidInput(f"dataset '{new.name}': {error}") from None
             size = sink.size
-            self.blobs.make_durable(sink.path)
-            self.blobs.place(sink.path, received)
+            durable = self.blobs.make_durable(sink.path)  # sealed, with a keyring
+            self.blobs.place(durable, received)
             with self.engine.begin() as conn:
                 conn.execute(
                     t.datasets.insert().values(

@@ -3,7 +3,11 @@
 Both start the same worker, `modelport models derive-worker --registry ADDR
 --job ID` with the job's token in MODELPORT_DERIVE_TOKEN; it talks to the
 registry over gRPC like any client (fetches the parent and the data, reports
-progress, uploads the child). What differs is only how it is started and how
+progress, uploads the child). With TLS on the registry's port the worker dials
+it with TLS too (a CA, a client certificate for mutual TLS: `WorkerTls`, or in a
+Job the Secret named by --derive-tls-secret), and with access control on, the
+job's token is its credential (`Bearer mpd_<job>_<token>`, confined to the job's
+model). What differs is only how it is started and how
 its end is noticed: a local process's exit status, or the Job's status. A
 worker that ends without finishing its job fails the job with what it said.
 """
@@ -17,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs, JobState
@@ -27,8 +32,35 @@ TOKEN_ENV = "MODELPORT_DERIVE_TOKEN"
 STDERR_TAIL = 2000
 
 
-def worker_args(registry: str, job_id: str) -> list[str]:
-    return ["models", "derive-worker", "--registry", registry, "--job", job_id]
+# Where a Job mounts --derive-tls-secret (cert-manager's key names).
+TLS_MOUNT = "/etc/modelport/derive-tls"
+
+
+@dataclass(frozen=True)
+class WorkerTls:
+    """The files a worker dials the registry with (paths on the worker's machine)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str = ""
+
+    def args(self) -> list[str]:
+        args = ["--tls"]
+        for flag, value in (
+            ("--tls-ca-file", self.ca_file),
+            ("--tls-cert-file", self.cert_file),
+            ("--tls-key-file", self.key_file),
+            ("--tls-server-name", self.server_name),
+        ):
+            if value:
+                args += [flag, str(value)]
+        return args
+
+
+def worker_args(registry: str, job_id: str, tls: WorkerTls | None = None) -> list[str]:
+    args = ["models", "derive-worker", "--registry", registry, "--job", job_id]
+    return args + (tls.args() if tls is not None else [])
 
 
 class DeriveExecutor(Protocol):
@@ -44,9 +76,16 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: DeriveJobs, address: Callable[[], str], slots: int = 1) -> None:
+    def __init__(
+        self,
+        jobs: DeriveJobs,
+        address: Callable[[], str],
+        slots: int = 1,
+        tls: WorkerTls | None = None,
+    ) -> None:
         self.jobs = jobs
         self.address = address
+        self.tls = tls
         self._slots = asyncio.Semaphore(max(slots, 1))
         self._tasks: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
@@ -84,7 +123,7 @@ class LocalExecutor:
         """(exit status, the end of its stderr); None when it could not start."""
         # -X faulthandler: a worker that crashes in native code says where.
         command = [sys.executable, "-X", "faulthandler", "-m", "modelport.cli",
-                   *worker_args(self.address(), job_id)]  # fmt: skip
+                   *worker_args(self.address(), job_id, self.tls)]  # fmt: skip
         env = {**os.environ, TOKEN_ENV: token}
         try:
             process = await asyncio.create_subprocess_exec(
@@ -127,6 +166,8 @@ class KubernetesJobSettings:
     service_account: str = ""
     poll_seconds: float = 5.0
     labels: dict[str, str] = field(default_factory=dict)  # on the pods, for network policies
+    tls_secret: str = ""  # ca.crt, tls.crt, tls.key: the worker dials the registry with TLS
+    tls_server_name: str = ""
 
 
 def job_manifests(
@@ -152,6 +193,14 @@ def job_manifests(
         "requests": {"cpu": settings.cpu_request, "memory": "1Gi"},
         "limits": {"memory": settings.memory_limit},
     }
+    tls = None
+    if settings.tls_secret:
+        tls = WorkerTls(
+            Path(TLS_MOUNT, "ca.crt"),
+            Path(TLS_MOUNT, "tls.crt"),
+            Path(TLS_MOUNT, "tls.key"),
+            settings.tls_server_name,
+        )
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -159,7 +208,7 @@ def job_manifests(
             {
                 "name": "derive",
                 "image": settings.image,
-                "args": worker_args(settings.registry_address, job.id),
+                "args": worker_args(settings.registry_address, job.id, tls),
                 "env": [
                     {
                         "name": TOKEN_ENV,
@@ -170,6 +219,13 @@ def job_manifests(
             }
         ],
     }
+    if tls is not None:
+        pod["volumes"] = [
+            {"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}}
+        ]
+        pod["containers"][0]["volumeMounts"] = [
+            {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True}
+        ]
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account
     if needs_gpu:  # fp8 and 2:4 sparsity only run on a GPU node

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,14 @@ from typing import Any
 from sqlalchemy import Engine, Row, select
 
 from modelport.artifacts.refs import check_alias_name
-from modelport.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied
+from modelport.auth.identity import Principal
+from modelport.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from modelport.registry import tables as t
 from modelport.registry.records import EventKind, Resolved, VersionStatus
 from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
@@ -112,6 +120,11 @@ def _info(row: Row[Any]) -> DeriveJobInfo:
     )
 
 
+# The tenant a derive worker acts as (audit, metrics); its scope, not the policy, says
+# what it may do.
+WORKER_TENANT = "derive-worker"
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -153,6 +166,27 @@ class DeriveJobs:
         if row.state in JobState.ENDED:
             raise FailedPrecondition(f"derive job '{job_id}' has ended ({row.state})")
         return row
+
+    def worker_principal(self, job_id: str, token: str) -> Principal:
+        """Who a running job's worker is, with access control on: confined to reading and
+        pushing its job's model (re-checked every few seconds, so an ended job's token
+        stops working). A wrong or spent token says nothing more than any bad secret."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    t.derive_jobs.c.model, t.derive_jobs.c.state, t.derive_jobs.c.token_sha256
+                ).where(t.derive_jobs.c.id == job_id)
+            ).first()
+        if (
+            row is None
+            or row.state in JobState.ENDED
+            or not hmac.compare_digest(row.token_sha256, _digest(token))
+        ):
+            raise Unauthenticated("invalid credentials")
+        scope = (frozenset({"read", "push"}), frozenset({str(row.model)}))
+        return Principal(
+            WORKER_TENANT, job_id, "derive-token", expires_at=time.time() + 5.0, scope=scope
+        )
 
     def check_request(self, request: DeriveJobRequest, model: str) -> None:
         if request.eval_format and request.eval_format not in EVAL_FORMATS:

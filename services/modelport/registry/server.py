@@ -79,6 +79,8 @@ class RegistryServer:
                 settings.blob_dir,
                 max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
                 backend=blob_backend(settings, "datasets"),
+                sealing=self.store.blobs.sealing,  # datasets encrypted at rest like models
+                scratch_dir=settings.scratch_dir,
             )
         )
         access = build_access_control(
@@ -86,6 +88,7 @@ class RegistryServer:
             settings,
             audit_sink=audit_log,
             upload_ledger=DatabaseUploadLedger(self.store.engine),
+            job_tokens=self.store.jobs.worker_principal,  # derive workers prove themselves
         )
         self.grpc = GrpcServer(settings.server_options(), access=access)
         servicer = self.servicer
@@ -139,7 +142,7 @@ def make_executor(
     if settings.derive_executor == "none":
         return None
     if settings.derive_executor == "local":
-        return LocalExecutor(store.jobs, address, settings.derive_workers)
+        return LocalExecutor(store.jobs, address, settings.derive_workers, settings.derive_tls)
     missing = [
         flag
         for flag, value in (
@@ -159,6 +162,8 @@ def make_executor(
         labels=_pairs(settings.derive_job_labels, "--derive-job-label"),
         gpu_resource=settings.derive_gpu_resource,
         memory_limit=settings.derive_memory_limit,
+        tls_secret=settings.derive_tls_secret,
+        tls_server_name=settings.derive_tls_server_name,
     )
     return KubernetesExecutor(store.jobs, job_settings)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from modelport.common.settings import ServerSettings, setting
+from modelport.errors import InvalidInput
+from modelport.registry.derive_executor import WorkerTls
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,51 @@ class RegistrySettings(ServerSettings):
         flag="--derive-job-label",
     )
 
+    derive_tls_ca_file: Path | None = setting(
+        None,
+        "Local executor: CA bundle (PEM) a worker verifies this registry with; default "
+        "--tls-ca-file when this port speaks TLS.",
+        path="file",
+    )
+    derive_tls_cert_file: Path | None = setting(
+        None,
+        "Local executor: client certificate (PEM) a worker presents (mutual TLS); default "
+        "--tls-cert-file when --tls-ca-file asks callers for one.",
+        path="file",
+    )
+    derive_tls_key_file: Path | None = setting(
+        None, "Local executor: private key (PEM) of --derive-tls-cert-file.", path="file"
+    )
+    derive_tls_secret: str = setting(
+        "",
+        "Kubernetes executor: a Secret (ca.crt, tls.crt, tls.key) mounted into each Job: "
+        "its worker dials the registry with TLS, presenting tls.crt.",
+    )
+    derive_tls_server_name: str = setting(
+        "", "Name a worker checks the registry's certificate against, if not the address's host."
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.blob_store:
             from modelport.registry.blob_backends import parse_s3_url
 
             parse_s3_url(self.blob_store)
+        if (self.derive_tls_cert_file is None) != (self.derive_tls_key_file is None):
+            raise InvalidInput("--derive-tls-cert-file and --derive-tls-key-file go together")
+
+    @property
+    def derive_tls(self) -> WorkerTls | None:
+        """How a local worker dials this registry: the derive flags, or else the
+        registry's own files (its CA, and its certificate as the client's when
+        callers must present one). None: plaintext."""
+        ca = self.derive_tls_ca_file
+        cert, key = self.derive_tls_cert_file, self.derive_tls_key_file
+        own = self.tls
+        if own is not None:
+            ca = ca or own.ca_file
+            if cert is None and own.ca_file is not None:
+                cert, key = own.cert_file, own.key_file
+        if ca is None and cert is None:
+            return None
+        return WorkerTls(ca, cert, key, self.derive_tls_server_name)

@@ -8,7 +8,9 @@ takes the tenant's request quota; `/v1/models` lists only the models the caller
 may see (`metadata`). Generated tokens are charged to the tenant's token bucket
 as they stream, and the concurrency slot is held until the response ends.
 Refusals: 401 with WWW-Authenticate, 403 naming the action and model, 429 with
-Retry-After, in OpenAI's error shape.
+Retry-After, in OpenAI's error shape. Every request, refused or served, is counted
+in the per-tenant metrics the gRPC port feeds (modelport_auth_requests,
+modelport_quota_rejections; service="router").
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from modelport.auth.gate import Gate, Pass, http_status
-from modelport.auth.identity import Credentials
+from modelport.auth.identity import Credentials, Principal
+from modelport.common.access import count_call
 from modelport.errors import ModelportError
 from modelport.router.openai.errors import from_error
 from modelport.router.openai.service import Delta, GenerationBackend, ModelInfo
@@ -58,12 +61,27 @@ async def _model_of(request: web.Request) -> str:
     return str(body.get("model", "")) if isinstance(body, dict) else ""
 
 
+SERVICE = "router"  # the metrics' service label: one front door, two protocols
+
+
+class _Answered(ModelportError):
+    """A request the handler answered with an error status (counted as failed)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"answered HTTP {status}")
+
+
+def _label(gate: Gate, principal: Principal | None) -> str:
+    return "anonymous" if principal is None else gate.metric_label(principal)
+
+
 def middleware(gate: Gate) -> Any:
     @web.middleware
     async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         creds = Credentials.from_headers(
             list(request.headers.items()), _peer_identities(request), _peer(request)
         )
+        principal = None
         try:
             principal = await gate.identify(creds)
             admission = None
@@ -73,16 +91,26 @@ def middleware(gate: Gate) -> Any:
                 if gate.quotas is not None:
                     admission = gate.quotas.admit(principal.tenant, model)
         except ModelportError as error:
+            # Counted with the gRPC port's calls: the same tenants, the same outcomes.
+            count_call(SERVICE, _label(gate, principal), error)
             status, headers = http_status(error)
             body = from_error(error)[1]
             return web.json_response(body, status=status, headers=headers)
         admitted = Pass(principal, admission)
         token = _admitted.set(admitted)
+        failure: BaseException | None = None
         try:
-            return await handler(request)
+            response = await handler(request)
+            if response.status >= 400:  # the handler's own refusal (bad request, no model)
+                failure = _Answered(response.status)
+            return response
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             _admitted.reset(token)
             admitted.release()
+            count_call(SERVICE, _label(gate, principal), failure)
 
     return admit
 
