@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from modelport.cli.models_aliases import alias, history, policy, rollback
+from modelport.cli.models_aliases import alias, history, policy, pool, rollback
 from modelport.cli.models_common import common, describe_policy, registry_client
 from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
 
@@ -157,3 +157,4 @@ models.add_command(alias)
 models.add_command(rollback)
 models.add_command(history)
 models.add_command(policy)
+models.add_command(pool)

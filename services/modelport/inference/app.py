@@ -15,6 +15,7 @@ import sys
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.inference.artifact_cache import ArtifactCache
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
@@ -23,6 +24,7 @@ from modelport.inference.pool import install_metrics as install_pool_metrics
 from modelport.inference.pool_servicer import SERVICE_NAME as POOL_SERVICE
 from modelport.inference.pool_servicer import PoolServicer
 from modelport.inference.pool_servicer import register as register_pool
+from modelport.inference.pool_source import RegistryPoolSource
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.inference.settings import InferenceSettings
@@ -42,13 +44,14 @@ class InferenceApp:
         explicit = settings.model_control_mode == "explicit"
         self.control = ModelControl(self.manager, self.peers, explicit=explicit)
         self.pool: ModelPool | None = None
+        self.pool_source: RegistryPoolSource | None = None
         if settings.pool:
+            self.pool_source = RegistryPoolSource(settings.registry, settings.pool_alias)
             self.pool = ModelPool(
                 self.manager,
-                settings.registry,
-                settings.cache_dir.expanduser(),
+                self.pool_source,
+                ArtifactCache(settings.cache_dir.expanduser()),
                 settings.pool_budget_bytes(),
-                settings.pool_alias,
             )
         self.servicer = InferenceServicer(self.manager, self.control, self.pool)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
@@ -97,7 +100,6 @@ class InferenceApp:
         else:
             await self.manager.load_all()
         if self.pool is not None:
-            await self.pool.start()
             if settings.metrics_port >= 0:
                 install_pool_metrics(self.pool)
             log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
@@ -121,6 +123,8 @@ class InferenceApp:
         await self.server.drain(grace)
         if self.pool is not None:
             await self.pool.close()
+        if self.pool_source is not None:
+            await self.pool_source.close()
         await self.manager.close()
         await self.peers.close()
 

@@ -23,7 +23,14 @@ def pool_state(pool: ModelPool) -> pb.PoolState:
         budget_bytes=cache.budget_bytes,
         used_bytes=cache.charged_bytes,
         models=[
-            pb.PoolModel(name=name, state=state, size_bytes=size, in_flight=pins)
+            pb.PoolModel(
+                name=name,
+                state=state,
+                size_bytes=size,
+                in_flight=pins,
+                version=pool.version(name),
+                priority=pool.priority(name),
+            )
             for name, (state, size, pins) in cache.state().items()
         ],
         hits=stats.hits,

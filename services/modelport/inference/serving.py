@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 class OnDemand(Protocol):
     """Models loaded when asked for (`pool.ModelPool`): `use` loads and pins one."""
 
-    def use(self, name: str, deadline: float | None) -> AbstractAsyncContextManager[None]: ...
+    def use(
+        self, name: str, version: str, deadline: float | None
+    ) -> AbstractAsyncContextManager[None]: ...
 
 
 async def infer(
@@ -39,7 +41,7 @@ async def infer(
         return await _infer_loaded(manager, request, remaining)
     # A pool replica loads the model on demand and pins it for this request.
     deadline = None if remaining is None else time.monotonic() + remaining
-    async with pool.use(request.model_name, deadline):
+    async with pool.use(request.model_name, request.model_version, deadline):
         left = None if deadline is None else deadline - time.monotonic()
         return await _infer_loaded(manager, request, left)
 

@@ -60,6 +60,7 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
             if pool is not None:
                 stats = pool.placer.stats
                 route.pool_hits, route.pool_misses = stats.hits[model], stats.misses[model]
+                route.pooled = pool.pooled is not None and model in pool.pooled
                 for address, pooled in sorted(pool.placer.replicas.items()):
                     copy = pooled.models.get(model)
                     if copy is not None:
@@ -68,6 +69,8 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
                             state=copy.state,
                             size_bytes=copy.size_bytes,
                             in_flight=copy.in_flight,
+                            version=copy.version,
+                            priority=copy.priority,
                         )
         for address, state in sorted(self.pool_reports.items()):
             answer.pool_replicas.add(

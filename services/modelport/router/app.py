@@ -24,7 +24,7 @@ from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.placement import PoolPlacer
-from modelport.router.policies import Planner, PolicySource, StaticPolicySource
+from modelport.router.policies import Planner, PolicySource, RoutingState, StaticPolicySource
 from modelport.router.pool_routing import POOL_MODEL, PoolRouting
 from modelport.router.pool_watch import PoolWatcher
 from modelport.router.replicas import Endpoint, Replica, ReplicaTable
@@ -112,6 +112,11 @@ class RouterApp:
         held = self.scaling.queue.models()
         return any(m in replica.models and not self.scaling.has_replica(m) for m in held)
 
+    def _on_policies(self, state: RoutingState) -> None:
+        self.router.planner.update(state)
+        if self.router.pool is not None:
+            self.router.pool.on_state(state)
+
     def on_endpoints(self, endpoints: list[Endpoint]) -> None:
         added, removed = self.table.apply(endpoints)
         for replica in added:
@@ -147,9 +152,7 @@ class RouterApp:
             loop.create_task(
                 self._keep_running("discovery", self.discovery.run, self.on_endpoints)
             ),
-            loop.create_task(
-                self._keep_running("policies", self.policies.run, self.router.planner.update)
-            ),
+            loop.create_task(self._keep_running("policies", self.policies.run, self._on_policies)),
         ]
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))

@@ -30,7 +30,12 @@ def from_state(address: str, state: Any) -> PoolReplica:
     return PoolReplica(
         address,
         int(state.budget_bytes),
-        {m.name: PooledModel(m.state, int(m.size_bytes)) for m in state.models},
+        {
+            m.name: PooledModel(
+                m.state, int(m.size_bytes), version=int(m.version), priority=int(m.priority)
+            )
+            for m in state.models
+        },
     )
 
 

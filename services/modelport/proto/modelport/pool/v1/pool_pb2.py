@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,modelport/proto/modelport/pool/v1/pool.proto\x12\x11modelport.pool.v1\"\x12\n\x10WatchPoolRequest\"O\n\tPoolModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\"\xc0\x01\n\tPoolState\x12\x14\n\x0c\x62udget_bytes\x18\x01 \x01(\x03\x12\x12\n\nused_bytes\x18\x02 \x01(\x03\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.modelport.pool.v1.PoolModel\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x15\n\rload_failures\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01\" \n\x0fPrefetchRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x12\n\x10PrefetchResponse2\xb4\x01\n\x0bPoolReplica\x12N\n\x05Watch\x12#.modelport.pool.v1.WatchPoolRequest\x1a\x1c.modelport.pool.v1.PoolState\"\x00\x30\x01\x12U\n\x08Prefetch\x12\".modelport.pool.v1.PrefetchRequest\x1a#.modelport.pool.v1.PrefetchResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,modelport/proto/modelport/pool/v1/pool.proto\x12\x11modelport.pool.v1\"\x12\n\x10WatchPoolRequest\"r\n\tPoolModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\"\xc0\x01\n\tPoolState\x12\x14\n\x0c\x62udget_bytes\x18\x01 \x01(\x03\x12\x12\n\nused_bytes\x18\x02 \x01(\x03\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.modelport.pool.v1.PoolModel\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x15\n\rload_failures\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01\" \n\x0fPrefetchRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x12\n\x10PrefetchResponse2\xb4\x01\n\x0bPoolReplica\x12N\n\x05Watch\x12#.modelport.pool.v1.WatchPoolRequest\x1a\x1c.modelport.pool.v1.PoolState\"\x00\x30\x01\x12U\n\x08Prefetch\x12\".modelport.pool.v1.PrefetchRequest\x1a#.modelport.pool.v1.PrefetchResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHPOOLREQUEST']._serialized_start=67
   _globals['_WATCHPOOLREQUEST']._serialized_end=85
   _globals['_POOLMODEL']._serialized_start=87
-  _globals['_POOLMODEL']._serialized_end=166
-  _globals['_POOLSTATE']._serialized_start=169
-  _globals['_POOLSTATE']._serialized_end=361
-  _globals['_PREFETCHREQUEST']._serialized_start=363
-  _globals['_PREFETCHREQUEST']._serialized_end=395
-  _globals['_PREFETCHRESPONSE']._serialized_start=397
-  _globals['_PREFETCHRESPONSE']._serialized_end=415
-  _globals['_POOLREPLICA']._serialized_start=418
-  _globals['_POOLREPLICA']._serialized_end=598
+  _globals['_POOLMODEL']._serialized_end=201
+  _globals['_POOLSTATE']._serialized_start=204
+  _globals['_POOLSTATE']._serialized_end=396
+  _globals['_PREFETCHREQUEST']._serialized_start=398
+  _globals['_PREFETCHREQUEST']._serialized_end=430
+  _globals['_PREFETCHRESPONSE']._serialized_start=432
+  _globals['_PREFETCHRESPONSE']._serialized_end=450
+  _globals['_POOLREPLICA']._serialized_start=453
+  _globals['_POOLREPLICA']._serialized_end=633
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,8 @@ class PoolModel(google.protobuf.message.Message):
     STATE_FIELD_NUMBER: builtins.int
     SIZE_BYTES_FIELD_NUMBER: builtins.int
     IN_FLIGHT_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    PRIORITY_FIELD_NUMBER: builtins.int
     name: builtins.str
     state: builtins.str
     """LOADING, READY or UNLOADING."""
@@ -40,6 +42,10 @@ class PoolModel(google.protobuf.message.Message):
     """Measured once READY; the estimate charged while LOADING."""
     in_flight: builtins.int
     """Requests using it now."""
+    version: builtins.int
+    """The version loaded (or loading)."""
+    priority: builtins.int
+    """Its eviction priority, from the registry's pool placement."""
     def __init__(
         self,
         *,
@@ -47,8 +53,10 @@ class PoolModel(google.protobuf.message.Message):
         state: builtins.str = ...,
         size_bytes: builtins.int = ...,
         in_flight: builtins.int = ...,
+        version: builtins.int = ...,
+        priority: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["in_flight", b"in_flight", "name", b"name", "size_bytes", b"size_bytes", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["in_flight", b"in_flight", "name", b"name", "priority", b"priority", "size_bytes", b"size_bytes", "state", b"state", "version", b"version"]) -> None: ...
 
 global___PoolModel = PoolModel
 

@@ -130,11 +130,17 @@ class PoolCopy(google.protobuf.message.Message):
     STATE_FIELD_NUMBER: builtins.int
     SIZE_BYTES_FIELD_NUMBER: builtins.int
     IN_FLIGHT_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    PRIORITY_FIELD_NUMBER: builtins.int
     address: builtins.str
     state: builtins.str
     """LOADING, READY or UNLOADING."""
     size_bytes: builtins.int
     in_flight: builtins.int
+    version: builtins.int
+    """The version loaded there."""
+    priority: builtins.int
+    """Its eviction priority (the registry's pool placement)."""
     def __init__(
         self,
         *,
@@ -142,8 +148,10 @@ class PoolCopy(google.protobuf.message.Message):
         state: builtins.str = ...,
         size_bytes: builtins.int = ...,
         in_flight: builtins.int = ...,
+        version: builtins.int = ...,
+        priority: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["address", b"address", "in_flight", b"in_flight", "size_bytes", b"size_bytes", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "in_flight", b"in_flight", "priority", b"priority", "size_bytes", b"size_bytes", "state", b"state", "version", b"version"]) -> None: ...
 
 global___PoolCopy = PoolCopy
 
@@ -175,12 +183,17 @@ class ModelRoute(google.protobuf.message.Message):
     HELD_FIELD_NUMBER: builtins.int
     POOL_HITS_FIELD_NUMBER: builtins.int
     POOL_MISSES_FIELD_NUMBER: builtins.int
+    POOLED_FIELD_NUMBER: builtins.int
     name: builtins.str
     held: builtins.int
     """Requests held while the model has no ready replica (scale to zero)."""
     pool_hits: builtins.int
     """Pool placements: to a replica where it was ready / where it had to load."""
     pool_misses: builtins.int
+    pooled: builtins.bool
+    """The registry marks the model pooled: the pool serves it while no dedicated
+    replica is ready.
+    """
     @property
     def replicas(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ReplicaRoute]: ...
     @property
@@ -204,9 +217,10 @@ class ModelRoute(google.protobuf.message.Message):
         held: builtins.int = ...,
         pool_hits: builtins.int = ...,
         pool_misses: builtins.int = ...,
+        pooled: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "replicas", b"replicas"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas"]) -> None: ...
 
 global___ModelRoute = ModelRoute
 
