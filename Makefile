@@ -22,7 +22,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-derive clean
 
 install: $(INSTALLED)
 
@@ -106,6 +106,10 @@ test: install tools protos-check lint typecheck pytest conformance
 bench: install
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_router.py
+
+# Derived versions vs their parents (minutes: it derives and measures every method).
+bench-derive: install
+	$(BIN)/python benchmarks/bench_derive.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

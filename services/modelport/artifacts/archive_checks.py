@@ -22,7 +22,7 @@ from google.protobuf import text_format
 
 from modelport.artifacts import datatypes, loaders
 from modelport.artifacts.archive import CONFIG, MODEL_FILES, VERSION_DIR, add_bytes, member_path
-from modelport.artifacts.config import complete_from_program, parse_config_text
+from modelport.artifacts.config import PLATFORM_AOTI, complete_from_program, parse_config_text
 from modelport.artifacts.hashing import sha256_of
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2
@@ -192,8 +192,28 @@ def _layout(model_name: str, root: Path, files: list[PurePosixPath]) -> tuple[st
     return "", flat
 
 
+def check_native_package(path: Path, what: str, allow_native: bool) -> None:
+    """AOTInductor packages are native code: loading one runs it. Only uploads the
+    registry itself vouches for (its derive jobs' workers) may store one, and
+    they are checked for their shape, not loaded."""
+    if not allow_native:
+        raise InvalidInput(
+            f"{what}: platform '{PLATFORM_AOTI}' packages hold compiled native code; the "
+            "registry stores them only from its own derive jobs "
+            "(`modelport models derive REF --compile aoti`)"
+        )
+    if not loaders.is_aoti_package(path):
+        raise InvalidInput(f"{what}: not an AOTInductor package")
+
+
 def prepare(
-    archive: Path, model_name: str, work_dir: Path, out: Path, max_bytes: int
+    archive: Path,
+    model_name: str,
+    work_dir: Path,
+    out: Path,
+    max_bytes: int,
+    *,
+    allow_native: bool = False,
 ) -> PreparedArchive:
     """Check `archive` and write its stored form to `out`. Raises InvalidInput."""
     files = _extract(archive, work_dir, max_bytes)
@@ -209,7 +229,12 @@ def prepare(
     model_file = next((c for c in candidates if c in names), "")
     if not model_file:
         raise InvalidInput(f"{where}: no model file (expected one of {', '.join(candidates)})")
-    program = check_model_loads(names[model_file], f"{where} file '{model_file}'")
+    what = f"{where} file '{model_file}'"
+    if config.platform == PLATFORM_AOTI:
+        check_native_package(names[model_file], what, allow_native)
+        program = None
+    else:
+        program = check_model_loads(names[model_file], what)
     if (not config.input or not config.output) and program is not None:
         # As the inference service does: a torch.export program states its own signature.
         complete_from_program(config, program)

@@ -20,7 +20,14 @@ from modelport.proto.inference import model_config_pb2 as mc
 CONFIG_FILE = "config.pbtxt"
 PLATFORM_EXPORT = "torch_export"
 PLATFORM_TORCHSCRIPT = "pytorch_libtorch"
-MODEL_FILES = {PLATFORM_EXPORT: "model.pt2", PLATFORM_TORCHSCRIPT: "model.pt"}
+# An AOTInductor package (torch._inductor.aoti_compile_and_package): compiled
+# native code, so only the registry's own derive jobs store one (see archive).
+PLATFORM_AOTI = "torch_aoti"
+MODEL_FILES = {
+    PLATFORM_EXPORT: "model.pt2",
+    PLATFORM_TORCHSCRIPT: "model.pt",
+    PLATFORM_AOTI: "model.pt2",
+}
 # What a batch waits for by default when dynamic_batching {} sets no delay.
 DEFAULT_QUEUE_SIZE = 1024
 AUTO_MAX_BATCH = 32

@@ -41,6 +41,31 @@ def load_exported_module(path: Path, name: str) -> Any:
     return load_exported_program(path, name).module()
 
 
+def is_aoti_package(path: Path) -> bool:
+    """An AOTInductor package is a zip holding `<name>/data/aotinductor/`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/data/aotinductor/" in entry for entry in archive.namelist())
+
+
+def load_aoti_package(path: Path, name: str) -> Any:
+    """An AOTInductor package as a callable (tensors in, a list of tensors out).
+
+    The package holds a compiled shared library, which loading runs: callers
+    load only packages they trust (an operator's own repository, or versions
+    the registry's derive jobs compiled).
+    """
+    import torch._inductor
+
+    if not is_aoti_package(path):
+        raise InvalidInput(f"model '{name}': {path.name} is not an AOTInductor package")
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:
+        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+
+
 def load_torchscript(path: Path, name: str) -> Any:
     """torch.jit.load reads TorchScript code and tensors with its own restricted
     unpickler; a plain `torch.save(model)` pickle fails here and is refused."""

@@ -5,7 +5,9 @@ cluster runs them in their own pods: the router on the address clients use
 (8001) balances over the inference services it is given (static discovery)
 and follows the registry (8003) for aliases and traffic policies. The sample
 models are pushed to the registry once (alias `production` → version 1),
-so `modelport models policy` works against the stack out of the box.
+and each inference service follows its model's `production` and `canary`
+aliases there: a version derived with `modelport models derive … --alias
+canary` is loaded beside production, and a split policy sends it a slice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 from modelport.common.settings import ServerSettings, setting
 
 log = logging.getLogger(__name__)
+
+# What each inference service of the stack serves: production, and a canary once one is set.
+FOLLOWED_ALIASES = ("production", "canary")
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,12 @@ class LocalStack:
         for name in settings.models:
             app = InferenceApp(
                 InferenceSettings(
-                    model_repository=repo,
                     host="127.0.0.1",
                     grpc_port=0,
                     metrics_port=-1,
-                    model_control_mode="explicit",
-                    load_models=(name,),
+                    registry=registry_address,
+                    models=tuple(f"{name}@{alias}" for alias in FOLLOWED_ALIASES),
+                    cache_dir=settings.data_dir / "cache",
                 )
             )
             port = await app.start()

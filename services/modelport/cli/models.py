@@ -12,6 +12,7 @@ import click
 
 from modelport.cli.models_aliases import alias, history, policy, pool, rollback
 from modelport.cli.models_common import common, describe_policy, registry_client
+from modelport.cli.models_derive import compare, derive, derive_worker, jobs, metric_rows
 from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
 
 
@@ -23,13 +24,15 @@ def _version_rows(versions: list[Any]) -> list[list[Any]]:
             v.sha256[:12],
             f"{v.size_bytes / 1024:.1f} KiB",
             v.parent,
+            v.lineage.method,
+            v.status,
             when(v.created_at),
         ]
         for v in versions
     ]
 
 
-VERSION_COLUMNS = ["version", "aliases", "sha256", "size", "parent", "created"]
+VERSION_COLUMNS = ["version", "aliases", "sha256", "size", "parent", "method", "status", "created"]
 
 
 @click.group("models")
@@ -119,6 +122,10 @@ def show(name: str, registry: str, as_json: bool) -> None:
         )
         return
     table(f"{name}: versions", VERSION_COLUMNS, _version_rows(versions))
+    measured = [v for v in versions if v.metrics]
+    if measured:
+        rows = metric_rows([dict(v.metrics) for v in measured])
+        table(f"{name}: metrics", ["metric", *(f"v{v.version}" for v in measured)], rows)
     click.echo(f"policy: {describe_policy(policy)}")
 
 
@@ -157,4 +164,8 @@ models.add_command(alias)
 models.add_command(rollback)
 models.add_command(history)
 models.add_command(policy)
+models.add_command(derive)
+models.add_command(compare)
+models.add_command(jobs)
+models.add_command(derive_worker)
 models.add_command(pool)

@@ -12,11 +12,12 @@ from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
 @click.argument("name")
 @click.argument("version", type=int)
 @click.argument("alias")
+@click.option("--force", is_flag=True, help="Even to a version a derive gate rejected.")
 @common
-def alias(name: str, version: int, alias: str, registry: str, as_json: bool) -> None:
+def alias(name: str, version: int, alias: str, force: bool, registry: str, as_json: bool) -> None:
     """Point ALIAS of model NAME at VERSION."""
     with registry_client(registry) as client:
-        moved = client.set_alias(name, version, alias)
+        moved = client.set_alias(name, version, alias, force=force)
     before = f" (was {moved.previous_version})" if moved.previous_version else ""
     emit(as_json, moved, f"{name}@{alias} → {moved.version}{before}")
 

@@ -10,19 +10,19 @@ Calls raise `ModelportClientError` with the registry's status code and message.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 
 from modelport.artifacts.archive import materialize, pack_directory
 from modelport.artifacts.hashing import directory_digest, sha256_of
 from modelport.client.channel import ModelportClientError
+from modelport.client.registry_derive import DeriveCalls, maps_rpc_errors
+from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
@@ -31,20 +31,7 @@ CHUNK_BYTES = 1 << 20
 SOURCE_DIGEST_LABEL = "modelport.source-digest"
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _maps_rpc_errors(method: F) -> F:
-    """A failed call raises ModelportClientError (code + message), as the other clients do."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as exc:
-            raise ModelportClientError.from_rpc_error(exc) from None
-
-    return wrapper  # type: ignore[return-value]
+_maps_rpc_errors = maps_rpc_errors
 
 
 def default_address() -> str:
@@ -68,7 +55,7 @@ def parse_policy(
     return policy
 
 
-class RegistryClient:
+class RegistryClient(DeriveCalls):
     def __init__(self, address: str = "", *, timeout: float = 30.0) -> None:
         self.address = address or default_address()
         self.timeout = timeout
@@ -129,8 +116,14 @@ class RegistryClient:
         metrics: Mapping[str, float] | None = None,
         create_model: bool = True,
         description: str = "",
+        lineage: dpb.Lineage | None = None,
+        derive_job: str = "",
+        derive_token: str = "",
     ) -> pb.ModelVersion:
-        """Upload a tar / tar.gz archive as it is (its sha256 is checked on arrival)."""
+        """Upload a tar / tar.gz archive as it is (its sha256 is checked on arrival).
+
+        `derive_job` and `derive_token`: a derive worker uploading its job's child.
+        """
         path = Path(archive)
         header = pb.UploadHeader(
             model=name,
@@ -141,6 +134,9 @@ class RegistryClient:
             aliases=list(aliases),
             create_model=create_model,
             description=description,
+            lineage=lineage,
+            derive_job=derive_job,
+            derive_token=derive_token,
         )
 
         def messages() -> Iterator[pb.UploadVersionRequest]:
@@ -163,6 +159,9 @@ class RegistryClient:
         metrics: Mapping[str, float] | None = None,
         create_model: bool = True,
         description: str = "",
+        lineage: dpb.Lineage | None = None,
+        derive_job: str = "",
+        derive_token: str = "",
     ) -> pb.ModelVersion:
         """Pack a Triton model folder and upload it as the model's next version."""
         all_labels = {SOURCE_DIGEST_LABEL: directory_digest(model_dir), **(labels or {})}
@@ -178,6 +177,9 @@ class RegistryClient:
                 metrics=metrics,
                 create_model=create_model,
                 description=description,
+                lineage=lineage,
+                derive_job=derive_job,
+                derive_token=derive_token,
             )
 
     @_maps_rpc_errors
@@ -229,8 +231,9 @@ class RegistryClient:
     # -- aliases ----------------------------------------------------------------
 
     @_maps_rpc_errors
-    def set_alias(self, model: str, version: int, alias: str) -> pb.Alias:
-        request = pb.SetAliasRequest(model=model, alias=alias, version=version)
+    def set_alias(self, model: str, version: int, alias: str, *, force: bool = False) -> pb.Alias:
+        """Point `alias` at `version`; a version a derive gate rejected needs `force`."""
+        request = pb.SetAliasRequest(model=model, alias=alias, version=version, force=force)
         return self.stub.SetAlias(request, timeout=self.timeout)
 
     @_maps_rpc_errors

@@ -17,12 +17,17 @@ import numpy as np
 import torch
 
 from modelport.artifacts.config import (
+    PLATFORM_AOTI,
     PLATFORM_EXPORT,
     PLATFORM_TORCHSCRIPT,
     ModelSpec,
     TensorSpec,
 )
-from modelport.artifacts.loaders import load_exported_module, load_torchscript
+from modelport.artifacts.loaders import (
+    load_aoti_package,
+    load_exported_module,
+    load_torchscript,
+)
 from modelport.errors import Internal, InvalidInput, Unavailable
 from modelport.proto.inference import model_config_pb2 as mc
 
@@ -65,6 +70,9 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
         module = load_exported_module(path, spec.name)
     elif spec.platform == PLATFORM_TORCHSCRIPT:
         module = load_torchscript(path, spec.name)
+    elif spec.platform == PLATFORM_AOTI:
+        # Compiled for one device: it runs where it was built, never moved.
+        return TorchBackend(spec, load_aoti_package(path, spec.name), device)
     else:  # build_spec has already refused other platforms
         raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
     if device.type != "cpu":

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelport.artifacts.archive_checks import Signature
 from modelport.errors import InvalidInput
+from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
+from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobRequest
 from modelport.registry.records import (
     AliasInfo,
     AliasMove,
     Event,
+    Lineage,
     ModelInfo,
     NewVersion,
     Policy,
@@ -66,6 +70,13 @@ def version_msg(info: VersionInfo) -> pb.ModelVersion:
         signature=signature_msg(info.signature),
         aliases=list(info.aliases),
         model_file=info.model_file,
+        lineage=dpb.Lineage(
+            parent=info.parent,
+            method=info.lineage.method,
+            parameters=info.lineage.parameters,
+            job=info.lineage.job,
+        ),
+        status=info.status,
     )
 
 
@@ -149,6 +160,10 @@ def event_msg(event: Event) -> pb.WatchEvent:
         alias=event.alias,
         previous_version=event.previous_version,
         at=timestamp(event.at),
+        job=event.job,
+        stage=str(event.detail.get("stage", "")),
+        progress=float(event.detail.get("progress", 0.0)),
+        message=str(event.detail.get("message", "")),
     )
 
 
@@ -161,4 +176,70 @@ def new_version(header: pb.UploadHeader) -> NewVersion:
         aliases=tuple(header.aliases),
         create_model=header.create_model,
         description=header.description,
+        lineage=Lineage(
+            method=header.lineage.method,
+            parameters=dict(header.lineage.parameters),
+        ),
+        derive_job=header.derive_job,
+        derive_token=header.derive_token,
     )
+
+
+def spec_msg(spec: dict[str, Any]) -> dpb.DeriveSpec:
+    return dpb.DeriveSpec(
+        prune=float(spec.get("prune", 0.0)),
+        prune_pattern=str(spec.get("prune_pattern", "")),
+        dtype=str(spec.get("dtype", "")),
+        quantize=str(spec.get("quantize", "")),
+        compile=str(spec.get("compile", "")),
+    )
+
+
+def derive_request(msg: dpb.DeriveRequest) -> DeriveJobRequest:
+    spec = msg.spec
+    return DeriveJobRequest(
+        source=msg.source,
+        spec={
+            "prune": spec.prune,
+            "prune_pattern": spec.prune_pattern,
+            "dtype": spec.dtype,
+            "quantize": spec.quantize,
+            "compile": spec.compile,
+        },
+        eval_data=msg.eval_data,
+        eval_format=msg.eval_format,
+        metric=msg.metric,
+        max_accuracy_drop=msg.max_accuracy_drop if msg.HasField("max_accuracy_drop") else None,
+        relative_drop=msg.relative_drop,
+        aliases=tuple(msg.aliases),
+        force=msg.force,
+        labels=dict(msg.labels),
+    )
+
+
+def job_msg(job: DeriveJobInfo) -> dpb.DeriveJob:
+    settings = job.request
+    msg = dpb.DeriveJob(
+        id=job.id,
+        state=dpb.DeriveJob.State.Value(job.state),
+        model=job.model,
+        parent=job.parent,
+        spec=spec_msg(job.spec),
+        metric=str(settings.get("metric", "")),
+        relative_drop=bool(settings.get("relative_drop", False)),
+        aliases=list(settings.get("aliases", [])),
+        force=bool(settings.get("force", False)),
+        stage=job.stage,
+        progress=job.progress,
+        message=job.message,
+        child_version=job.child_version,
+        verdict=job.verdict,
+        metrics=job.metrics,
+        executor=job.executor,
+        created_at=timestamp(job.created_at),
+        updated_at=timestamp(job.updated_at),
+        eval_format=str(settings.get("eval_format", "")),
+    )
+    if settings.get("max_accuracy_drop") is not None:
+        msg.max_accuracy_drop = float(settings["max_accuracy_drop"])
+    return msg

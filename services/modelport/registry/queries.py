@@ -10,7 +10,7 @@ from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import DEFAULT_ALIAS, Ref
 from modelport.errors import NotFound
 from modelport.registry import tables as t
-from modelport.registry.records import Event, ModelInfo, VersionInfo
+from modelport.registry.records import Event, Lineage, ModelInfo, VersionInfo
 from modelport.registry.transactions import as_utc
 
 
@@ -55,6 +55,8 @@ def version_info(conn: Connection, model_name: str, row: Row[Any]) -> VersionInf
         signature=archive_checks.Signature.from_json(row.signature),
         model_file=row.model_file,
         aliases=tuple(sorted(aliases)),
+        lineage=Lineage.from_json(row.lineage),
+        status=row.status or "",
     )
 
 
@@ -105,6 +107,8 @@ def events_after(
             alias=r.alias,
             previous_version=int(r.previous_version),
             at=as_utc(r.at),
+            job=r.job or "",
+            detail=dict(r.detail or {}),
         )
         for r in rows
     ]

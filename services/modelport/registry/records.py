@@ -23,6 +23,33 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """How a version was made from its parent (the parent itself is `VersionInfo.parent`)."""
+
+    method: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    job: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "parameters": dict(self.parameters), "job": self.job}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Lineage:
+        data = data or {}
+        return cls(
+            method=str(data.get("method", "")),
+            parameters={str(k): str(v) for k, v in (data.get("parameters") or {}).items()},
+            job=str(data.get("job", "")),
+        )
+
+
+class VersionStatus:
+    NONE = ""  # pushed by hand: no gate was asked for
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     model: str
     version: int
@@ -35,6 +62,8 @@ class VersionInfo:
     signature: Signature
     model_file: str
     aliases: tuple[str, ...] = ()
+    lineage: Lineage = field(default_factory=Lineage)
+    status: str = VersionStatus.NONE
 
 
 @dataclass(frozen=True)
@@ -142,6 +171,8 @@ class EventKind:
     ALIAS_MOVED = "ALIAS_MOVED"
     ALIAS_DELETED = "ALIAS_DELETED"
     POLICY_CHANGED = "POLICY_CHANGED"
+    DERIVE_PROGRESS = "DERIVE_PROGRESS"
+    DERIVE_FINISHED = "DERIVE_FINISHED"
     POOL_CHANGED = "POOL_CHANGED"
 
 
@@ -154,6 +185,8 @@ class Event:
     alias: str = ""
     previous_version: int = 0
     at: datetime | None = None
+    job: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,3 +200,7 @@ class NewVersion:
     aliases: tuple[str, ...] = ()
     create_model: bool = False
     description: str = ""
+    lineage: Lineage = field(default_factory=Lineage)
+    # A derive job's worker uploading the job's child (with the job's token).
+    derive_job: str = ""
+    derive_token: str = ""

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.errors import InvalidInput
 from modelport.registry.blob_backends import BlobBackend, S3Backend
+from modelport.registry.derive_executor import (
+    DeriveExecutor,
+    KubernetesExecutor,
+    KubernetesJobSettings,
+    LocalExecutor,
+)
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
@@ -26,11 +34,19 @@ class RegistryServer:
         self.servicer: RegistryServicer | None = None
         self.grpc: GrpcServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.executor: DeriveExecutor | None = None
 
     @property
     def address(self) -> str:
         assert self.grpc is not None
         return f"{self.settings.host}:{self.grpc.port}"
+
+    @property
+    def local_address(self) -> str:
+        """Where a worker process on this machine reaches the registry."""
+        assert self.grpc is not None
+        host = self.settings.host
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.grpc.port}"
 
     async def start(self) -> int:
         settings = self.settings
@@ -42,7 +58,8 @@ class RegistryServer:
             stale_upload_seconds=settings.stale_upload_minutes * 60,
             blob_backend=blob_backend(settings),
         )
-        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop())
+        self.executor = make_executor(settings, self.store, lambda: self.local_address)
+        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop(), self.executor)
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
@@ -67,6 +84,8 @@ class RegistryServer:
             self._sweeper.cancel()
         if self.servicer is not None:
             self.servicer.close()
+        if self.executor is not None:
+            await self.executor.close()
         if self.grpc is not None:
             await self.grpc.drain(grace)
         if self.store is not None:
@@ -78,6 +97,46 @@ def blob_backend(settings: RegistrySettings) -> BlobBackend | None:
     if not settings.blob_store:
         return None
     return S3Backend(settings.blob_store, endpoint=settings.s3_endpoint)
+
+
+def make_executor(
+    settings: RegistrySettings, store: RegistryStore, address: Callable[[], str]
+) -> DeriveExecutor | None:
+    if settings.derive_executor == "none":
+        return None
+    if settings.derive_executor == "local":
+        return LocalExecutor(store.jobs, address, settings.derive_workers)
+    missing = [
+        flag
+        for flag, value in (
+            ("--derive-namespace", settings.derive_namespace),
+            ("--derive-image", settings.derive_image),
+            ("--derive-registry-address", settings.derive_registry_address),
+        )
+        if not value
+    ]
+    if missing:
+        raise InvalidInput(f"--derive-executor kubernetes needs {', '.join(missing)}")
+    job_settings = KubernetesJobSettings(
+        namespace=settings.derive_namespace,
+        image=settings.derive_image,
+        registry_address=settings.derive_registry_address,
+        gpu_node_selector=_pairs(settings.derive_gpu_node_selector, "--derive-gpu-node-selector"),
+        labels=_pairs(settings.derive_job_labels, "--derive-job-label"),
+        gpu_resource=settings.derive_gpu_resource,
+        memory_limit=settings.derive_memory_limit,
+    )
+    return KubernetesExecutor(store.jobs, job_settings)
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{flag} '{item}': expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
 
 
 def run(settings: RegistrySettings) -> None:

@@ -19,6 +19,8 @@ from modelport.errors import Cancelled, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
+from modelport.registry.derive_executor import DeriveExecutor
+from modelport.registry.derive_servicer import DeriveRpcs
 from modelport.registry.records import VersionInfo
 from modelport.registry.store import RegistryStore
 
@@ -39,10 +41,17 @@ _subscribers = _meter.create_up_down_counter(
 )
 
 
-class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
-    def __init__(self, store: RegistryStore, loop: asyncio.AbstractEventLoop) -> None:
-        """`loop` is the server's: commits made in worker threads wake watchers on it."""
+class RegistryServicer(DeriveRpcs, registry_pb2_grpc.ModelRegistryServicer):
+    def __init__(
+        self,
+        store: RegistryStore,
+        loop: asyncio.AbstractEventLoop,
+        executor: DeriveExecutor | None = None,
+    ) -> None:
+        """`loop` is the server's: commits made in worker threads wake watchers on it.
+        `executor` runs derive jobs (None: this registry runs none)."""
         self.store = store
+        self.executor = executor
         self._wakeups: set[asyncio.Event] = set()
         self._loop = loop
         self._closing = False
@@ -182,7 +191,11 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
 
     async def SetAlias(self, request: pb.SetAliasRequest, context: Context) -> pb.Alias:
         info = await asyncio.to_thread(
-            self.store.set_alias, request.model, request.alias, request.version
+            self.store.set_alias,
+            request.model,
+            request.alias,
+            request.version,
+            force=request.force,
         )
         return convert.alias_msg(info)
 

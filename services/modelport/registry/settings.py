@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from modelport.common.settings import ServerSettings, setting
 
@@ -35,6 +36,31 @@ class RegistrySettings(ServerSettings):
     )
     sweep_interval_seconds: float = setting(
         600.0, "Seconds between sweeps of abandoned uploads.", cli=False
+    )
+
+    derive_executor: Literal["local", "kubernetes", "none"] = setting(
+        "local",
+        "Where derive jobs run: worker processes beside the registry, Kubernetes Jobs, or none.",
+    )
+    derive_workers: int = setting(1, "Local executor: derive jobs running at once.")
+    derive_namespace: str = setting("", "Kubernetes executor: the namespace of the Jobs.")
+    derive_image: str = setting("", "Kubernetes executor: the image the Jobs run.")
+    derive_registry_address: str = setting(
+        "", "Kubernetes executor: how a Job reaches this registry (its Service, HOST:PORT)."
+    )
+    derive_gpu_node_selector: tuple[str, ...] = setting(
+        (),
+        "Kubernetes executor: KEY=VALUE node labels for GPU-only methods (fp8, 2:4); repeatable.",
+        flag="--derive-gpu-node-selector",
+    )
+    derive_gpu_resource: str = setting(
+        "nvidia.com/gpu", "Kubernetes executor: the extended resource a GPU Job asks for."
+    )
+    derive_memory_limit: str = setting("8Gi", "Kubernetes executor: a Job's memory limit.")
+    derive_job_labels: tuple[str, ...] = setting(
+        (),
+        "Kubernetes executor: KEY=VALUE labels on the Jobs' pods (network policies); repeatable.",
+        flag="--derive-job-label",
     )
 
     def __post_init__(self) -> None:

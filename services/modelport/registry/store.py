@@ -23,6 +23,7 @@ from modelport.registry import tables as t
 from modelport.registry.blob_backends import BlobBackend
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
+from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs
 from modelport.registry.placements import PoolPlacements
 from modelport.registry.records import (
     AliasInfo,
@@ -34,6 +35,7 @@ from modelport.registry.records import (
     Policy,
     Resolved,
     VersionInfo,
+    VersionStatus,
 )
 from modelport.registry.transactions import Tx, Writer, as_utc, utcnow
 
@@ -46,6 +48,7 @@ class RegistryStore:
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self.writer = Writer(engine)
+        self.jobs = DeriveJobs(engine, self.writer)
         self.add_listener = self.writer.add_listener
         self.remove_listener = self.writer.remove_listener
         self.placements = PoolPlacements(engine, self.writer)
@@ -151,6 +154,8 @@ class RegistryStore:
             check_alias_name(new.model, alias)
         if not new.create_model:
             self.get_model(new.model)
+        if new.derive_job:  # a worker's token is checked before its bytes arrive
+            self.jobs.check_upload(new.derive_job, new.derive_token, new.model)
 
     def open_upload(self) -> UploadSink:
         """Where an upload's bytes go: a temp file, size-limited and hashed."""
@@ -176,45 +181,23 @@ class RegistryStore:
                     f"model '{new.model}': upload sha256 mismatch: header says "
                     f"{expected_sha256}, received bytes hash to {received}"
                 )
-            parent = self.resolve(new.parent) if new.parent else None
+            job: DeriveJobInfo | None = None
+            if new.derive_job:
+                job = self.jobs.check_upload(new.derive_job, new.derive_token, new.model)
+            parent = self.resolve(job.parent if job else new.parent) if job or new.parent else None
             prepared = archive_checks.prepare(
-                sink.path, new.model, work, stored, self.max_upload_bytes
+                sink.path,
+                new.model,
+                work,
+                stored,
+                self.max_upload_bytes,
+                allow_native=job is not None,  # compiled by our own worker
             )
             self.blobs.make_durable(prepared.path)
             self.blobs.stage(prepared.path, prepared.sha256)
             with self.writer.write() as tx:
                 self.blobs.place(prepared.path, prepared.sha256)
-                if (
-                    new.create_model
-                    and not tx.conn.execute(
-                        select(t.models.c.id).where(t.models.c.name == new.model)
-                    ).first()
-                ):
-                    self._insert_model(tx, new.model, new.description, {})
-                model = q.model_row(tx.conn, new.model)
-                version = int(model.latest_version) + 1
-                tx.conn.execute(
-                    t.versions.insert().values(
-                        model_id=model.id,
-                        version=version,
-                        sha256=prepared.sha256,
-                        size_bytes=prepared.size_bytes,
-                        created_at=utcnow(),
-                        labels=dict(new.labels),
-                        metrics={k: float(v) for k, v in new.metrics.items()},
-                        parent=f"{parent.model}:{parent.version}" if parent else "",
-                        signature=prepared.signature.to_json(),
-                        model_file=prepared.model_file,
-                    )
-                )
-                tx.conn.execute(
-                    t.models.update()
-                    .where(t.models.c.id == model.id)
-                    .values(latest_version=version)
-                )
-                tx.emit(EventKind.VERSION_ADDED, new.model, version=version)
-                for alias in new.aliases:
-                    self._move_alias(tx, model, alias, version)
+                version = self._insert_version(tx, new, prepared, parent, job)
         except BaseException:
             stored.unlink(missing_ok=True)
             if prepared is not None:  # placed, but its row never committed
@@ -224,6 +207,51 @@ class RegistryStore:
             sink.discard()
             shutil.rmtree(work, ignore_errors=True)
         return self.get_version(f"{new.model}:{version}")
+
+    def _insert_version(
+        self,
+        tx: Tx,
+        new: NewVersion,
+        prepared: archive_checks.PreparedArchive,
+        parent: Resolved | None,
+        job: DeriveJobInfo | None,
+    ) -> int:
+        if (
+            new.create_model
+            and not tx.conn.execute(
+                select(t.models.c.id).where(t.models.c.name == new.model)
+            ).first()
+        ):
+            self._insert_model(tx, new.model, new.description, {})
+        model = q.model_row(tx.conn, new.model)
+        version = int(model.latest_version) + 1
+        lineage = new.lineage.to_json() | ({"job": job.id} if job else {})
+        status, aliases = VersionStatus.NONE, new.aliases
+        if job is not None:  # the gate decides the status and whether aliases move
+            status, aliases = self.jobs.finish(tx, job, new.derive_token, version, new.metrics)
+        tx.conn.execute(
+            t.versions.insert().values(
+                model_id=model.id,
+                version=version,
+                sha256=prepared.sha256,
+                size_bytes=prepared.size_bytes,
+                created_at=utcnow(),
+                labels={**(job.request.get("labels", {}) if job else {}), **new.labels},
+                metrics={k: float(v) for k, v in new.metrics.items()},
+                parent=f"{parent.model}:{parent.version}" if parent else "",
+                signature=prepared.signature.to_json(),
+                model_file=prepared.model_file,
+                lineage=lineage,
+                status=status,
+            )
+        )
+        tx.conn.execute(
+            t.models.update().where(t.models.c.id == model.id).values(latest_version=version)
+        )
+        tx.emit(EventKind.VERSION_ADDED, new.model, version=version)
+        for alias in aliases:
+            self._move_alias(tx, model, alias, version, force=True)
+        return version
 
     def resolve(self, ref: str | Ref) -> Resolved:
         parsed = Ref.parse(ref) if isinstance(ref, str) else ref
@@ -290,9 +318,16 @@ class RegistryStore:
 
     # -- aliases -------------------------------------------------------------------
 
-    def _move_alias(self, tx: Tx, model: Row[Any], alias: str, version: int) -> AliasInfo:
+    def _move_alias(
+        self, tx: Tx, model: Row[Any], alias: str, version: int, *, force: bool = False
+    ) -> AliasInfo:
         check_alias_name(model.name, alias)
-        q.version_row(tx.conn, model, version)
+        row = q.version_row(tx.conn, model, version)
+        if row.status == VersionStatus.REJECTED and not force:
+            raise FailedPrecondition(
+                f"model '{model.name}' version {version} was rejected by its derive job's "
+                f"accuracy gate; alias '{alias}' does not move to it without force"
+            )
         where = (t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
         previous = tx.conn.scalar(select(t.aliases.c.version).where(*where))
         revision = tx.emit(
@@ -315,9 +350,9 @@ class RegistryStore:
         )
         return AliasInfo(model.name, alias, version, int(previous or 0), now, revision)
 
-    def set_alias(self, model: str, alias: str, version: int) -> AliasInfo:
+    def set_alias(self, model: str, alias: str, version: int, *, force: bool = False) -> AliasInfo:
         with self.writer.write() as tx:
-            return self._move_alias(tx, q.model_row(tx.conn, model), alias, version)
+            return self._move_alias(tx, q.model_row(tx.conn, model), alias, version, force=force)
 
     def delete_alias(self, model: str, alias: str) -> None:
         with self.writer.write() as tx:
@@ -377,7 +412,8 @@ class RegistryStore:
                 raise FailedPrecondition(
                     f"model '{model}' alias '{alias}' has no earlier version to roll back to"
                 )
-            return self._move_alias(tx, model_row, alias, target)
+            # It held the alias before, so it passed (or was forced past) any gate then.
+            return self._move_alias(tx, model_row, alias, target, force=True)
 
     # -- traffic policies ------------------------------------------------------
 

@@ -13,8 +13,10 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -51,6 +53,10 @@ versions = Table(
     Column("parent", String(200), nullable=False, default=""),
     Column("signature", JSON, nullable=False),
     Column("model_file", String(200), nullable=False),
+    # {"method", "parameters", "job"}: how the version was made from `parent`.
+    Column("lineage", JSON, nullable=False, default=dict),
+    # "" (pushed by hand), "accepted" or "rejected" (a gated derive job's child).
+    Column("status", String(16), nullable=False, default=""),
     UniqueConstraint("model_id", "version", name="uq_versions_model_version"),
 )
 
@@ -105,6 +111,33 @@ events = Table(
     Column("alias", String(128), nullable=False, default=""),
     Column("previous_version", BigInteger, nullable=False, default=0),
     Column("at", DateTime(timezone=True), nullable=False),
+    # DERIVE_* events: the job and {"stage", "progress", "message"}.
+    Column("job", String(32), nullable=False, default=""),
+    Column("detail", JSON, nullable=True),
+)
+
+derive_jobs = Table(
+    "derive_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    # sha256 of the worker's token: only the worker may report or upload.
+    Column("token_sha256", String(64), nullable=False),
+    Column("model", String(128), nullable=False, index=True),
+    Column("parent_version", BigInteger, nullable=False),
+    # spec, metric, gate, aliases, force, labels, eval_format.
+    Column("request", JSON, nullable=False),
+    # The caller's evaluation data; dropped once the job ends.
+    Column("eval_data", LargeBinary, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("stage", String(64), nullable=False, default=""),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("message", Text, nullable=False, default=""),
+    Column("child_version", BigInteger, nullable=False, default=0),
+    Column("verdict", String(16), nullable=False, default=""),
+    Column("metrics", JSON, nullable=False),
+    Column("executor", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 revision_counter = Table(

@@ -46,7 +46,7 @@ class Tx:
             )
             or 0
         )
-        row = {"version": 0, "alias": "", "previous_version": 0, **fields}
+        row = {"version": 0, "alias": "", "previous_version": 0, "job": "", **fields}
         self.conn.execute(
             t.events.insert().values(revision=revision, kind=kind, model=model, at=utcnow(), **row)
         )

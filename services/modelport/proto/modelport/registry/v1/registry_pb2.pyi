@@ -13,6 +13,7 @@ import google.protobuf.internal.containers
 import google.protobuf.internal.enum_type_wrapper
 import google.protobuf.message
 import google.protobuf.timestamp_pb2
+import modelport.proto.modelport.registry.v1.derive_pb2
 import sys
 import typing
 
@@ -194,6 +195,8 @@ class ModelVersion(google.protobuf.message.Message):
     SIGNATURE_FIELD_NUMBER: builtins.int
     ALIASES_FIELD_NUMBER: builtins.int
     MODEL_FILE_FIELD_NUMBER: builtins.int
+    LINEAGE_FIELD_NUMBER: builtins.int
+    STATUS_FIELD_NUMBER: builtins.int
     model: builtins.str
     version: builtins.int
     sha256: builtins.str
@@ -203,6 +206,10 @@ class ModelVersion(google.protobuf.message.Message):
     """Lineage: the version this one derives from, "model:version" ("" when none)."""
     model_file: builtins.str
     """File name inside the version directory: "model.pt2" or "model.pt"."""
+    status: builtins.str
+    """"" for a version pushed by hand; "accepted" or "rejected" for one a gated
+    derive job made (a rejected version takes an alias only with force).
+    """
     @property
     def created_at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     @property
@@ -215,6 +222,8 @@ class ModelVersion(google.protobuf.message.Message):
     def aliases(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Aliases pointing at this version now."""
 
+    @property
+    def lineage(self) -> modelport.proto.modelport.registry.v1.derive_pb2.Lineage: ...
     def __init__(
         self,
         *,
@@ -229,9 +238,11 @@ class ModelVersion(google.protobuf.message.Message):
         signature: global___Signature | None = ...,
         aliases: collections.abc.Iterable[builtins.str] | None = ...,
         model_file: builtins.str = ...,
+        lineage: modelport.proto.modelport.registry.v1.derive_pb2.Lineage | None = ...,
+        status: builtins.str = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["created_at", b"created_at", "signature", b"signature"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "created_at", b"created_at", "labels", b"labels", "metrics", b"metrics", "model", b"model", "model_file", b"model_file", "parent", b"parent", "sha256", b"sha256", "signature", b"signature", "size_bytes", b"size_bytes", "version", b"version"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["created_at", b"created_at", "lineage", b"lineage", "signature", b"signature"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "created_at", b"created_at", "labels", b"labels", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "model_file", b"model_file", "parent", b"parent", "sha256", b"sha256", "signature", b"signature", "size_bytes", b"size_bytes", "status", b"status", "version", b"version"]) -> None: ...
 
 global___ModelVersion = ModelVersion
 
@@ -424,6 +435,9 @@ class UploadHeader(google.protobuf.message.Message):
     ALIASES_FIELD_NUMBER: builtins.int
     CREATE_MODEL_FIELD_NUMBER: builtins.int
     DESCRIPTION_FIELD_NUMBER: builtins.int
+    LINEAGE_FIELD_NUMBER: builtins.int
+    DERIVE_JOB_FIELD_NUMBER: builtins.int
+    DERIVE_TOKEN_FIELD_NUMBER: builtins.int
     model: builtins.str
     sha256: builtins.str
     """Expected sha256 (hex) of the archive bytes as sent; checked on arrival."""
@@ -432,6 +446,9 @@ class UploadHeader(google.protobuf.message.Message):
     create_model: builtins.bool
     """Create the model when it does not exist yet."""
     description: builtins.str
+    derive_job: builtins.str
+    """A derive job's worker uploading the job's child, with the job's token."""
+    derive_token: builtins.str
     @property
     def labels(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]: ...
     @property
@@ -439,6 +456,10 @@ class UploadHeader(google.protobuf.message.Message):
     @property
     def aliases(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Point these aliases at the new version once it is stored."""
+
+    @property
+    def lineage(self) -> modelport.proto.modelport.registry.v1.derive_pb2.Lineage:
+        """Method and parameters of the lineage (its parent is `parent` above)."""
 
     def __init__(
         self,
@@ -451,8 +472,12 @@ class UploadHeader(google.protobuf.message.Message):
         aliases: collections.abc.Iterable[builtins.str] | None = ...,
         create_model: builtins.bool = ...,
         description: builtins.str = ...,
+        lineage: modelport.proto.modelport.registry.v1.derive_pb2.Lineage | None = ...,
+        derive_job: builtins.str = ...,
+        derive_token: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "create_model", b"create_model", "description", b"description", "labels", b"labels", "metrics", b"metrics", "model", b"model", "parent", b"parent", "sha256", b"sha256"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["lineage", b"lineage"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "create_model", b"create_model", "derive_job", b"derive_job", "derive_token", b"derive_token", "description", b"description", "labels", b"labels", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "parent", b"parent", "sha256", b"sha256"]) -> None: ...
 
 global___UploadHeader = UploadHeader
 
@@ -622,17 +647,21 @@ class SetAliasRequest(google.protobuf.message.Message):
     MODEL_FIELD_NUMBER: builtins.int
     ALIAS_FIELD_NUMBER: builtins.int
     VERSION_FIELD_NUMBER: builtins.int
+    FORCE_FIELD_NUMBER: builtins.int
     model: builtins.str
     alias: builtins.str
     version: builtins.int
+    force: builtins.bool
+    """Also point at a version a derive job's gate rejected."""
     def __init__(
         self,
         *,
         model: builtins.str = ...,
         alias: builtins.str = ...,
         version: builtins.int = ...,
+        force: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["alias", b"alias", "model", b"model", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alias", b"alias", "force", b"force", "model", b"model", "version", b"version"]) -> None: ...
 
 global___SetAliasRequest = SetAliasRequest
 
@@ -1060,7 +1089,11 @@ class WatchEvent(google.protobuf.message.Message):
         POLICY_CHANGED: WatchEvent._Kind.ValueType  # 7
         CAUGHT_UP: WatchEvent._Kind.ValueType  # 8
         """Sent once after the replay of past events: what follows is live."""
-        POOL_CHANGED: WatchEvent._Kind.ValueType  # 9
+        DERIVE_PROGRESS: WatchEvent._Kind.ValueType  # 9
+        """A derive job moved on (`job`, `stage`, `progress`, `message`)."""
+        DERIVE_FINISHED: WatchEvent._Kind.ValueType  # 10
+        """A derive job ended: `version` is the child (0 when it failed)."""
+        POOL_CHANGED: WatchEvent._Kind.ValueType  # 11
         """The model's pool placement changed (read it with GetPoolPlacement)."""
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
@@ -1074,7 +1107,11 @@ class WatchEvent(google.protobuf.message.Message):
     POLICY_CHANGED: WatchEvent.Kind.ValueType  # 7
     CAUGHT_UP: WatchEvent.Kind.ValueType  # 8
     """Sent once after the replay of past events: what follows is live."""
-    POOL_CHANGED: WatchEvent.Kind.ValueType  # 9
+    DERIVE_PROGRESS: WatchEvent.Kind.ValueType  # 9
+    """A derive job moved on (`job`, `stage`, `progress`, `message`)."""
+    DERIVE_FINISHED: WatchEvent.Kind.ValueType  # 10
+    """A derive job ended: `version` is the child (0 when it failed)."""
+    POOL_CHANGED: WatchEvent.Kind.ValueType  # 11
     """The model's pool placement changed (read it with GetPoolPlacement)."""
 
     REVISION_FIELD_NUMBER: builtins.int
@@ -1084,6 +1121,10 @@ class WatchEvent(google.protobuf.message.Message):
     ALIAS_FIELD_NUMBER: builtins.int
     PREVIOUS_VERSION_FIELD_NUMBER: builtins.int
     AT_FIELD_NUMBER: builtins.int
+    JOB_FIELD_NUMBER: builtins.int
+    STAGE_FIELD_NUMBER: builtins.int
+    PROGRESS_FIELD_NUMBER: builtins.int
+    MESSAGE_FIELD_NUMBER: builtins.int
     revision: builtins.int
     kind: global___WatchEvent.Kind.ValueType
     model: builtins.str
@@ -1091,6 +1132,11 @@ class WatchEvent(google.protobuf.message.Message):
     alias: builtins.str
     previous_version: builtins.int
     """ALIAS_MOVED: where it pointed before (0: nowhere)."""
+    job: builtins.str
+    """DERIVE_* events: the job, where it is, and what it says."""
+    stage: builtins.str
+    progress: builtins.float
+    message: builtins.str
     @property
     def at(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1103,8 +1149,12 @@ class WatchEvent(google.protobuf.message.Message):
         alias: builtins.str = ...,
         previous_version: builtins.int = ...,
         at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        job: builtins.str = ...,
+        stage: builtins.str = ...,
+        progress: builtins.float = ...,
+        message: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["at", b"at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["alias", b"alias", "at", b"at", "kind", b"kind", "model", b"model", "previous_version", b"previous_version", "revision", b"revision", "version", b"version"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alias", b"alias", "at", b"at", "job", b"job", "kind", b"kind", "message", b"message", "model", b"model", "previous_version", b"previous_version", "progress", b"progress", "revision", b"revision", "stage", b"stage", "version", b"version"]) -> None: ...
 
 global___WatchEvent = WatchEvent

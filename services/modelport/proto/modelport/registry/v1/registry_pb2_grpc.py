@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from modelport.proto.modelport.registry.v1 import derive_pb2 as modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2
 from modelport.proto.modelport.registry.v1 import registry_pb2 as modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2
 
 GRPC_GENERATED_VERSION = '1.70.0'
@@ -133,6 +134,31 @@ class ModelRegistryStub(object):
                 '/modelport.registry.v1.ModelRegistry/Watch',
                 request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
                 response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchEvent.FromString,
+                _registered_method=True)
+        self.DeriveVersion = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/DeriveVersion',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
+                _registered_method=True)
+        self.GetDeriveJob = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/GetDeriveJob',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.GetDeriveJobRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
+                _registered_method=True)
+        self.ListDeriveJobs = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/ListDeriveJobs',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsResponse.FromString,
+                _registered_method=True)
+        self.GetDeriveWork = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/GetDeriveWork',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWorkRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWork.FromString,
+                _registered_method=True)
+        self.ReportDeriveProgress = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/ReportDeriveProgress',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
                 _registered_method=True)
 
 
@@ -271,6 +297,40 @@ class ModelRegistryServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeriveVersion(self, request, context):
+        """Starts a job that derives a child version (quantized, pruned, cast or
+        compiled) from `source`, measures both on the given data and gates it.
+        Progress arrives as DERIVE_PROGRESS events on Watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeriveJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeriveJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeriveWork(self, request, context):
+        """For the job's worker (it holds the job's token): the job and its data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportDeriveProgress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -373,6 +433,31 @@ def add_ModelRegistryServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchRequest.FromString,
                     response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchEvent.SerializeToString,
+            ),
+            'DeriveVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeriveVersion,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.SerializeToString,
+            ),
+            'GetDeriveJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeriveJob,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.GetDeriveJobRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.SerializeToString,
+            ),
+            'ListDeriveJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeriveJobs,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsResponse.SerializeToString,
+            ),
+            'GetDeriveWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeriveWork,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWorkRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWork.SerializeToString,
+            ),
+            'ReportDeriveProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDeriveProgress,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -915,6 +1000,141 @@ class ModelRegistry(object):
             '/modelport.registry.v1.ModelRegistry/Watch',
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeriveVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/DeriveVersion',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeriveJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/GetDeriveJob',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.GetDeriveJobRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeriveJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/ListDeriveJobs',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.ListDeriveJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeriveWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/GetDeriveWork',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWorkRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveWork.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDeriveProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/ReportDeriveProgress',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
+import modelport.proto.modelport.registry.v1.derive_pb2
 import modelport.proto.modelport.registry.v1.registry_pb2
 import typing
 
@@ -136,6 +137,36 @@ class ModelRegistryStub:
     ]
     """Every change after `after_revision`, then live changes, until cancelled."""
 
+    DeriveVersion: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
+    """Starts a job that derives a child version (quantized, pruned, cast or
+    compiled) from `source`, measures both on the given data and gates it.
+    Progress arrives as DERIVE_PROGRESS events on Watch.
+    """
+
+    GetDeriveJob: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.GetDeriveJobRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
+
+    ListDeriveJobs: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsResponse,
+    ]
+
+    GetDeriveWork: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveWorkRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveWork,
+    ]
+    """For the job's worker (it holds the job's token): the job and its data."""
+
+    ReportDeriveProgress: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveProgress,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
+
 class ModelRegistryAsyncStub:
     CreateModel: grpc.aio.UnaryUnaryMultiCallable[
         modelport.proto.modelport.registry.v1.registry_pb2.CreateModelRequest,
@@ -250,6 +281,36 @@ class ModelRegistryAsyncStub:
         modelport.proto.modelport.registry.v1.registry_pb2.WatchEvent,
     ]
     """Every change after `after_revision`, then live changes, until cancelled."""
+
+    DeriveVersion: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
+    """Starts a job that derives a child version (quantized, pruned, cast or
+    compiled) from `source`, measures both on the given data and gates it.
+    Progress arrives as DERIVE_PROGRESS events on Watch.
+    """
+
+    GetDeriveJob: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.GetDeriveJobRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
+
+    ListDeriveJobs: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsResponse,
+    ]
+
+    GetDeriveWork: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveWorkRequest,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveWork,
+    ]
+    """For the job's worker (it holds the job's token): the job and its data."""
+
+    ReportDeriveProgress: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveProgress,
+        modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
+    ]
 
 class ModelRegistryServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -405,5 +466,45 @@ class ModelRegistryServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[collections.abc.Iterator[modelport.proto.modelport.registry.v1.registry_pb2.WatchEvent], collections.abc.AsyncIterator[modelport.proto.modelport.registry.v1.registry_pb2.WatchEvent]]:
         """Every change after `after_revision`, then live changes, until cancelled."""
+
+    @abc.abstractmethod
+    def DeriveVersion(
+        self,
+        request: modelport.proto.modelport.registry.v1.derive_pb2.DeriveRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob]]:
+        """Starts a job that derives a child version (quantized, pruned, cast or
+        compiled) from `source`, measures both on the given data and gates it.
+        Progress arrives as DERIVE_PROGRESS events on Watch.
+        """
+
+    @abc.abstractmethod
+    def GetDeriveJob(
+        self,
+        request: modelport.proto.modelport.registry.v1.derive_pb2.GetDeriveJobRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob]]: ...
+
+    @abc.abstractmethod
+    def ListDeriveJobs(
+        self,
+        request: modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsResponse, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.ListDeriveJobsResponse]]: ...
+
+    @abc.abstractmethod
+    def GetDeriveWork(
+        self,
+        request: modelport.proto.modelport.registry.v1.derive_pb2.DeriveWorkRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.DeriveWork, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.DeriveWork]]:
+        """For the job's worker (it holds the job's token): the job and its data."""
+
+    @abc.abstractmethod
+    def ReportDeriveProgress(
+        self,
+        request: modelport.proto.modelport.registry.v1.derive_pb2.DeriveProgress,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob]]: ...
 
 def add_ModelRegistryServicer_to_server(servicer: ModelRegistryServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
