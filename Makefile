@@ -22,7 +22,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-derive clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-shm bench-generative bench-derive clean
 
 install: $(INSTALLED)
 
@@ -106,6 +106,14 @@ test: install tools protos-check lint typecheck pytest conformance
 bench: install
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_router.py
+
+# perf_analyzer: a 16 MiB tensor through system shared memory vs in gRPC messages.
+bench-shm: install
+	benchmarks/bench_shared_memory.sh
+
+# Continuous batching vs one-at-a-time vs padded batches (minutes on 2 cores).
+bench-generative: install
+	$(BIN)/python benchmarks/bench_generative.py --threads 1 --with-transformers-cb
 
 # Derived versions vs their parents (minutes: it derives and measures every method).
 bench-derive: install

@@ -14,13 +14,7 @@ model=${1:-mlp}
 range=${2:-1:32:31}
 shift $(( $# >= 2 ? 2 : $# ))
 [ "${1:-}" = "--" ] && shift
-venv=.venv-perf
-if [ ! -x $venv/bin/perf_analyzer ]; then
-  python3 -m venv $venv
-  $venv/bin/pip install -q 'tritonclient[grpc]==2.41.0' nvidia-cuda-runtime-cu12
-fi
-dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y -q libb64-0d
-export LD_LIBRARY_PATH=$(echo $PWD/$venv/lib/python3*/site-packages/nvidia/cuda_runtime/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source benchmarks/perf_analyzer_env.sh
 
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -33,13 +27,10 @@ x = np.random.default_rng(0).standard_normal(shapes[sys.argv[2]]).astype(np.floa
 json.dump({"data": [{"INPUT": {"content": x.ravel().tolist(), "shape": list(x.shape)}}]},
           open(sys.argv[1], "w"))
 PY
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 MODELPORT_LOG_LEVEL=warning .venv/bin/modelport serve inference --model-repository "$work/models" \
   --host 127.0.0.1 --grpc-port "$port" --metrics-port -1 "$@" &
 server=$!
-for _ in $(seq 120); do
-  $venv/bin/python -c "import tritonclient.grpc as g,sys; sys.exit(0 if g.InferenceServerClient('127.0.0.1:$port').is_server_ready() else 1)" 2>/dev/null && break
-  sleep 1
-done
+wait_ready "$port"
 $venv/bin/perf_analyzer -m "$model" -u "127.0.0.1:$port" -i grpc --input-data "$work/data.json" \
   --concurrency-range "$range" --measurement-interval 5000 --stability-percentage 15

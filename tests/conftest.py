@@ -26,6 +26,18 @@ def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_samples(tmp_path_factory.mktemp("samples") / "models")
 
 
+@pytest.fixture(scope="session")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Torch equivalents of Triton's example models, plus small string test models."""
+    from modelport.inference.triton_samples import build_triton_examples, build_triton_extras
+
+    from tests.support.string_models import build_string_models
+
+    repo = tmp_path_factory.mktemp("triton") / "models"
+    build_triton_extras(build_triton_examples(repo))
+    return build_string_models(repo)
+
+
 @pytest.fixture
 def repo_copy(sample_repo: Path, tmp_path: Path) -> Path:
     """A private copy of the samples that a test may change."""

@@ -24,6 +24,7 @@ from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.registry.server import RegistryServer, RegistrySettings
 from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
+from modelport.training.server import TrainingServer, TrainingSettings
 
 
 async def fails(request: bytes, context: Any) -> bytes:
@@ -131,12 +132,33 @@ async def start_registry(tmp_path: Path) -> Started:
     return server.grpc, f"127.0.0.1:{port}", lambda: server.stop(0)
 
 
-SERVERS = {"inference": start_inference, "router": start_router, "registry": start_registry}
+async def start_training(tmp_path: Path) -> Started:
+    # Its registry need not exist: no call below gets as far as a job's preparation.
+    server = TrainingServer(
+        TrainingSettings(data_dir=tmp_path / "t", registry="127.0.0.1:1", host="127.0.0.1",
+                         grpc_port=0)
+    )  # fmt: skip
+    port = await server.start()
+    assert server.grpc is not None
+    return server.grpc, f"127.0.0.1:{port}", lambda: server.stop(0)
+
+
+SERVERS = {
+    "inference": start_inference,
+    "router": start_router,
+    "registry": start_registry,
+    "training": start_training,
+}
 STANDARD = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
 SERVICES = {
     "inference": ["inference.GRPCInferenceService", *STANDARD],
     "router": ["inference.GRPCInferenceService", "modelport.router.v1.RouterAdmin", *STANDARD],
-    "registry": ["modelport.registry.v1.ModelRegistry", *STANDARD],
+    "registry": [
+        "modelport.registry.v1.ModelRegistry",
+        "modelport.registry.v1.DatasetRegistry",
+        *STANDARD,
+    ],
+    "training": ["modelport.training.v1.Training", *STANDARD],
 }
 
 

@@ -32,16 +32,13 @@ def modelport_bin() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    repo = tmp_path_factory.mktemp("conformance") / "models"
-    subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+def _serve(modelport_bin: str, repo: Path, logs: Path, *flags: str) -> Iterator[str]:
+    """Start `modelport serve inference` on a free port; yield its address once ready."""
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("logs") / "server.log", "wb")  # noqa: SIM115
+    log = open(logs / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [modelport_bin, "serve", "inference", "--model-repository", str(repo),
-         "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1",
-         "--model-control-mode", "explicit", "--load-model", "simple", "--load-model", "mlp"],
+         "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1", *flags],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"127.0.0.1:{port}"
@@ -63,6 +60,35 @@ def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> 
     process.terminate()
     process.wait(30)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    repo = tmp_path_factory.mktemp("conformance") / "models"
+    subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+    yield from _serve(
+        modelport_bin, repo, tmp_path_factory.mktemp("logs"),
+        "--model-control-mode", "explicit", "--load-model", "simple", "--load-model", "mlp",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def triton_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The torch equivalents of Triton's example models, served with shared memory on."""
+    repo = tmp_path_factory.mktemp("triton") / "models"
+    subprocess.run([modelport_bin, "samples", "--triton", "all", str(repo)], check=True,
+                   capture_output=True)  # fmt: skip
+    yield from _serve(
+        modelport_bin, repo, tmp_path_factory.mktemp("triton-logs"),
+        "--model-control-mode", "explicit", "--load-model", "*", "--allow-shared-memory",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def triton(triton_url: str) -> Iterator[grpcclient.InferenceServerClient]:
+    client = grpcclient.InferenceServerClient(triton_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -112,12 +112,13 @@ def test_statistics_show_batching(client: grpcclient.InferenceServerClient) -> N
     ("call", "status", "text"),
     [
         (lambda c: c.infer("missing", simple_inputs(A, B)), "StatusCode.NOT_FOUND", "missing"),
-        (lambda c: c.infer("simple", simple_inputs(A, B), model_version="7"), "StatusCode.NOT_FOUND", "version '7'"),
+        (lambda c: c.infer("simple", simple_inputs(A, B), model_version="7"), "StatusCode.NOT_FOUND", "version 7 is not found"),
         (lambda c: c.infer("simple", simple_inputs(A[:, :4], B[:, :4])), "StatusCode.INVALID_ARGUMENT", "INPUT0"),
         (lambda c: c.infer("simple", simple_inputs(np.zeros((9, 16), np.int32), np.zeros((9, 16), np.int32))),
          "StatusCode.INVALID_ARGUMENT", "max_batch_size"),
         (lambda c: c.get_model_metadata("missing"), "StatusCode.NOT_FOUND", "missing"),
-        (lambda c: c.get_system_shared_memory_status(), "StatusCode.UNIMPLEMENTED", "shared memory"),
+        (lambda c: c.register_system_shared_memory("r", "/r", 8), "StatusCode.FAILED_PRECONDITION", "--allow-shared-memory"),
+        (lambda c: c.register_cuda_shared_memory("g", b"\0" * 64, 0, 64), "StatusCode.UNAVAILABLE", "CUDA shared memory"),
     ],
 )  # fmt: skip
 def test_error_codes(

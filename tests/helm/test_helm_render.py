@@ -96,6 +96,8 @@ def test_scenario_renders_one_workload_per_component_and_model(
     for component in ("router", "registry"):
         if settings.get(component, {}).get("enabled", True):
             expected.add(f"mp-modelport-{component}")
+    if settings.get("training", {}).get("enabled", False):  # off by default
+        expected.add("mp-modelport-training")
     deployments = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Deployment"]
     assert sorted(deployments) == sorted(expected)
     services = [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Service"]

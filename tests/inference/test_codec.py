@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from modelport.artifacts.config import build_spec, parse_config_text
 from modelport.errors import InvalidInput
-from modelport.inference import codec
+from modelport.inference import codec, responses
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
@@ -66,9 +66,21 @@ def test_half_types_travel_raw_only(datatype: str) -> None:
         spec,
     )
     assert arrays[0].tobytes() == bits.tobytes()
-    typed = pb.ModelInferRequest(inputs=[Tensor(name="X", datatype=datatype, shape=[2])])
+    typed = pb.ModelInferRequest(
+        inputs=[
+            Tensor(
+                name="X",
+                datatype=datatype,
+                shape=[2],
+                contents=pb.InferTensorContents(fp32_contents=[1.0, -2.0]),
+            )
+        ]
+    )
     with pytest.raises(InvalidInput, match="must use raw_input_contents"):
         codec.decode_inputs(typed, spec)
+    nothing = pb.ModelInferRequest(inputs=[Tensor(name="X", datatype=datatype, shape=[2])])
+    with pytest.raises(InvalidInput, match="unable to find data for input tensor 'X'"):
+        codec.decode_inputs(nothing, spec)
 
 
 def test_bytes_raw_encoding_round_trips() -> None:
@@ -118,7 +130,7 @@ def test_raw_count_must_match_inputs() -> None:
     spec = spec_for("FP32", dims="[ 4 ]", max_batch=8)
     request = request_with(("X", "FP32", [1, 4], bytes(16)))
     request.raw_input_contents.append(b"")
-    with pytest.raises(InvalidInput, match="2 raw_input_contents for 1 inputs"):
+    with pytest.raises(InvalidInput, match="2 raw_input_contents, but only 1 input"):
         codec.decode_inputs(request, spec)
 
 
@@ -141,12 +153,12 @@ def test_response_carries_id_parameters_and_selected_outputs() -> None:
     spec = build_spec("m", parse_config_text(text))
     request = pb.ModelInferRequest(id="req-7", outputs=[{"name": "B"}])
     request.parameters["trace"].string_param = "on"
-    selected = codec.requested_outputs(request, spec)
+    selected = responses.requested_outputs(request, spec)
     outputs = [np.ones((1, 2), np.float32), np.array([[42]], np.int64)]
-    response = codec.build_response(request, spec, 3, outputs, selected)
+    response = responses.build_response(request, spec, 3, outputs, selected)
     assert response.id == "req-7" and response.model_version == "3"
     assert response.parameters["trace"].string_param == "on"
     assert [o.name for o in response.outputs] == ["B"]
     assert np.frombuffer(response.raw_output_contents[0], np.int64).tolist() == [42]
     with pytest.raises(InvalidInput, match="unknown output 'C'"):
-        codec.requested_outputs(pb.ModelInferRequest(outputs=[{"name": "C"}]), spec)
+        responses.requested_outputs(pb.ModelInferRequest(outputs=[{"name": "C"}]), spec)

@@ -115,8 +115,12 @@ async def test_streaming_answers_each_request_and_errors_in_band(
 @pytest.mark.parametrize(
     ("request_", "code", "text"),
     [
-        (pb.ModelInferRequest(model_name="nope"), grpc.StatusCode.NOT_FOUND, "model 'nope'"),
-        (simple_request(A, B, model_version="4"), grpc.StatusCode.NOT_FOUND, "no version '4'"),
+        (pb.ModelInferRequest(model_name="nope"), grpc.StatusCode.NOT_FOUND,
+         "Request for unknown model: 'nope' is not found"),
+        (simple_request(A, B, model_version="4"), grpc.StatusCode.NOT_FOUND,
+         "Request for unknown model: 'simple' version 4 is not found"),
+        (simple_request(A, B, model_version="wrong"), grpc.StatusCode.INVALID_ARGUMENT,
+         "failed to get model version from specified version string 'wrong'"),
         (simple_request(A, B[:, :8]), grpc.StatusCode.INVALID_ARGUMENT, "input 'INPUT1' has shape [1, 8]"),
         (simple_request(np.zeros((9, 16), np.int32), np.zeros((9, 16), np.int32)),
          grpc.StatusCode.INVALID_ARGUMENT, "max_batch_size is 8"),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import grpc
 import numpy as np
+from modelport.inference.shared_memory import SHM_ROOT
 from modelport.inference.stats_messages import merge_statistics
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
@@ -18,17 +21,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.inference.requests import simple_request
 from tests.inference.test_entrypoint import free_port
+from tests.inference.test_triton_stateful import VALUES, requests_of, value
 
 A = np.ones((1, 16), np.int32)
 
 
-def test_workers_share_a_port_and_answer_as_one(sample_repo: Path) -> None:
+def test_workers_share_a_port_and_answer_as_one(
+    sample_repo: Path, triton_repo: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(sample_repo / "simple", repo / "simple")
+    shutil.copytree(triton_repo / "simple_dyna_sequence", repo / "simple_dyna_sequence")
     grpc_port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "modelport.cli", "serve", "inference", "--workers", "2",
-         "--model-repository", str(sample_repo), "--host", "127.0.0.1",
+         "--model-repository", str(repo), "--host", "127.0.0.1",
          "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-         "--model-control-mode", "explicit", "--load-model", "simple"],
+         "--model-control-mode", "explicit", "--load-model", "simple",
+         "--load-model", "simple_dyna_sequence", "--allow-shared-memory"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -69,6 +79,30 @@ def test_workers_share_a_port_and_answer_as_one(sample_repo: Path) -> None:
             if s.name == "modelport_inference_requests_total" and s.labels.get("model") == "simple"
         )
         assert counted == 80
+        # A sequence whose requests come over different connections (workers)
+        # meets its state: the worker that owns it answers them all.
+        for corrid in (7001, 7002, 7003):
+            got = [value(stubs[(corrid + i) % 16].ModelInfer(r))
+                   for i, r in enumerate(requests_of("simple_dyna_sequence", corrid, VALUES))]  # fmt: skip
+            assert got == [1, *VALUES[1:-1], VALUES[-1] + corrid]
+        # A shared memory region registered through one worker is known to all.
+        key = f"/modelport-workers-{uuid.uuid4().hex[:8]}"
+        (SHM_ROOT / key[1:]).write_bytes(bytes(64))
+        try:
+            stubs[0].SystemSharedMemoryRegister(
+                pb.SystemSharedMemoryRegisterRequest(name="r", key=key, byte_size=64)
+            )
+            assert all(
+                "r" in s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()).regions
+                for s in stubs
+            )
+            stubs[5].SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest())
+            assert not any(
+                s.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()).regions
+                for s in stubs
+            )
+        finally:
+            (SHM_ROOT / key[1:]).unlink()
         stubs[3].RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="simple"))
         assert not any(s.ModelReady(pb.ModelReadyRequest(name="simple")).ready for s in stubs)
         process.send_signal(signal.SIGTERM)

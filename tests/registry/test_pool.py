@@ -200,13 +200,15 @@ async def test_the_router_places_models_on_warm_pool_replicas(
             assert [
                 app.pool.version("m01") for app in pools if "m01" in app.pool.cache.state()
             ] == [2]
+            reports = router.pool_watcher.reports  # pushed after each load: m00-m06, m01 v2
+            await until("loads unreported", lambda: sum(r.loads for r in reports.values()) == 8)
             admin = router_pb2_grpc.RouterAdminStub(channel)
             routes = await admin.ListRoutes(router_pb2.ListRoutesRequest())
         by_name = {r.name: r for r in routes.models}
         assert [(c.state, c.version) for c in by_name["m00"].pool] == [("READY", 1)]
         assert by_name["m00"].pool_hits >= 10 and by_name["m00"].pooled
         assert sorted(r.address for r in routes.pool_replicas) == sorted(a.address for a in pools)
-        assert sum(r.loads for r in routes.pool_replicas) == 8  # m00-m06, then m01 version 2
+        assert sum(r.loads for r in routes.pool_replicas) == 8
     finally:
         if router is not None:
             await router.stop(0)

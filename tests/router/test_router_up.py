@@ -26,7 +26,7 @@ def test_up_serves_both_samples_on_one_address(sample_repo: Path, tmp_path: Path
     data = tmp_path / "data"
     shutil.copytree(sample_repo, data / "models")  # already built: no export at start
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
-               "--grpc-port", "0", "--registry-port", "0", "--metrics-port", "-1",
+               "--grpc-port", "0", "--registry-port", "0", "--training-port", "0", "--metrics-port", "-1",
                "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SERVICES)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)

@@ -9,6 +9,8 @@
   torch is imported only when one is called.
 - `archive`: the stored archive format, its checks, pack and unpack.
 - `refs`: model names, alias names and `name@alias` / `name:version` references.
+- `generative`: a causal LM (Hugging Face directory) as a version, and the
+  generative backend's limits in config.pbtxt.
 - `hashing`: content hashing (sha256) of archives and blobs.
 
 Nothing here imports grpc or a service package; importing this package (or any

@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from modelport.artifacts import datatypes, loaders
+from modelport.artifacts import datatypes, generative, loaders
 from modelport.artifacts.archive import CONFIG, MODEL_FILES, VERSION_DIR, add_bytes, member_path
 from modelport.artifacts.config import PLATFORM_AOTI, complete_from_program, parse_config_text
 from modelport.artifacts.hashing import sha256_of
@@ -226,18 +226,25 @@ def prepare(
     candidates = [config.default_model_filename] if config.default_model_filename else []
     candidates += list(MODEL_FILES)
     names = {p.relative_to(root / version_dir).as_posix(): p for p in version_files}
-    model_file = next((c for c in candidates if c in names), "")
-    if not model_file:
-        raise InvalidInput(f"{where}: no model file (expected one of {', '.join(candidates)})")
-    what = f"{where} file '{model_file}'"
-    if config.platform == PLATFORM_AOTI:
-        check_native_package(names[model_file], what, allow_native)
-        program = None
+    if generative.is_generative(config):
+        # A Hugging Face directory: checked without loading weights (safetensors only).
+        generative.limits_from_config(config)
+        if not version_dir:
+            raise InvalidInput(f"{where}: a generative model's files go in a version folder")
+        model_file = generative.verify_hf_version(root / version_dir, where)
     else:
-        program = check_model_loads(names[model_file], what)
-    if (not config.input or not config.output) and program is not None:
-        # As the inference service does: a torch.export program states its own signature.
-        complete_from_program(config, program)
+        model_file = next((c for c in candidates if c in names), "")
+        if not model_file:
+            raise InvalidInput(f"{where}: no model file (expected one of {', '.join(candidates)})")
+        what = f"{where} file '{model_file}'"
+        if config.platform == PLATFORM_AOTI:
+            check_native_package(names[model_file], what, allow_native)
+            program = None
+        else:
+            program = check_model_loads(names[model_file], what)
+        if (not config.input or not config.output) and program is not None:
+            # As the inference service does: a torch.export program states its own signature.
+            complete_from_program(config, program)
     if not config.input or not config.output:
         raise InvalidInput(f"model '{model_name}': {CONFIG} declares no inputs or no outputs")
 

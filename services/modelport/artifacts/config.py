@@ -1,8 +1,12 @@
 """Model configuration: read config.pbtxt, fill gaps, and validate into a ModelSpec.
 
-The config is Triton's text format parsed against our `model_config.proto`, so a
-Triton repository loads unchanged. A `.pt2` model may come without a config;
-its inputs and outputs are then taken from the exported program's signature.
+The config is Triton's text format parsed against Triton's whole
+`model_config.proto`, so a Triton repository parses unchanged; a field set that
+modelport does not act on is refused by name (`config_fields`). A `.pt2` model
+may come without a config; its inputs and outputs are then taken from the
+exported program's signature. Besides torch models, a config may describe an
+ensemble (a DAG of other models), a stateful model (`sequence_batching`) or a
+decoupled one (zero or more responses per request).
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from modelport.artifacts import datatypes
+from modelport.artifacts.config_fields import refuse_unused_fields
 from modelport.artifacts.datatypes import DataType
+from modelport.artifacts.ensembles import EnsemblePlan, plan_from_config
+from modelport.artifacts.sequences import SequenceSpec, read_sequence_spec
 from modelport.errors import InvalidInput
 from modelport.proto.inference import model_config_pb2 as mc
 
 CONFIG_FILE = "config.pbtxt"
 PLATFORM_EXPORT = "torch_export"
 PLATFORM_TORCHSCRIPT = "pytorch_libtorch"
+PLATFORM_ENSEMBLE = "ensemble"
 # An AOTInductor package (torch._inductor.aoti_compile_and_package): compiled
 # native code, so only the registry's own derive jobs store one (see archive).
 PLATFORM_AOTI = "torch_aoti"
@@ -28,6 +36,7 @@ MODEL_FILES = {
     PLATFORM_TORCHSCRIPT: "model.pt",
     PLATFORM_AOTI: "model.pt2",
 }
+PLATFORMS = (*MODEL_FILES, PLATFORM_ENSEMBLE)
 # What a batch waits for by default when dynamic_batching {} sets no delay.
 DEFAULT_QUEUE_SIZE = 1024
 AUTO_MAX_BATCH = 32
@@ -39,6 +48,8 @@ class TensorSpec:
     datatype: DataType
     dims: tuple[int, ...]  # without the batch dimension; -1 = any size
     optional: bool = False
+    # The shape the model itself takes or gives (config `reshape`), batch excluded.
+    reshape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,11 @@ class ModelSpec:
     instance_count: int
     device_kind: int  # ModelInstanceGroup.Kind
     config: mc.ModelConfig
+    decoupled: bool = False
+    sequence: SequenceSpec | None = None
+    ensemble: EnsemblePlan | None = None
+    labels: dict[str, list[str]] = field(default_factory=dict)  # by output name
+    device_index: int | None = None  # instance_group.gpus
     input_index: dict[str, int] = field(default_factory=dict)
     output_index: dict[str, int] = field(default_factory=dict)
 
@@ -72,7 +88,21 @@ class ModelSpec:
 
     @property
     def model_filename(self) -> str:
-        return self.config.default_model_filename or MODEL_FILES[self.platform]
+        return self.config.default_model_filename or MODEL_FILES.get(self.platform, "")
+
+    @property
+    def model_outputs(self) -> list[str]:
+        """What the model returns: the config's outputs, then implicit state outputs."""
+        names = [t.name for t in self.outputs]
+        if self.sequence is not None:
+            names += [s.output for s in self.sequence.states if s.output not in names]
+        return names
+
+    @property
+    def model_inputs(self) -> list[str]:
+        """What the model takes: the config's inputs, then controls and states."""
+        filled = list(self.sequence.filled_inputs) if self.sequence is not None else []
+        return [t.name for t in self.inputs] + filled
 
 
 def read_config(model_dir: Path) -> mc.ModelConfig | None:
@@ -94,6 +124,8 @@ def parse_config_text(text: str, *, source: str = CONFIG_FILE) -> mc.ModelConfig
 
 def infer_platform(config: mc.ModelConfig, version_dir: Path | None) -> str:
     """The platform named in the config, else the one whose model file exists."""
+    if config.backend and config.backend != "pytorch" and not config.platform:
+        return ""  # another backend: build_spec refuses it by name
     platform = config.platform or {"pytorch": PLATFORM_TORCHSCRIPT}.get(config.backend, "")
     if platform:
         return platform
@@ -104,72 +136,189 @@ def infer_platform(config: mc.ModelConfig, version_dir: Path | None) -> str:
     return ""
 
 
-def build_spec(name: str, config: mc.ModelConfig) -> ModelSpec:
-    """Validate a (completed) config; raises InvalidInput naming the field at fault."""
+def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None) -> ModelSpec:
+    """Validate a (completed) config; raises InvalidInput naming the field at fault.
+
+    `model_dir` holds the files a config names (labels, initial states).
+    """
     where = f"model '{name}' config"
     if config.name and config.name != name:
         raise InvalidInput(f"{where}: name '{config.name}' does not match its folder '{name}'")
     config.name = name
-    if config.platform not in MODEL_FILES:
-        known = ", ".join(MODEL_FILES)
-        raise InvalidInput(f"{where}: platform '{config.platform}' is not served (use {known})")
+    if config.platform not in PLATFORMS:
+        served = config.platform or (f"backend '{config.backend}'" if config.backend else "")
+        raise InvalidInput(
+            f"{where}: platform '{served}' is not served; modelport serves "
+            f"{', '.join(PLATFORMS)} (export the model with torch.export or TorchScript)"
+        )
+    refuse_unused_fields(name, config)
     if config.max_batch_size < 0:
         raise InvalidInput(f"{where}: max_batch_size must be >= 0")
-    if config.WhichOneof("scheduling_choice") in ("sequence_batching", "ensemble_scheduling"):
-        raise InvalidInput(
-            f"{where}: {config.WhichOneof('scheduling_choice')} is not supported; "
-            "use dynamic_batching (ensembles are router traffic policies)"
-        )
     if not config.input:
         raise InvalidInput(f"{where}: no inputs declared")
     if not config.output:
         raise InvalidInput(f"{where}: no outputs declared")
-    inputs = [
-        _tensor(where, "input", t.name, t.data_type, t.dims, t.optional) for t in config.input
-    ]
-    outputs = [_tensor(where, "output", t.name, t.data_type, t.dims, False) for t in config.output]
+    inputs = [_tensor(where, "input", t) for t in config.input]
+    outputs = [_tensor(where, "output", t) for t in config.output]
     for role, tensors in (("input", inputs), ("output", outputs)):
         names = [t.name for t in tensors]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InvalidInput(f"{where}: duplicate {role} name(s) {duplicates}")
-
-    batching = _batching(where, config)
-    count: int = 1
-    kind = int(mc.ModelInstanceGroup.KIND_AUTO)
-    if config.instance_group:
-        count = sum(max(group.count, 1) for group in config.instance_group)
-        kind = config.instance_group[0].kind
+    if config.platform == PLATFORM_EXPORT:
+        for t in inputs + outputs:
+            if t.datatype.name == "BYTES":
+                raise InvalidInput(
+                    f"{where}: '{t.name}' is BYTES, which a torch.export program cannot take "
+                    "or give; serve string models as TorchScript (List[str])"
+                )
+    decoupled = config.model_transaction_policy.decoupled
+    count, kind, device_index = _instances(where, config)
     return ModelSpec(
         name=name,
         platform=config.platform,
         max_batch_size=config.max_batch_size,
         inputs=inputs,
         outputs=outputs,
-        batching=batching,
+        batching=_batching(where, config),
         instance_count=count,
         device_kind=kind,
         config=config,
+        decoupled=decoupled,
+        sequence=_sequence(where, name, config, model_dir),
+        ensemble=_ensemble(where, name, config),
+        labels=_labels(where, config, model_dir),
+        device_index=device_index,
     )
 
 
-def _tensor(
-    where: str,
-    kind: str,
-    name: str,
-    data_type: mc.DataType.ValueType,
-    dims: object,
-    optional: bool,
-) -> TensorSpec:
+def _instances(where: str, config: mc.ModelConfig) -> tuple[int, int, int | None]:
+    """(executors, device kind, GPU index) from instance_group."""
+    groups = list(config.instance_group)
+    if not groups:
+        return 1, int(mc.ModelInstanceGroup.KIND_AUTO), None
+    kinds = {g.kind for g in groups}
+    if len(kinds) > 1:
+        raise InvalidInput(
+            f"{where}: instance_group mixes device kinds; one model runs on one kind "
+            "(serve a second copy of the model for the other)"
+        )
+    (kind,) = kinds
+    if kind == mc.ModelInstanceGroup.KIND_MODEL:
+        raise InvalidInput(f"{where}: instance_group kind KIND_MODEL is not offered (use KIND_CPU "
+                           "or KIND_GPU)")  # fmt: skip
+    gpus = sorted({gpu for g in groups for gpu in g.gpus})
+    if gpus and kind == mc.ModelInstanceGroup.KIND_CPU:
+        raise InvalidInput(f"{where}: instance_group.gpus with KIND_CPU; remove gpus or use "
+                           "KIND_GPU")  # fmt: skip
+    if len(gpus) > 1:
+        raise InvalidInput(
+            f"{where}: instance_group.gpus {gpus}: a model runs on one GPU here; run one "
+            "inference service per GPU"
+        )
+    return sum(max(g.count, 1) for g in groups), kind, gpus[0] if gpus else None
+
+
+def _sequence(
+    where: str, name: str, config: mc.ModelConfig, model_dir: Path | None
+) -> SequenceSpec | None:
+    if config.WhichOneof("scheduling_choice") != "sequence_batching":
+        return None
+    if config.platform == PLATFORM_ENSEMBLE or config.model_transaction_policy.decoupled:
+        raise InvalidInput(
+            f"{where}: sequence_batching is for torch models that answer once per request "
+            "(not ensembles or decoupled models)"
+        )
+    return read_sequence_spec(name, config, model_dir)
+
+
+def _ensemble(where: str, name: str, config: mc.ModelConfig) -> EnsemblePlan | None:
+    is_ensemble = config.platform == PLATFORM_ENSEMBLE
+    scheduled = config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
+    if is_ensemble != scheduled:
+        raise InvalidInput(
+            f"{where}: platform 'ensemble' and ensemble_scheduling go together "
+            "(an ensemble needs its steps; steps need platform 'ensemble')"
+        )
+    if not is_ensemble:
+        if config.model_transaction_policy.decoupled and config.WhichOneof("scheduling_choice"):
+            raise InvalidInput(
+                f"{where}: a decoupled model runs one request at a time; remove "
+                f"{config.WhichOneof('scheduling_choice')}"
+            )
+        return None
+    if config.model_transaction_policy.decoupled:
+        raise InvalidInput(f"{where}: decoupled ensembles are not offered")
+    if config.instance_group or config.default_model_filename:
+        raise InvalidInput(
+            f"{where}: an ensemble has no model file or instances of its own "
+            "(remove instance_group / default_model_filename; set them on the members)"
+        )
+    return plan_from_config(name, config)
+
+
+def _labels(where: str, config: mc.ModelConfig, model_dir: Path | None) -> dict[str, list[str]]:
+    """label_filename files, read from the model folder (one label a line)."""
+    labels: dict[str, list[str]] = {}
+    for output in config.output:
+        if not output.label_filename:
+            continue
+        if model_dir is None:
+            raise InvalidInput(f"{where}: output '{output.name}' label_filename needs the folder")
+        folder = model_dir.resolve()
+        path = (folder / output.label_filename).resolve()
+        if folder not in path.parents or not path.is_file():
+            raise InvalidInput(
+                f"{where}: output '{output.name}' label_filename '{output.label_filename}' "
+                f"is not a file in the model folder"
+            )
+        labels[output.name] = path.read_text(encoding="utf-8").splitlines()
+    return labels
+
+
+def _tensor(where: str, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> TensorSpec:
+    name = tensor.name
     if not name:
         raise InvalidInput(f"{where}: an {kind} has no name")
-    type_name = mc.DataType.Name(data_type)
+    type_name = mc.DataType.Name(tensor.data_type)
     if type_name not in datatypes.BY_CONFIG:
         raise InvalidInput(f"{where}: {kind} '{name}' has no data_type")
-    shape = tuple(int(d) for d in dims)  # type: ignore[attr-defined]
+    shape = tuple(int(d) for d in tensor.dims)
     if any(d < -1 or d == 0 for d in shape):
         raise InvalidInput(f"{where}: {kind} '{name}' dims {list(shape)} must be > 0 or -1")
-    return TensorSpec(name, datatypes.BY_CONFIG[type_name], shape, optional)
+    reshape = _reshape(where, kind, name, shape, tensor) if tensor.HasField("reshape") else None
+    if reshape is not None and type_name == "TYPE_STRING":
+        raise InvalidInput(f"{where}: {kind} '{name}': reshape of BYTES is not offered")
+    optional = bool(getattr(tensor, "optional", False))
+    return TensorSpec(name, datatypes.BY_CONFIG[type_name], shape, optional, reshape)
+
+
+def _reshape(
+    where: str, kind: str, name: str, dims: tuple[int, ...], tensor: object
+) -> tuple[int, ...]:
+    """`reshape`: the model's own shape for the tensor, with the same elements."""
+    shape = tuple(int(d) for d in tensor.reshape.shape)  # type: ignore[attr-defined]
+    free_dims, free_shape = dims.count(-1), shape.count(-1)
+    fixed = free_dims == 0 and free_shape == 0
+    if (
+        any(d < -1 or d == 0 for d in shape)
+        or free_dims > 1
+        or free_shape > 1
+        or (fixed and _count(dims) != _count(shape))
+        or (free_dims != free_shape)
+    ):
+        raise InvalidInput(
+            f"{where}: {kind} '{name}' reshape {list(shape)} does not hold the elements "
+            f"of dims {list(dims)} (at most one -1 on each side, both or neither)"
+        )
+    return shape
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
 
 
 def _batching(where: str, config: mc.ModelConfig) -> BatchingSpec:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import click
 
 from modelport import __version__
+from modelport.cli.datasets import datasets
+from modelport.cli.finetune import finetune
 from modelport.cli.loadtest import loadtest
 from modelport.cli.models import models
 from modelport.cli.routes import routes
@@ -29,3 +31,5 @@ main.add_command(samples)
 main.add_command(loadtest)
 main.add_command(models)
 main.add_command(routes)
+main.add_command(datasets)
+main.add_command(finetune)

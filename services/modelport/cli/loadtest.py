@@ -128,6 +128,22 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
     default="0s",
     help="First wait up to this long for the model to be ready (helm test, CI).",
 )
+@option(
+    "--generate",
+    is_flag=True,
+    help="Generation load: stream tokens from the OpenAI API at --url (http://host:port).",
+)
+@option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="--generate: prompts, JSON lines {prompt, max_tokens} or one text per line.",
+)
+@option("--input-len", default="uniform:16-128", help="--generate: synthetic prompt lengths.")
+@option("--output-len", default="uniform:16-96", help="--generate: synthetic output lengths.")
+@option("--max-tokens", type=int, default=64, help="--generate: for prompts that give none.")
+@option("--max-requests", type=int, default=0, help="--generate: stop after this many (0: none).")
 @option("--tls", is_flag=True, help="Use TLS (implied by grpcs:// or any certificate flag).")
 # Named as the chart's MODELPORT_TLS_*_FILE variables, so a pod's mounted certificates apply.
 @option("--tls-ca-file", default="", help="CA bundle (PEM) to verify the server.")
@@ -162,6 +178,12 @@ def loadtest(
     max_error_rate: float,
     server_metrics: tuple[str, ...],
     wait_ready: float,
+    generate: bool,
+    prompts_file: str | None,
+    input_len: str,
+    output_len: str,
+    max_tokens: int,
+    max_requests: int,
     tls: bool,
     tls_ca_file: str,
     tls_cert_file: str,
@@ -184,6 +206,22 @@ def loadtest(
     if concurrency and rate:
         raise click.UsageError(
             "--concurrency (closed loop) and --rate (open loop) exclude each other"
+        )
+    if generate:
+        _generate(
+            url,
+            model,
+            prompts_file,
+            input_len,
+            output_len,
+            max_tokens,
+            max_requests,
+            concurrency,
+            rate,
+            duration,
+            report_path,
+            plot_path,
+            max_error_rate,
         )
     try:
         levels = [float(v) for v in split_multi((sweep,))] if sweep else []
@@ -223,4 +261,51 @@ def loadtest(
         sys.exit(2)
     if to_stdout:
         click.echo(json.dumps(document, indent=2))
+    sys.exit(0 if passed else 1)
+
+
+def _generate(
+    url: str,
+    model: str,
+    prompts_file: str | None,
+    input_len: str,
+    output_len: str,
+    max_tokens: int,
+    max_requests: int,
+    concurrency: int,
+    rate: float,
+    duration: float,
+    report_path: str | None,
+    plot_path: str | None,
+    max_error_rate: float,
+) -> None:
+    from modelport.loadtest.generation_session import GenerationOptions, run_generation_session
+
+    if not url.startswith(("http://", "https://")):
+        raise click.UsageError(
+            "--generate drives the OpenAI API: give --url http://HOST:PORT "
+            "(generation over gRPC ModelStreamInfer is not in the load test yet)"
+        )
+    to_stdout = report_path == "-"
+    options = GenerationOptions(
+        url=url,
+        model=model,
+        prompts_file=Path(prompts_file) if prompts_file else None,
+        input_len=input_len,
+        output_len=output_len,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        rate=rate,
+        duration_s=duration,
+        max_requests=max_requests,
+        report_path=None if to_stdout or not report_path else Path(report_path),
+        plot_path=Path(plot_path) if plot_path else None,
+        max_error_rate=max_error_rate,
+    )
+    try:
+        summary, passed = run_generation_session(options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if to_stdout:
+        click.echo(json.dumps(summary, indent=2))
     sys.exit(0 if passed else 1)

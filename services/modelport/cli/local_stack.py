@@ -37,6 +37,7 @@ class StackSettings(ServerSettings):
         Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
     )
     registry_port: int = setting(8003, "The registry's gRPC port.")
+    training_port: int = setting(8004, "The training service's gRPC port.")
     models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
 
 
@@ -46,6 +47,8 @@ class LocalStack:
         self.registry: Any = None
         self.inference: list[Any] = []
         self.router: Any = None
+        self.training: Any = None
+        self.training_port = 0
         self.address = ""  # the router's, once started
         self.registry_port = 0
 
@@ -59,6 +62,7 @@ class LocalStack:
         from modelport.router.discovery import StaticDiscovery
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
+        from modelport.training.server import TrainingServer, TrainingSettings
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
@@ -78,6 +82,8 @@ class LocalStack:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
         for name in settings.models:
+            # Following the registry: a fine-tuned version aliased `canary` is served
+            # beside `production`, and the router splits traffic between them.
             app = InferenceApp(
                 InferenceSettings(
                     host="127.0.0.1",
@@ -99,9 +105,20 @@ class LocalStack:
         )
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
+        self.training = TrainingServer(
+            TrainingSettings(
+                data_dir=settings.data_dir / "training",
+                registry=registry_address,
+                host=settings.host,
+                grpc_port=settings.training_port,
+            )
+        )
+        self.training_port = await self.training.start()
         return router_port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.training is not None:
+            await self.training.stop(grace)
         if self.router is not None:
             await self.router.stop(grace)
         for app in self.inference:

@@ -17,6 +17,7 @@ from modelport.common.settings import ServerSettings
 from modelport.inference.settings import InferenceSettings
 from modelport.registry.settings import RegistrySettings
 from modelport.router.settings import RouterSettings
+from modelport.training.settings import TrainingSettings
 
 
 def _runner(module: str) -> Callable[[ServerSettings], None]:
@@ -28,7 +29,7 @@ def _runner(module: str) -> Callable[[ServerSettings], None]:
 
 @click.group()
 def serve() -> None:
-    """Run one modelport service (inference, registry, router)."""
+    """Run one modelport service (inference, registry, router, training)."""
 
 
 serve.add_command(
@@ -53,5 +54,13 @@ serve.add_command(
         RegistrySettings,
         _runner("modelport.registry.server"),
         "Serve the model registry (models, versions, aliases, policies, Watch).",
+    )
+)
+serve.add_command(
+    settings_command(
+        "training",
+        TrainingSettings,
+        _runner("modelport.training.server"),
+        "Serve fine-tuning jobs (create, watch, cancel; results registered in the registry).",
     )
 )

@@ -21,7 +21,8 @@ def up(**values: object) -> None:
         stack: LocalStack = service  # type: ignore[assignment]
         click.echo(
             f"modelport up: router on {stack.address} (models: {', '.join(settings.models)}); "
-            f"registry on {settings.host}:{stack.registry_port}",
+            f"registry on {settings.host}:{stack.registry_port}; "
+            f"training on {settings.host}:{stack.training_port}",
             err=True,
         )
 

@@ -9,6 +9,7 @@ finish within the grace period. `run` hands it to the common service runtime
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -27,7 +28,9 @@ from modelport.inference.pool_servicer import register as register_pool
 from modelport.inference.pool_source import RegistryPoolSource
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
+from modelport.inference.serving import DataPlane, SendToOwner
 from modelport.inference.settings import InferenceSettings
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,10 @@ class InferenceApp:
         self.manager = ModelManager(settings.model_repository)
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
-        self.control = ModelControl(self.manager, self.peers, explicit=explicit)
+        self.shm = SystemSharedMemory(enabled=settings.allow_shared_memory)
+        self.control = ModelControl(
+            self.manager, self.peers, explicit=explicit, shared_memory=self.shm
+        )
         self.pool: ModelPool | None = None
         self.pool_source: RegistryPoolSource | None = None
         if settings.pool:
@@ -53,7 +59,8 @@ class InferenceApp:
                 ArtifactCache(settings.cache_dir.expanduser()),
                 settings.pool_budget_bytes(),
             )
-        self.servicer = InferenceServicer(self.manager, self.control, self.pool)
+        self.serving = DataPlane(self.manager, self.shm, self._sequence_owner, self.pool)
+        self.servicer = InferenceServicer(self.manager, self.control, self.serving)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
         self.server = GrpcServer(
             settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
@@ -80,7 +87,14 @@ class InferenceApp:
         return f"127.0.0.1:{self.private_port}"
 
     async def join_siblings(self, addresses: list[str]) -> None:
-        self.peers.connect(addresses)
+        self.peers.connect(addresses, own_address=self.sibling_address())
+
+    def _sequence_owner(self, key: str) -> SendToOwner | None:
+        """The sibling worker holding a sequence, as a call (None: this worker)."""
+        stub = self.peers.owner(key) if self.peers else None
+        if stub is None:
+            return None
+        return functools.partial(self.peers.infer, stub, timeout=None)
 
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
@@ -127,6 +141,7 @@ class InferenceApp:
             await self.pool_source.close()
         await self.manager.close()
         await self.peers.close()
+        self.shm.close()
 
 
 def configure_torch(threads: int) -> None:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Outputs per request, and (input, infer, output) nanoseconds of the execution.
 ExecutionResult = tuple[list[list[np.ndarray]], tuple[int, int, int]]
-RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+RunBatch = Callable[[Sequence[np.ndarray | None]], list[np.ndarray]]
 # How far past the head of the queue the scheduler looks for requests whose
 # shape matches the batch being formed (keeps batch forming O(batch)).
 SCAN_WINDOW = 256
@@ -50,7 +50,7 @@ LOOP_CLOCK_RESOLUTION = 0.001
 
 @dataclass(slots=True, eq=False)
 class Pending:
-    inputs: Sequence[np.ndarray]
+    inputs: Sequence[np.ndarray | None]  # None: an optional input left out
     rows: int
     signature: tuple[tuple[int, ...], ...]
     future: asyncio.Future[list[np.ndarray]]
@@ -119,7 +119,7 @@ class DynamicBatcher:
 
     async def submit(
         self,
-        inputs: Sequence[np.ndarray],
+        inputs: Sequence[np.ndarray | None],
         rows: int,
         signature: tuple[tuple[int, ...], ...],
         deadline: float | None,
@@ -299,10 +299,14 @@ class DynamicBatcher:
     def _execute(self, batch: list[Pending]) -> tuple[list[list[np.ndarray]], tuple[int, int, int]]:
         t0 = self._clock.perf_ns()
         if len(batch) == 1:
-            arrays: Sequence[np.ndarray] = batch[0].inputs
+            arrays: Sequence[np.ndarray | None] = batch[0].inputs
         else:
+            # Requests batch together only with equal signatures, so an optional
+            # input is left out by all of them or by none.
             arrays = [
-                np.concatenate([item.inputs[i] for item in batch], axis=0)
+                None
+                if batch[0].inputs[i] is None
+                else np.concatenate([item.inputs[i] for item in batch], axis=0)
                 for i in range(len(batch[0].inputs))
             ]
         t1 = self._clock.perf_ns()

@@ -1,8 +1,9 @@
-"""Converters between OIP messages and numpy arrays: the only place tensors are decoded.
+"""Request inputs from OIP messages to numpy arrays: the only place tensors are decoded.
 
 Raw contents become read-only numpy views of the request bytes (no copy);
-typed contents are converted once. Every mismatch raises InvalidInput naming
-the model and the input at fault.
+typed contents are converted once; shared memory inputs are read out of their
+region. Every mismatch raises InvalidInput naming the model and the input at
+fault. (Answers are encoded in `responses`.)
 """
 
 from __future__ import annotations
@@ -16,24 +17,27 @@ import numpy as np
 
 from modelport.artifacts.config import ModelSpec
 from modelport.errors import InvalidInput
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 Signature = tuple[tuple[int, ...], ...]
 
 
 def decode_inputs(
-    request: pb.ModelInferRequest, spec: ModelSpec
-) -> tuple[list[np.ndarray], int, Signature]:
-    """Inputs in config order, the batch rows, and the shape signature for batching."""
+    request: pb.ModelInferRequest, spec: ModelSpec, shm: SystemSharedMemory | None = None
+) -> tuple[list[np.ndarray | None], int, Signature]:
+    """Inputs in config order (None: an optional input left out), the batch rows,
+    and the shape signature for batching.
+
+    Each input's data comes from a shared memory region (its parameters name
+    one), from typed `contents`, or from the next `raw_input_contents` entry,
+    in that order and as Triton reads them.
+    """
     model = spec.name
-    tensors = request.inputs
     raw = request.raw_input_contents
-    if raw and len(raw) != len(tensors):
-        raise InvalidInput(
-            f"model '{model}': {len(raw)} raw_input_contents for {len(tensors)} inputs"
-        )
+    raw_used = 0
     arrays: list[Any] = [None] * len(spec.inputs)
-    for position, tensor in enumerate(tensors):
+    for tensor in request.inputs:
         index = spec.input_index.get(tensor.name)
         if index is None:
             expected = ", ".join(spec.input_index)
@@ -42,25 +46,117 @@ def decode_inputs(
             )
         if arrays[index] is not None:
             raise InvalidInput(f"model '{model}': input '{tensor.name}' is given twice")
-        arrays[index] = _decode_one(model, spec, index, tensor, raw[position] if raw else None)
-    missing = [t.name for t, a in zip(spec.inputs, arrays, strict=True) if a is None]
+        region = shared_memory_reference(tensor, "input")
+        if region is not None:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"unexpected 'content' provided when using shared memory for input "
+                    f"tensor '{tensor.name}' for model '{model}'"
+                )
+            if shm is None:
+                raise InvalidInput(f"model '{model}': shared memory is not offered here")
+            data: Any = shm.read(*region)
+        elif tensor.HasField("contents"):
+            if raw:
+                raise InvalidInput(
+                    f"contents field must not be specified when using raw_input_contents "
+                    f"for '{tensor.name}' for model '{model}'"
+                )
+            data = None
+        elif raw_used < len(raw):
+            data = raw[raw_used]
+            raw_used += 1
+        else:
+            raise InvalidInput(
+                f"unable to find data for input tensor '{tensor.name}' for model "
+                f"'{model}' in request."
+            )
+        arrays[index] = _decode_one(model, spec, index, tensor, data)
+    if raw_used < len(raw):
+        raise InvalidInput(
+            f"model '{model}': {len(raw)} raw_input_contents, but only {raw_used} "
+            "input(s) take raw data"
+        )
+    missing = [t.name for t, a in zip(spec.inputs, arrays, strict=True)
+               if a is None and not t.optional]  # fmt: skip
     if missing:
         raise InvalidInput(f"model '{model}': missing input(s) {', '.join(missing)}")
+    rows, signature = _rows(spec, arrays)
+    return arrays, rows, signature
+
+
+def _rows(spec: ModelSpec, arrays: Sequence[np.ndarray | None]) -> tuple[int, Signature]:
+    """Batch rows (all inputs agree) and the shapes past the batch dimension."""
     if spec.max_batch_size == 0:
-        return arrays, 1, ()
-    rows = arrays[0].shape[0]
-    for tensor_spec, array in zip(spec.inputs, arrays, strict=True):
+        return 1, ()
+    present = [(t, a) for t, a in zip(spec.inputs, arrays, strict=True) if a is not None]
+    rows = present[0][1].shape[0] if present else 1
+    for tensor_spec, array in present:
         if array.shape[0] != rows:
             raise InvalidInput(
-                f"model '{model}': input '{tensor_spec.name}' has batch {array.shape[0]}, "
+                f"model '{spec.name}': input '{tensor_spec.name}' has batch {array.shape[0]}, "
                 f"another input has batch {rows}"
             )
-    return arrays, rows, tuple(a.shape[1:] for a in arrays)
+    signature = tuple(a.shape[1:] if a is not None else (-1,) for a in arrays)
+    return rows, signature
 
 
-def _decode_one(
-    model: str, spec: ModelSpec, index: int, tensor: Any, raw: bytes | None
-) -> np.ndarray:
+def check_arrays(spec: ModelSpec, arrays: Sequence[np.ndarray | None]) -> tuple[int, Signature]:
+    """Arrays handed over in process (an ensemble step) checked as a request's inputs are."""
+    for tensor_spec, array in zip(spec.inputs, arrays, strict=True):
+        name = tensor_spec.name
+        if array is None:
+            if not tensor_spec.optional:
+                raise InvalidInput(f"model '{spec.name}': missing input {name}")
+            continue
+        datatype = tensor_spec.datatype
+        wanted = np.dtype(np.object_) if datatype.name == "BYTES" else (
+            datatype.numpy if datatype.numpy is not None else np.dtype(np.uint16)
+        )  # fmt: skip
+        if array.dtype != wanted:
+            raise InvalidInput(
+                f"model '{spec.name}': input '{name}' is {array.dtype}, expected {datatype.name}"
+            )
+        _check_shape(spec.name, spec, name, tensor_spec.dims, tuple(array.shape))
+    return _rows(spec, arrays)
+
+
+def shared_memory_reference(tensor: Any, role: str) -> tuple[str, int, int] | None:
+    """(region, offset, byte size) when a tensor's parameters name a region."""
+    params = tensor.parameters
+    if "shared_memory_region" not in params:
+        for key in ("shared_memory_offset", "shared_memory_byte_size"):
+            if key in params:
+                raise InvalidInput(
+                    f"'{key}' can not be specified without 'shared_memory_region' parameter "
+                    f"for tensor '{tensor.name}'"
+                )
+        return None
+    region = params["shared_memory_region"]
+    if region.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidInput(f"invalid value type for 'shared_memory_region' parameter for "
+                           f"tensor '{tensor.name}', expected string_param.")  # fmt: skip
+    values = []
+    for key, required in (("shared_memory_offset", False), ("shared_memory_byte_size", True)):
+        param = params.get(key)
+        if param is None:
+            if required:
+                raise InvalidInput(
+                    f"'shared_memory_byte_size' must be given with 'shared_memory_region' "
+                    f"for {role} tensor '{tensor.name}'"
+                )
+            values.append(0)
+            continue
+        choice = param.WhichOneof("parameter_choice")
+        if choice not in ("int64_param", "uint64_param"):
+            raise InvalidInput(f"invalid value type for '{key}' parameter for tensor "
+                               f"'{tensor.name}', expected int64_param.")  # fmt: skip
+        values.append(int(getattr(param, choice)))
+    return region.string_param, values[0], values[1]
+
+
+def _decode_one(model: str, spec: ModelSpec, index: int, tensor: Any, raw: Any) -> np.ndarray:
+    """One input from raw bytes (bytes or a uint8 array), or from typed contents when None."""
     tensor_spec = spec.inputs[index]
     name = tensor.name
     if tensor.datatype != tensor_spec.datatype.name:
@@ -73,10 +169,9 @@ def _decode_one(
     count = prod(shape)
     datatype = tensor_spec.datatype
     if raw is not None:
-        if tensor.HasField("contents"):
-            raise InvalidInput(f"model '{model}': input '{name}' has both raw and typed contents")
         if datatype.name == "BYTES":
-            return _decode_bytes(model, name, raw, count).reshape(shape)
+            data = raw.tobytes() if isinstance(raw, np.ndarray) else raw
+            return _decode_bytes(model, name, data, count).reshape(shape)
         expected = count * datatype.itemsize
         if len(raw) != expected:
             raise InvalidInput(
@@ -84,6 +179,8 @@ def _decode_one(
                 f"{list(shape)} of {datatype.name} needs {expected}"
             )
         dtype = datatype.numpy if datatype.numpy is not None else np.dtype(np.uint16)  # BF16
+        if isinstance(raw, np.ndarray):
+            return raw.view(dtype).reshape(shape)
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
     if datatype.contents_field is None:
         raise InvalidInput(
@@ -96,7 +193,9 @@ def _decode_one(
             f"shape {list(shape)} needs {count}"
         )
     if datatype.name == "BYTES":
-        return np.array(list(values), dtype=np.object_).reshape(shape)
+        out = np.empty(count, dtype=np.object_)
+        out[:] = list(values)
+        return out.reshape(shape)
     wanted = datatype.numpy
     assert wanted is not None  # only BYTES/FP16/BF16 lack one, handled above
     if wanted.kind in "iu" and wanted.itemsize < 8:
@@ -162,40 +261,3 @@ def encode_bytes(array: np.ndarray) -> bytes:
         parts.append(struct.pack("<I", len(data)))
         parts.append(data)
     return b"".join(parts)
-
-
-def requested_outputs(request: pb.ModelInferRequest, spec: ModelSpec) -> list[int] | None:
-    """Indices of the outputs asked for, or None for all of them."""
-    if not request.outputs:
-        return None
-    indices = []
-    for wanted in request.outputs:
-        index = spec.output_index.get(wanted.name)
-        if index is None:
-            known = ", ".join(spec.output_index)
-            raise InvalidInput(
-                f"model '{spec.name}': unknown output '{wanted.name}' (outputs: {known})"
-            )
-        indices.append(index)
-    return indices
-
-
-def build_response(
-    request: pb.ModelInferRequest,
-    spec: ModelSpec,
-    version: int,
-    outputs: Sequence[np.ndarray],
-    selected: list[int] | None,
-) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(
-        model_name=spec.name, model_version=str(version), id=request.id
-    )
-    for key, value in request.parameters.items():
-        response.parameters[key].CopyFrom(value)
-    raw = response.raw_output_contents
-    for index in selected if selected is not None else range(len(spec.outputs)):
-        out_spec = spec.outputs[index]
-        array = outputs[index]
-        response.outputs.add(name=out_spec.name, datatype=out_spec.datatype.name, shape=array.shape)
-        raw.append(encode_bytes(array) if array.dtype == np.object_ else array.tobytes())
-    return response

@@ -1,21 +1,26 @@
 """Model control for the whole server: this process and its sibling workers.
 
-With `--workers N` a control call reaches one process; a load or unload must
-act on every sibling and statistics must add up across them. `ModelControl`
-does both over a `Siblings` seam (gRPC in `peers.PeerGroup`, nothing when the
+With `--workers N` a control call reaches one process; a load or unload (with
+its config and file overrides) and a shared memory registration must act on
+every sibling, and statistics must add up across them. `ModelControl` does
+that over a `Siblings` seam (gRPC in `peers.PeerGroup`, nothing when the
 server runs in one process). A call that came from a sibling (`fan_out=False`)
 acts locally only, so fan-out never loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Protocol
 
-from modelport.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
+from modelport.artifacts.config import read_config
+from modelport.artifacts.repository import model_dir
+from modelport.errors import FailedPrecondition, ModelportError, NotFound, Unavailable
+from modelport.inference.load_overrides import parse_load_parameters
 from modelport.inference.model_manager import IndexEntry, ModelManager
+from modelport.inference.shared_memory import RegionStatus, SystemSharedMemory
 from modelport.inference.stats_messages import merge_statistics, statistics_message
 from modelport.proto.inference import grpc_service_pb2 as pb
+from modelport.proto.inference import model_config_pb2 as mc
 
 
 class Siblings(Protocol):
@@ -23,35 +28,57 @@ class Siblings(Protocol):
 
     def __bool__(self) -> bool: ...
 
-    async def load(self, name: str) -> None: ...
+    async def load(self, name: str, parameters: dict[str, object] | None = None) -> None: ...
 
     async def unload(self, name: str) -> None: ...
 
     async def statistics(self, name: str, version: str) -> list[pb.ModelStatistics]: ...
 
+    async def register_region(self, name: str, key: str, offset: int, byte_size: int) -> None: ...
+
+    async def unregister_region(self, name: str) -> None: ...
+
 
 class ModelControl:
-    def __init__(self, manager: ModelManager, siblings: Siblings, *, explicit: bool) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        siblings: Siblings,
+        *,
+        explicit: bool,
+        shared_memory: SystemSharedMemory | None = None,
+    ) -> None:
         self._manager = manager
         self._siblings = siblings
         self._explicit = explicit
+        self.shared_memory = (
+            shared_memory if shared_memory is not None else SystemSharedMemory(enabled=False)
+        )
 
     def index(self, repository: str, ready_only: bool) -> list[IndexEntry]:
         _check_repository(repository)
         return self._manager.index(ready_only=ready_only)
 
     async def load(
-        self, repository: str, name: str, parameters: Collection[str], *, fan_out: bool
+        self, repository: str, name: str, parameters: dict[str, object], *, fan_out: bool
     ) -> None:
+        """Load (or reload) `name`; Triton's `config` and `file:` parameters override
+        the repository's config and files for this load."""
         self._check_control(repository, "load")
+        override = None
         if parameters:
-            raise InvalidInput(
-                f"model '{name}': load parameters {sorted(parameters)} are not supported; "
-                "change the repository instead"
-            )
-        await self._manager.load(name)
+            override = parse_load_parameters(name, parameters, self._repository_config(name))
+        await self._manager.load(name, override)
         if fan_out and self._siblings:
-            await self._siblings.load(name)
+            await self._siblings.load(name, parameters)
+
+    def _repository_config(self, name: str) -> mc.ModelConfig | None:
+        if self._manager.repository is None:
+            return None
+        try:
+            return read_config(model_dir(self._manager.repository, name))
+        except (ModelportError, OSError):
+            return None
 
     async def unload(self, repository: str, name: str, *, fan_out: bool) -> None:
         self._check_control(repository, "unload")
@@ -73,6 +100,23 @@ class ModelControl:
         if not (fan_out and self._siblings):
             return local
         return merge_statistics([*local, *await self._siblings.statistics(name, version)])
+
+    # -- system shared memory regions, the same in every worker ------------------
+
+    def regions(self, name: str) -> list[RegionStatus]:
+        return self.shared_memory.status(name)
+
+    async def register_region(
+        self, name: str, key: str, offset: int, byte_size: int, *, fan_out: bool
+    ) -> None:
+        self.shared_memory.register(name, key, offset, byte_size)
+        if fan_out and self._siblings:
+            await self._siblings.register_region(name, key, offset, byte_size)
+
+    async def unregister_region(self, name: str, *, fan_out: bool) -> None:
+        self.shared_memory.unregister(name)
+        if fan_out and self._siblings:
+            await self._siblings.unregister_region(name)
 
     def _check_control(self, repository: str, action: str) -> None:
         _check_repository(repository)

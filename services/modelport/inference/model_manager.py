@@ -4,6 +4,9 @@ Loading happens beside whatever is serving: the new versions are loaded and
 warmed up in a worker thread, then swapped in with one dict assignment, and the
 versions they replace are retired once their in-flight requests have finished.
 A model that fails to load leaves every other model serving and reports why.
+Loading an ensemble loads the members it needs first. A load may replace the
+config (and the files) of the repository's model for that load, as Triton's
+RepositoryModelLoad `config` and `file:` parameters do.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from modelport.artifacts import repository
 from modelport.artifacts.config import (
+    PLATFORM_ENSEMBLE,
     PLATFORM_EXPORT,
     ModelSpec,
     build_spec,
@@ -29,69 +32,17 @@ from modelport.artifacts.config import (
 )
 from modelport.artifacts.loaders import load_exported_program
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
+from modelport.inference import codec
 from modelport.inference.backends import Backend, BackendLoader, load_backend
-from modelport.inference.batcher import DynamicBatcher
-from modelport.inference.stats import VersionStats
+from modelport.inference.ensemble_members import check_members
+from modelport.inference.load_overrides import Override
+from modelport.inference.served import Served, ServedEnsemble, ServedVersion
+from modelport.inference.warmup import warm_up
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
-
-
-class ServedVersion:
-    """One loaded version: its backend, batcher and statistics."""
-
-    def __init__(self, spec: ModelSpec, version: int, backend: Backend) -> None:
-        self.spec = spec
-        self.version = version
-        self.label = f"model '{spec.name}' version {version}"
-        self.backend = backend
-        self.stats = VersionStats(spec.name, version)
-        self.batcher = DynamicBatcher(
-            self.label,
-            backend.run,
-            max_batch_size=spec.max_batch_size,
-            batching=spec.batching,
-            instances=spec.instance_count,
-            stats=self.stats,
-            thread_initializer=_same_torch_threads(),
-        )
-        self._idle = asyncio.Event()
-        self._retiring = False
-
-    async def infer(
-        self,
-        inputs: Sequence[np.ndarray],
-        rows: int,
-        signature: tuple[tuple[int, ...], ...],
-        deadline: float | None,
-    ) -> list[np.ndarray]:
-        stats = self.stats
-        stats.in_flight += 1
-        start = time.perf_counter_ns()
-        try:
-            outputs = await self.batcher.submit(inputs, rows, signature, deadline)
-        except ModelportError as exc:
-            stats.request_failed(time.perf_counter_ns() - start, exc.code)
-            raise
-        except asyncio.CancelledError:
-            stats.request_failed(time.perf_counter_ns() - start, "CANCELLED")
-            raise
-        finally:
-            stats.in_flight -= 1
-            if self._retiring and stats.in_flight == 0:
-                self._idle.set()
-        stats.request_done(time.perf_counter_ns() - start)
-        return outputs
-
-    async def retire(self) -> None:
-        """Wait for requests already holding this version, then stop its batcher."""
-        self._retiring = True
-        if self.stats.in_flight:
-            await self._idle.wait()
-        await self.batcher.close()
-        self.stats.close()
 
 
 def _same_torch_threads() -> Callable[[], None]:
@@ -108,12 +59,13 @@ class ModelEntry:
     name: str
     state: str
     reason: str = ""
-    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    versions: dict[int, Served] = field(default_factory=dict)
     spec: ModelSpec | None = None
     source: Path | None = None
+    override: Override | None = None  # the files of a load with `file:` overrides
 
     @property
-    def default_version(self) -> ServedVersion:
+    def default_version(self) -> Served:
         return self.versions[max(self.versions)]
 
 
@@ -133,6 +85,7 @@ class ModelManager:
         self._load = load  # model file -> Backend (the torch backend unless told otherwise)
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._loading: list[str] = []  # names being loaded, to catch ensemble cycles
         self.draining = False
         self._started = False
         # Told (model name, ready) after every change; the app points health at it.
@@ -158,24 +111,38 @@ class ModelManager:
 
     # -- lookups (hot path: no awaits, no I/O) ----------------------------------
 
-    def get(self, name: str, version: str = "") -> ServedVersion:
+    def get(self, name: str, version: str = "") -> Served:
+        """The version to serve; Triton's wording first, where its clients read it."""
         entry = self._models.get(name)
         if entry is None or not entry.versions:
             if entry is not None and entry.state in (LOADING, UNLOADING, UNAVAILABLE):
                 why = f": {entry.reason}" if entry.reason else ""
-                raise Unavailable(f"model '{name}' is not ready ({entry.state.lower()}{why})")
-            raise NotFound(f"model '{name}' is not loaded on this server")
+                raise Unavailable(
+                    f"Request for unknown model: '{name}' has no available versions "
+                    f"(model is {entry.state.lower()}{why})"
+                )
+            raise NotFound(
+                f"Request for unknown model: '{name}' is not found (not loaded on this server)"
+            )
         if self.draining:
             raise Unavailable("server is shutting down; retry on another replica")
         if not version:
             return entry.default_version
         try:
-            return entry.versions[int(version)]
-        except (ValueError, KeyError):
+            number = int(version)
+        except ValueError:
+            raise InvalidInput(
+                f"failed to get model version from specified version string '{version}' "
+                f"(model '{name}'), version should be an integral value > 0"
+            ) from None
+        served = entry.versions.get(number)
+        if served is None:
             loaded = ", ".join(str(v) for v in sorted(entry.versions))
             raise NotFound(
-                f"model '{name}' has no version '{version}' (loaded: {loaded})"
-            ) from None
+                f"Request for unknown model: '{name}' version {version} is not found "
+                f"(loaded: {loaded})"
+            )
+        return served
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -211,24 +178,65 @@ class ModelManager:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
-        """Load (or reload) a model from the repository."""
+    async def load(self, name: str, override: Override | None = None) -> None:
+        """Load (or reload) a model from the repository, or from an override's files."""
+        if override is not None and override.folder is not None:
+            await self.load_directory(name, override.folder, config=override.config,
+                                      override=override)  # fmt: skip
+            return
         if self.repository is None:
             raise FailedPrecondition("this server has no model repository")
-        await self.load_directory(name, repository.model_dir(self.repository, name))
+        try:
+            model_dir = repository.model_dir(self.repository, name)
+        except NotFound:
+            raise NotFound(
+                f"failed to load '{name}', failed to poll from model repository "
+                f"(no folder '{name}' in it)"
+            ) from None
+        config = override.config if override is not None else None
+        await self.load_directory(name, model_dir, config=config)
 
     async def load_directory(
-        self, name: str, model_dir: Path, versions: Sequence[int] | None = None
+        self,
+        name: str,
+        model_dir: Path,
+        versions: Sequence[int] | None = None,
+        *,
+        config: mc.ModelConfig | None = None,
+        override: Override | None = None,
     ) -> None:
-        """Load `name` from a Triton-layout folder, replacing what serves now without a gap."""
+        """Load `name` from a Triton-layout folder, replacing what serves now without a gap.
+
+        `config` replaces the folder's config.pbtxt for this load.
+        """
+        if name in self._loading:
+            chain = " -> ".join([*self._loading, name])
+            raise InvalidInput(f"failed to load model '{name}': ensembles include each other "
+                               f"({chain})")  # fmt: skip
+        self._loading.append(name)
+        try:
+            await self._load_locked(name, model_dir, versions, config, override)
+        finally:
+            self._loading.remove(name)
+
+    async def _load_locked(
+        self,
+        name: str,
+        model_dir: Path,
+        versions: Sequence[int] | None,
+        config: mc.ModelConfig | None,
+        override: Override | None,
+    ) -> None:
         async with self._lock(name):
             current = self._models.get(name)
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
             try:
                 spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, self._load
+                    _load_versions, name, model_dir, versions, self._load, config
                 )
+                if spec.ensemble is not None:
+                    await self._ensure_members(spec)
             except Exception as exc:
                 reason = (
                     str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
@@ -239,15 +247,45 @@ class ModelManager:
                     self._changed(name, False)
                 else:
                     current.reason = f"reload failed, still serving: {reason}"
+                if override is not None:
+                    override.remove()
                 raise InvalidInput(f"failed to load model '{name}': {reason}") from None
-            served = {v: ServedVersion(spec, v, backend) for v, backend in loaded.items()}
+            served = self._serve(spec, loaded)
             for version in served.values():
-                version.batcher.start()
-            self._models[name] = ModelEntry(name, READY, "", served, spec, model_dir)
+                version.start()
+            self._models[name] = ModelEntry(name, READY, "", served, spec, model_dir, override)
             log.info("model '%s' ready (versions %s)", name, sorted(served))
             self._changed(name, True)
             if current is not None and current.versions:
                 await asyncio.gather(*(v.retire() for v in current.versions.values()))
+                if current.override is not None and current.override is not override:
+                    current.override.remove()
+
+    def _serve(self, spec: ModelSpec, loaded: dict[int, Backend | None]) -> dict[int, Served]:
+        if spec.ensemble is not None:
+            return {v: ServedEnsemble(spec, v, self._member_infer) for v in loaded}
+        threads = _same_torch_threads()
+        return {v: ServedVersion(spec, v, b, threads) for v, b in loaded.items() if b is not None}
+
+    async def _ensure_members(self, spec: ModelSpec) -> None:
+        """Load the members an ensemble needs (from the repository), then check its wiring."""
+        assert spec.ensemble is not None
+        for member, _ in spec.ensemble.members:
+            entry = self._models.get(member)
+            if (entry is None or not entry.versions) and self.repository is not None:
+                await self.load(member)
+        check_members(spec, lambda model, version: self.get(model, version).spec)
+
+    async def _member_infer(
+        self, model: str, version: int, inputs: dict[str, np.ndarray], deadline: float | None
+    ) -> dict[str, np.ndarray]:
+        """One ensemble step: the member's inputs checked like a request's, then its batcher."""
+        served = self.get(model, str(version) if version > 0 else "")
+        spec = served.spec
+        arrays = [inputs.get(t.name) for t in spec.inputs]
+        rows, signature = codec.check_arrays(spec, arrays)
+        outputs = await served.infer(arrays, rows, signature, deadline)
+        return {t.name: array for t, array in zip(spec.outputs, outputs, strict=True)}
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
@@ -261,6 +299,8 @@ class ModelManager:
             self._models[name] = ModelEntry(name, UNAVAILABLE, "unloaded", source=entry.source)
             self._changed(name, False)
             await asyncio.gather(*(v.retire() for v in retiring))
+            if entry.override is not None:
+                entry.override.remove()
             log.info("model '%s' unloaded", name)
 
     async def load_all(self, names: Sequence[str] | None = None) -> None:
@@ -275,16 +315,27 @@ class ModelManager:
         self.draining = True
         retiring = [v for e in self._models.values() for v in e.versions.values()]
         await asyncio.gather(*(v.retire() for v in retiring))
+        for entry in self._models.values():
+            if entry.override is not None:
+                entry.override.remove()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
 
 def _load_versions(
-    name: str, model_dir: Path, versions: Sequence[int] | None, load: BackendLoader
-) -> tuple[ModelSpec, dict[int, Backend]]:
-    """Blocking: read config, pick versions, load and warm up each (worker thread)."""
-    config = read_config(model_dir) or mc.ModelConfig()
+    name: str,
+    model_dir: Path,
+    versions: Sequence[int] | None,
+    load: BackendLoader,
+    override: mc.ModelConfig | None = None,
+) -> tuple[ModelSpec, dict[int, Backend | None]]:
+    """Blocking: read config, pick versions, load and warm up each (worker thread).
+
+    An ensemble has no backend: its versions map to None.
+    """
+    config = mc.ModelConfig()
+    config.CopyFrom(override if override is not None else read_config(model_dir) or config)
     available = repository.available_versions(model_dir)
     if versions is None:
         versions = repository.select_versions(name, available, config.version_policy)
@@ -297,42 +348,12 @@ def _load_versions(
     if config.platform == PLATFORM_EXPORT and (not config.input or not config.output):
         filename = config.default_model_filename or "model.pt2"
         complete_from_program(config, load_exported_program(first_dir / filename, name))
-    spec = build_spec(name, config)
-    loaded: dict[int, Backend] = {}
+    spec = build_spec(name, config, model_dir)
+    if spec.platform == PLATFORM_ENSEMBLE:
+        return spec, dict.fromkeys(versions)
+    loaded: dict[int, Backend | None] = {}
     for version in versions:
         backend = load(spec, model_dir / str(version))
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded
-
-
-def warm_up(spec: ModelSpec, backend: Backend) -> None:
-    """Run zero-filled batches (1 and the largest) so the first request is not slow,
-    and fail the load here if the model cannot run on its declared inputs."""
-    sizes = [1] if spec.max_batch_size == 0 else sorted({1, spec.max_batch_size})
-    for rows in sizes:
-        arrays = []
-        for tensor in spec.inputs:
-            dims = [d if d > 0 else 1 for d in tensor.dims]
-            shape = dims if spec.max_batch_size == 0 else [rows, *dims]
-            if tensor.datatype.name == "BYTES":
-                arrays.append(np.full(shape, b"", dtype=np.object_))
-            else:
-                dtype = tensor.datatype.numpy if tensor.datatype.numpy is not None else np.uint16
-                arrays.append(np.zeros(shape, dtype=dtype))
-        try:
-            outputs = backend.run(arrays)
-        except ModelportError:
-            raise
-        except Exception as exc:
-            raise InvalidInput(
-                f"model '{spec.name}' failed its warm-up run (zero inputs, batch {rows}): {exc}"
-            ) from None
-        if spec.max_batch_size > 0:
-            for out_spec, output in zip(spec.outputs, outputs, strict=True):
-                if output.ndim == 0 or output.shape[0] != rows:
-                    raise InvalidInput(
-                        f"model '{spec.name}': output '{out_spec.name}' has shape "
-                        f"{list(output.shape)} for a batch of {rows}; max_batch_size > 0 "
-                        "needs the batch as dim 0"
-                    )

@@ -1,9 +1,9 @@
 """GRPCInferenceService: maps OIP messages to the inference cores and back.
 
 Thin on purpose: answering requests lives in `serving` (decode, batch,
-encode), model control and statistics across sibling workers in `fleet`,
-lifecycle in `model_manager`. Errors become statuses in the error boundary
-every method is registered behind (`common.grpc_errors`).
+encode), model control, statistics and shared memory regions across sibling
+workers in `fleet`, lifecycle in `model_manager`. Errors become statuses in
+the error boundary every method is registered behind (`common.grpc_errors`).
 """
 
 from __future__ import annotations
@@ -18,31 +18,31 @@ import grpc
 
 from modelport import __version__, errors
 from modelport.common import tracing
-from modelport.inference import serving
+from modelport.inference.cuda_shared_memory import CudaSharedMemory
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import from_peer
-from modelport.inference.pool import ModelPool
+from modelport.inference.serving import DataPlane
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext
 
-EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data",
-              "parameters"]  # fmt: skip
+EXTENSIONS = ["classification", "sequence", "sequence(string_id)", "model_repository",
+              "model_configuration", "system_shared_memory", "binary_tensor_data",
+              "parameters", "statistics"]  # fmt: skip
 NOT_OFFERED = (
-    "not supported by modelport: send tensors in the request "
-    "(shared memory, trace and log settings are not offered)"
+    "not supported by modelport: trace and log settings are not offered "
+    "(use --log-level and --otlp-endpoint)"
 )
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self, manager: ModelManager, control: ModelControl, pool: ModelPool | None = None
-    ) -> None:
+    def __init__(self, manager: ModelManager, control: ModelControl, serving: DataPlane) -> None:
         self._manager = manager
         self._control = control
-        self._pool = pool  # `--pool`: models loaded on demand
+        self._serving = serving
+        self._cuda = CudaSharedMemory()
 
     # -- health and metadata --------------------------------------------------------
 
@@ -73,11 +73,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> AbstractAsyncContextManager[None]:
         """On a pool replica, a model asked about is loaded as a request would load it
         (a caller asks for metadata just before its first request)."""
-        if self._pool is None:
+        pool = self._serving.pool
+        if pool is None:
             return contextlib.nullcontext()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        return self._pool.use(name, version, deadline)
+        return pool.use(name, version, deadline)
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
@@ -114,14 +115,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         with tracing.server_span("ModelInfer", context, model=request.model_name):
-            return await serving.infer(
-                self._manager, request, context.time_remaining(), pool=self._pool
+            return await self._serving.infer(
+                request, context.time_remaining(), local=from_peer(context)
             )
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for answer in serving.stream(self._manager, request_iterator, pool=self._pool):
+        async for answer in self._serving.stream(request_iterator):
             yield answer
 
     # -- statistics and repository --------------------------------------------------
@@ -147,8 +148,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
+        parameters = {k: _parameter_value(v) for k, v in request.parameters.items()}
         await self._control.load(
-            request.repository_name, request.model_name, list(request.parameters),
+            request.repository_name, request.model_name, parameters,
             fan_out=not from_peer(context),
         )  # fmt: skip
         return pb.RepositoryModelLoadResponse()
@@ -161,16 +163,65 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return pb.RepositoryModelUnloadResponse()
 
+    # -- shared memory ----------------------------------------------------------------
+
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Context
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._control.regions(request.name):
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name,
+                    key=region.key,
+                    offset=region.offset,
+                    byte_size=region.byte_size,
+                )
+            )
+        return response
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        await self._control.register_region(
+            request.name, request.key, request.offset, request.byte_size,
+            fan_out=not from_peer(context),
+        )  # fmt: skip
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        await self._control.unregister_region(request.name, fan_out=not from_peer(context))
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Context
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self._cuda.status(request.name)
+        return pb.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self._cuda.register(request.name)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self._cuda.unregister(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     # -- declared by the protocol, not offered ------------------------------------
 
     async def _not_offered(self, request: Any, context: Any) -> Any:
         raise errors.Unimplemented(NOT_OFFERED)
 
-    SystemSharedMemoryStatus = _not_offered
-    SystemSharedMemoryRegister = _not_offered
-    SystemSharedMemoryUnregister = _not_offered
-    CudaSharedMemoryStatus = _not_offered
-    CudaSharedMemoryRegister = _not_offered
-    CudaSharedMemoryUnregister = _not_offered
     TraceSetting = _not_offered
     LogSettings = _not_offered
+
+
+def _parameter_value(param: pb.ModelRepositoryParameter) -> object:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None

@@ -1,8 +1,22 @@
-"""Answering inference requests: decode, queue on the version's batcher, encode.
+"""Inference requests from message to answer: the core behind ModelInfer and ModelStreamInfer.
 
-Transport-free: requests and answers are OIP messages, the deadline is seconds
-left (None: no deadline). Failures are domain errors; on a stream they travel
-in-band, each answer carrying its request's id, as Triton does.
+Transport-free: requests and answers are OIP messages (decoded in `codec`,
+encoded in `responses`), the deadline is seconds left (None: no deadline);
+failures are domain errors. The servicer hands it requests and sends what it
+returns.
+
+- A plain or ensemble model answers each request once.
+- A stateful model (`sequence_batching`) takes `sequence_id` (uint64 or
+  string), `sequence_start` and `sequence_end` from the request's parameters.
+- A decoupled model answers only over the stream, with zero or more responses
+  per request; ModelInfer refuses it as Triton does.
+
+Over a stream every request runs concurrently with the others and its answers
+are sent as they are ready, each with `triton_final_response`; an error is sent
+in-band (`error_message`) and the stream goes on.
+
+On a pool replica (`--pool`) the model is loaded on demand and pinned while a
+request (or a decoupled request's whole stream) runs.
 """
 
 from __future__ import annotations
@@ -11,16 +25,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
-from modelport.errors import InvalidInput, ModelportError, public_message
-from modelport.inference import codec
+from modelport.artifacts.sequences import CorrelationId
+from modelport.errors import InvalidInput, ModelportError, Unimplemented, public_message
+from modelport.inference import codec, responses
+from modelport.inference.decoupled import (
+    EMPTY_FINAL_PARAMETER,
+    ResponseStream,
+    with_final_flags,
+)
 from modelport.inference.model_manager import ModelManager
+from modelport.inference.served import Served, ServedVersion
+from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+
+# A request answered by the sibling worker that owns its sequence.
+SendToOwner = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
+# The sender for a sequence key (None: this worker owns it).
+OwnerOf = Callable[[str], SendToOwner | None]
 
 
 class OnDemand(Protocol):
@@ -31,79 +59,174 @@ class OnDemand(Protocol):
     ) -> AbstractAsyncContextManager[None]: ...
 
 
-async def infer(
-    manager: ModelManager,
-    request: pb.ModelInferRequest,
-    remaining: float | None,
-    pool: OnDemand | None = None,
-) -> pb.ModelInferResponse:
-    if pool is None:
-        return await _infer_loaded(manager, request, remaining)
-    # A pool replica loads the model on demand and pins it for this request.
-    deadline = None if remaining is None else time.monotonic() + remaining
-    async with pool.use(request.model_name, request.model_version, deadline):
-        left = None if deadline is None else deadline - time.monotonic()
-        return await _infer_loaded(manager, request, left)
+class DataPlane:
+    def __init__(
+        self,
+        manager: ModelManager,
+        shm: SystemSharedMemory,
+        owner_of: OwnerOf | None = None,
+        pool: OnDemand | None = None,
+    ) -> None:
+        self.manager = manager
+        self.shm = shm
+        self.owner_of = owner_of
+        self.pool = pool
 
+    async def infer(
+        self,
+        request: pb.ModelInferRequest,
+        remaining: float | None,
+        *,
+        streamed: bool = False,
+        local: bool = False,
+    ) -> pb.ModelInferResponse:
+        """One answer; `streamed` adds the final-response flag a stream carries.
 
-async def _infer_loaded(
-    manager: ModelManager, request: pb.ModelInferRequest, remaining: float | None
-) -> pb.ModelInferResponse:
-    served = manager.get(request.model_name, request.model_version)
-    spec = served.spec
-    try:
-        arrays, rows, signature = codec.decode_inputs(request, spec)
-        selected = codec.requested_outputs(request, spec)
-    except InvalidInput as exc:
-        served.stats.request_failed(0, exc.code)
-        raise
-    deadline = None if remaining is None else time.monotonic() + remaining
-    outputs = await served.infer(arrays, rows, signature, deadline)
-    return codec.build_response(request, spec, served.version, outputs, selected)
+        A request of a sequence another worker owns is answered by that worker,
+        unless `local` (it was sent here by a sibling).
+        """
+        if self.pool is None:
+            return await self._infer(request, remaining, streamed=streamed, local=local)
+        deadline = None if remaining is None else time.monotonic() + remaining
+        async with self.pool.use(request.model_name, request.model_version, deadline):
+            left = None if deadline is None else deadline - time.monotonic()
+            return await self._infer(request, left, streamed=streamed, local=local)
 
-
-async def stream(
-    manager: ModelManager,
-    requests: AsyncIterator[pb.ModelInferRequest],
-    pool: OnDemand | None = None,
-) -> AsyncIterator[pb.ModelStreamInferResponse]:
-    """Requests run concurrently; each answer (or its error, in-band) is sent as soon
-    as it is ready."""
-    answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-    running: set[asyncio.Task[None]] = set()
-
-    async def answer(request: pb.ModelInferRequest) -> None:
-        try:
-            response = await infer(manager, request, None, pool)
-            await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-        except Exception as exc:
-            if not isinstance(exc, ModelportError):
-                log.exception("stream request failed")
-            echo = pb.ModelInferResponse(
-                model_name=request.model_name, model_version=request.model_version, id=request.id
+    async def _infer(
+        self, request: pb.ModelInferRequest, remaining: float | None, *, streamed: bool,
+        local: bool,
+    ) -> pb.ModelInferResponse:  # fmt: skip
+        served = self.manager.get(request.model_name, request.model_version)
+        if not local and served.spec.sequence is not None and self.owner_of is not None:
+            owner = self.owner_of(str(_sequence_parameters(request)[0] or ""))
+            if owner is not None:
+                answer = await owner(request)
+                if streamed:
+                    answer.parameters["triton_final_response"].bool_param = True
+                return answer
+        if served.spec.decoupled:
+            raise Unimplemented(
+                "ModelInfer RPC doesn't support models with decoupled transaction policy "
+                f"(model '{served.spec.name}': use ModelStreamInfer)"
             )
-            await answers.put(
-                pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=echo)
-            )
+        arrays, rows, signature, wanted = self._decode(served, request)
+        deadline = None if remaining is None else time.monotonic() + remaining
+        sequence = _sequence_parameters(request) if served.spec.sequence is not None else None
+        if sequence is not None:
+            assert isinstance(served, ServedVersion)
+            outputs = await served.infer_sequence(*sequence, arrays, deadline)
+        else:
+            outputs = await served.infer(arrays, rows, signature, deadline)
+        return responses.build_response(
+            request, served.spec, served.version, outputs, wanted, self.shm,
+            final=True if streamed else None,
+        )  # fmt: skip
 
-    async def read() -> None:
+    def _decode(self, served: Served, request: pb.ModelInferRequest) -> tuple[Any, ...]:
         try:
-            async for request in requests:
-                task = asyncio.create_task(answer(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.gather(*list(running))
+            arrays, rows, signature = codec.decode_inputs(request, served.spec, self.shm)
+            wanted = responses.requested_outputs(request, served.spec, self.shm)
+        except InvalidInput as exc:
+            served.stats.request_failed(0, exc.code)
+            raise
+        return arrays, rows, signature, wanted
+
+    async def answers(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelInferResponse]:
+        """Every answer to one streamed request (several for a decoupled model)."""
+        if self.pool is None:
+            async for answer in self._answers(request):
+                yield answer
+            return
+        async with self.pool.use(request.model_name, request.model_version, None):
+            async for answer in self._answers(request):
+                yield answer
+
+    async def _answers(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelInferResponse]:
+        served = self.manager.get(request.model_name, request.model_version)
+        if not served.spec.decoupled:
+            yield await self._infer(request, None, streamed=True, local=False)
+            return
+        if not isinstance(served, ResponseStream):
+            raise Unimplemented(f"model '{served.spec.name}' is decoupled but cannot stream")
+        arrays, rows, signature, wanted = self._decode(served, request)
+        empty_final = request.parameters[EMPTY_FINAL_PARAMETER].bool_param if (
+            EMPTY_FINAL_PARAMETER in request.parameters
+        ) else False  # fmt: skip
+        stream = served.stream(arrays, rows, signature, None)
+        async for flagged in with_final_flags(stream, empty_final=empty_final):
+            if flagged.response is None:
+                yield responses.final_only(request)
+                continue
+            yield responses.build_response(
+                request, served.spec, served.version, flagged.response.outputs, wanted,
+                self.shm, final=flagged.final,
+            )  # fmt: skip
+
+    async def stream(
+        self, requests: AsyncIterator[pb.ModelInferRequest]
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; each answer (or its error, in-band) is sent when ready."""
+        out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                async for response in self.answers(request):
+                    await out.put(pb.ModelStreamInferResponse(infer_response=response))
+            except Exception as exc:
+                if not isinstance(exc, ModelportError):
+                    log.exception("stream request failed")
+                echo = responses.final_only(request)
+                await out.put(
+                    pb.ModelStreamInferResponse(error_message=public_message(exc),
+                                                infer_response=echo)
+                )  # fmt: skip
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*list(running))
+            finally:
+                await out.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
         finally:
-            await answers.put(None)
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
-    reader = asyncio.create_task(read())
-    try:
-        while (item := await answers.get()) is not None:
-            yield item
-    finally:
-        reader.cancel()
-        for task in list(running):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+
+def _sequence_parameters(request: pb.ModelInferRequest) -> tuple[CorrelationId, bool, bool]:
+    """(correlation id, start, end) from Triton's request parameters."""
+    params = request.parameters
+    corrid: CorrelationId = 0
+    if "sequence_id" in params:
+        param = params["sequence_id"]
+        choice = param.WhichOneof("parameter_choice")
+        if choice == "string_param":
+            corrid = param.string_param
+        elif choice in ("int64_param", "uint64_param"):
+            corrid = int(getattr(param, choice))
+            if corrid < 0:
+                corrid += 1 << 64  # a uint64 sent through int64_param, as clients do
+        else:
+            raise InvalidInput("'sequence_id' must be a uint64 or string parameter")
+    return corrid, _flag(params, "sequence_start"), _flag(params, "sequence_end")
+
+
+def _flag(params: Any, key: str) -> bool:
+    if key not in params:
+        return False
+    param = params[key]
+    if param.WhichOneof("parameter_choice") != "bool_param":
+        raise InvalidInput(f"'{key}' must be a bool parameter")
+    return bool(param.bool_param)

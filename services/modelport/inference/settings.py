@@ -33,6 +33,11 @@ class InferenceSettings(ServerSettings):
     reuse_port: bool = setting(
         False, "Bind with SO_REUSEPORT so several processes share the gRPC port."
     )
+    # Off by default, as Triton's --allow-client-shm: a registered region can
+    # name any shared memory object this server's user may open.
+    allow_shared_memory: bool = setting(
+        False, "Let clients on this host pass tensors through registered /dev/shm regions."
+    )
     registry: str = setting("", "Registry address to follow models from (with --model).")
     models: tuple[str, ...] = setting(
         (), "NAME@ALIAS, NAME:VERSION or NAME to serve from the registry.", flag="--model"

@@ -9,7 +9,10 @@ from collections.abc import Callable
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.errors import InvalidInput
+from modelport.registry import dataset_servicer
 from modelport.registry.blob_backends import BlobBackend, S3Backend
+from modelport.registry.dataset_servicer import DatasetServicer
+from modelport.registry.datasets import DatasetStore
 from modelport.registry.derive_executor import (
     DeriveExecutor,
     KubernetesExecutor,
@@ -60,12 +63,25 @@ class RegistryServer:
         )
         self.executor = make_executor(settings, self.store, lambda: self.local_address)
         self.servicer = RegistryServicer(self.store, asyncio.get_running_loop(), self.executor)
+        datasets = DatasetServicer(
+            DatasetStore(
+                self.store.engine,
+                settings.blob_dir,
+                max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+                backend=blob_backend(settings, "datasets"),
+            )
+        )
         self.grpc = GrpcServer(settings.server_options())
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
+        self.grpc.add_service(
+            dataset_servicer.SERVICE_NAME,
+            lambda server: dataset_servicer.register(server, datasets),
+        )
         port = await self.grpc.start()
         await self.grpc.set_serving("", True)
         await self.grpc.set_serving(SERVICE_NAME, True)
+        await self.grpc.set_serving(dataset_servicer.SERVICE_NAME, True)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_periodically())
         return port
 
@@ -92,11 +108,13 @@ class RegistryServer:
             self.store.close()
 
 
-def blob_backend(settings: RegistrySettings) -> BlobBackend | None:
-    """None keeps blobs in --blob-dir; s3://… keeps them in a bucket."""
+def blob_backend(settings: RegistrySettings, subfolder: str = "") -> BlobBackend | None:
+    """None keeps blobs in --blob-dir; s3://… keeps them in a bucket (datasets under
+    their own subfolder, apart from the model blobs the store's sweep may delete)."""
     if not settings.blob_store:
         return None
-    return S3Backend(settings.blob_store, endpoint=settings.s3_endpoint)
+    url = settings.blob_store.rstrip("/") + (f"/{subfolder}" if subfolder else "")
+    return S3Backend(url, endpoint=settings.s3_endpoint)
 
 
 def make_executor(

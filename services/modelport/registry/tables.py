@@ -146,3 +146,23 @@ revision_counter = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("revision", BigInteger, nullable=False),
 )
+
+# Training datasets (migration 0002): blobs under `<blob-dir>/datasets/`, apart
+# from version archives, so the version blob sweep never sees them.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, index=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("file_name", String(200), nullable=False),
+    Column("examples", BigInteger, nullable=False),
+    Column("validation_examples", BigInteger, nullable=False),
+    Column("validation_fraction", Float, nullable=False),
+    Column("stats", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name", "sha256", name="uq_datasets_name_sha256"),
+)

@@ -4,10 +4,16 @@ Among the replicas that take traffic and serve the wanted version, two are
 drawn at random and the one with fewer requests in flight wins. That keeps
 load even without a global scan and without herding on one idle replica, and
 a replica that just joined (zero in flight) starts winning at once.
+
+Requests of a sequence (a stateful model's correlation id) go to one replica
+instead: rendezvous hashing of the id over the candidates' addresses, so every
+router picks the same replica, and a replica joining or leaving moves only
+the sequences it gains or held.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Collection
 
@@ -24,8 +30,8 @@ class Balancer:
         self.table = table
         self._rng = rng or random.Random()
 
-    def pick(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
-        """The replica for one request, or NotFound / Unavailable naming the model."""
+    def _pool(self, model: str, version: str, exclude: Collection[Replica]) -> list[Replica]:
+        """The candidates not excluded, the healthy ones if any (NotFound / Unavailable)."""
         candidates = self.table.candidates(model, version)
         if exclude:
             candidates = [r for r in candidates if r not in exclude]
@@ -35,13 +41,23 @@ class Balancer:
         healthy = [r for r in candidates if r.ejected_until <= now]
         # When every candidate is ejected, keep serving from them rather than
         # failing everything: ejection is a hint, not a verdict.
-        pool = healthy or candidates
+        return healthy or candidates
+
+    def pick(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
+        """The replica for one request, or NotFound / Unavailable naming the model."""
+        pool = self._pool(model, version, exclude)
         if len(pool) == 1:
             return pool[0]
         first, second = self._rng.sample(pool, 2)
         if second.in_flight < first.in_flight:
             return second
         return first
+
+    def pick_for_key(
+        self, model: str, version: str, key: str, exclude: Collection[Replica] = ()
+    ) -> Replica:
+        """The replica that owns `key` (a sequence's correlation id) among the candidates."""
+        return max(self._pool(model, version, exclude), key=lambda r: _weight(key, r.address))
 
     def pick_many(self, model: str, version: str, count: int) -> list[Replica]:
         """Up to `count` distinct replicas, least loaded first (for scatter)."""
@@ -65,3 +81,8 @@ class Balancer:
         if version and indexed and not any(version in (r.versions or {})[model] for r in indexed):
             return NotFound(f"{what}: no replica serves this version")
         return Unavailable(f"{what}: no ready replica")
+
+
+def _weight(key: str, address: str) -> int:
+    digest = hashlib.blake2b(f"{key}\x00{address}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,10 @@ class BackendUnavailable(Unavailable):
 
 class Transport(Protocol):
     async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes: ...
+
+    def stream_infer(
+        self, replica: Replica, request: bytes, timeout: float | None
+    ) -> AsyncIterator[bytes]: ...
 
 
 @dataclass
@@ -120,16 +124,19 @@ class Router:
         request: bytes,
         session: str = "",
         deadline: float | None = None,
+        sequence: str = "",
     ) -> bytes:
         """Answer one ModelInferRequest (bytes) with a ModelInferResponse (bytes).
 
-        `deadline` is absolute, on `time.monotonic()`. Every request is counted
-        by outcome and, with a latency recorder, timed.
+        `deadline` is absolute, on `time.monotonic()`. A request of a sequence
+        (`sequence`: its correlation id) goes to the replica that holds it,
+        and a split policy keeps the whole sequence on one version. Every
+        request is counted by outcome and, with a latency recorder, timed.
         """
         started = time.perf_counter()
         code = "OK"
         try:
-            return await self._admit(model, version_ref, request, session, deadline)
+            return await self._admit(model, version_ref, request, session, deadline, sequence)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -142,19 +149,27 @@ class Router:
                 self._latency(model, time.perf_counter() - started)
 
     async def _admit(
-        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str,
+        deadline: float | None,
+        sequence: str,
     ) -> bytes:
         """Route now, or, for a model held at zero replicas, once a replica is ready."""
         scaling = self.scaling
         if scaling is None or not scaling.holds(model):
-            return await self._route(model, version_ref, request, session, deadline)
+            return await self._route(model, version_ref, request, session, deadline, sequence)
         scaling.started(model)
         since = time.monotonic()
         try:
             while True:
                 await scaling.before_forward(model, deadline)  # held while at zero replicas
                 try:
-                    return await self._route(model, version_ref, request, session, deadline)
+                    return await self._route(
+                        model, version_ref, request, session, deadline, sequence
+                    )
                 except Unavailable:
                     # The replica left (scaled down) or is not ready yet: held again.
                     if not await scaling.wait_after_failure(model, deadline, since):
@@ -163,24 +178,51 @@ class Router:
             scaling.finished(model)
 
     async def _route(
-        self, model: str, version_ref: str, request: bytes, session: str, deadline: float | None
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str,
+        deadline: float | None,
+        sequence: str,
     ) -> bytes:
+        plan = self._plan(model, version_ref, session or sequence)
+        if plan.kind == "ensemble":
+            return await self._ensemble(model, request, plan, deadline)
+        target, request = self._aim(plan, version_ref, request, deadline)
+        if plan.kind == "scatter":
+            return await self._scatter(target, request, deadline)
+        return await self.forward(target, request, deadline, sequence=sequence)
+
+    def _plan(self, model: str, version_ref: str, session: str) -> Plan:
         plan = self.planner.plan(model, version_ref, session)
         if plan.split_alias:
             self.stats.splits[(model, plan.split_alias)] += 1
-        if plan.kind == "ensemble":
-            return await self._ensemble(model, request, plan, deadline)
+        return plan
+
+    def _aim(
+        self, plan: Plan, version_ref: str, request: bytes, deadline: float | None
+    ) -> tuple[Target, bytes]:
+        """The plan's target, the request retargeted at its version, the shadow started."""
         target = plan.targets[0]
         if target.version != version_ref:
             request = wire.retarget(request, version=target.version)
         if plan.shadow is not None:
             self._start_shadow(plan.shadow, request, deadline)
-        if plan.kind == "scatter":
-            return await self._scatter(target, request, deadline)
-        return await self.forward(target, request, deadline)
+        return target, request
+
+    def _pick(self, target: Target, sequence: str, exclude: Sequence[Replica] = ()) -> Replica:
+        if sequence:
+            return self.balancer.pick_for_key(target.model, target.version, sequence, exclude)
+        return self.balancer.pick(target.model, target.version, exclude)
 
     async def forward(
-        self, target: Target, request: bytes, deadline: float | None, replica: Replica | None = None
+        self,
+        target: Target,
+        request: bytes,
+        deadline: float | None,
+        replica: Replica | None = None,
+        sequence: str = "",
     ) -> bytes:
         """Send to `replica` (or a balanced pick); on UNAVAILABLE retry once elsewhere."""
         if replica is not None:
@@ -189,7 +231,7 @@ class Router:
             return await self.pool.forward(self, target, request, deadline)
         else:
             with tracing.span(tracing.ROUTER_PICK, model=target.model) as pick:
-                first = self.balancer.pick(target.model, target.version)
+                first = self._pick(target, sequence)
                 if pick is not None:
                     pick.set_attribute("replica", first.address)
         try:
@@ -200,7 +242,7 @@ class Router:
             if remaining is not None and remaining < MIN_RETRY_SECONDS:
                 raise failure from None
             try:
-                second = self.balancer.pick(target.model, target.version, exclude=(first,))
+                second = self._pick(target, sequence, exclude=(first,))
             except (Unavailable, NotFound):
                 raise failure from None
         self.stats.retries[target.model] += 1
@@ -212,11 +254,7 @@ class Router:
     async def _call(
         self, replica: Replica, target: Target, request: bytes, deadline: float | None
     ) -> bytes:
-        timeout = None
-        if deadline is not None:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise DeadlineExceeded(f"model '{target.model}': deadline passed before sending")
+        timeout = _timeout(target, deadline)
         self.table.started(replica)
         self.stats.picks[(target.model, replica.address)] += 1
         outcome = "transport"
@@ -233,15 +271,111 @@ class Router:
             outcome = "answered"
             raise
         finally:
-            if outcome == "ok":
-                self.table.succeeded(replica)
-            elif self.table.failed(replica, transport=outcome == "transport"):
-                self.stats.ejections[(target.model, replica.address)] += 1
-                log.warning(
-                    "ejected replica %s of model '%s' after repeated failures",
-                    replica.address,
-                    target.model,
-                )
+            self._settle(replica, target, outcome)
+
+    def _settle(self, replica: Replica, target: Target, outcome: str) -> None:
+        if outcome == "ok":
+            self.table.succeeded(replica)
+        elif self.table.failed(replica, transport=outcome == "transport"):
+            self.stats.ejections[(target.model, replica.address)] += 1
+            log.warning(
+                "ejected replica %s of model '%s' after repeated failures",
+                replica.address,
+                target.model,
+            )
+
+    # -- streamed requests --------------------------------------------------------
+
+    async def stream(
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str = "",
+        deadline: float | None = None,
+        sequence: str = "",
+    ) -> AsyncIterator[bytes]:
+        """Every ModelStreamInferResponse (bytes) to one streamed request, as it comes.
+
+        A decoupled model answers zero or more times; the replica's answers are
+        relayed one by one. A replica that cannot be reached before it answers
+        anything is retried once elsewhere, as for unary calls. Counted and timed
+        as `infer` is.
+        """
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            async for message in self._stream_route(
+                model, version_ref, request, session, deadline, sequence
+            ):
+                yield message
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.stats.outcomes[(model, code)] += 1
+            if self._latency is not None:
+                self._latency(model, time.perf_counter() - started)
+
+    async def _stream_route(
+        self,
+        model: str,
+        version_ref: str,
+        request: bytes,
+        session: str,
+        deadline: float | None,
+        sequence: str,
+    ) -> AsyncIterator[bytes]:
+        plan = self._plan(model, version_ref, session or sequence)
+        if plan.kind == "ensemble":
+            yield wire.stream_response(await self._ensemble(model, request, plan, deadline))
+            return
+        target, request = self._aim(plan, version_ref, request, deadline)
+        if plan.kind == "scatter":
+            yield wire.stream_response(await self._scatter(target, request, deadline))
+            return
+        first = self._pick(target, sequence)
+        relayed = False
+        try:
+            async for message in self._stream_from(first, target, request, deadline):
+                relayed = True
+                yield message
+            return
+        except BackendUnavailable as exc:
+            failure = BackendUnavailable(f"{describe(target.model, target.version)}: {exc}")
+            if relayed:
+                raise failure from None
+            try:
+                second = self._pick(target, sequence, exclude=(first,))
+            except (Unavailable, NotFound):
+                raise failure from None
+        self.stats.retries[target.model] += 1
+        async for message in self._stream_from(second, target, request, deadline):
+            yield message
+
+    async def _stream_from(
+        self, replica: Replica, target: Target, request: bytes, deadline: float | None
+    ) -> AsyncIterator[bytes]:
+        timeout = _timeout(target, deadline)
+        self.table.started(replica)
+        self.stats.picks[(target.model, replica.address)] += 1
+        outcome = "transport"
+        try:
+            async for message in self.transport.stream_infer(replica, request, timeout):
+                outcome = "answering"
+                yield message
+            outcome = "ok"
+        except BackendUnavailable:
+            outcome = "transport"
+            raise
+        except BaseException:
+            outcome = "answered"
+            raise
+        finally:
+            self._settle(replica, target, "ok" if outcome == "answering" else outcome)
 
     # -- shadow -----------------------------------------------------------------
 
@@ -296,3 +430,12 @@ class Router:
         for task in list(self._shadows):
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)
+
+
+def _timeout(target: Target, deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    timeout = deadline - time.monotonic()
+    if timeout <= 0:
+        raise DeadlineExceeded(f"model '{target.model}': deadline passed before sending")
+    return timeout

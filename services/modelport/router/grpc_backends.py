@@ -1,7 +1,9 @@
 """The gRPC side of talking to replicas: one channel each, bytes in and out.
 
 ModelInfer goes through a multicallable with no serializers, so the router
-sends the bytes it received and hands back the bytes the replica answered.
+sends the bytes it received and hands back the bytes the replica answered;
+a streamed request gets a ModelStreamInfer call of its own, whose answers
+are relayed as they come.
 The other calls (index, metadata, config, statistics) use the typed stub.
 Backend errors become domain errors carrying the backend's own message, so
 the caller sees the code and text the replica chose.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,13 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router import wire
 from modelport.router.forwarding import BackendUnavailable
 from modelport.router.replicas import Replica
-from modelport.router.stream_mux import InBandError, NotStreaming, StreamClosed, StreamMux
+from modelport.router.stream_mux import (
+    STREAM_METHOD,
+    InBandError,
+    NotStreaming,
+    StreamClosed,
+    StreamMux,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class BackendHandle:
     infer: Any  # UnaryUnaryMultiCallable taking and returning bytes
     stub: pb_grpc.GRPCInferenceServiceStub
     mux: StreamMux | None = None
+    stream: Any = None  # StreamStreamMultiCallable for ModelStreamInfer, bytes both ways
 
 
 def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.ModelportError:
@@ -82,7 +92,8 @@ class GrpcTransport:
         infer: Any = channel.unary_unary(INFER_METHOD)
         mux = StreamMux(channel, replica.address) if self.multiplex else None
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        replica.handle = BackendHandle(channel, infer, stub, mux)
+        stream: Any = channel.stream_stream(STREAM_METHOD)
+        replica.handle = BackendHandle(channel, infer, stub, mux, stream)
 
     async def close(self, replica: Replica, grace: float = 30.0) -> None:
         """Close once the requests in flight on it are done (or `grace` passed)."""
@@ -120,6 +131,27 @@ class GrpcTransport:
             return answer
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, replica) from None
+
+    async def stream_infer(
+        self, replica: Replica, request: bytes, timeout: float | None
+    ) -> AsyncIterator[bytes]:
+        """Every answer to one streamed request (several for a decoupled model).
+
+        One ModelStreamInfer call per request, closed for writing after it, so
+        the replica ends the call when the request is fully answered.
+        """
+        handle: BackendHandle = replica.handle
+        metadata = forwarded_metadata.get()
+        call = handle.stream(timeout=timeout, metadata=metadata)
+        try:
+            await call.write(request)
+            await call.done_writing()
+            while (message := await call.read()) is not grpc.aio.EOF:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, replica) from None
+        finally:
+            call.cancel()  # no-op once the call ended; stops it if the caller left
 
     async def call(self, replica: Replica, method: str, request: Any, timeout: float = 10.0) -> Any:
         """A typed unary call on the replica's stub, errors as domain errors."""

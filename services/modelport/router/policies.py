@@ -153,7 +153,11 @@ class Planner:
             return ref
         version = self.state.aliases.get(model, {}).get(ref)
         if version is None:
-            raise NotFound(f"model '{model}': unknown alias '{ref}' in model_version")
+            # Triton's words first: a Triton client sees the version string it sent refused.
+            raise NotFound(
+                f"failed to get model version from specified version string '{ref}' "
+                f"(model '{model}': unknown alias '{ref}' in model_version)"
+            )
         return version
 
     def _member_version(self, member: MemberRef) -> str:

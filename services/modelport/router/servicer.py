@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,14 +52,15 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _routing(request: bytes) -> tuple[str, str, str]:
+def _routing(request: bytes) -> tuple[str, str, str, str]:
+    """(model, version, id, sequence key) of a serialized request, checked."""
     try:
-        model, version, request_id = wire.routing_fields(request)
+        model, version, request_id, sequence = wire.request_routing(request)
     except ValueError as exc:
         raise errors.InvalidInput(str(exc)) from None
     if not model:
         raise errors.InvalidInput("ModelInferRequest: model_name is empty")
-    return model, version, request_id
+    return model, version, request_id, sequence
 
 
 class RouterServicer:
@@ -69,10 +71,10 @@ class RouterServicer:
     # -- inference: raw bytes in, raw bytes out ---------------------------------
 
     async def _infer(self, request: bytes, context: Context) -> bytes:
-        model, version, _ = _routing(request)
+        model, version, _, sequence = _routing(request)
         with tracing.server_span("ModelInfer", context, model=model):
             answer = await self._router.infer(
-                model, version, request, _read_metadata(context), _deadline(context)
+                model, version, request, _read_metadata(context), _deadline(context), sequence
             )
         cold = cold_start_of_request.get()
         if cold is not None:
@@ -86,32 +88,68 @@ class RouterServicer:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
-        """Each request is routed on its own; answers come back in request order."""
-        pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue(maxsize=256)
+        """Each request is routed on its own and runs concurrently with the others;
+        answers are sent in request order, a request's several answers (a
+        decoupled model) as they come. Requests of one sequence are forwarded one
+        after the other, so the replica holding it gets them in order."""
+        session = _read_metadata(context)
+        pending: asyncio.Queue[asyncio.Queue[bytes | None] | None] = asyncio.Queue(maxsize=256)
+        running: set[asyncio.Task[None]] = set()
+        last_of: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-        async def one(request: bytes) -> bytes:
+        async def one(request: bytes, out: asyncio.Queue[bytes | None],
+                      routing: tuple[str, str, str, str], before: asyncio.Task[None] | None,
+                      ) -> None:  # fmt: skip
+            model, version, request_id, sequence = routing
             try:
-                return wire.stream_response(await self._infer(request, context))
+                if before is not None:
+                    await asyncio.wait([before])
+                async for message in self._router.stream(
+                    model, version, request, session, None, sequence
+                ):
+                    await out.put(message)
             except Exception as exc:
-                request_id = ""
-                with contextlib.suppress(ValueError):
-                    request_id = wire.routing_fields(request)[2]
                 only_id = pb.ModelInferResponse(id=request_id).SerializeToString()
-                return wire.stream_error(errors.public_message(exc), only_id)
+                await out.put(wire.stream_error(errors.public_message(exc), only_id))
+            finally:
+                await out.put(None)
 
         async def read() -> None:
             try:
                 async for request in requests:
-                    await pending.put(asyncio.ensure_future(one(request)))
+                    out: asyncio.Queue[bytes | None] = asyncio.Queue()
+                    try:
+                        routing = _routing(request)
+                    except errors.ModelportError as exc:
+                        request_id = ""
+                        with contextlib.suppress(ValueError):
+                            request_id = wire.routing_fields(request)[2]
+                        echo = pb.ModelInferResponse(id=request_id).SerializeToString()
+                        await out.put(wire.stream_error(str(exc), echo))
+                        await out.put(None)
+                        await pending.put(out)
+                        continue
+                    key = (routing[0], routing[3])
+                    before = last_of.get(key) if routing[3] else None
+                    task = asyncio.ensure_future(one(request, out, routing, before))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    if routing[3]:
+                        last_of[key] = task
+                        task.add_done_callback(functools.partial(_forget, last_of, key))
+                    await pending.put(out)
             finally:
                 await pending.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (task := await pending.get()) is not None:
-                yield await task
+            while (out := await pending.get()) is not None:
+                while (message := await out.get()) is not None:
+                    yield message
         finally:
             reader.cancel()
+            for task in list(running):
+                task.cancel()
 
     # -- per-model and fleet-wide calls (see `fleet`) ---------------------------
 
@@ -179,6 +217,12 @@ class RouterServicer:
 
     async def NotAtRouter(self, request: object, context: Context) -> object:
         raise errors.Unimplemented("not available at the router; ask an inference service")
+
+
+def _forget(last_of: dict[Any, Any], key: Any, task: asyncio.Task[None]) -> None:
+    """A sequence's last request is done: the next one need not wait for it."""
+    if last_of.get(key) is task:
+        del last_of[key]
 
 
 TYPED: dict[str, Any] = {

@@ -62,12 +62,20 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def routing_fields(request: bytes) -> tuple[str, str, str]:
-    """(model_name, model_version, id) of a serialized ModelInferRequest.
+    """(model_name, model_version, id) of a serialized ModelInferRequest."""
+    model, version, request_id, _ = request_routing(request)
+    return model, version, request_id
 
-    Walks the top-level fields only, jumping over tensors and parameters
-    without copying them; later occurrences win, as in a full parse.
+
+def request_routing(request: bytes) -> tuple[str, str, str, str]:
+    """(model_name, model_version, id, sequence key) of a serialized ModelInferRequest.
+
+    Walks the top-level fields only, jumping over tensors without copying them;
+    later occurrences win, as in a full parse. The sequence key is the request's
+    `sequence_id` parameter as text ("" when it has none, or it is 0 or "").
     """
     model = version = request_id = b""
+    sequence = ""
     pos, end = 0, len(request)
     try:
         while pos < end:
@@ -82,6 +90,8 @@ def routing_fields(request: bytes) -> tuple[str, str, str]:
                     version = request[pos : pos + size]
                 elif field == 3:
                     request_id = request[pos : pos + size]
+                elif field == 4:
+                    sequence = _sequence_entry(request[pos : pos + size]) or sequence
                 pos += size
             elif wire_type == 0:
                 _, pos = _read_varint(request, pos)
@@ -93,9 +103,39 @@ def routing_fields(request: bytes) -> tuple[str, str, str]:
                 raise ValueError(f"unsupported wire type {wire_type}")
         if pos != end:
             raise ValueError("truncated message")
-        return model.decode(), version.decode(), request_id.decode()
+        return model.decode(), version.decode(), request_id.decode(), sequence
     except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed ModelInferRequest: {exc}") from None
+
+
+SEQUENCE_ID = b"sequence_id"
+
+
+def _sequence_entry(entry: bytes) -> str:
+    """The value of a `parameters` map entry when its key is sequence_id, else ""."""
+    key = value = b""
+    pos, end = 0, len(entry)
+    while pos < end:
+        tag, pos = _read_varint(entry, pos)
+        if tag & 7 != 2:
+            return ""
+        size, pos = _read_varint(entry, pos)
+        if tag >> 3 == 1:
+            key = entry[pos : pos + size]
+        elif tag >> 3 == 2:
+            value = entry[pos : pos + size]
+        pos += size
+    if key != SEQUENCE_ID or not value:
+        return ""
+    # InferParameter: int64_param = 2 and uint64_param = 5 (varints), string_param = 3.
+    tag, pos = _read_varint(value, 0)
+    if tag in (0x10, 0x28):
+        number, _ = _read_varint(value, pos)
+        return str(number) if number else ""
+    if tag == 0x1A:
+        size, pos = _read_varint(value, pos)
+        return value[pos : pos + size].decode()
+    return ""
 
 
 def stream_parts(message: bytes) -> tuple[str, bytes]:

@@ -3,10 +3,12 @@
 isort:skip_file
 Model configuration, wire- and text-compatible with Triton's `config.pbtxt`.
 
-Field names and numbers follow Triton's published schema so that a Triton
-model repository loads unchanged and ModelConfig answers decode in
-tritonclient. Only the parts modelport acts on are documented in detail;
-the rest are carried so that configs which set them still parse.
+The whole of Triton's published schema (every message, field name and field
+number), so that any valid Triton config parses and ModelConfig answers
+decode in tritonclient. What modelport acts on is documented here; a field
+that modelport does not act on is refused when the model loads, with a
+message naming it and what to use instead (see artifacts' config checks),
+never silently ignored.
 """
 
 import builtins
@@ -492,20 +494,115 @@ class ModelOptimizationPolicy(google.protobuf.message.Message):
     class Cuda(google.protobuf.message.Message):
         DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
+        @typing.final
+        class GraphSpec(google.protobuf.message.Message):
+            """A CUDA graph captured for one batch size and set of input shapes."""
+
+            DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+            @typing.final
+            class Shape(google.protobuf.message.Message):
+                DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+                DIM_FIELD_NUMBER: builtins.int
+                @property
+                def dim(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
+                def __init__(
+                    self,
+                    *,
+                    dim: collections.abc.Iterable[builtins.int] | None = ...,
+                ) -> None: ...
+                def ClearField(self, field_name: typing.Literal["dim", b"dim"]) -> None: ...
+
+            @typing.final
+            class LowerBound(google.protobuf.message.Message):
+                DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+                @typing.final
+                class InputEntry(google.protobuf.message.Message):
+                    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+                    KEY_FIELD_NUMBER: builtins.int
+                    VALUE_FIELD_NUMBER: builtins.int
+                    key: builtins.str
+                    @property
+                    def value(self) -> global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape: ...
+                    def __init__(
+                        self,
+                        *,
+                        key: builtins.str = ...,
+                        value: global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape | None = ...,
+                    ) -> None: ...
+                    def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+                    def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+                BATCH_SIZE_FIELD_NUMBER: builtins.int
+                INPUT_FIELD_NUMBER: builtins.int
+                batch_size: builtins.int
+                @property
+                def input(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape]: ...
+                def __init__(
+                    self,
+                    *,
+                    batch_size: builtins.int = ...,
+                    input: collections.abc.Mapping[builtins.str, global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape] | None = ...,
+                ) -> None: ...
+                def ClearField(self, field_name: typing.Literal["batch_size", b"batch_size", "input", b"input"]) -> None: ...
+
+            @typing.final
+            class InputEntry(google.protobuf.message.Message):
+                DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+                KEY_FIELD_NUMBER: builtins.int
+                VALUE_FIELD_NUMBER: builtins.int
+                key: builtins.str
+                @property
+                def value(self) -> global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape: ...
+                def __init__(
+                    self,
+                    *,
+                    key: builtins.str = ...,
+                    value: global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape | None = ...,
+                ) -> None: ...
+                def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+                def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+            BATCH_SIZE_FIELD_NUMBER: builtins.int
+            INPUT_FIELD_NUMBER: builtins.int
+            GRAPH_LOWER_BOUND_FIELD_NUMBER: builtins.int
+            batch_size: builtins.int
+            @property
+            def input(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape]: ...
+            @property
+            def graph_lower_bound(self) -> global___ModelOptimizationPolicy.Cuda.GraphSpec.LowerBound: ...
+            def __init__(
+                self,
+                *,
+                batch_size: builtins.int = ...,
+                input: collections.abc.Mapping[builtins.str, global___ModelOptimizationPolicy.Cuda.GraphSpec.Shape] | None = ...,
+                graph_lower_bound: global___ModelOptimizationPolicy.Cuda.GraphSpec.LowerBound | None = ...,
+            ) -> None: ...
+            def HasField(self, field_name: typing.Literal["graph_lower_bound", b"graph_lower_bound"]) -> builtins.bool: ...
+            def ClearField(self, field_name: typing.Literal["batch_size", b"batch_size", "graph_lower_bound", b"graph_lower_bound", "input", b"input"]) -> None: ...
+
         GRAPHS_FIELD_NUMBER: builtins.int
         BUSY_WAIT_EVENTS_FIELD_NUMBER: builtins.int
+        GRAPH_SPEC_FIELD_NUMBER: builtins.int
         OUTPUT_COPY_STREAM_FIELD_NUMBER: builtins.int
         graphs: builtins.bool
         busy_wait_events: builtins.bool
         output_copy_stream: builtins.bool
+        @property
+        def graph_spec(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelOptimizationPolicy.Cuda.GraphSpec]: ...
         def __init__(
             self,
             *,
             graphs: builtins.bool = ...,
             busy_wait_events: builtins.bool = ...,
+            graph_spec: collections.abc.Iterable[global___ModelOptimizationPolicy.Cuda.GraphSpec] | None = ...,
             output_copy_stream: builtins.bool = ...,
         ) -> None: ...
-        def ClearField(self, field_name: typing.Literal["busy_wait_events", b"busy_wait_events", "graphs", b"graphs", "output_copy_stream", b"output_copy_stream"]) -> None: ...
+        def ClearField(self, field_name: typing.Literal["busy_wait_events", b"busy_wait_events", "graph_spec", b"graph_spec", "graphs", b"graphs", "output_copy_stream", b"output_copy_stream"]) -> None: ...
 
     @typing.final
     class ExecutionAccelerators(google.protobuf.message.Message):
@@ -712,26 +809,228 @@ global___ModelDynamicBatching = ModelDynamicBatching
 
 @typing.final
 class ModelSequenceBatching(google.protobuf.message.Message):
-    """Stateful (sequence) models are not executed by modelport; the message is
-    declared so that configs naming it parse and report a clear error.
+    """Stateful models: every request carries a correlation id (uint64 or string)
+    and START/END flags; requests of one sequence run in order on one slot.
+    `direct` gives each live sequence its own batch slot; `oldest` batches the
+    oldest ready request of up to max_candidate_sequences sequences. Control
+    inputs tell the model where a sequence starts and ends; `state` carries an
+    output of one request into an input of the next (implicit state).
+    A sequence with no request for max_sequence_idle_microseconds is reclaimed.
     """
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
+    @typing.final
+    class Control(google.protobuf.message.Message):
+        """One signal the server writes into a control input tensor."""
+
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        class _Kind:
+            ValueType = typing.NewType("ValueType", builtins.int)
+            V: typing_extensions.TypeAlias = ValueType
+
+        class _KindEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[ModelSequenceBatching.Control._Kind.ValueType], builtins.type):
+            DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+            CONTROL_SEQUENCE_START: ModelSequenceBatching.Control._Kind.ValueType  # 0
+            CONTROL_SEQUENCE_READY: ModelSequenceBatching.Control._Kind.ValueType  # 1
+            CONTROL_SEQUENCE_END: ModelSequenceBatching.Control._Kind.ValueType  # 2
+            CONTROL_SEQUENCE_CORRID: ModelSequenceBatching.Control._Kind.ValueType  # 3
+
+        class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+        CONTROL_SEQUENCE_START: ModelSequenceBatching.Control.Kind.ValueType  # 0
+        CONTROL_SEQUENCE_READY: ModelSequenceBatching.Control.Kind.ValueType  # 1
+        CONTROL_SEQUENCE_END: ModelSequenceBatching.Control.Kind.ValueType  # 2
+        CONTROL_SEQUENCE_CORRID: ModelSequenceBatching.Control.Kind.ValueType  # 3
+
+        KIND_FIELD_NUMBER: builtins.int
+        INT32_FALSE_TRUE_FIELD_NUMBER: builtins.int
+        FP32_FALSE_TRUE_FIELD_NUMBER: builtins.int
+        BOOL_FALSE_TRUE_FIELD_NUMBER: builtins.int
+        DATA_TYPE_FIELD_NUMBER: builtins.int
+        kind: global___ModelSequenceBatching.Control.Kind.ValueType
+        data_type: global___DataType.ValueType
+        @property
+        def int32_false_true(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]:
+            """The [false, true] values, in the tensor's type (exactly one is set,
+            except for CORRID, which uses data_type).
+            """
+
+        @property
+        def fp32_false_true(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]: ...
+        @property
+        def bool_false_true(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.bool]: ...
+        def __init__(
+            self,
+            *,
+            kind: global___ModelSequenceBatching.Control.Kind.ValueType = ...,
+            int32_false_true: collections.abc.Iterable[builtins.int] | None = ...,
+            fp32_false_true: collections.abc.Iterable[builtins.float] | None = ...,
+            bool_false_true: collections.abc.Iterable[builtins.bool] | None = ...,
+            data_type: global___DataType.ValueType = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["bool_false_true", b"bool_false_true", "data_type", b"data_type", "fp32_false_true", b"fp32_false_true", "int32_false_true", b"int32_false_true", "kind", b"kind"]) -> None: ...
+
+    @typing.final
+    class ControlInput(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        NAME_FIELD_NUMBER: builtins.int
+        CONTROL_FIELD_NUMBER: builtins.int
+        name: builtins.str
+        @property
+        def control(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelSequenceBatching.Control]: ...
+        def __init__(
+            self,
+            *,
+            name: builtins.str = ...,
+            control: collections.abc.Iterable[global___ModelSequenceBatching.Control] | None = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["control", b"control", "name", b"name"]) -> None: ...
+
+    @typing.final
+    class InitialState(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        DATA_TYPE_FIELD_NUMBER: builtins.int
+        DIMS_FIELD_NUMBER: builtins.int
+        ZERO_DATA_FIELD_NUMBER: builtins.int
+        DATA_FILE_FIELD_NUMBER: builtins.int
+        NAME_FIELD_NUMBER: builtins.int
+        data_type: global___DataType.ValueType
+        zero_data: builtins.bool
+        data_file: builtins.str
+        """A file under the model's initial_state/ folder, raw little-endian values."""
+        name: builtins.str
+        @property
+        def dims(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
+        def __init__(
+            self,
+            *,
+            data_type: global___DataType.ValueType = ...,
+            dims: collections.abc.Iterable[builtins.int] | None = ...,
+            zero_data: builtins.bool = ...,
+            data_file: builtins.str = ...,
+            name: builtins.str = ...,
+        ) -> None: ...
+        def HasField(self, field_name: typing.Literal["data_file", b"data_file", "state_data", b"state_data", "zero_data", b"zero_data"]) -> builtins.bool: ...
+        def ClearField(self, field_name: typing.Literal["data_file", b"data_file", "data_type", b"data_type", "dims", b"dims", "name", b"name", "state_data", b"state_data", "zero_data", b"zero_data"]) -> None: ...
+        def WhichOneof(self, oneof_group: typing.Literal["state_data", b"state_data"]) -> typing.Literal["zero_data", "data_file"] | None: ...
+
+    @typing.final
+    class State(google.protobuf.message.Message):
+        """Implicit state: output `output_name` of one request becomes input
+        `input_name` of the next request of the same sequence.
+        """
+
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        INPUT_NAME_FIELD_NUMBER: builtins.int
+        OUTPUT_NAME_FIELD_NUMBER: builtins.int
+        DATA_TYPE_FIELD_NUMBER: builtins.int
+        DIMS_FIELD_NUMBER: builtins.int
+        INITIAL_STATE_FIELD_NUMBER: builtins.int
+        USE_SAME_BUFFER_FOR_INPUT_OUTPUT_FIELD_NUMBER: builtins.int
+        USE_GROWABLE_MEMORY_FIELD_NUMBER: builtins.int
+        input_name: builtins.str
+        output_name: builtins.str
+        data_type: global___DataType.ValueType
+        use_same_buffer_for_input_output: builtins.bool
+        use_growable_memory: builtins.bool
+        @property
+        def dims(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
+        @property
+        def initial_state(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelSequenceBatching.InitialState]: ...
+        def __init__(
+            self,
+            *,
+            input_name: builtins.str = ...,
+            output_name: builtins.str = ...,
+            data_type: global___DataType.ValueType = ...,
+            dims: collections.abc.Iterable[builtins.int] | None = ...,
+            initial_state: collections.abc.Iterable[global___ModelSequenceBatching.InitialState] | None = ...,
+            use_same_buffer_for_input_output: builtins.bool = ...,
+            use_growable_memory: builtins.bool = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["data_type", b"data_type", "dims", b"dims", "initial_state", b"initial_state", "input_name", b"input_name", "output_name", b"output_name", "use_growable_memory", b"use_growable_memory", "use_same_buffer_for_input_output", b"use_same_buffer_for_input_output"]) -> None: ...
+
+    @typing.final
+    class StrategyDirect(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: builtins.int
+        MINIMUM_SLOT_UTILIZATION_FIELD_NUMBER: builtins.int
+        max_queue_delay_microseconds: builtins.int
+        minimum_slot_utilization: builtins.float
+        def __init__(
+            self,
+            *,
+            max_queue_delay_microseconds: builtins.int = ...,
+            minimum_slot_utilization: builtins.float = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["max_queue_delay_microseconds", b"max_queue_delay_microseconds", "minimum_slot_utilization", b"minimum_slot_utilization"]) -> None: ...
+
+    @typing.final
+    class StrategyOldest(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        MAX_CANDIDATE_SEQUENCES_FIELD_NUMBER: builtins.int
+        PREFERRED_BATCH_SIZE_FIELD_NUMBER: builtins.int
+        MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: builtins.int
+        PRESERVE_ORDERING_FIELD_NUMBER: builtins.int
+        max_candidate_sequences: builtins.int
+        max_queue_delay_microseconds: builtins.int
+        preserve_ordering: builtins.bool
+        @property
+        def preferred_batch_size(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
+        def __init__(
+            self,
+            *,
+            max_candidate_sequences: builtins.int = ...,
+            preferred_batch_size: collections.abc.Iterable[builtins.int] | None = ...,
+            max_queue_delay_microseconds: builtins.int = ...,
+            preserve_ordering: builtins.bool = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["max_candidate_sequences", b"max_candidate_sequences", "max_queue_delay_microseconds", b"max_queue_delay_microseconds", "preferred_batch_size", b"preferred_batch_size", "preserve_ordering", b"preserve_ordering"]) -> None: ...
+
+    DIRECT_FIELD_NUMBER: builtins.int
+    OLDEST_FIELD_NUMBER: builtins.int
     MAX_SEQUENCE_IDLE_MICROSECONDS_FIELD_NUMBER: builtins.int
+    CONTROL_INPUT_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
+    ITERATIVE_SEQUENCE_FIELD_NUMBER: builtins.int
     max_sequence_idle_microseconds: builtins.int
+    iterative_sequence: builtins.bool
+    @property
+    def direct(self) -> global___ModelSequenceBatching.StrategyDirect: ...
+    @property
+    def oldest(self) -> global___ModelSequenceBatching.StrategyOldest: ...
+    @property
+    def control_input(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelSequenceBatching.ControlInput]: ...
+    @property
+    def state(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelSequenceBatching.State]: ...
     def __init__(
         self,
         *,
+        direct: global___ModelSequenceBatching.StrategyDirect | None = ...,
+        oldest: global___ModelSequenceBatching.StrategyOldest | None = ...,
         max_sequence_idle_microseconds: builtins.int = ...,
+        control_input: collections.abc.Iterable[global___ModelSequenceBatching.ControlInput] | None = ...,
+        state: collections.abc.Iterable[global___ModelSequenceBatching.State] | None = ...,
+        iterative_sequence: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["max_sequence_idle_microseconds", b"max_sequence_idle_microseconds"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["direct", b"direct", "oldest", b"oldest", "strategy_choice", b"strategy_choice"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["control_input", b"control_input", "direct", b"direct", "iterative_sequence", b"iterative_sequence", "max_sequence_idle_microseconds", b"max_sequence_idle_microseconds", "oldest", b"oldest", "state", b"state", "strategy_choice", b"strategy_choice"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["strategy_choice", b"strategy_choice"]) -> typing.Literal["direct", "oldest"] | None: ...
 
 global___ModelSequenceBatching = ModelSequenceBatching
 
 @typing.final
 class ModelEnsembling(google.protobuf.message.Message):
-    """Ensembles are done by modelport's router (traffic policies), not here."""
+    """A server-side pipeline (`platform: "ensemble"`): each step runs a member
+    model; input_map maps the member's input names to ensemble tensors and
+    output_map its output names to ensemble tensors.
+    """
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
@@ -795,14 +1094,18 @@ class ModelEnsembling(google.protobuf.message.Message):
         def ClearField(self, field_name: typing.Literal["input_map", b"input_map", "model_name", b"model_name", "model_namespace", b"model_namespace", "model_version", b"model_version", "output_map", b"output_map"]) -> None: ...
 
     STEP_FIELD_NUMBER: builtins.int
+    MAX_INFLIGHT_REQUESTS_FIELD_NUMBER: builtins.int
+    max_inflight_requests: builtins.int
+    """Requests of the ensemble in flight at once (0 = no limit of its own)."""
     @property
     def step(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelEnsembling.Step]: ...
     def __init__(
         self,
         *,
         step: collections.abc.Iterable[global___ModelEnsembling.Step] | None = ...,
+        max_inflight_requests: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["step", b"step"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["max_inflight_requests", b"max_inflight_requests", "step", b"step"]) -> None: ...
 
 global___ModelEnsembling = ModelEnsembling
 
@@ -1135,7 +1438,9 @@ class ModelConfig(google.protobuf.message.Message):
     MODEL_METRICS_FIELD_NUMBER: builtins.int
     name: builtins.str
     platform: builtins.str
-    """"torch_export" (model.pt2) or "pytorch_libtorch" (model.pt, TorchScript)."""
+    """"torch_export" (model.pt2), "pytorch_libtorch" (model.pt, TorchScript)
+    or "ensemble" (a pipeline of other models, no model file).
+    """
     backend: builtins.str
     runtime: builtins.str
     max_batch_size: builtins.int

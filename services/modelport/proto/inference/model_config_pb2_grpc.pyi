@@ -3,10 +3,12 @@
 isort:skip_file
 Model configuration, wire- and text-compatible with Triton's `config.pbtxt`.
 
-Field names and numbers follow Triton's published schema so that a Triton
-model repository loads unchanged and ModelConfig answers decode in
-tritonclient. Only the parts modelport acts on are documented in detail;
-the rest are carried so that configs which set them still parse.
+The whole of Triton's published schema (every message, field name and field
+number), so that any valid Triton config parses and ModelConfig answers
+decode in tritonclient. What modelport acts on is documented here; a field
+that modelport does not act on is refused when the model loads, with a
+message naming it and what to use instead (see artifacts' config checks),
+never silently ignored.
 """
 
 import abc

@@ -1,7 +1,7 @@
 """Pool placements: which models the shared pool serves, their priority and memory estimate.
 
-Revision ID: 0003_pool_placements
-Revises: 0002_derive_jobs
+Revision ID: 0004_pool_placements
+Revises: 0003_datasets
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_pool_placements"
-down_revision = "0002_derive_jobs"
+revision = "0004_pool_placements"
+down_revision = "0003_datasets"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,249 @@
+"""Generation throughput: continuous batching vs one-at-a-time vs a padded static batch.
+
+    .venv/bin/python benchmarks/bench_generative.py [--requests 64] [--concurrency 1,4,16,64]
+
+One pool of requests with mixed prompt lengths (uniform --prompt-len) and mixed
+output lengths (uniform --output-len), greedy, end of sequence ignored so every
+mode produces exactly the same tokens. Every mode serves the whole pool:
+
+- `generate, one at a time`: transformers' `generate` per request, in turn.
+- `padded generate batch of B`: the pool in left-padded batches of B; a batch
+  runs until its longest request is done (the usual static batching).
+- `engine, max_num_seqs 1`: the continuous-batching engine serving one
+  request at a time (the same code path, no batching).
+- `engine, C streams`: C concurrent streams pulling from the pool (closed loop).
+- `transformers generate_batch` (with --with-transformers-cb): transformers' own
+  continuous-batching manager over the whole pool; it takes one
+  max_new_tokens for all, so every request asks for the pool's mean output length.
+
+Aggregate tokens/s counts the generated tokens each request asked for, over
+the wall time of the whole pool. TTFT and ITL are what a streaming caller
+sees: submit → first delta, and the gaps between deltas. Ratios are against
+`generate, one at a time` in the same run; the machine may be shared, so read
+the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+
+from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
+from modelport.inference.generative.sample_decoder import Recipe, corpus_text, train_tokenizer
+from modelport.inference.generative.types import SamplingParams
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def build_model(args: argparse.Namespace) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        num_key_value_heads=args.hidden // 64,
+        max_position_embeddings=2048,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def make_pool(args: argparse.Namespace) -> list[tuple[list[int], int]]:
+    rng = random.Random(args.seed)
+    lo, hi = (int(x) for x in args.prompt_len.split("-"))
+    olo, ohi = (int(x) for x in args.output_len.split("-"))
+    return [
+        ([rng.randrange(3, args.vocab) for _ in range(rng.randint(lo, hi))], rng.randint(olo, ohi))
+        for _ in range(args.requests)
+    ]
+
+
+def run_sequential(model: LlamaForCausalLM, pool: list[tuple[list[int], int]]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for prompt, n in pool:
+            model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+            )
+    return time.perf_counter() - start
+
+
+def run_padded(model: LlamaForCausalLM, pool: list[tuple[list[int], int]], batch: int) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(pool), batch):
+            group = pool[i : i + batch]
+            width = max(len(p) for p, _ in group)
+            ids = torch.zeros(len(group), width, dtype=torch.long)
+            mask = torch.zeros(len(group), width, dtype=torch.long)
+            for row, (prompt, _) in enumerate(group):
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            longest = max(n for _, n in group)
+            model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=longest,
+                min_new_tokens=longest,
+                do_sample=False,
+                pad_token_id=0,
+            )
+    return time.perf_counter() - start
+
+
+async def run_engine(
+    model: LlamaForCausalLM,
+    tokenizer: object,
+    pool: list[tuple[list[int], int]],
+    streams: int,
+    max_num_seqs: int,
+    args: argparse.Namespace,
+) -> tuple[float, list[float], list[float]]:
+    config = EngineConfig(
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max(args.step_tokens, max_num_seqs),
+        max_waiting=len(pool),
+        kv_cache_bytes=args.kv_mb << 20,
+    )
+    engine = ContinuousBatchingEngine(model, tokenizer, config)  # type: ignore[arg-type]
+    await engine.start()
+    # warm up the kernels once
+    async for _ in engine.generate(
+        pool[0][0], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+    ):
+        pass
+    todo = list(pool)
+    ttft: list[float] = []
+    itl: list[float] = []
+
+    async def stream() -> None:
+        while todo:
+            prompt, n = todo.pop(0)
+            sent = last = time.perf_counter()
+            first = True
+            params = SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)
+            async for _ in engine.generate(prompt, params):
+                now = time.perf_counter()
+                (ttft if first else itl).append(now - (sent if first else last))
+                first, last = False, now
+
+    start = time.perf_counter()
+    await asyncio.gather(*(stream() for _ in range(streams)))
+    wall = time.perf_counter() - start
+    await engine.close()
+    return wall, ttft, itl
+
+
+def run_transformers_cb(
+    model: LlamaForCausalLM, pool: list[tuple[list[int], int]]
+) -> tuple[int, float]:
+    from transformers import GenerationConfig
+
+    mean_out = round(sum(n for _, n in pool) / len(pool))
+    config = GenerationConfig(
+        max_new_tokens=mean_out, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+    with torch.inference_mode():
+        model.generate_batch([p for p, _ in pool[:4]], generation_config=config)  # warm
+        start = time.perf_counter()
+        results = model.generate_batch([p for p, _ in pool], generation_config=config)
+        wall = time.perf_counter() - start
+    return sum(len(r.generated_tokens) for r in results.values()), wall
+
+
+def pct(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q) * 1000:.1f}" if values else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--prompt-len", default="16-128")
+    parser.add_argument("--output-len", default="16-96")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument(
+        "--step-tokens", type=int, default=256, help="engine max_num_batched_tokens"
+    )
+    parser.add_argument("--kv-mb", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--with-transformers-cb", action="store_true", help="also time generate_batch"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args)
+    tokenizer = train_tokenizer(
+        corpus_text(), Recipe().vocab_size
+    )  # detokenizes only; ids are random
+    pool = make_pool(args)
+    tokens = sum(n for _, n in pool)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    print(
+        f"{len(pool)} requests, prompts {args.prompt_len} tokens, outputs {args.output_len} "
+        f"({tokens} tokens); Llama {args.layers} layers d={args.hidden} vocab {args.vocab}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    run_sequential(model, pool[:2])  # warm up
+    rows: list[tuple[str, float, str, str, str, str]] = []
+    base = run_sequential(model, pool)
+    rows.append(("generate, one at a time", tokens / base, "", "", "", ""))
+    for b in sorted({c for c in levels if c > 1}):
+        rows.append(
+            (f"padded generate batch of {b}", tokens / run_padded(model, pool, b), "", "", "", "")
+        )
+    wall, ttft, itl = asyncio.run(run_engine(model, tokenizer, pool, 1, 1, args))
+    rows.append(
+        (
+            "engine, max_num_seqs 1",
+            tokens / wall,
+            pct(ttft, 50),
+            pct(ttft, 99),
+            pct(itl, 50),
+            pct(itl, 99),
+        )
+    )
+    for c in levels:
+        wall, ttft, itl = asyncio.run(run_engine(model, tokenizer, pool, c, max(c, 1), args))
+        rows.append(
+            (
+                f"engine, {c} streams",
+                tokens / wall,
+                pct(ttft, 50),
+                pct(ttft, 99),
+                pct(itl, 50),
+                pct(itl, 99),
+            )
+        )
+    if args.with_transformers_cb:
+        made, wall = run_transformers_cb(build_model(args), pool)
+        rows.append(("transformers generate_batch", made / wall, "", "", "", ""))
+    print(
+        f"\n{'mode':32} {'tokens/s':>9} {'x 1-at-a-time':>13} {'TTFT p50':>9} {'p99':>7} {'ITL p50':>8} {'p99':>7}  (ms)"
+    )
+    ref = rows[0][1]
+    for name, rate, t50, t99, i50, i99 in rows:
+        print(f"{name:32} {rate:9.0f} {rate / ref:12.2f}x {t50:>9} {t99:>7} {i50:>8} {i99:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The training service in the chart, and the Kubernetes executor's objects, against real schemas."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import kubernetes_validate
+from modelport.cli.options import SettingsCommand
+from modelport.cli.serve import serve
+from modelport.training.jobs import JobRecord
+from modelport.training.kubernetes import (
+    KubernetesSettings,
+    job_outcome,
+    render_job,
+    render_trainjob,
+)
+from modelport.training.server import build_executor
+from modelport.training.settings import TrainingSettings
+from modelport.training.worker import WorkerSpec
+
+from tests.helm.helmchart import CHART, Render
+
+KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
+TRAINING_VALUES = CHART / "ci" / "training-values.yaml"
+
+
+def _by_kind(objects: list[dict], kind: str, component: str = "training") -> dict:
+    (found,) = [
+        o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(component)
+    ]
+    return found
+
+
+def test_training_args_are_read_by_the_real_cli_and_rbac_covers_the_executor(
+    render: Render,
+) -> None:
+    objects = render(TRAINING_VALUES)
+    deployment = _by_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[:2] == ["serve", "training"]
+    command = serve.get_command(click.Context(serve), "training")
+    assert isinstance(command, SettingsCommand)
+    settings = command.settings(command.make_context("training", args[2:]).params)
+    assert isinstance(settings, TrainingSettings)
+    assert settings.executor == "kubernetes"
+    assert settings.registry == "mp-modelport-registry:8003"
+    assert settings.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert settings.service_address.endswith("-training:8004")
+    executor = build_executor(settings)  # what the pod runs with
+    assert executor.name == "kubernetes"
+    assert executor.settings.node_selector == {"nvidia.com/gpu.present": "true"}  # type: ignore[attr-defined]
+    role = _by_kind(objects, "Role")
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}  # fmt: skip
+    assert {"create", "get", "delete"} <= rules[("batch", "jobs")]
+    assert {"create", "get", "delete"} <= rules[("trainer.kubeflow.org", "trainjobs")]
+    binding = _by_kind(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert pod.get("automountServiceAccountToken", True)  # it talks to the API server
+    assert not [o for o in render() if "training" in o["metadata"]["name"]]  # off by default
+
+
+def test_rendered_worker_job_validates_and_carries_gpus_and_node_selector() -> None:
+    job = JobRecord.new(model="tiny-lm@production", dataset="support", workers=2, gpus_per_worker=1)
+    spec = WorkerSpec(job_id=job.id, kind="decoder", method="lora", hyperparameters={"epochs": 1},
+                      seed=1, validation_fraction=0.1, work_dir="/work", registry="reg:8003",
+                      base_ref="tiny-lm:1", dataset_ref="support:ab12cd34",
+                      report_address="training:8004", attempt="a1")  # fmt: skip
+    settings = KubernetesSettings(namespace="serving", image="modelport:0.1.0",
+                                  node_selector={"nvidia.com/gpu.present": "true"})  # fmt: skip
+    manifest = render_job(job, spec, settings)
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "--nproc-per-node=2" in container["command"][-1]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    carried = json.loads(env["MODELPORT_WORKER_SPEC"])
+    assert carried["registry"] == "reg:8003" and carried["report_address"] == "training:8004"
+    assert manifest["spec"]["backoffLimit"] == 0  # torchrun restarts, not the Job
+    trainjob = render_trainjob(job, spec, settings)
+    assert trainjob["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert trainjob["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_job_conditions_become_outcomes() -> None:
+    assert job_outcome({}) is None
+    assert job_outcome({"conditions": [{"type": "Complete", "status": "True"}]}).exit_code == 0
+    failed = job_outcome(
+        {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+    )
+    assert failed is not None and failed.exit_code == 1 and "BackoffLimit" in failed.detail
