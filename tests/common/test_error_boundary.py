@@ -151,7 +151,7 @@ SERVERS = {
 }
 STANDARD = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
 SERVICES = {
-    "inference": ["inference.GRPCInferenceService", *STANDARD],
+    "inference": ["inference.GRPCInferenceService", "modelport.pool.v1.PoolReplica", *STANDARD],
     "router": ["inference.GRPCInferenceService", "modelport.router.v1.RouterAdmin", *STANDARD],
     "registry": [
         "modelport.registry.v1.ModelRegistry",

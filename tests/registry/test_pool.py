@@ -72,6 +72,9 @@ async def test_one_pool_replica_serves_50_models_within_its_budget(
         cache = app.pool.cache
         charged: list[int] = []
         app.pool.listeners.append(lambda: charged.append(cache.charged_bytes))
+        phases: set[str] = set()  # what the replica pushes to routers about its loads
+        loads = app.manager.phases
+        loads.listeners.append(lambda: phases.update(load.phase for load, _, _ in loads.now()))
 
         rng = random.Random(3)
         weights = [1 / (rank**1.1) for rank in range(1, MODELS + 1)]
@@ -109,6 +112,8 @@ async def test_one_pool_replica_serves_50_models_within_its_budget(
         assert sizes == {WIDTH * WIDTH * 4}
         assert 1 <= len(index.models) <= budget // (WIDTH * WIDTH * 4)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert phases == {"DOWNLOADING", "LOADING", "WARMING_UP"}
+        assert not loads.now(), "no load left behind"
         print(f"\npool: {sent} requests over {MODELS} models, budget 6 MiB: "
               f"hits {stats.hits}, loads {stats.misses}, joins {stats.joins}, "
               f"evictions {stats.evictions}")  # fmt: skip

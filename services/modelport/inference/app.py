@@ -74,9 +74,9 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
-        if self.pool is not None:
-            pool_servicer = PoolServicer(self.pool)
-            self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
+        # Every replica pushes its state to routers (served versions, loads, pool).
+        pool_servicer = PoolServicer(self.manager, self.pool)
+        self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
 
     @property

@@ -36,6 +36,8 @@ from modelport.inference import codec
 from modelport.inference.backends import Backend, BackendLoader, load_backend
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.load_overrides import Override
+from modelport.inference.load_phases import LOADING as LOAD_PHASE
+from modelport.inference.load_phases import WARMING_UP, LoadPhases
 from modelport.inference.served import Served, ServedEnsemble, ServedVersion
 from modelport.inference.warmup import warm_up
 from modelport.proto.inference import model_config_pb2 as mc
@@ -90,6 +92,9 @@ class ModelManager:
         self._started = False
         # Told (model name, ready) after every change; the app points health at it.
         self.listeners: list[Callable[[str, bool], None]] = []
+        self.phases = LoadPhases()  # models on their way (pushed to routers)
+        # Told after any change of what the replica serves or whether it takes traffic.
+        self.state_listeners: list[Callable[[], None]] = []
 
     # -- the server's state ---------------------------------------------------------
 
@@ -100,14 +105,21 @@ class ModelManager:
 
     def mark_started(self) -> None:
         self._started = True
+        self._state_changed()
 
     def begin_drain(self) -> None:
         """New requests are refused with UNAVAILABLE from now on."""
         self.draining = True
+        self._state_changed()
 
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
             listener(name, ready)
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        for listener in list(self.state_listeners):
+            listener()
 
     # -- lookups (hot path: no awaits, no I/O) ----------------------------------
 
@@ -231,9 +243,10 @@ class ModelManager:
             current = self._models.get(name)
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
+            on_phase = self.phases.from_thread(asyncio.get_running_loop())
             try:
                 spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, self._load, config
+                    _load_versions, name, model_dir, versions, self._load, config, on_phase
                 )
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
@@ -250,6 +263,9 @@ class ModelManager:
                 if override is not None:
                     override.remove()
                 raise InvalidInput(f"failed to load model '{name}': {reason}") from None
+            finally:
+                # After the worker thread's phase changes, which are queued on the loop.
+                asyncio.get_running_loop().call_soon(self.phases.done, name)
             served = self._serve(spec, loaded)
             for version in served.values():
                 version.start()
@@ -329,6 +345,7 @@ def _load_versions(
     versions: Sequence[int] | None,
     load: BackendLoader,
     override: mc.ModelConfig | None = None,
+    on_phase: Callable[[str, str, str], None] = lambda name, phase, version: None,
 ) -> tuple[ModelSpec, dict[int, Backend | None]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread).
 
@@ -353,7 +370,9 @@ def _load_versions(
         return spec, dict.fromkeys(versions)
     loaded: dict[int, Backend | None] = {}
     for version in versions:
+        on_phase(name, LOAD_PHASE, str(version))
         backend = load(spec, model_dir / str(version))
+        on_phase(name, WARMING_UP, str(version))
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded

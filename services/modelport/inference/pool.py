@@ -27,6 +27,7 @@ from typing import Protocol
 
 from modelport.errors import Unavailable
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
+from modelport.inference.load_phases import DOWNLOADING
 from modelport.inference.model_cache import Loaded, ModelCache
 from modelport.inference.model_manager import ModelManager
 
@@ -144,7 +145,13 @@ class ModelPool:
 
     async def _load_version(self, name: str, artifact: Artifact) -> Loaded[Artifact]:
         if not await asyncio.to_thread(self.artifacts.has, artifact.sha256):
-            await self.source.fetch(artifact, self.artifacts)
+            phases = self.manager.phases
+            phases.enter(name, DOWNLOADING, str(artifact.version))
+            try:
+                await self.source.fetch(artifact, self.artifacts)
+            except BaseException:
+                phases.done(name)
+                raise
         model_dir = await asyncio.to_thread(self.artifacts.model_dir, name, [artifact])
         await self.manager.load_directory(name, model_dir, versions=[artifact.version])
         served = self.manager.entry(name).versions[artifact.version]

@@ -1,19 +1,28 @@
-"""`modelport.pool.v1.PoolReplica`: a pool replica pushes its state to routers."""
+"""`modelport.pool.v1.PoolReplica`: every inference replica pushes its state to routers.
+
+One `ReplicaState` on connect, then one after every change (a burst of changes
+within 10 ms goes as one): whether it takes traffic, the versions it serves,
+models on their way by phase, and on a pool replica its memory budget and
+models. Whole states, so a router that reconnects needs nothing replayed.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from modelport.errors import InvalidInput
+from modelport.errors import FailedPrecondition, InvalidInput
+from modelport.inference.model_manager import ModelManager
 from modelport.inference.pool import ModelPool
 from modelport.proto.modelport.pool.v1 import pool_pb2 as pb
 from modelport.proto.modelport.pool.v1 import pool_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PoolReplica"].full_name
+
+COALESCE_SECONDS = 0.01
 
 
 def pool_state(pool: ModelPool) -> pb.PoolState:
@@ -41,25 +50,53 @@ def pool_state(pool: ModelPool) -> pb.PoolState:
     )
 
 
+def replica_state(manager: ModelManager, pool: ModelPool | None) -> pb.ReplicaState:
+    state = pb.ReplicaState(ready=manager.serving)
+    for entry in manager.loaded():
+        versions = [str(v) for v in sorted(entry.versions)]
+        state.served.add(name=entry.name, versions=versions)
+    for load, in_phase, in_all in manager.phases.now():
+        state.loads.add(
+            name=load.name, version=load.version, phase=pb.ModelLoad.Phase.Value(load.phase),
+            phase_seconds=in_phase, total_seconds=in_all,
+        )  # fmt: skip
+    if pool is not None:
+        state.pool.CopyFrom(pool_state(pool))
+    return state
+
+
 class PoolServicer(pb_grpc.PoolReplicaServicer):
-    def __init__(self, pool: ModelPool) -> None:
+    def __init__(self, manager: ModelManager, pool: ModelPool | None = None) -> None:
+        self.manager = manager
         self.pool = pool
+
+    def _sources(self) -> list[list[Callable[[], None]]]:
+        sources = [self.manager.state_listeners, self.manager.phases.listeners]
+        if self.pool is not None:
+            sources.append(self.pool.listeners)
+        return sources
 
     async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         changed = asyncio.Event()
-        self.pool.listeners.append(changed.set)
+        for listeners in self._sources():
+            listeners.append(changed.set)
         try:
             while True:
                 changed.clear()
-                yield pool_state(self.pool)
+                yield replica_state(self.manager, self.pool)
+                if self.manager.draining:
+                    return  # its last state said "not ready"; a drain waits for open calls
                 await changed.wait()
-                await asyncio.sleep(0.01)  # a burst of changes goes as one report
+                await asyncio.sleep(COALESCE_SECONDS)  # a burst of changes goes as one
         finally:
-            self.pool.listeners.remove(changed.set)
+            for listeners in self._sources():
+                listeners.remove(changed.set)
 
     async def Prefetch(self, request: Any, context: Any) -> Any:
         if not request.model:
             raise InvalidInput("PrefetchRequest: model is empty")
+        if self.pool is None:
+            raise FailedPrecondition("this replica is no pool replica (serve inference --pool)")
         self.pool.prefetch(request.model)
         return pb.PrefetchResponse()
 

@@ -27,6 +27,7 @@ from modelport.artifacts.refs import Ref
 from modelport.common import tracing
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
+from modelport.inference.load_phases import DOWNLOADING, LoadPhases
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
@@ -41,6 +42,9 @@ class DirectoryLoader(Protocol):
     async def load_directory(
         self, name: str, model_dir: Path, versions: Sequence[int] | None = None
     ) -> None: ...
+
+    @property
+    def phases(self) -> LoadPhases: ...
 
 
 class RegistryFollower:
@@ -156,7 +160,13 @@ class RegistryFollower:
     async def _download(
         self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
-        await fetch_artifact(stub, self.cache, artifact)
+        phases = self.manager.phases
+        phases.enter(artifact.model, DOWNLOADING, str(artifact.version))
+        try:
+            await fetch_artifact(stub, self.cache, artifact)
+        except BaseException:
+            phases.done(artifact.model)
+            raise
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
         model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)

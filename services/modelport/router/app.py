@@ -26,7 +26,7 @@ from modelport.router.grpc_backends import GrpcTransport
 from modelport.router.placement import PoolPlacer
 from modelport.router.policies import Planner, PolicySource, RoutingState, StaticPolicySource
 from modelport.router.pool_routing import POOL_MODEL, PoolRouting
-from modelport.router.pool_watch import PoolWatcher
+from modelport.router.pool_watch import ReplicaWatcher
 from modelport.router.replicas import Endpoint, Replica, ReplicaTable
 from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
@@ -91,7 +91,6 @@ class RouterApp:
             latency=latency,
         )
         self.placer = PoolPlacer()
-        self.pool_watcher = PoolWatcher(self.placer)
         self.router.pool = PoolRouting(self.table, self.placer, pool_watch.prefetch)
         self.poller = VersionPoller(
             self.table,
@@ -99,6 +98,8 @@ class RouterApp:
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
         )
+        # Replicas push what they serve; the poller reads those that do not.
+        self.pool_watcher = ReplicaWatcher(self.table, self.placer, self.poller.watch)
         self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
         self.server = GrpcServer(self.options)
         self.metrics = metrics
@@ -107,7 +108,8 @@ class RouterApp:
         self.port = 0
 
     def _awaited(self, replica: Replica) -> bool:
-        """Requests are held for a model this replica will serve but does not yet."""
+        """Requests are held for a model this replica will serve but does not yet
+        (polled replicas only: the others push the moment they serve it)."""
         assert self.scaling is not None
         held = self.scaling.queue.models()
         return any(m in replica.models and not self.scaling.has_replica(m) for m in held)
@@ -121,9 +123,7 @@ class RouterApp:
         added, removed = self.table.apply(endpoints)
         for replica in added:
             self.transport.open(replica)
-            self.poller.watch(replica)
-            if POOL_MODEL in replica.models:
-                self.pool_watcher.watch(replica)
+            self.pool_watcher.watch(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
@@ -136,7 +136,7 @@ class RouterApp:
     async def start(self) -> int:
         handlers = method_handlers(self.servicer)
         self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
-        admin = RouterAdminServicer(self.router, self.pool_watcher.reports)
+        admin = RouterAdminServicer(self.router, self.pool_watcher.reports, self.pool_watcher.loads)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )

@@ -1,4 +1,5 @@
-"""Which versions each replica serves, read from its own RepositoryIndex.
+"""Which versions a replica serves, read from its own RepositoryIndex: for replicas
+that do not push their state (`pool_watch`: UNIMPLEMENTED), such as other OIP servers.
 
 Every replica is asked when discovery first reports it (so it takes traffic
 within a second of turning ready) and then every `interval` seconds. A

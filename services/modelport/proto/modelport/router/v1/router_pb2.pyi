@@ -156,6 +156,37 @@ class PoolCopy(google.protobuf.message.Message):
 global___PoolCopy = PoolCopy
 
 @typing.final
+class LoadView(google.protobuf.message.Message):
+    """A model on its way on one replica, as the replica pushed it."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    PHASE_FIELD_NUMBER: builtins.int
+    PHASE_SECONDS_FIELD_NUMBER: builtins.int
+    TOTAL_SECONDS_FIELD_NUMBER: builtins.int
+    address: builtins.str
+    version: builtins.str
+    phase: builtins.str
+    """DOWNLOADING, LOADING or WARMING_UP."""
+    phase_seconds: builtins.float
+    """As of the replica's last report."""
+    total_seconds: builtins.float
+    def __init__(
+        self,
+        *,
+        address: builtins.str = ...,
+        version: builtins.str = ...,
+        phase: builtins.str = ...,
+        phase_seconds: builtins.float = ...,
+        total_seconds: builtins.float = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "phase", b"phase", "phase_seconds", b"phase_seconds", "total_seconds", b"total_seconds", "version", b"version"]) -> None: ...
+
+global___LoadView = LoadView
+
+@typing.final
 class ModelRoute(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
@@ -184,6 +215,7 @@ class ModelRoute(google.protobuf.message.Message):
     POOL_HITS_FIELD_NUMBER: builtins.int
     POOL_MISSES_FIELD_NUMBER: builtins.int
     POOLED_FIELD_NUMBER: builtins.int
+    LOADING_FIELD_NUMBER: builtins.int
     name: builtins.str
     held: builtins.int
     """Requests held while the model has no ready replica (scale to zero)."""
@@ -206,6 +238,10 @@ class ModelRoute(google.protobuf.message.Message):
     def pool(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolCopy]:
         """Where the model is on pool replicas."""
 
+    @property
+    def loading(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___LoadView]:
+        """Replicas loading it now, by phase (a cold start under way)."""
+
     def __init__(
         self,
         *,
@@ -218,9 +254,10 @@ class ModelRoute(google.protobuf.message.Message):
         pool_hits: builtins.int = ...,
         pool_misses: builtins.int = ...,
         pooled: builtins.bool = ...,
+        loading: collections.abc.Iterable[global___LoadView] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "loading", b"loading", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas"]) -> None: ...
 
 global___ModelRoute = ModelRoute
 
