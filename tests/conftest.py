@@ -1,6 +1,7 @@
 """Fixtures shared by every test tier.
 
 - `sample_repo`: the sample models, built once per session into a temp dir.
+- `sample_dir`: the trained generative sample (`tiny-llama/1`), once per session.
 - `inference_server`: a factory that starts a real InferenceApp (grpc.aio) on
   127.0.0.1 port 0 in the test's event loop and yields its address.
 - `inference_stub`: a grpc.aio stub for an address.
@@ -24,6 +25,14 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 @pytest.fixture(scope="session")
 def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_samples(tmp_path_factory.mktemp("samples") / "models")
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained sample decoder (`tiny-llama/1`), trained once per session."""
+    from modelport.inference.generative.sample_decoder import build_sample_decoder
+
+    return build_sample_decoder(tmp_path_factory.mktemp("sample") / "models")
 
 
 @pytest.fixture(scope="session")

@@ -97,3 +97,13 @@ def public_message(error: BaseException) -> str:
     if isinstance(error, NotImplementedError):
         return "method not implemented by this server"
     return f"internal error ({type(error).__name__}); see the server log"
+
+
+def from_code(code: str, message: str) -> ModelportError:
+    """The error of status code `code` (a name, as `grpc.StatusCode`'s) with `message`:
+    how an error that travelled as text and a code name is raised again."""
+    for kind in (NotFound, InvalidInput, Unavailable, QueueFull, DeadlineExceeded, Cancelled,
+                 AlreadyExists, FailedPrecondition, PermissionDenied, Unimplemented):  # fmt: skip
+        if kind.code == code:
+            return kind(message)
+    return Internal(message)

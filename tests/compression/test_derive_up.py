@@ -42,7 +42,8 @@ def test_derive_gate_alias_and_router_canary(sample_repo: Path, tmp_path: Path) 
         np.savez(tmp_path / "data.npz", INPUT=x, OUTPUT=mlp_module()(torch.from_numpy(x)).numpy())
     env = {**os.environ, "PYTHONPATH": str(SERVICES), "MODELPORT_DERIVE_TIMING_SECONDS": "0.2"}
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
-               "--grpc-port", "0", "--registry-port", "0", "--metrics-port", "-1",
+               "--grpc-port", "0", "--registry-port", "0", "--training-port", "0",
+               "--http-port", "-1", "--no-generative-sample", "--metrics-port", "-1",
                "--log-level", "warning"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -4,9 +4,12 @@
 - `reference_model`: that model loaded by transformers as is (sdpa), for `generate`.
 - `engine_factory`: builds a started engine (each engine implementation and
   configuration the conformance suite covers) and closes it after the test.
-- `sample_dir`: the trained sample decoder, trained once per session.
-- `served`: the OpenAI HTTP app (aiohttp, 127.0.0.1 port 0) over an engine on the
-  tiny model (2 running, 1 waiting at most); yields (base URL, engine).
+- `tiny_repo`: a model repository holding the tiny model as `tiny`, with small
+  engine limits (2 running, 1 waiting, 2 MiB of KV).
+- `stack`: `await stack(replicas=N)` starts N real inference services on
+  `tiny_repo` and a real router in front of them (gRPC and the OpenAI HTTP API,
+  127.0.0.1 port 0); returns a `Stack`.
+- `served`: one such stack with one replica; yields (OpenAI base URL, the engine).
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from typing import Any
 
 import pytest
 import torch
-from aiohttp import web
+from modelport.artifacts.generative import GenerativeLimits, config_pbtxt
+from modelport.common.server import ServerOptions
+from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
 from modelport.inference.generative.hf_loader import LoadedModel, load_hf_model
-from modelport.inference.generative.sample_decoder import build_sample_decoder, write_random_decoder
-from modelport.router.openai.http import build_app
-from modelport.router.openai.service import OpenAIService
+from modelport.inference.generative.sample_decoder import write_random_decoder
+from modelport.router.app import RouterApp
+from modelport.router.discovery import StaticDiscovery
+from modelport.router.replicas import Endpoint
 
-from tests.generative.engine_backend import EngineBackend
+from tests.router.router_helpers import serving, wait_until
 
 TINY = dict(
     hidden_size=64,
@@ -55,11 +61,6 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def reference_model(tiny_dir: Path) -> LoadedModel:
     return load_hf_model(tiny_dir)
-
-
-@pytest.fixture(scope="session")
-def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sample_decoder(tmp_path_factory.mktemp("sample") / "models")
 
 
 EngineFactory = Callable[..., Any]
@@ -96,21 +97,70 @@ async def engine_factory(
         await engine.close()
 
 
+SMALL = GenerativeLimits(max_num_seqs=2, max_waiting=1, kv_cache_mb=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("tiny-repo")
+    (repo / "tiny").mkdir()
+    (repo / "tiny" / "1").symlink_to(tiny_dir)
+    (repo / "tiny" / "config.pbtxt").write_text(config_pbtxt("tiny", SMALL))
+    return repo
+
+
+class Stack:
+    """Inference replicas and the router in front of them, in this event loop."""
+
+    def __init__(self, apps: list[InferenceApp], router: RouterApp) -> None:
+        self.apps = apps
+        self.router = router
+        self.url = f"http://127.0.0.1:{router.http_port}"
+        self.address = f"127.0.0.1:{router.port}"
+
+    def engine(self, index: int = 0) -> Any:
+        return self.apps[index].manager.get("tiny").engine  # type: ignore[union-attr]
+
+    def running(self) -> list[int]:
+        return [self.engine(i).load().running for i in range(len(self.apps))]
+
+
 @pytest.fixture
-async def served(tiny_dir: Path) -> AsyncIterator[tuple[str, ContinuousBatchingEngine]]:
-    loaded = load_hf_model(tiny_dir)
-    config = EngineConfig(max_num_seqs=2, max_waiting=1, kv_cache_bytes=2 << 20)
-    engine = ContinuousBatchingEngine(
-        loaded.model, loaded.tokenizer, config, eos_token_ids=loaded.eos_token_ids
-    )
-    await engine.start()
-    runner = web.AppRunner(
-        build_app(OpenAIService(EngineBackend({"tiny": (engine, loaded.chat_template)})))
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", engine
-    await runner.cleanup()
-    await engine.close()
+async def stack(tiny_repo: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Stack] = []
+
+    async def start(replicas: int = 1, **settings: Any) -> Stack:
+        apps = []
+        for _ in range(replicas):
+            app = InferenceApp(
+                InferenceSettings(
+                    model_repository=tiny_repo, host="127.0.0.1", grpc_port=0,
+                    metrics_port=-1, grace_seconds=1.0, **settings,
+                )
+            )  # fmt: skip
+            await app.start()
+            apps.append(app)
+        endpoints = [Endpoint("tiny", f"127.0.0.1:{app.port}") for app in apps]
+        router = RouterApp(
+            StaticDiscovery(endpoints),
+            options=ServerOptions(host="127.0.0.1", port=0),
+            index_interval=0.1,
+            http_port=0,
+        )
+        await router.start()
+        await wait_until(serving(router, "tiny", replicas))
+        started.append(Stack(apps, router))
+        return started[-1]
+
+    yield start
+    for one in started:
+        await one.router.stop(0)
+        for app in one.apps:
+            await app.stop(0.5)
+
+
+@pytest.fixture
+async def served(stack: Callable[..., Any]) -> AsyncIterator[tuple[str, Any]]:
+    """The OpenAI API at the router, one replica behind it: (base URL, its engine)."""
+    one = await stack()
+    yield one.url, one.engine()

@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from modelport.artifacts.generative import (
     is_generative,
     limits_from_config,
@@ -15,6 +16,9 @@ from modelport.inference.generative.engine import ContinuousBatchingEngine
 from modelport.inference.generative.hf_loader import load_hf_model
 from modelport.inference.generative.sample_decoder import build_sample_decoder, corpus_text
 from modelport.inference.generative.types import SamplingParams
+
+# The first test of a session to ask for `sample_dir` trains the sample decoder.
+pytestmark = pytest.mark.timeout(420)
 
 
 def test_sample_is_a_triton_version_with_a_generative_config(sample_dir: Path):

@@ -5,8 +5,10 @@ The config is Triton's text format parsed against Triton's whole
 modelport does not act on is refused by name (`config_fields`). A `.pt2` model
 may come without a config; its inputs and outputs are then taken from the
 exported program's signature. Besides torch models, a config may describe an
-ensemble (a DAG of other models), a stateful model (`sequence_batching`) or a
-decoupled one (zero or more responses per request).
+ensemble (a DAG of other models), a stateful model (`sequence_batching`), a
+decoupled one (zero or more responses per request) or a generative one
+(`backend: "generative"`: a Hugging Face causal LM run by a generation engine,
+its limits in `parameters`; see `artifacts.generative`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from modelport.artifacts import datatypes
+from modelport.artifacts import datatypes, generative
 from modelport.artifacts.config_fields import refuse_unused_fields
 from modelport.artifacts.datatypes import DataType
 from modelport.artifacts.ensembles import EnsemblePlan, plan_from_config
@@ -36,7 +38,8 @@ MODEL_FILES = {
     PLATFORM_TORCHSCRIPT: "model.pt",
     PLATFORM_AOTI: "model.pt2",
 }
-PLATFORMS = (*MODEL_FILES, PLATFORM_ENSEMBLE)
+PLATFORM_GENERATIVE = generative.BACKEND
+PLATFORMS = (*MODEL_FILES, PLATFORM_ENSEMBLE, PLATFORM_GENERATIVE)
 # What a batch waits for by default when dynamic_batching {} sets no delay.
 DEFAULT_QUEUE_SIZE = 1024
 AUTO_MAX_BATCH = 32
@@ -79,6 +82,7 @@ class ModelSpec:
     ensemble: EnsemblePlan | None = None
     labels: dict[str, list[str]] = field(default_factory=dict)  # by output name
     device_index: int | None = None  # instance_group.gpus
+    generative: generative.GenerativeLimits | None = None  # the engine's limits
     input_index: dict[str, int] = field(default_factory=dict)
     output_index: dict[str, int] = field(default_factory=dict)
 
@@ -124,6 +128,8 @@ def parse_config_text(text: str, *, source: str = CONFIG_FILE) -> mc.ModelConfig
 
 def infer_platform(config: mc.ModelConfig, version_dir: Path | None) -> str:
     """The platform named in the config, else the one whose model file exists."""
+    if config.backend == generative.BACKEND and not config.platform:
+        return PLATFORM_GENERATIVE
     if config.backend and config.backend != "pytorch" and not config.platform:
         return ""  # another backend: build_spec refuses it by name
     platform = config.platform or {"pytorch": PLATFORM_TORCHSCRIPT}.get(config.backend, "")
@@ -151,7 +157,10 @@ def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None)
             f"{where}: platform '{served}' is not served; modelport serves "
             f"{', '.join(PLATFORMS)} (export the model with torch.export or TorchScript)"
         )
-    refuse_unused_fields(name, config)
+    limits = None
+    if config.platform == PLATFORM_GENERATIVE:
+        limits = _generative(where, config)
+    refuse_unused_fields(name, config, parameters=limits is not None)
     if config.max_batch_size < 0:
         raise InvalidInput(f"{where}: max_batch_size must be >= 0")
     if not config.input:
@@ -189,7 +198,24 @@ def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None)
         ensemble=_ensemble(where, name, config),
         labels=_labels(where, config, model_dir),
         device_index=device_index,
+        generative=limits,
     )
+
+
+def _generative(where: str, config: mc.ModelConfig) -> generative.GenerativeLimits:
+    """A generative model answers over a stream, one request a sequence; `parameters`
+    are the engine's limits (validated here, so a bad one fails the load)."""
+    if not config.model_transaction_policy.decoupled:
+        raise InvalidInput(
+            f"{where}: a generative model is decoupled (add model_transaction_policy "
+            "{ decoupled: true })"
+        )
+    if config.max_batch_size != 0 or config.WhichOneof("scheduling_choice"):
+        raise InvalidInput(
+            f"{where}: a generative model batches inside its engine; set max_batch_size 0 "
+            "and no dynamic or sequence batching"
+        )
+    return generative.limits_from_config(config)
 
 
 def _instances(where: str, config: mc.ModelConfig) -> tuple[int, int, int | None]:

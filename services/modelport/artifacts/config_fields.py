@@ -96,10 +96,13 @@ INSTEAD = {
 }
 
 
-def refuse_unused_fields(name: str, config: mc.ModelConfig) -> None:
-    """Raise InvalidInput for the first field set that modelport does not act on."""
+def refuse_unused_fields(name: str, config: mc.ModelConfig, *, parameters: bool = False) -> None:
+    """Raise InvalidInput for the first field set that modelport does not act on.
+
+    `parameters`: the config's `parameters` are acted on (a generative model's limits).
+    """
     for path in _set_paths(config, ""):
-        if _acted_on(path):
+        if _acted_on(path) or (parameters and path.startswith("parameters")):
             continue
         reason = _instead(path)
         raise InvalidInput(

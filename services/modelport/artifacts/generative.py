@@ -28,6 +28,9 @@ BACKEND = "generative"
 ENGINES = ("continuous", "vllm")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 REQUIRED = ("config.json", "tokenizer.json")
+# What a served version's config adds for the router's OpenAI layer (ModelConfig):
+# informative, never limits; ignored when such a config is read back.
+SERVED_KEYS = ("chat_template", "bos_token", "eos_token")
 
 # Triton's vLLM-backend tensor names, plus token ids for callers that tokenize.
 _IO = """\
@@ -110,6 +113,8 @@ def limits_from_config(config: mc.ModelConfig) -> GenerativeLimits:
     defaults = GenerativeLimits()
     values: dict[str, Any] = {}
     for key, param in config.parameters.items():
+        if key in SERVED_KEYS:
+            continue
         if not hasattr(defaults, key):
             raise InvalidInput(f"model '{config.name}': unknown generative parameter '{key}'")
         kind = type(getattr(defaults, key))

@@ -3,11 +3,14 @@
 Everything runs in this one process, each service on its own port, as the
 cluster runs them in their own pods: the router on the address clients use
 (8001) balances over the inference services it is given (static discovery)
-and follows the registry (8003) for aliases and traffic policies. The sample
-models are pushed to the registry once (alias `production` → version 1),
-and each inference service follows its model's `production` and `canary`
-aliases there: a version derived with `modelport models derive … --alias
-canary` is loaded beside production, and a split policy sends it a slice.
+and follows the registry (8003) for aliases and traffic policies; it also
+serves the OpenAI-compatible API (8000) for the generative sample, `tiny-llama`,
+a small decoder trained on text the project ships (on the first run, about a
+minute on two cores; then cached in the data folder). The sample models are
+pushed to the registry once (alias `production` → version 1), and each
+inference service follows its model's `production` and `canary` aliases there:
+a version derived with `modelport models derive … --alias canary` is loaded
+beside production, and a split policy sends it a slice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from modelport.common.settings import ServerSettings, setting
+
+SAMPLE_DECODER = "tiny-llama"  # the generative sample (inference.generative.sample_decoder)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,19 @@ class StackSettings(ServerSettings):
         Path(".modelport"), "Where the sample models and the registry's data live.", path="dir"
     )
     registry_port: int = setting(8003, "The registry's gRPC port.")
+    http_port: int = setting(8000, "The OpenAI-compatible API of the router (-1 disables).")
     training_port: int = setting(8004, "The training service's gRPC port.")
-    models: tuple[str, ...] = setting(("simple", "mlp"), "Sample models to serve.", cli=False)
+    models: tuple[str, ...] = setting(
+        ("simple", "mlp", SAMPLE_DECODER), "Sample models to serve.", cli=False
+    )
+    no_generative_sample: bool = setting(
+        False, f"Leave out the generative sample '{SAMPLE_DECODER}' (its first start trains it)."
+    )
+
+    def served_models(self) -> tuple[str, ...]:
+        if self.no_generative_sample:
+            return tuple(name for name in self.models if name != SAMPLE_DECODER)
+        return self.models
 
 
 class LocalStack:
@@ -51,6 +67,7 @@ class LocalStack:
         self.training_port = 0
         self.address = ""  # the router's, once started
         self.registry_port = 0
+        self.http_port = 0
 
     async def start(self) -> int:
         """Start every service; returns the router's port."""
@@ -66,6 +83,9 @@ class LocalStack:
 
         settings = self.settings
         repo = await asyncio.to_thread(build_samples, settings.data_dir / "models")
+        models = settings.served_models()
+        if SAMPLE_DECODER in models:
+            await asyncio.to_thread(_build_decoder, repo)
         state = settings.data_dir / "registry"
         state.mkdir(parents=True, exist_ok=True)
         self.registry = RegistryServer(
@@ -78,10 +98,10 @@ class LocalStack:
         )
         self.registry_port = await self.registry.start()
         registry_address = f"127.0.0.1:{self.registry_port}"
-        for name in settings.models:
+        for name in models:
             await asyncio.to_thread(ensure_pushed, registry_address, repo / name, name)
         endpoints = []
-        for name in settings.models:
+        for name in models:
             # Following the registry: a fine-tuned version aliased `canary` is served
             # beside `production`, and the router splits traffic between them.
             app = InferenceApp(
@@ -102,9 +122,11 @@ class LocalStack:
             RegistryPolicySource(registry_address),
             settings.server_options(),
             metrics=settings.metrics_port >= 0,
+            http_port=settings.http_port,
         )
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
+        self.http_port = self.router.http_port
         self.training = TrainingServer(
             TrainingSettings(
                 data_dir=settings.data_dir / "training",
@@ -125,3 +147,12 @@ class LocalStack:
             await app.stop(grace)
         if self.registry is not None:
             await self.registry.stop(grace)
+
+
+def _build_decoder(repo: Path) -> None:
+    from modelport.inference.generative.sample_decoder import build_sample_decoder, is_built
+
+    if not is_built(repo):
+        log.warning("training the sample decoder '%s' (first start only, about a minute)",
+                    SAMPLE_DECODER)  # fmt: skip
+    build_sample_decoder(repo)

@@ -19,10 +19,16 @@ def up(**values: object) -> None:
 
     async def announce(service: Service) -> None:
         stack: LocalStack = service  # type: ignore[assignment]
+        openai = (
+            f"; OpenAI API on http://{settings.host}:{stack.http_port}/v1"
+            if stack.http_port > 0
+            else ""
+        )
         click.echo(
-            f"modelport up: router on {stack.address} (models: {', '.join(settings.models)}); "
+            f"modelport up: router on {stack.address} "
+            f"(models: {', '.join(settings.served_models())}); "
             f"registry on {settings.host}:{stack.registry_port}; "
-            f"training on {settings.host}:{stack.training_port}",
+            f"training on {settings.host}:{stack.training_port}{openai}",
             err=True,
         )
 

@@ -12,6 +12,7 @@ to later work on this seam.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +55,15 @@ class TlsFiles:
             )
         except Exception as exc:  # grpc raises RuntimeError for unusable PEM
             raise InvalidInput(f"TLS certificate or key cannot be used: {exc}") from None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same files for an HTTP port (the router's OpenAI API)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+            if self.ca_file is not None:
+                context.load_verify_locations(self.ca_file)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(f"TLS certificate or key cannot be used: {exc}") from None
+        return context

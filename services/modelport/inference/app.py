@@ -13,6 +13,8 @@ import functools
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
@@ -33,6 +35,11 @@ from modelport.inference.settings import InferenceSettings
 from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
+if TYPE_CHECKING:
+    from modelport.artifacts.config import ModelSpec
+    from modelport.inference.generative.loading import EngineOverrides
+    from modelport.inference.generative.served import ServedGenerative
+
 log = logging.getLogger(__name__)
 SERVICE_NAME = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -42,7 +49,11 @@ __all__ = ["InferenceApp", "InferenceSettings", "run"]
 class InferenceApp:
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
-        self.manager = ModelManager(settings.model_repository)
+        overrides = settings.engine_overrides(_torch_threads())
+        self.manager = ModelManager(
+            settings.model_repository,
+            generative=functools.partial(_load_generative, overrides=overrides),
+        )
         self.peers = PeerGroup()  # sibling workers, when several share the port
         explicit = settings.model_control_mode == "explicit"
         self.shm = SystemSharedMemory(enabled=settings.allow_shared_memory)
@@ -142,6 +153,22 @@ class InferenceApp:
         await self.manager.close()
         await self.peers.close()
         self.shm.close()
+
+
+def _torch_threads() -> int:
+    """The threads configured for this process (OpenMP's count is per thread: the engine
+    thread is told explicitly)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _load_generative(
+    spec: ModelSpec, version: int, version_dir: Path, *, overrides: EngineOverrides
+) -> ServedGenerative:
+    from modelport.inference.generative.loading import load_generative
+
+    return load_generative(spec, version, version_dir, overrides)
 
 
 def configure_torch(threads: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from modelport.artifacts import repository
 from modelport.artifacts.config import (
     PLATFORM_ENSEMBLE,
     PLATFORM_EXPORT,
+    PLATFORM_GENERATIVE,
     ModelSpec,
     build_spec,
     complete_from_program,
@@ -31,10 +33,12 @@ from modelport.artifacts.config import (
     read_config,
 )
 from modelport.artifacts.loaders import load_exported_program
+from modelport.common.generative_load import GenerativeLoad
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
 from modelport.inference.backends import Backend, BackendLoader, load_backend
 from modelport.inference.ensemble_members import check_members
+from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
 from modelport.inference.load_phases import LOADING as LOAD_PHASE
 from modelport.inference.load_phases import WARMING_UP, LoadPhases
@@ -43,6 +47,19 @@ from modelport.inference.warmup import warm_up
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
+
+# Loads one generative version (blocking): spec, version number, version folder.
+GenerativeLoader = Callable[[ModelSpec, int, Path], ServedGenerative]
+# What a loaded version is served by: a torch model, an ensemble or a generative engine.
+AnyServed = Served | ServedGenerative
+Loaded = Backend | ServedGenerative | None
+
+
+def _default_generative(spec: ModelSpec, version: int, version_dir: Path) -> ServedGenerative:
+    from modelport.inference.generative.loading import EngineOverrides, load_generative
+
+    return load_generative(spec, version, version_dir, EngineOverrides())
+
 
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 
@@ -61,13 +78,13 @@ class ModelEntry:
     name: str
     state: str
     reason: str = ""
-    versions: dict[int, Served] = field(default_factory=dict)
+    versions: dict[int, AnyServed] = field(default_factory=dict)
     spec: ModelSpec | None = None
     source: Path | None = None
     override: Override | None = None  # the files of a load with `file:` overrides
 
     @property
-    def default_version(self) -> Served:
+    def default_version(self) -> AnyServed:
         return self.versions[max(self.versions)]
 
 
@@ -81,10 +98,15 @@ class IndexEntry:
 
 class ModelManager:
     def __init__(
-        self, repository_dir: Path | None = None, *, load: BackendLoader = load_backend
+        self,
+        repository_dir: Path | None = None,
+        *,
+        load: BackendLoader = load_backend,
+        generative: GenerativeLoader | None = None,
     ) -> None:
         self.repository = repository_dir
         self._load = load  # model file -> Backend (the torch backend unless told otherwise)
+        self._generative = generative or _default_generative
         self._models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loading: list[str] = []  # names being loaded, to catch ensemble cycles
@@ -123,7 +145,7 @@ class ModelManager:
 
     # -- lookups (hot path: no awaits, no I/O) ----------------------------------
 
-    def get(self, name: str, version: str = "") -> Served:
+    def get(self, name: str, version: str = "") -> AnyServed:
         """The version to serve; Triton's wording first, where its clients read it."""
         entry = self._models.get(name)
         if entry is None or not entry.versions:
@@ -171,6 +193,15 @@ class ModelManager:
 
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self._models.values() if e.versions]
+
+    def generative_loads(self) -> list[GenerativeLoad]:
+        """The load of every generative version served here (for the router's balancing)."""
+        return [
+            served.load()
+            for entry in self._models.values()
+            for served in entry.versions.values()
+            if isinstance(served, ServedGenerative)
+        ]
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         names = set(self._models)
@@ -246,8 +277,9 @@ class ModelManager:
             on_phase = self.phases.from_thread(asyncio.get_running_loop())
             try:
                 spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, self._load, config, on_phase
-                )
+                    _load_versions, name, model_dir, versions, self._load, config,
+                    self._generative, on_phase,
+                )  # fmt: skip
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
             except Exception as exc:
@@ -268,7 +300,9 @@ class ModelManager:
                 asyncio.get_running_loop().call_soon(self.phases.done, name)
             served = self._serve(spec, loaded)
             for version in served.values():
-                version.start()
+                started = version.start()
+                if inspect.isawaitable(started):  # a generative engine starts its loop
+                    await started
             self._models[name] = ModelEntry(name, READY, "", served, spec, model_dir, override)
             log.info("model '%s' ready (versions %s)", name, sorted(served))
             self._changed(name, True)
@@ -277,11 +311,18 @@ class ModelManager:
                 if current.override is not None and current.override is not override:
                     current.override.remove()
 
-    def _serve(self, spec: ModelSpec, loaded: dict[int, Backend | None]) -> dict[int, Served]:
+    def _serve(self, spec: ModelSpec, loaded: dict[int, Loaded]) -> dict[int, AnyServed]:
+        generative = {v: b for v, b in loaded.items() if isinstance(b, ServedGenerative)}
+        if generative:
+            return dict(generative)
         if spec.ensemble is not None:
             return {v: ServedEnsemble(spec, v, self._member_infer) for v in loaded}
         threads = _same_torch_threads()
-        return {v: ServedVersion(spec, v, b, threads) for v, b in loaded.items() if b is not None}
+        return {
+            v: ServedVersion(spec, v, b, threads)
+            for v, b in loaded.items()
+            if b is not None and not isinstance(b, ServedGenerative)
+        }
 
     async def _ensure_members(self, spec: ModelSpec) -> None:
         """Load the members an ensemble needs (from the repository), then check its wiring."""
@@ -297,6 +338,8 @@ class ModelManager:
     ) -> dict[str, np.ndarray]:
         """One ensemble step: the member's inputs checked like a request's, then its batcher."""
         served = self.get(model, str(version) if version > 0 else "")
+        if isinstance(served, ServedGenerative):
+            raise InvalidInput(f"model '{model}' is generative and cannot be an ensemble step")
         spec = served.spec
         arrays = [inputs.get(t.name) for t in spec.inputs]
         rows, signature = codec.check_arrays(spec, arrays)
@@ -345,11 +388,13 @@ def _load_versions(
     versions: Sequence[int] | None,
     load: BackendLoader,
     override: mc.ModelConfig | None = None,
+    generative: GenerativeLoader | None = None,
     on_phase: Callable[[str, str, str], None] = lambda name, phase, version: None,
-) -> tuple[ModelSpec, dict[int, Backend | None]]:
+) -> tuple[ModelSpec, dict[int, Loaded]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread).
 
-    An ensemble has no backend: its versions map to None.
+    An ensemble has no backend: its versions map to None. A generative model's
+    versions are served by their engines, built here.
     """
     config = mc.ModelConfig()
     config.CopyFrom(override if override is not None else read_config(model_dir) or config)
@@ -368,7 +413,13 @@ def _load_versions(
     spec = build_spec(name, config, model_dir)
     if spec.platform == PLATFORM_ENSEMBLE:
         return spec, dict.fromkeys(versions)
-    loaded: dict[int, Backend | None] = {}
+    loaded: dict[int, Loaded] = {}
+    if spec.platform == PLATFORM_GENERATIVE:
+        generative = generative or _default_generative
+        for version in versions:
+            on_phase(name, LOAD_PHASE, str(version))
+            loaded[version] = generative(spec, version, model_dir / str(version))
+        return spec, loaded
     for version in versions:
         on_phase(name, LOAD_PHASE, str(version))
         backend = load(spec, model_dir / str(version))

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from modelport import __version__, errors
-from modelport.common import tracing
+from modelport.common import generative_load, tracing
 from modelport.inference.cuda_shared_memory import CudaSharedMemory
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
@@ -122,8 +122,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for answer in self._serving.stream(request_iterator):
+        # How busy the generative engines are, for the router's stream balancing: in
+        # the initial metadata (sent with the first answer, this request admitted) and
+        # in the trailing metadata (when the call ends).
+        first = True
+        async for answer in self._serving.stream(request_iterator, context.time_remaining()):
+            if first:
+                first = False
+                loads = self._manager.generative_loads()
+                if loads:
+                    await context.send_initial_metadata(generative_load.to_metadata(loads))
             yield answer
+        loads = self._manager.generative_loads()
+        if loads:
+            context.set_trailing_metadata(generative_load.to_metadata(loads))
 
     # -- statistics and repository --------------------------------------------------
 

@@ -10,6 +10,9 @@ returns.
   string), `sequence_start` and `sequence_end` from the request's parameters.
 - A decoupled model answers only over the stream, with zero or more responses
   per request; ModelInfer refuses it as Triton does.
+- A generative model streams one response per delta (or one whole completion
+  when the request does not set `stream`); ModelInfer answers it with the
+  whole completion.
 
 Over a stream every request runs concurrently with the others and its answers
 are sent as they are ready, each with `triton_final_response`; an error is sent
@@ -30,19 +33,28 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from modelport.artifacts.sequences import CorrelationId
-from modelport.errors import InvalidInput, ModelportError, Unimplemented, public_message
+from modelport.errors import (
+    InvalidInput,
+    ModelportError,
+    Unimplemented,
+    code_of,
+    public_message,
+)
 from modelport.inference import codec, responses
 from modelport.inference.decoupled import (
     EMPTY_FINAL_PARAMETER,
     ResponseStream,
     with_final_flags,
 )
+from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.served import Served, ServedVersion
 from modelport.inference.shared_memory import SystemSharedMemory
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+ERROR_CODE_PARAMETER = "error_code"  # on the response that carries an in-band error
 
 
 # A request answered by the sibling worker that owns its sequence.
@@ -104,13 +116,15 @@ class DataPlane:
                 if streamed:
                     answer.parameters["triton_final_response"].bool_param = True
                 return answer
+        deadline = None if remaining is None else time.monotonic() + remaining
+        if isinstance(served, ServedGenerative):
+            return await served.infer(request, deadline)
         if served.spec.decoupled:
             raise Unimplemented(
                 "ModelInfer RPC doesn't support models with decoupled transaction policy "
                 f"(model '{served.spec.name}': use ModelStreamInfer)"
             )
         arrays, rows, signature, wanted = self._decode(served, request)
-        deadline = None if remaining is None else time.monotonic() + remaining
         sequence = _sequence_parameters(request) if served.spec.sequence is not None else None
         if sequence is not None:
             assert isinstance(served, ServedVersion)
@@ -131,18 +145,26 @@ class DataPlane:
             raise
         return arrays, rows, signature, wanted
 
-    async def answers(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelInferResponse]:
+    async def answers(
+        self, request: pb.ModelInferRequest, deadline: float | None = None
+    ) -> AsyncIterator[pb.ModelInferResponse]:
         """Every answer to one streamed request (several for a decoupled model)."""
         if self.pool is None:
-            async for answer in self._answers(request):
+            async for answer in self._answers(request, deadline):
                 yield answer
             return
         async with self.pool.use(request.model_name, request.model_version, None):
-            async for answer in self._answers(request):
+            async for answer in self._answers(request, deadline):
                 yield answer
 
-    async def _answers(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelInferResponse]:
+    async def _answers(
+        self, request: pb.ModelInferRequest, deadline: float | None
+    ) -> AsyncIterator[pb.ModelInferResponse]:
         served = self.manager.get(request.model_name, request.model_version)
+        if isinstance(served, ServedGenerative):
+            async for response in served.answers(request, deadline):
+                yield response
+            return
         if not served.spec.decoupled:
             yield await self._infer(request, None, streamed=True, local=False)
             return
@@ -163,20 +185,27 @@ class DataPlane:
             )  # fmt: skip
 
     async def stream(
-        self, requests: AsyncIterator[pb.ModelInferRequest]
+        self, requests: AsyncIterator[pb.ModelInferRequest], remaining: float | None = None
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; each answer (or its error, in-band) is sent when ready."""
+        """Requests run concurrently; each answer (or its error, in-band) is sent when ready.
+
+        `remaining`: the call's deadline, which every request on it shares.
+        """
+        deadline = None if remaining is None else time.monotonic() + remaining
         out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                async for response in self.answers(request):
+                async for response in self.answers(request, deadline):
                     await out.put(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 if not isinstance(exc, ModelportError):
                     log.exception("stream request failed")
                 echo = responses.final_only(request)
+                # The code too, so a caller that relays the stream (the router's
+                # OpenAI layer) can answer with it, not only with the message.
+                echo.parameters[ERROR_CODE_PARAMETER].string_param = code_of(exc)
                 await out.put(
                     pb.ModelStreamInferResponse(error_message=public_message(exc),
                                                 infer_response=echo)

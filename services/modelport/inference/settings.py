@@ -6,10 +6,13 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelport.common.settings import ServerSettings, setting
 from modelport.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from modelport.inference.generative.loading import EngineOverrides
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,22 @@ class InferenceSettings(ServerSettings):
         "Where registry artifacts are cached (by sha256) across restarts.",
         path="dir",
     )
+    # Generative models: the config.pbtxt's limits, overridden per deployment (the chart).
+    generative_engine: Literal["", "continuous", "vllm"] = setting(
+        "", "Generative models: the engine (continuous: modelport's; vllm: GPU nodes); "
+        "empty keeps each config's."
+    )  # fmt: skip
+    kv_cache_mb: int = setting(0, "Generative models: KV cache pool in MiB (0: the config's).")
+    kv_memory_fraction: float = setting(
+        0.0, "Generative models: KV cache pool as a share of the memory free after the "
+        "weights (the GPU's, or available RAM on CPU); 0 keeps the config's."
+    )  # fmt: skip
+    tensor_parallel_size: int = setting(
+        0, "Generative models: GPUs a model is split across (vllm engine; 0: the config's)."
+    )
+    max_num_seqs: int = setting(
+        0, "Generative models: sequences in the running batch at most (0: the config's)."
+    )
     pool: bool = setting(
         False,
         "Serve any model of --registry on demand: loaded on its first request, evicted "
@@ -59,6 +78,29 @@ class InferenceSettings(ServerSettings):
     # Set for the workers of a supervisor: a private loopback port for siblings.
     private_port: bool = setting(False, "Also listen on a loopback port for siblings.", cli=False)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_pool()
+        if not 0.0 <= self.kv_memory_fraction < 1.0:
+            raise InvalidInput("--kv-memory-fraction must be in [0, 1)")
+        for flag, value in (("--kv-cache-mb", self.kv_cache_mb),
+                            ("--tensor-parallel-size", self.tensor_parallel_size),
+                            ("--max-num-seqs", self.max_num_seqs)):  # fmt: skip
+            if value < 0:
+                raise InvalidInput(f"{flag} must be 0 (the config's) or positive")
+
+    def engine_overrides(self, torch_threads: int) -> EngineOverrides:
+        from modelport.inference.generative.loading import EngineOverrides
+
+        return EngineOverrides(
+            engine=self.generative_engine,
+            kv_cache_mb=self.kv_cache_mb,
+            kv_memory_fraction=self.kv_memory_fraction or -1.0,
+            tensor_parallel_size=self.tensor_parallel_size,
+            max_num_seqs=self.max_num_seqs,
+            torch_threads=torch_threads,
+        )
+
     def for_worker(self, workers: int) -> InferenceSettings:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = self.torch_threads or max(1, (cores or 1) // workers)
@@ -67,8 +109,7 @@ class InferenceSettings(ServerSettings):
             private_port=True,
         )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check_pool(self) -> None:
         if self.pool and not self.registry:
             raise InvalidInput("--pool needs --registry (where the models come from)")
         if self.pool and (self.models or self.workers > 1):

@@ -23,6 +23,9 @@ from modelport.router.discovery import Discovery
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
+from modelport.router.openai.http import OpenAIServer
+from modelport.router.openai.router_backend import RouterGenerationBackend
+from modelport.router.openai.service import OpenAIService
 from modelport.router.placement import PoolPlacer
 from modelport.router.policies import Planner, PolicySource, RoutingState, StaticPolicySource
 from modelport.router.pool_routing import POOL_MODEL, PoolRouting
@@ -61,6 +64,7 @@ class RouterApp:
         metrics: bool = False,
         multiplex: bool = False,
         scaling: ScalingSettings | None = None,
+        http_port: int = -1,
     ) -> None:
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
@@ -100,7 +104,14 @@ class RouterApp:
         )
         # Replicas push what they serve; the poller reads those that do not.
         self.pool_watcher = ReplicaWatcher(self.table, self.placer, self.poller.watch)
-        self.servicer = RouterServicer(self.router, Fleet(self.router, self.transport))
+        self.transport.loads = self.router.balancer.loads
+        fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, fleet)
+        self.http: OpenAIServer | None = None
+        if http_port >= 0:
+            backend = RouterGenerationBackend(self.router, fleet)
+            self.http = OpenAIServer(OpenAIService(backend))
+        self.http_port = http_port
         self.server = GrpcServer(self.options)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,6 +138,7 @@ class RouterApp:
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
+            self.router.balancer.loads.forget(replica.address)
             self.pool_watcher.forget(replica.address)
             task = asyncio.get_running_loop().create_task(self.transport.close(replica))
             self._closing.add(task)
@@ -157,6 +169,12 @@ class RouterApp:
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
         self.port = await self.server.start()
+        if self.http is not None:
+            tls = self.options.tls
+            self.http_port = await self.http.start(
+                self.options.host, self.http_port, tls.ssl_context() if tls else None
+            )
+            log.info("OpenAI-compatible API on %s:%d/v1", self.options.host, self.http_port)
         return self.port
 
     async def _keep_running(self, what: str, run: object, callback: object) -> None:
@@ -172,6 +190,8 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.http is not None:
+            await self.http.stop()
         if self.scaling is not None:
             self.scaling.close()  # held requests: UNAVAILABLE, another router may take them
         await self.server.drain(grace)
@@ -221,6 +241,7 @@ def build(settings: RouterSettings) -> RouterApp:
             settings.max_hold_seconds,
             settings.idle_seconds,
         ),
+        http_port=settings.http_port,
     )
 
 

@@ -9,6 +9,9 @@ Requests of a sequence (a stateful model's correlation id) go to one replica
 instead: rendezvous hashing of the id over the candidates' addresses, so every
 router picks the same replica, and a replica joining or leaving moves only
 the sequences it gains or held.
+
+Generation streams of a model whose replicas report their load go to the least
+loaded replica by those reports (`load_board`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 from collections.abc import Collection
 
 from modelport.errors import NotFound, Unavailable
+from modelport.router.load_board import LoadBoard
 from modelport.router.replicas import Replica, ReplicaTable
 
 
@@ -26,9 +30,15 @@ def describe(model: str, version: str) -> str:
 
 
 class Balancer:
-    def __init__(self, table: ReplicaTable, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        table: ReplicaTable,
+        rng: random.Random | None = None,
+        loads: LoadBoard | None = None,
+    ) -> None:
         self.table = table
         self._rng = rng or random.Random()
+        self.loads = loads or LoadBoard(rng=self._rng)
 
     def _pool(self, model: str, version: str, exclude: Collection[Replica]) -> list[Replica]:
         """The candidates not excluded, the healthy ones if any (NotFound / Unavailable)."""
@@ -52,6 +62,12 @@ class Balancer:
         if second.in_flight < first.in_flight:
             return second
         return first
+
+    def pick_stream(self, model: str, version: str, exclude: Collection[Replica] = ()) -> Replica:
+        """The replica for one streamed request: by reported load for a generative model."""
+        if not self.loads.knows(model):
+            return self.pick(model, version, exclude)
+        return self.loads.least_loaded(self._pool(model, version, exclude), model)
 
     def pick_for_key(
         self, model: str, version: str, key: str, exclude: Collection[Replica] = ()

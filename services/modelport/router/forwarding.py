@@ -211,9 +211,18 @@ class Router:
             self._start_shadow(plan.shadow, request, deadline)
         return target, request
 
-    def _pick(self, target: Target, sequence: str, exclude: Sequence[Replica] = ()) -> Replica:
+    def _pick(
+        self,
+        target: Target,
+        sequence: str,
+        exclude: Sequence[Replica] = (),
+        *,
+        streamed: bool = False,
+    ) -> Replica:
         if sequence:
             return self.balancer.pick_for_key(target.model, target.version, sequence, exclude)
+        if streamed:
+            return self.balancer.pick_stream(target.model, target.version, exclude)
         return self.balancer.pick(target.model, target.version, exclude)
 
     async def forward(
@@ -337,7 +346,7 @@ class Router:
         if plan.kind == "scatter":
             yield wire.stream_response(await self._scatter(target, request, deadline))
             return
-        first = self._pick(target, sequence)
+        first = self._pick(target, sequence, streamed=True)
         relayed = False
         try:
             async for message in self._stream_from(first, target, request, deadline):
@@ -349,7 +358,7 @@ class Router:
             if relayed:
                 raise failure from None
             try:
-                second = self._pick(target, sequence, exclude=(first,))
+                second = self._pick(target, sequence, exclude=(first,), streamed=True)
             except (Unavailable, NotFound):
                 raise failure from None
         self.stats.retries[target.model] += 1

@@ -21,7 +21,8 @@ from typing import Any
 import grpc
 
 from modelport import errors
-from modelport.common import tracing
+from modelport.common import generative_load, tracing
+from modelport.common.generative_load import LoadSink
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router import wire
@@ -75,6 +76,8 @@ class GrpcTransport:
     def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = False) -> None:
         # Forward over one ModelStreamInfer stream per replica (see stream_mux).
         self.multiplex = multiplex
+        # Told the generative load replicas report in their streams' metadata.
+        self.loads: LoadSink | None = None
         self.options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -143,15 +146,28 @@ class GrpcTransport:
         handle: BackendHandle = replica.handle
         metadata = forwarded_metadata.get()
         call = handle.stream(timeout=timeout, metadata=metadata)
+        loads = self.loads
         try:
             await call.write(request)
             await call.done_writing()
+            first = True
             while (message := await call.read()) is not grpc.aio.EOF:
+                if first and loads is not None:  # a generative replica's load, if it tells
+                    first = False
+                    self._report(loads, replica, await call.initial_metadata())
                 yield message
+            if loads is not None:
+                self._report(loads, replica, await call.trailing_metadata())
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, replica) from None
         finally:
             call.cancel()  # no-op once the call ended; stops it if the caller left
+
+    @staticmethod
+    def _report(sink: LoadSink, replica: Replica, metadata: Any) -> None:
+        reported = generative_load.from_metadata(metadata)
+        if reported:
+            sink.report(replica.address, reported)
 
     async def call(self, replica: Replica, method: str, request: Any, timeout: float = 10.0) -> Any:
         """A typed unary call on the replica's stub, errors as domain errors."""

@@ -38,6 +38,10 @@ class RouterSettings(ServerSettings):
         "modelport.io/model", "kubernetes: selects the EndpointSlices of model Services."
     )
     index_interval: float = setting(5.0, "Seconds between index reads.")
+    http_port: int = setting(
+        8000, "OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models) "
+        "for generative models; -1 disables."
+    )  # fmt: skip
     multiplex: bool = setting(
         False, "Forward over one ModelStreamInfer stream per replica instead of a call per request."
     )

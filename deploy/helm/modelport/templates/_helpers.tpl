@@ -318,3 +318,37 @@ lifecycle:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The `serve inference` flags of a generative entry, one "- --flag=value" line each
+     (none unless generative.enabled). Tensor parallelism defaults to the pod's GPUs. */}}
+{{- define "modelport.generativeArgs" -}}
+{{- $g := .generative -}}
+{{- if $g.enabled -}}
+{{- $gpu := int .gpu -}}
+{{- $tp := int $g.tensorParallelSize -}}
+{{- if and (eq $tp 0) (gt $gpu 1) -}}
+{{- $tp = $gpu -}}
+{{- end -}}
+{{- if and (gt $tp 1) (gt $tp $gpu) -}}
+{{- fail (printf "models %q: generative.tensorParallelSize %d needs that many GPUs in the pod (gpu: %d)" .name $tp $gpu) -}}
+{{- end -}}
+{{- if and (gt $tp 1) (eq $g.engine "continuous") -}}
+{{- fail (printf "models %q: the continuous engine runs a model on one device; tensor parallelism needs engine vllm" .name) -}}
+{{- end -}}
+{{- with $g.engine }}
+- --generative-engine={{ . }}
+{{- end }}
+{{- if $g.kvMemoryFraction }}
+- --kv-memory-fraction={{ $g.kvMemoryFraction }}
+{{- end }}
+{{- if $g.kvCacheMb }}
+- --kv-cache-mb={{ int $g.kvCacheMb }}
+{{- end }}
+{{- if $g.maxNumSeqs }}
+- --max-num-seqs={{ int $g.maxNumSeqs }}
+{{- end }}
+{{- if $tp }}
+- --tensor-parallel-size={{ $tp }}
+{{- end }}
+{{- end -}}
+{{- end -}}

@@ -24,6 +24,7 @@ import torch
 from modelport.artifacts.generative import GenerativeLimits, config_pbtxt
 
 SAMPLE_NAME = "tiny-llama"
+STAMP = "modelport_recipe.txt"  # the recipe's fingerprint, written after a build
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 # A plain role-tagged template; `add_generation_prompt` opens the assistant turn.
 CHAT_TEMPLATE = (
@@ -168,6 +169,12 @@ def _write_model_dir(repo: Path, name: str, limits: GenerativeLimits | None) -> 
     return model_dir / "1"
 
 
+def is_built(repo: Path, name: str = SAMPLE_NAME, recipe: Recipe | None = None) -> bool:
+    """Whether `repo/name/1` holds this recipe's build (no training needed)."""
+    stamp = repo / name / "1" / STAMP
+    return stamp.is_file() and stamp.read_text() == (recipe or Recipe()).fingerprint(corpus_text())
+
+
 def build_sample_decoder(
     repo: Path,
     *,
@@ -179,7 +186,7 @@ def build_sample_decoder(
     recipe = recipe or Recipe()
     text = corpus_text()
     version_dir = _write_model_dir(repo, name, limits)
-    stamp = version_dir / "modelport_recipe.txt"
+    stamp = version_dir / STAMP
     fingerprint = recipe.fingerprint(text)
     if stamp.is_file() and stamp.read_text() == fingerprint:
         return version_dir

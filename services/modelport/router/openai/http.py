@@ -10,6 +10,7 @@ generation stream is then closed, which cancels the sequence on the replica.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
@@ -21,6 +22,26 @@ from modelport.router.openai.errors import error_body, from_error
 from modelport.router.openai.service import OpenAIService
 
 Handler = Callable[[Any], Awaitable[Any]]
+
+
+class OpenAIServer:
+    """The HTTP server of the OpenAI API (aiohttp on the router's event loop)."""
+
+    def __init__(self, service: OpenAIService, grace: float = 5.0) -> None:
+        # On stop, streams in flight get `grace` seconds to finish.
+        self.runner = web.AppRunner(build_app(service), access_log=None, shutdown_timeout=grace)
+        self.port = 0
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        server: Any = site._server  # aiohttp exposes the bound sockets only here
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
 
 
 def build_app(service: OpenAIService) -> web.Application:
