@@ -103,7 +103,10 @@ class RouterApp:
             urgent=self._awaited if self.scaling is not None else None,
         )
         # Replicas push what they serve; the poller reads those that do not.
-        self.pool_watcher = ReplicaWatcher(self.table, self.placer, self.poller.watch)
+        self.pool_watcher = ReplicaWatcher(
+            self.table, self.placer, self.poller.watch,
+            on_load=self.scaling.observe_load if self.scaling is not None else None,
+        )  # fmt: skip
         self.transport.loads = self.router.balancer.loads
         fleet = Fleet(self.router, self.transport)
         self.servicer = RouterServicer(self.router, fleet)

@@ -64,8 +64,12 @@ class ReplicaWatcher:
         placer: PoolPlacer,
         fallback: Callable[[Replica], None],
         retry_seconds: float = 0.5,
+        on_load: Callable[[str, str], None] | None = None,
     ) -> None:
         self.table = table
+        # Told (model, phase name) for each model a replica reports on its way
+        # (the hold queue times cold starts by these phases).
+        self.on_load = on_load
         self.placer = placer
         self.fallback = fallback
         self.retry_seconds = retry_seconds
@@ -91,6 +95,9 @@ class ReplicaWatcher:
     def _apply(self, replica: Replica, state: Any) -> None:
         self.table.set_versions(replica, served_versions(state))
         self.loads[replica.address] = list(state.loads)
+        if self.on_load is not None:
+            for load in state.loads:
+                self.on_load(load.name, pb.ModelLoad.Phase.Name(load.phase))
         if state.HasField("pool"):
             self.reports[replica.address] = state.pool
             self.placer.update(from_state(replica.address, state.pool))
