@@ -30,7 +30,18 @@ async def test_serve_router_process_routes_and_drains(replicas, tmp_path: Path) 
         "PYTHONPATH": str(SERVICES),
         "MODELPORT_ENDPOINT": f"simple={a.address}",  # flags also read MODELPORT_<FLAG>
     }
-    args = ["serve", "router", "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1"]
+    args = [
+        "serve",
+        "router",
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "-1",
+        "--http-port",
+        "-1",
+    ]
     process = subprocess.Popen(
         [sys.executable, "-c", SERVE, *args], stderr=subprocess.PIPE, text=True, env=env
     )
