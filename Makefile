@@ -22,7 +22,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-shm bench-generative bench-derive clean
+.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
 
 install: $(INSTALLED)
 
@@ -58,7 +58,7 @@ protos: $(PROTOC_STAMP)
 protos-check: $(PROTOC_STAMP)
 	rm -rf build/protos-check && mkdir -p build/protos-check
 	scripts/gen_protos.sh $(PROTOC_VENV)/bin/python build/protos-check $(PROTO_SRC)
-	diff -r build/protos-check/modelport/proto $(PROTO_OUT) \
+	diff -r -x __pycache__ build/protos-check/modelport/proto $(PROTO_OUT) \
 	  || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
 # The import contract (pyproject [tool.importlinter]) is part of lint.
@@ -103,9 +103,26 @@ conformance: install $(TRITON_STAMP)
 
 test: install tools protos-check lint typecheck pytest conformance
 
+# Benchmarks print tables (benchmarks/README.md); they never run in `make test`.
+# The peers (KServe, MLServer) and perf_analyzer live in their own ignored venvs.
+bench-tools: install
+	benchmarks/peers/install.sh
+	test -x .venv-perf/bin/perf_analyzer || { python3 -m venv .venv-perf && \
+	  .venv-perf/bin/pip install -q 'tritonclient[grpc]==2.41.0' nvidia-cuda-runtime-cu12; }
+
 bench: install
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_full.py --batches 1 --concurrency 1,32 --repeats 1 \
+	  --seconds 3 --json benchmarks/results/bench.json
 	$(BIN)/python benchmarks/bench_router.py
+	$(BIN)/python benchmarks/bench_quota.py
+
+bench-full: bench-tools
+	$(BIN)/python benchmarks/bench_full.py --json benchmarks/results/bench-full.json
+
+# Throughput and p99 vs concurrency, request batch, MLP width, --workers; plots in
+# benchmarks/figures/ (about 5 minutes).
+bench-scaling: install
+	$(BIN)/python benchmarks/bench_scaling.py --json benchmarks/results/bench-scaling.json
 
 # perf_analyzer: a 16 MiB tensor through system shared memory vs in gRPC messages.
 bench-shm: install

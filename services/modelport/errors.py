@@ -27,6 +27,14 @@ class InvalidInput(ModelportError):
     code = "INVALID_ARGUMENT"
 
 
+class MalformedRequest(InvalidInput):
+    """The request's bytes do not parse as the message the method takes."""
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data  # what arrived, for whoever can still read a field of it
+
+
 class Unavailable(ModelportError):
     """Not ready now (loading, draining, no replica); retrying later may work."""
 
@@ -79,6 +87,33 @@ class Internal(ModelportError):
     """A bug or a model that failed while executing."""
 
     code = "INTERNAL"
+
+
+class Unauthenticated(ModelportError):
+    """Missing or bad credentials. The message never says which part was wrong:
+    that would help someone guessing keys or forging tokens."""
+
+    code = "UNAUTHENTICATED"
+
+
+class QuotaExceeded(ModelportError):
+    """A tenant's rate, concurrency or byte allowance is used up for now.
+
+    `retry_after_seconds` is when trying again may succeed; the transport puts
+    it in trailing metadata (gRPC) or a Retry-After header (HTTP).
+    """
+
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class DataLoss(ModelportError):
+    """Stored bytes failed their integrity check (tampered with or corrupt)."""
+
+    code = "DATA_LOSS"
 
 
 def code_of(error: BaseException) -> str:

@@ -217,3 +217,52 @@ async def test_every_rpc_of_every_service_is_guarded_and_answers_a_status(
                     assert code != grpc.StatusCode.UNKNOWN, f"{path}: an exception escaped"
     finally:
         await stop()
+
+
+GARBAGE = b"\xff\xff\xff\xff"  # not a protobuf message of any type
+IN_BAND = {"/inference.GRPCInferenceService/ModelStreamInfer"}  # a bad message, answered in-band
+
+
+async def call_with_garbage(channel: grpc.aio.Channel, method: Any) -> tuple[grpc.StatusCode, str]:
+    """(status, what the answers or the status said) for a call whose request does not parse."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    said: list[bytes] = []
+    try:
+        if method.client_streaming:
+            kind = channel.stream_stream if method.server_streaming else channel.stream_unary
+            answer = kind(path)(iter([GARBAGE]), timeout=5)
+        else:
+            kind = channel.unary_stream if method.server_streaming else channel.unary_unary
+            answer = kind(path)(GARBAGE, timeout=5)
+        if method.server_streaming:
+            said.extend([m async for m in answer])
+        else:
+            said.append(await answer)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, repr(said)
+
+
+@pytest.mark.parametrize("name", SERVERS)
+async def test_every_rpc_refuses_bytes_that_do_not_parse_with_invalid_argument(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parsed inside the boundary: INVALID_ARGUMENT naming the message, no stack trace
+    in the answer or the log (grpc's own deserializer path gave UNKNOWN and a trace)."""
+    server, address, stop = await SERVERS[name](tmp_path)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            for service in sorted(server.methods_by_service()):
+                for method in methods_of(service):
+                    path = f"/{service}/{method.name}"
+                    code, said = await call_with_garbage(channel, method)
+                    if path in IN_BAND or (name == "router" and method.name == "ModelStreamInfer"):
+                        # The stream goes on: an in-band error, then the stream's own end.
+                        assert code == grpc.StatusCode.OK, (path, code, said)
+                        assert "not a valid" in said or "malformed" in said, (path, said)
+                        continue
+                    assert code == grpc.StatusCode.INVALID_ARGUMENT, (path, code, said)
+                    assert "Traceback" not in said, path
+    finally:
+        await stop()
+    assert "Traceback" not in caplog.text

@@ -32,12 +32,14 @@ def modelport_bin() -> str:
     return path
 
 
-def _serve(modelport_bin: str, repo: Path, logs: Path, *flags: str) -> Iterator[str]:
-    """Start `modelport serve inference` on a free port; yield its address once ready."""
+def _serve(modelport_bin: str, repo: Path | None, logs: Path, *flags: str) -> Iterator[str]:
+    """Start `modelport serve inference` (or, without a repository, `serve router`) on a
+    free port; yield its address once ready."""
     port = _free_port()
     log = open(logs / "server.log", "wb")  # noqa: SIM115
+    what = ["inference", "--model-repository", str(repo)] if repo else ["router"]
     process = subprocess.Popen(
-        [modelport_bin, "serve", "inference", "--model-repository", str(repo),
+        [modelport_bin, "serve", *what,
          "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1", *flags],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -63,11 +65,18 @@ def _serve(modelport_bin: str, repo: Path, logs: Path, *flags: str) -> Iterator[
 
 
 @pytest.fixture(scope="session")
-def server_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def samples_repo(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("conformance") / "models"
     subprocess.run([modelport_bin, "samples", str(repo)], check=True, capture_output=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server_url(
+    modelport_bin: str, samples_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     yield from _serve(
-        modelport_bin, repo, tmp_path_factory.mktemp("logs"),
+        modelport_bin, samples_repo, tmp_path_factory.mktemp("logs"),
         "--model-control-mode", "explicit", "--load-model", "simple", "--load-model", "mlp",
     )  # fmt: skip
 
@@ -81,6 +90,21 @@ def triton_url(modelport_bin: str, tmp_path_factory: pytest.TempPathFactory) -> 
     yield from _serve(
         modelport_bin, repo, tmp_path_factory.mktemp("triton-logs"),
         "--model-control-mode", "explicit", "--load-model", "*", "--allow-shared-memory",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def triton_router_url(
+    modelport_bin: str, triton_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`modelport serve router` in front of the Triton example models' server."""
+    client = grpcclient.InferenceServerClient(triton_url)
+    models = [m.name for m in client.get_model_repository_index().models]
+    client.close()
+    endpoints = [flag for m in models for flag in ("--endpoint", f"{m}={triton_url}")]
+    yield from _serve(
+        modelport_bin, None, tmp_path_factory.mktemp("router-logs"),
+        "--discovery", "static", *endpoints,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from modelport.loadtest.generation import (
     summarize_generation,
     synthetic_prompts,
 )
+from modelport.loadtest.generation_session import GenerationOptions, run_generation_session
 
 
 def test_length_distributions_and_synthetic_prompts():
@@ -69,6 +70,17 @@ async def test_streams_against_the_openai_api_and_summarizes(served, tmp_path: P
     assert (tmp_path / "latency.png").stat().st_size > 1000
 
 
+async def test_the_generation_session_streams_over_grpc_through_the_router(stack):
+    one = await stack()
+    options = GenerationOptions(
+        url=one.address, model="tiny", input_len="uniform:3-20", output_len="fixed:5",
+        vocab=400, concurrency=2, max_requests=6, duration_s=20,
+    )  # fmt: skip
+    summary, passed = await asyncio.to_thread(run_generation_session, options)
+    assert passed and summary["completed"] == 6 and summary["output_tokens"] == 30, summary
+    assert summary["ttft_ms"]["p50"] > 0 and summary["itl_ms"]["p50"] > 0
+
+
 async def test_modelport_loadtest_generate_against_the_openai_api(served, tmp_path: Path):
     url, _ = served
     plot = tmp_path / "gen.png"
@@ -111,11 +123,13 @@ async def test_modelport_loadtest_generate_against_the_openai_api(served, tmp_pa
         "loadtest",
         "--generate",
         "--url",
-        "127.0.0.1:1",
+        url,
         "--model",
         "tiny",
+        "--input-len",
+        "uniform:9-3",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(bad.communicate(), 60)
-    assert bad.returncode == 2 and b"http://HOST:PORT" in err
+    assert bad.returncode == 2 and b"uniform:LO-HI" in err

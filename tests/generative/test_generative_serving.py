@@ -12,6 +12,8 @@ import struct
 import grpc
 import numpy as np
 import openai
+import pytest
+from modelport.client import AsyncInferenceClient, ModelportClientError
 from modelport.common.generative_load import from_metadata
 from modelport.inference.generative.types import SamplingParams
 from modelport.proto.inference import grpc_service_pb2 as pb
@@ -114,3 +116,25 @@ async def test_the_router_balances_streams_by_load_and_cancels_on_the_replica(st
     await wait_until(lambda: one.running() == [0, 0], seconds=3.0)
     board = one.router.router.balancer.loads
     assert {address for address, _ in board._loads} == {f"127.0.0.1:{app.port}" for app in one.apps}
+
+
+async def test_the_sdk_streams_through_the_router_and_leaving_cancels_on_the_replica(stack):
+    one = await stack()
+    async with AsyncInferenceClient(one.address) as client:
+        greedy = dict(max_tokens=6, temperature=0, ignore_eos=True)
+        chunks = [c async for c in client.generate("tiny", "The harbor", **greedy)]
+        assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
+        final = chunks[-1]
+        assert (final.finish_reason, final.usage["completion_tokens"]) == ("length", 6)
+        assert int(final.usage["time_to_first_token_us"]) > 0
+        with pytest.raises(ModelportClientError, match="max_tokens") as refused:
+            _ = [c async for c in client.generate("tiny", "The", max_tokens=0)]
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        # A caller that stops reading and closes its stream: the router cancels the
+        # replica's call and the engine frees the sequence's slot.
+        long = client.generate("tiny", "The", max_tokens=400, ignore_eos=True)
+        await long.__anext__()
+        assert one.running() == [1]
+        await long.aclose()
+        await wait_until(lambda: one.running() == [0], seconds=3.0)
+        assert one.engine().load().kv_used_blocks == 0

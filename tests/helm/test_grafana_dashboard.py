@@ -23,12 +23,19 @@ COUNTERS = {
     "modelport_router_policy_splits_total",
     "modelport_registry_uploads_total",
     "modelport_registry_downloads_total",
+    "modelport_generation_prompt_tokens_total",
+    "modelport_generation_generated_tokens_total",
+    "modelport_generation_sequences_total",
 }
 GAUGES = {
     "modelport_inference_in_flight",
     "modelport_inference_queue_depth",
     "modelport_router_replica_in_flight",
     "modelport_registry_watch_subscribers",
+    "modelport_generation_running",
+    "modelport_generation_waiting",
+    "modelport_generation_kv_usage",
+    "modelport_generation_preemptions",
 }
 HISTOGRAMS = {
     "modelport_inference_request_duration_seconds",
@@ -36,6 +43,9 @@ HISTOGRAMS = {
     "modelport_inference_compute_duration_seconds",
     "modelport_inference_batch_size",
     "modelport_router_request_duration_seconds",
+    "modelport_generation_time_to_first_token_duration_seconds",
+    "modelport_generation_inter_token_duration_seconds",
+    "modelport_generation_e2e_duration_seconds",
 }
 EXPORTED = (
     COUNTERS
@@ -56,6 +66,11 @@ ON_CALL = {
     "ejections": "modelport_router_ejections_total",
     "registry uploads": "modelport_registry_uploads_total",
     "registry downloads": "modelport_registry_downloads_total",
+    "time to first token": "modelport_generation_time_to_first_token_duration_seconds_bucket",
+    "inter-token latency": "modelport_generation_inter_token_duration_seconds_bucket",
+    "generated tokens/s": "modelport_generation_generated_tokens_total",
+    "waiting sequences": "modelport_generation_waiting",
+    "KV cache usage": "modelport_generation_kv_usage",
 }
 
 # Grafana variables are substituted before Prometheus sees a query.

@@ -77,3 +77,9 @@ def test_impossible_generative_values_are_refused(
     render_error: Callable[..., str], sets: tuple[str, ...], error: str
 ) -> None:
     assert error in render_error(scenario("generative-gpu"), sets=sets)
+
+
+def test_helm_test_streams_tokens_from_a_generative_model(render: Render) -> None:
+    job = named(render(scenario("generative-gpu")), "Job", f"{PREFIX}-loadtest")
+    script = container(job)["args"][0]
+    assert "--generate" in script and "--random" not in script

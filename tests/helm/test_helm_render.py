@@ -38,6 +38,11 @@ CUSTOM_RESOURCE_REQUIRED: dict[tuple[str, str], list[str]] = {
         "spec.selector",
         "spec.endpoints",
     ],
+    ("cert-manager.io/v1", "Certificate"): [
+        "spec.secretName",
+        "spec.issuerRef.name",
+        "spec.dnsNames",
+    ],
 }
 
 # Metadata each KEDA trigger type the chart renders needs (external-push: the router).

@@ -86,6 +86,16 @@ def test_rendered_worker_job_validates_and_carries_gpus_and_node_selector() -> N
     trainjob = render_trainjob(job, spec, settings)
     assert trainjob["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
     assert trainjob["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
+    # The TrainJob's training pods ("node") land where the Job's would: same selector and
+    # GPU toleration, given as Kubeflow Trainer's podTemplateOverrides; its spec is pod spec.
+    (override,) = trainjob["spec"]["podTemplateOverrides"]
+    assert override["targetJobs"] == [{"name": "node"}]
+    assert override["spec"] == {k: pod[k] for k in ("nodeSelector", "tolerations")}
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+             "spec": {**override["spec"], "containers": [{"name": "c", "image": "i"}]}}  # fmt: skip
+    kubernetes_validate.validate(probe, KUBERNETES_VERSION, strict=True)
+    cpu_only = JobRecord.new(model="tiny-lm@production", dataset="support")
+    assert "podTemplateOverrides" not in render_trainjob(cpu_only, spec, settings)["spec"]
 
 
 def test_job_conditions_become_outcomes() -> None:

@@ -112,6 +112,24 @@ async def test_streaming_answers_each_request_and_errors_in_band(
         np.testing.assert_array_equal(output(answer.infer_response, "OUTPUT0", np.int32), A + B * i)
 
 
+async def test_a_stream_answers_a_message_that_does_not_parse_in_band_and_goes_on(
+    sample_repo: Path, inference_server, channel_factory
+) -> None:
+    """3 valid + 1 undecodable + 3 valid: 7 answers, the bad one in-band (it used to end
+    the stream OK with the running requests cancelled: 0 answers)."""
+    channel = channel_factory((await inference_server(sample_repo)).address)
+    call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+    good = [simple_request(A, B * i, id=f"r{i}").SerializeToString() for i in range(6)]
+    # A truncated message: its id (field 3) is readable, the rest is cut short.
+    broken = simple_request(A, B, id="broken").SerializeToString()[:-5]
+    sent = [*good[:3], broken, *good[3:]]
+    answers = [pb.ModelStreamInferResponse.FromString(m) async for m in call(iter(sent))]
+    by_id = {a.infer_response.id: a for a in answers}
+    assert len(answers) == 7 and set(by_id) == {f"r{i}" for i in range(6)} | {"broken"}
+    assert "not a valid inference.ModelInferRequest" in by_id["broken"].error_message
+    assert not any(by_id[f"r{i}"].error_message for i in range(6))
+
+
 @pytest.mark.parametrize(
     ("request_", "code", "text"),
     [

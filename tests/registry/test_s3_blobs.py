@@ -165,3 +165,55 @@ def test_sweep_spares_fresh_blobs_and_removes_old_orphans(
     )
     assert not swept.blobs.exists(orphan)
     swept.close()
+
+
+def test_encrypted_blobs_in_a_bucket_rotate_without_reupload(
+    s3: S3Server, bucket_url: str, tmp_path: Path
+) -> None:
+    """With --kek-file the bucket holds ciphertext and a .key object per blob;
+    reads decrypt on the way and a KEK rotation rewrites only the .key objects."""
+    import base64
+
+    import yaml
+    from modelport.artifacts.keyring import Keyring, new_key
+    from modelport.artifacts.sealed_blobs import MAGIC
+    from modelport.artifacts.sealed_files import SealedFiles
+    from modelport.auth.files import WatchedFile
+
+    keys = {"k1": new_key()}
+    kek_file = tmp_path / "kek.yaml"
+
+    def write_keyring(active: str) -> None:
+        encoded = {k: base64.b64encode(v).decode() for k, v in keys.items()}
+        kek_file.write_text(yaml.safe_dump({"active": active, "keys": encoded}))
+
+    write_keyring("k1")
+    keyring = WatchedFile(kek_file, Keyring.parse)
+    sealing = SealedFiles(keyring.get, chunk_bytes=64 * 1024)
+    bucket = backend(s3, bucket_url)
+    blobs = BlobStore(tmp_path / "staging", bucket, sealing=sealing)
+    payload = hashlib.sha256(b"secret").digest() * (300 * 1024 // 32)
+    sha = hashlib.sha256(payload).hexdigest()
+    temp = blobs.temp_path()
+    temp.write_bytes(payload)
+    durable = blobs.make_durable(temp)
+    blobs.stage(durable, sha)
+    blobs.place(durable, sha)
+
+    stored = b"".join(bucket.read_chunks(blobs.name(sha), 1 << 20))
+    assert stored.startswith(MAGIC) and payload[:4096] not in stored
+    assert bucket.exists(blobs.name(sha) + ".key")
+    assert list(blobs.stored()) == [sha]
+    assert b"".join(blobs.read_chunks(sha, 1 << 16)) == payload
+
+    keys["k2"] = new_key()
+    write_keyring("k2")
+    assert keyring.reload()
+    assert blobs.rewrap() == 1
+    assert b"".join(bucket.read_chunks(blobs.name(sha), 1 << 20)) == stored, "blob untouched"
+    del keys["k1"]
+    write_keyring("k2")
+    assert keyring.reload()
+    assert b"".join(blobs.read_chunks(sha, 1 << 16)) == payload
+    blobs.delete(sha)
+    assert not bucket.exists(blobs.name(sha) + ".key")

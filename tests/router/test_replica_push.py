@@ -58,9 +58,11 @@ async def test_served_versions_and_load_phases_are_pushed(
                 )
             assert output(answer, "OUTPUT0", np.int32).tolist() == (2 * a).tolist()
             states = []
-            while not states or not states[-1].served:
+            # While it loads the model is listed with no version yet (state LOADING).
+            while not states or not any(m.versions for m in states[-1].served):
                 states.append(await watch.read())
-            assert [list(m.versions) for m in states[-1].served] == [["1"]]
+            served = [(m.name, list(m.versions), m.state) for m in states[-1].served]
+            assert served == [("simple", ["1"], "READY")]
             # A drain: the last state says "not ready", then the stream ends.
             app.manager.begin_drain()
             last = await watch.read()

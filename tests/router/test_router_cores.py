@@ -61,7 +61,7 @@ def test_version_filter_not_found_and_unavailable() -> None:
     assert balancer.pick("m", "2").address == "a:1"
     with pytest.raises(NotFound, match="version '9'"):
         balancer.pick("m", "9")
-    with pytest.raises(NotFound, match="model 'other'"):
+    with pytest.raises(NotFound, match="Request for unknown model: 'other' is not found"):
         balancer.pick("other", "")
     table.apply([Endpoint("m", "a:1", ready=False)])
     with pytest.raises(Unavailable, match="model 'm'"):
@@ -136,6 +136,39 @@ def test_version_references() -> None:
     with pytest.raises(NotFound, match="unknown alias 'nope'"):
         planner.plan("m", "nope")
     assert planner.plan("other", "").targets[0].version == ""
+
+
+def test_an_alias_moves_only_once_a_replica_serves_its_new_version() -> None:
+    served = {("m", "1")}
+    planner = Planner(served=lambda model, version: (model, version) in served)
+    state = RoutingState(aliases={"m": {"production": "1"}})
+    planner.update(state)
+    assert planner.plan("m", "").targets[0].version == "1"
+    planner.update(RoutingState(aliases={"m": {"production": "2"}}))  # the registry moved it
+    assert planner.plan("m", "").targets[0].version == "1"  # no replica serves 2 yet
+    assert planner.plan("m", "production").targets[0].version == "1"
+    assert planner.waiting("m") == {"production": ("2", "1")}
+    served.add(("m", "2"))
+    planner.replicas_changed()
+    assert planner.plan("m", "").targets[0].version == "2" and planner.waiting("m") == {}
+    served.discard(("m", "1"))
+    planner.update(state)  # a rollback waits the same way
+    assert planner.plan("m", "").targets[0].version == "2"
+
+
+def test_a_split_sends_nothing_to_an_alias_no_replica_serves() -> None:
+    served = {("m", "1")}
+    planner = Planner(served=lambda model, version: (model, version) in served)
+    planner.update(
+        RoutingState(
+            policies={"m": TrafficPolicy(split=(("production", 50), ("canary", 50)))},
+            aliases={"m": {"production": "1", "canary": "2"}},
+        )
+    )
+    assert {planner.plan("m", "").targets[0].version for _ in range(200)} == {"1"}
+    served.add(("m", "2"))
+    planner.replicas_changed()
+    assert {planner.plan("m", "").targets[0].version for _ in range(200)} == {"1", "2"}
 
 
 def test_shadow_ensemble_and_scatter_plans() -> None:

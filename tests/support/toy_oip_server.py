@@ -12,7 +12,8 @@ error boundary). Models, each in the versions it is given (default "1"):
   mlp      FP32 INPUT [-1,4] -> OUTPUT = INPUT * version (so versions differ)
   echo     any inputs -> the same tensors back, named OUT_<input>, as raw bytes
   typed    like echo, but answers in the typed `contents` fields (no raw bytes)
-Version "" means the highest version served; unknown models or versions fail
+A request parameter `sleep_ms` (int64) delays that request's answer. Version ""
+means the highest version served; unknown models or versions fail
 NOT_FOUND; `simple` with a wrong input fails INVALID_ARGUMENT. What it answered
 is counted per (model, version) in `served`, stream requests in `streamed`.
 """
@@ -102,6 +103,8 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
         self.infer_count = 0
         self.delay = 0.0  # seconds to wait before answering ModelInfer
         self.last_metadata: dict[str, str | bytes] = {}
+        # Common names of the client certificates unary requests came with (mTLS).
+        self.peers: Counter[str] = Counter()
         self.server: GrpcServer | None = None
         self.address = ""
         self._stall_first: float | None = None
@@ -135,12 +138,16 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
             await asyncio.sleep(0.005)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if "sleep_ms" in request.parameters:  # one request slower than the others
+            await asyncio.sleep(request.parameters["sleep_ms"].int64_param / 1000)
         answer = _answer(request, version)
         self.served[(request.model_name, version)] += 1
         return answer
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         self.last_metadata = dict(context.invocation_metadata() or ())
+        for name in (context.auth_context() or {}).get("x509_common_name", ()):
+            self.peers[name.decode()] += 1
         # The spans modelport's inference service opens, so tracing tests have a backend.
         with tracing.server_span("ModelInfer", context, model=request.model_name):
             with tracing.span(tracing.INFERENCE_QUEUE, model=request.model_name):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +26,15 @@ output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] }} ]
 """
 
 
+_EXPORTED: dict[str, Path] = {}
+
+
 def tensor_model_dir(folder: Path, name: str = "reg") -> Path:
-    """A torch.export Linear(8→16→4) in a Triton folder, seeded."""
+    """A torch.export Linear(8→16→4) in a Triton folder, seeded (exported once per session:
+    a first torch.export in a process takes seconds)."""
+    if name in _EXPORTED and _EXPORTED[name].is_dir():
+        shutil.copytree(_EXPORTED[name], folder)
+        return folder
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -32,6 +42,10 @@ def tensor_model_dir(folder: Path, name: str = "reg") -> Path:
     (folder / "1").mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(folder / "1" / "model.pt2"))
     (folder / "config.pbtxt").write_text(TENSOR_CONFIG.format(name=name))
+    cache = Path(tempfile.mkdtemp(prefix="modelport-tensor-base-"))
+    atexit.register(shutil.rmtree, cache, True)
+    _EXPORTED[name] = cache / name
+    shutil.copytree(folder, _EXPORTED[name])
     return folder
 
 
@@ -72,8 +86,14 @@ class ThreadedTraining:
 
 
 def training_settings(tmp_path: Path, registry: str) -> TrainingSettings:
+    # One torch thread per worker: the test machine's cores are shared, and OpenMP threads
+    # waiting on each other there make a step many times slower.
     return TrainingSettings(
-        data_dir=tmp_path / "training", registry=registry, host="127.0.0.1", grpc_port=0
+        data_dir=tmp_path / "training",
+        registry=registry,
+        host="127.0.0.1",
+        grpc_port=0,
+        worker_threads=1,
     )
 
 
@@ -84,3 +104,13 @@ def training(tmp_path: Path, registry: ThreadedRegistry) -> Iterator[ThreadedTra
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    """A worker run inside the test process sets torch's thread count: put it back after."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,12 @@
 - `generative`: a causal LM (Hugging Face directory) as a version, and the
   generative backend's limits in config.pbtxt.
 - `hashing`: content hashing (sha256) of archives and blobs.
+- `keyring`: key-encryption keys from a file/Secret; per-blob data keys wrapped,
+  unwrapped and re-wrapped under them (AES-GCM, `cryptography`).
+- `sealed_blobs`: the chunked, authenticated format of a blob encrypted at rest,
+  streamed in bounded memory, with seekable random access for loaders.
+- `sealed_files`: a sealed blob on disk beside its wrapped key (registry blobs,
+  the inference cache); `sealed_archives`: a stored archive served from one.
 
 Nothing here imports grpc or a service package; importing this package (or any
 module but `loaders`' functions) does not import torch.

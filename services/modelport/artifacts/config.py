@@ -14,8 +14,12 @@ its limits in `parameters`; see `artifacts.generative`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from math import prod
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 from google.protobuf import text_format
 
 from modelport.artifacts import datatypes, generative
@@ -55,6 +59,14 @@ class TensorSpec:
     reshape: tuple[int, ...] | None = None
 
 
+class FixedInput(NamedTuple):
+    name: str
+    datatype: str  # OIP name
+    dims: tuple[int, ...]
+    numpy: np.dtype
+    row_bytes: int  # raw bytes per batch row (per request when max_batch_size is 0)
+
+
 @dataclass(frozen=True)
 class BatchingSpec:
     enabled: bool
@@ -82,6 +94,9 @@ class ModelSpec:
     ensemble: EnsemblePlan | None = None
     labels: dict[str, list[str]] = field(default_factory=dict)  # by output name
     device_index: int | None = None  # instance_group.gpus
+    # Torch intra-op threads for this model (0: the server's --torch-threads), from
+    # parameters { key: "INTRA_OP_THREAD_COUNT" }, as in Triton's PyTorch backend.
+    intra_op_threads: int = 0
     generative: generative.GenerativeLimits | None = None  # the engine's limits
     input_index: dict[str, int] = field(default_factory=dict)
     output_index: dict[str, int] = field(default_factory=dict)
@@ -89,6 +104,23 @@ class ModelSpec:
     def __post_init__(self) -> None:
         self.input_index = {t.name: i for i, t in enumerate(self.inputs)}
         self.output_index = {t.name: i for i, t in enumerate(self.outputs)}
+
+    @cached_property
+    def fixed_inputs(self) -> tuple[FixedInput, ...] | None:
+        """Every input, when each is numeric with no variable dims: what a raw
+        request's tensors must match exactly (the codec's fast path); else None."""
+        fixed = []
+        for tensor in self.inputs:
+            dtype = tensor.datatype.numpy
+            if tensor.datatype.name == "BF16":
+                dtype = np.dtype(np.uint16)  # raw bf16 bits
+            if dtype is None or any(d < 0 for d in tensor.dims) or tensor.optional:
+                return None
+            row_bytes = tensor.datatype.itemsize * prod(tensor.dims)
+            fixed.append(
+                FixedInput(tensor.name, tensor.datatype.name, tensor.dims, dtype, row_bytes)
+            )
+        return tuple(fixed)
 
     @property
     def model_filename(self) -> str:
@@ -198,6 +230,7 @@ def build_spec(name: str, config: mc.ModelConfig, model_dir: Path | None = None)
         ensemble=_ensemble(where, name, config),
         labels=_labels(where, config, model_dir),
         device_index=device_index,
+        intra_op_threads=_thread_count(where, config, "INTRA_OP_THREAD_COUNT"),
         generative=limits,
     )
 
@@ -300,6 +333,15 @@ def _labels(where: str, config: mc.ModelConfig, model_dir: Path | None) -> dict[
             )
         labels[output.name] = path.read_text(encoding="utf-8").splitlines()
     return labels
+
+
+def _thread_count(where: str, config: mc.ModelConfig, key: str) -> int:
+    if key not in config.parameters:
+        return 0
+    value = config.parameters[key].string_value.strip()
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidInput(f"{where}: parameter {key} must be a positive integer, not '{value}'")
+    return int(value)
 
 
 def _tensor(where: str, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> TensorSpec:

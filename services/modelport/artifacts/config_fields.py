@@ -53,8 +53,11 @@ ACTED_ON = frozenset(
         "instance_group.gpus",
         "default_model_filename",
         "model_transaction_policy.decoupled",
+        "parameters",  # by key: MODEL_PARAMETERS
     }
 )
+# Model parameters the torch backend reads, by the names Triton's PyTorch backend uses.
+MODEL_PARAMETERS = frozenset({"INTRA_OP_THREAD_COUNT"})
 
 # What to do instead, by the top field (or a deeper one) a config sets.
 INSTEAD = {
@@ -85,7 +88,8 @@ INSTEAD = {
     "instance_group.host_policy": "remove it (use --torch-threads)",
     "cc_model_filenames": "one model file per version (default_model_filename)",
     "metric_tags": "metrics carry model and version labels; remove it",
-    "parameters": "the torch backend takes no model parameters (use --torch-threads)",
+    "parameters": "the torch backend takes no model parameters but INTRA_OP_THREAD_COUNT "
+    "(use --torch-threads)",
     "model_warmup": "every model is warmed up at load with zero inputs at batch 1 and "
     "max_batch_size; remove it",
     "model_operations": "custom operation libraries are not loaded (nothing but the model "
@@ -99,8 +103,16 @@ INSTEAD = {
 def refuse_unused_fields(name: str, config: mc.ModelConfig, *, parameters: bool = False) -> None:
     """Raise InvalidInput for the first field set that modelport does not act on.
 
-    `parameters`: the config's `parameters` are acted on (a generative model's limits).
+    `parameters`: the config's `parameters` are acted on (a generative model's limits);
+    otherwise only the keys in MODEL_PARAMETERS are.
     """
+    if not parameters:
+        for key in sorted(config.parameters):
+            if key not in MODEL_PARAMETERS:
+                raise InvalidInput(
+                    f"model '{name}' config: parameters['{key}'] is not supported by "
+                    f"modelport ({INSTEAD['parameters']})"
+                )
     for path in _set_paths(config, ""):
         if _acted_on(path) or (parameters and path.startswith("parameters")):
             continue

@@ -13,9 +13,13 @@ from __future__ import annotations
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from modelport.errors import InvalidInput
+
+# A model file on disk, or a seekable file object (a decrypting reader of an
+# encrypted archive: the model then never exists as plaintext on disk).
+Source = Path | IO[bytes]
 
 # torch.export.load sets a process-wide deserializer while it runs: two loads in
 # parallel threads (a pool replica loading two models) fail with
@@ -23,22 +27,33 @@ from modelport.errors import InvalidInput
 _EXPORT_LOAD = threading.Lock()
 
 
-def load_exported_program(path: Path, name: str) -> Any:
+def _label(source: Source) -> str:
+    return source.name if isinstance(source, Path) else str(getattr(source, "name", "model"))
+
+
+def _rewind(source: Source) -> Source:
+    if not isinstance(source, Path):
+        source.seek(0)
+    return source
+
+
+def load_exported_program(source: Source, name: str) -> Any:
     """torch.export.load: a graph and raw weights, no pickled Python objects."""
     import torch
 
-    if not zipfile.is_zipfile(path):
-        raise InvalidInput(f"model '{name}': {path.name} is not a torch.export archive")
+    label = _label(source)
+    if not zipfile.is_zipfile(source):
+        raise InvalidInput(f"model '{name}': {label} is not a torch.export archive")
     try:
         with _EXPORT_LOAD:
-            return torch.export.load(str(path))
+            return torch.export.load(str(source) if isinstance(source, Path) else _rewind(source))
     except Exception as exc:
-        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+        raise InvalidInput(f"model '{name}': cannot load {label}: {exc}") from None
 
 
-def load_exported_module(path: Path, name: str) -> Any:
+def load_exported_module(source: Source, name: str) -> Any:
     """The exported program as a callable module."""
-    return load_exported_program(path, name).module()
+    return load_exported_program(source, name).module()
 
 
 def is_aoti_package(path: Path) -> bool:
@@ -66,22 +81,24 @@ def load_aoti_package(path: Path, name: str) -> Any:
         raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
 
 
-def load_torchscript(path: Path, name: str) -> Any:
+def load_torchscript(source: Source, name: str) -> Any:
     """torch.jit.load reads TorchScript code and tensors with its own restricted
     unpickler; a plain `torch.save(model)` pickle fails here and is refused."""
     import torch
 
-    if not zipfile.is_zipfile(path):
-        raise InvalidInput(f"model '{name}': {path.name} is not a TorchScript archive")
-    with zipfile.ZipFile(path) as archive:
+    label = _label(source)
+    if not zipfile.is_zipfile(source):
+        raise InvalidInput(f"model '{name}': {label} is not a TorchScript archive")
+    with zipfile.ZipFile(_rewind(source)) as archive:
         if not any(entry.endswith("/code/") or "/code/" in entry for entry in archive.namelist()):
             raise InvalidInput(
-                f"model '{name}': {path.name} is a pickled module, not TorchScript; "
+                f"model '{name}': {label} is a pickled module, not TorchScript; "
                 "export it with torch.jit.script/trace or torch.export (pickles are refused)"
             )
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        target = str(source) if isinstance(source, Path) else _rewind(source)
+        module = torch.jit.load(target, map_location="cpu")
     except Exception as exc:
-        raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+        raise InvalidInput(f"model '{name}': cannot load {label}: {exc}") from None
     module.eval()
     return module

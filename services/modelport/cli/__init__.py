@@ -9,8 +9,10 @@ from __future__ import annotations
 import click
 
 from modelport import __version__
+from modelport.cli.audit import audit
 from modelport.cli.datasets import datasets
 from modelport.cli.finetune import finetune
+from modelport.cli.keys import keys
 from modelport.cli.loadtest import loadtest
 from modelport.cli.models import models
 from modelport.cli.routes import routes
@@ -31,5 +33,7 @@ main.add_command(samples)
 main.add_command(loadtest)
 main.add_command(models)
 main.add_command(routes)
+main.add_command(audit)
+main.add_command(keys)
 main.add_command(datasets)
 main.add_command(finetune)

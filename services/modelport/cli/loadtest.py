@@ -6,27 +6,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from modelport.cli.connection import Connection, connection_options
 from modelport.cli.options import option, split_multi
-
-if TYPE_CHECKING:
-    from modelport.client import TlsOptions
-
-
-def _tls_options(tls: bool, ca: str, cert: str, key: str, server_name: str) -> TlsOptions | None:
-    from modelport.client import TlsOptions
-
-    if not (tls or ca or cert or key):
-        return None
-    return TlsOptions(
-        root_certificates=Path(ca) if ca else None,
-        certificate_chain=Path(cert) if cert else None,
-        private_key=Path(key) if key else None,
-        server_name_override=server_name,
-    )
 
 
 class Seconds(click.ParamType):
@@ -131,7 +116,8 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option(
     "--generate",
     is_flag=True,
-    help="Generation load: stream tokens from the OpenAI API at --url (http://host:port).",
+    help="Generation load: stream tokens from the OpenAI API (--url http://host:port) "
+    "or over gRPC ModelStreamInfer (--url host:port).",
 )
 @option(
     "--prompts",
@@ -144,12 +130,6 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
 @option("--output-len", default="uniform:16-96", help="--generate: synthetic output lengths.")
 @option("--max-tokens", type=int, default=64, help="--generate: for prompts that give none.")
 @option("--max-requests", type=int, default=0, help="--generate: stop after this many (0: none).")
-@option("--tls", is_flag=True, help="Use TLS (implied by grpcs:// or any certificate flag).")
-# Named as the chart's MODELPORT_TLS_*_FILE variables, so a pod's mounted certificates apply.
-@option("--tls-ca-file", default="", help="CA bundle (PEM) to verify the server.")
-@option("--tls-cert-file", default="", help="Client certificate (PEM) for mutual TLS.")
-@option("--tls-key-file", default="", help="Client key (PEM) for mutual TLS.")
-@option("--tls-server-name", default="", help="Expected server name, if not the URL's host.")
 @option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -157,6 +137,7 @@ def _npy_files(values: tuple[str, ...]) -> dict[str, Path]:
     help="Log level (the report goes to stdout or --report either way).",
 )
 @option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log format.")
+@connection_options
 def loadtest(
     url: str,
     model: str,
@@ -184,13 +165,9 @@ def loadtest(
     output_len: str,
     max_tokens: int,
     max_requests: int,
-    tls: bool,
-    tls_ca_file: str,
-    tls_cert_file: str,
-    tls_key_file: str,
-    tls_server_name: str,
     log_level: str,
     log_format: str,
+    connection: Connection,
 ) -> None:
     """Load-test MODEL: throughput, latency percentiles and errors by gRPC status.
 
@@ -245,7 +222,8 @@ def loadtest(
         streaming=streaming,
         processes=processes,
         sweep=levels,
-        tls=_tls_options(tls, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name),
+        tls=connection.tls,
+        api_key=connection.api_key,
         report_path=None if to_stdout or not report_path else Path(report_path),
         plot_path=Path(plot_path) if plot_path else None,
         max_error_rate=max_error_rate,
@@ -281,11 +259,6 @@ def _generate(
 ) -> None:
     from modelport.loadtest.generation_session import GenerationOptions, run_generation_session
 
-    if not url.startswith(("http://", "https://")):
-        raise click.UsageError(
-            "--generate drives the OpenAI API: give --url http://HOST:PORT "
-            "(generation over gRPC ModelStreamInfer is not in the load test yet)"
-        )
     to_stdout = report_path == "-"
     options = GenerationOptions(
         url=url,

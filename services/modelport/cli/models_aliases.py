@@ -42,14 +42,28 @@ def rollback(name: str, alias: str, registry: str, as_json: bool) -> None:
 @click.argument("alias", required=False, default="")
 @common
 def history(name: str, alias: str, registry: str, as_json: bool) -> None:
-    """Every move of the model's aliases, oldest first."""
+    """Every move of the model's aliases, oldest first; then who changed the model
+    (its audit trail, newest first) where the caller may read it. (--json: the moves;
+    the trail as JSON is `modelport audit --model NAME --json`.)"""
+    from modelport.client.channel import ModelportClientError
+
     with registry_client(registry) as client:
         moves = client.alias_history(name, alias)
-    if as_json:
-        print_json([to_dict(m) for m in moves])
-        return
+        if as_json:
+            print_json([to_dict(m) for m in moves])
+            return
+        try:
+            events, refused = client.audit_events(model=name), ""
+        except ModelportClientError as exc:  # not an admin of the model, or no audit log
+            events, refused = [], str(exc)
     rows = [[m.alias, m.version or "(deleted)", m.revision, when(m.moved_at)] for m in moves]
     table(f"{name}: alias history", ["alias", "version", "revision", "moved"], rows)
+    if refused:
+        click.echo(f"audit trail not shown: {refused}")
+    else:
+        from modelport.cli.audit import COLUMNS, audit_rows
+
+        table(f"{name}: changes (UTC)", COLUMNS, audit_rows(events))
 
 
 @click.command("policy")

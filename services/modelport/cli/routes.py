@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from modelport.cli.connection import Connection, connection_options
 from modelport.cli.options import option
 
 
@@ -14,14 +15,16 @@ from modelport.cli.options import option
 @option("--router", "address", default="127.0.0.1:8001", help="Router gRPC address.")
 @option("--model", default="", help="Only this model.")
 @option("--json", "as_json", is_flag=True, default=False, help="Print JSON.")
-def routes(address: str, model: str, as_json: bool) -> None:
+@connection_options
+def routes(address: str, model: str, as_json: bool, connection: Connection) -> None:
     """Per model: the replicas, their versions and in-flight counts, and the policy."""
     import grpc
     from google.protobuf.json_format import MessageToDict
 
+    from modelport.client.channel import sync_channel
     from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, connection.tls, connection.api_key) as channel:
         try:
             answer = router_pb2_grpc.RouterAdminStub(channel).ListRoutes(
                 router_pb2.ListRoutesRequest(model_name=model), timeout=10
@@ -56,10 +59,20 @@ def print_routes(answer: Any) -> None:
     from rich.table import Table
 
     table = Table("model", "policy", "replica", "versions", "state", "in flight", "picks")
+    # Addresses are what an operator copies: never cut short.
+    longest = max((len(r.address) + 7 for m in answer.models for r in (*m.replicas, *m.pool)),
+                  default=8)  # fmt: skip
+    table.columns[2].no_wrap = True
+    table.columns[2].min_width = longest
     for route in answer.models:
         policy = describe_policy(route.policy)
         if route.aliases:
             policy += "\n" + " ".join(f"{k}→{v}" for k, v in sorted(route.aliases.items()))
+        for alias, target in sorted(route.waiting.items()):
+            policy += f"\n{alias}→{target} waits for a ready replica"
+        if route.unserved_aliases:
+            names = ", ".join(route.unserved_aliases)
+            policy += f"\nno ready replica for {names}: its traffic stays where it is served"
         if route.held:
             policy += f"\n{route.held} held (scaling from zero)"
         for load in route.loading:

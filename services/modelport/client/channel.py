@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from modelport.client.credentials import SyncAuthInterceptor, aio_interceptors
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -92,17 +94,28 @@ def resolve_tls(url: str, tls: TlsOptions | None) -> tuple[str, TlsOptions | Non
     return target, tls
 
 
-def sync_channel(url: str, tls: TlsOptions | None = None, **kwargs: Any) -> grpc.Channel:
+def sync_channel(
+    url: str, tls: TlsOptions | None = None, api_key: str | None = None, **kwargs: Any
+) -> grpc.Channel:
+    """A channel to `url`; with `api_key` (an API key or a bearer JWT) every call
+    carries `authorization: Bearer <api_key>`."""
     target, tls = resolve_tls(url, tls)
     options = channel_args(tls=tls, **kwargs)
     if tls is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, tls.credentials(), options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, tls.credentials(), options=options)
+    return grpc.intercept_channel(channel, SyncAuthInterceptor(api_key)) if api_key else channel
 
 
-def aio_channel(url: str, tls: TlsOptions | None = None, **kwargs: Any) -> grpc.aio.Channel:
+def aio_channel(
+    url: str, tls: TlsOptions | None = None, api_key: str | None = None, **kwargs: Any
+) -> grpc.aio.Channel:
     target, tls = resolve_tls(url, tls)
     options = channel_args(tls=tls, **kwargs)
+    interceptors = aio_interceptors(api_key) or None
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, tls.credentials(), options=options, interceptors=interceptors
+    )

@@ -19,6 +19,7 @@ import numpy as np
 
 from modelport.client.channel import ModelportClientError, TlsOptions, aio_channel, sync_channel
 from modelport.client.codec import build_request, decode_response
+from modelport.client.generation import GenerationChunk, generation_request, read_chunk
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -39,6 +40,15 @@ def _stream_result(response: pb.ModelStreamInferResponse) -> dict[str, np.ndarra
     return decode_response(response.infer_response)
 
 
+def _generation_chunk(response: pb.ModelStreamInferResponse) -> GenerationChunk:
+    if response.error_message:
+        params = response.infer_response.parameters
+        name = params["error_code"].string_param if "error_code" in params else ""
+        code = getattr(grpc.StatusCode, name, None) if name else None
+        raise ModelportClientError(code, response.error_message)
+    return read_chunk(response.infer_response)
+
+
 def _load_request(model: str, config_json: str) -> pb.RepositoryModelLoadRequest:
     request = pb.RepositoryModelLoadRequest(model_name=model)
     if config_json:
@@ -48,17 +58,19 @@ def _load_request(model: str, config_json: str) -> pb.RepositoryModelLoadRequest
 
 
 class InferenceClient:
-    """Blocking client. `timeout` is seconds per call (None: no deadline)."""
+    """Blocking client. `timeout` is seconds per call (None: no deadline); `api_key`
+    (an API key or a bearer JWT) is sent as `authorization: Bearer …` on every call."""
 
     def __init__(
         self,
         url: str,
         *,
         tls: TlsOptions | None = None,
+        api_key: str | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self._channel = sync_channel(url, tls, max_message_bytes=max_message_bytes)
+        self._channel = sync_channel(url, tls, api_key, max_message_bytes=max_message_bytes)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self.timeout = timeout
 
@@ -167,6 +179,25 @@ class InferenceClient:
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
 
+    def generate(
+        self, model: str, prompt: str | list[int], *, version: str = "", **sampling: Any
+    ) -> Iterator[GenerationChunk]:
+        """Stream a completion of `prompt` (text or token ids) from a generative model.
+
+        `sampling`: max_tokens, temperature, top_p, top_k, seed, stop, … (vLLM's keys).
+        Leaving the loop early cancels the call: the model frees the sequence's slot.
+        """
+        call = self._stub.ModelStreamInfer(
+            iter([generation_request(model, prompt, sampling, version=version)]),
+            timeout=self.timeout,
+        )
+        try:
+            yield from map(_generation_chunk, call)  # the call ends after the final chunk
+        except grpc.RpcError as error:
+            raise ModelportClientError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
 
 class AsyncInferenceClient:
     """asyncio client (grpc.aio); the same methods as `InferenceClient`, awaited."""
@@ -176,10 +207,11 @@ class AsyncInferenceClient:
         url: str,
         *,
         tls: TlsOptions | None = None,
+        api_key: str | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self._channel = aio_channel(url, tls, max_message_bytes=max_message_bytes)
+        self._channel = aio_channel(url, tls, api_key, max_message_bytes=max_message_bytes)
         self._stub: pb_grpc.GRPCInferenceServiceAsyncStub = pb_grpc.GRPCInferenceServiceStub(
             self._channel
         )  # type: ignore[assignment]
@@ -308,3 +340,17 @@ class AsyncInferenceClient:
                 yield _stream_result(response)
         except grpc.RpcError as error:
             raise ModelportClientError.from_rpc_error(error) from None
+
+    async def generate(
+        self, model: str, prompt: str | list[int], *, version: str = "", **sampling: Any
+    ) -> AsyncIterator[GenerationChunk]:
+        """`InferenceClient.generate`, awaited: closing the iterator cancels the call."""
+        request = generation_request(model, prompt, sampling, version=version)
+        call = self._stub.ModelStreamInfer(iter([request]), timeout=self.timeout)
+        try:
+            async for response in call:  # it ends after the final chunk
+                yield _generation_chunk(response)
+        except grpc.RpcError as error:
+            raise ModelportClientError.from_rpc_error(error) from None
+        finally:
+            call.cancel()

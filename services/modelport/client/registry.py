@@ -20,7 +20,7 @@ import grpc
 
 from modelport.artifacts.archive import materialize, pack_directory
 from modelport.artifacts.hashing import directory_digest, sha256_of
-from modelport.client.channel import ModelportClientError
+from modelport.client.channel import ModelportClientError, TlsOptions, sync_channel
 from modelport.client.registry_derive import DeriveCalls, maps_rpc_errors
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -56,16 +56,21 @@ def parse_policy(
 
 
 class RegistryClient(DeriveCalls):
-    def __init__(self, address: str = "", *, timeout: float = 30.0) -> None:
+    """`address` may be `grpcs://host:port` (TLS with the system CAs) or take `tls`
+    (a CA, and a client certificate for mTLS); `api_key` (an API key or a bearer
+    JWT) is sent on every call."""
+
+    def __init__(
+        self,
+        address: str = "",
+        *,
+        timeout: float = 30.0,
+        tls: TlsOptions | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        self._channel = sync_channel(self.address, tls, api_key)
         self.stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
 
     def close(self) -> None:
@@ -80,6 +85,30 @@ class RegistryClient(DeriveCalls):
     @_maps_rpc_errors
     def wait_ready(self, timeout: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    # -- audit -------------------------------------------------------------------
+
+    @_maps_rpc_errors
+    def audit_events(
+        self,
+        *,
+        model: str = "",
+        tenant: str = "",
+        action: str = "",
+        outcome: str = "",
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[pb.AuditEvent]:
+        """The audit trail (registry writes, model-control calls), newest first."""
+        request = pb.ListAuditEventsRequest(
+            model=model, tenant=tenant, action=action, outcome=outcome, limit=limit
+        )
+        if since is not None:
+            request.since.FromNanoseconds(int(since * 1e9))
+        if until is not None:
+            request.until.FromNanoseconds(int(until * 1e9))
+        return list(self.stub.ListAuditEvents(request, timeout=self.timeout).events)
 
     # -- models ------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ flight, queue depth) are all sums across the processes of one server.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import urllib.request
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from modelport.common.https import CertificateFiles, keep_context_fresh
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def serve_merged_metrics(host: str, port: int, worker_ports: list[int]) -> ThreadingHTTPServer:
+def serve_merged_metrics(
+    host: str, port: int, worker_ports: list[int], tls: CertificateFiles | None = None
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
@@ -73,6 +78,15 @@ def serve_merged_metrics(host: str, port: int, worker_ports: list[int]) -> Threa
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)
+    if tls is not None:  # --metrics-tls: the same trust as the gRPC port
+        tls.read()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.ca_file is not None:
+            context.load_verify_locations(tls.ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        keep_context_fresh(context, tls)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     log.info("merged metrics on http://%s:%d/metrics", host, server.server_port)
     return server

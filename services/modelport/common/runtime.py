@@ -6,7 +6,8 @@ something that starts and stops:
 
     run_service("router", settings, build_router)
 
-The order is the same for all: logs, event loop, tracing, /metrics, build,
+The order is the same for all: logs, event loop, tracing, /metrics, the memory
+trimmer (`common/memory.py`), build,
 start (bind, load, report ready), wait for SIGTERM/SIGINT, drain within
 `grace_seconds`, flush traces, exit 0. A signal that arrives while the service
 is still starting stops it as soon as it has started. With `workers > 1` the
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from modelport.common import logs, metrics, tracing
+from modelport.common.memory import MemoryTrimmer
 from modelport.common.settings import ServerSettings
 from modelport.errors import ModelportError
 
@@ -81,8 +83,10 @@ async def serve(
     tracing.configure(name, settings.otlp_endpoint)
     host, port = metrics_address or (settings.host, settings.metrics_port)
     if port >= 0:
-        metrics.serve_metrics(host, port)
+        metrics.serve_metrics(host, port, settings.tls if settings.metrics_tls else None)
     stop_requested = stop_signals()
+    # Freed memory goes back to the system within a second (see common/memory.py).
+    trimmer = asyncio.get_running_loop().create_task(MemoryTrimmer().run())
     service = build(settings)
     try:
         bound = await service.start()
@@ -93,6 +97,7 @@ async def serve(
         await service.stop(settings.grace_seconds)
         log.info("%s stopped", name)
     finally:
+        trimmer.cancel()
         tracing.shutdown()
 
 

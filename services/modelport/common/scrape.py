@@ -27,8 +27,10 @@ class Scrape:
         """Parse one page, or several (replicas) whose samples then add up in `total`."""
         self.samples: list[Sample] = []
         self.types: dict[str, str] = {}
+        self.help: dict[str, str] = {}  # family -> its HELP text
         for family in (f for text in texts for f in text_string_to_metric_families(text)):
             self.types[family.name] = family.type
+            self.help[family.name] = family.documentation
             for sample in family.samples:
                 self.samples.append(Sample(sample.name, dict(sample.labels), sample.value))
 

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from modelport.common.access import AccessControl
 from modelport.common.grpc_errors import GuardedRegistrar, Handlers
 from modelport.common.tls import TlsFiles
 
@@ -38,6 +39,8 @@ class ServerOptions:
     extra_addresses: Sequence[str] = ()
     # TLS on the main address (see common/tls.py); None: plaintext.
     tls: TlsFiles | None = None
+    # gRPC server reflection (lets grpcurl list and call services without the protos).
+    reflection: bool = True
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
@@ -60,8 +63,11 @@ class GrpcServer:
         options: ServerOptions,
         *,
         interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        access: AccessControl | None = None,
     ) -> None:
         self.options = options
+        # Identity, policy, quotas and audit around every handler (None: none).
+        self.access = access
         self.server = grpc.aio.server(
             options=options.channel_args(), interceptors=list(interceptors)
         )
@@ -80,7 +86,8 @@ class GrpcServer:
         """Register a service: `register` gets a `GuardedRegistrar` to add its handlers to
         (a generated `add_…Servicer_to_server(servicer, s)`, or `s.add_method_handlers`).
         `full_name` is its proto service name (for reflection)."""
-        registrar = GuardedRegistrar(self.server, self._record)
+        wrap = self.access.wrap if self.access is not None else None
+        registrar = GuardedRegistrar(self.server, self._record, wrap)
         register(registrar)
         registrar.close()
         self._service_names.append(full_name)
@@ -98,13 +105,14 @@ class GrpcServer:
             self.methods[f"/{service}/{name}"] = handler
 
     async def start(self) -> int:
-        names = [*self._service_names, reflection.SERVICE_NAME]
-        self.add_service(
-            reflection.SERVICE_NAME,
-            lambda s: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-                reflection.aio.ReflectionServicer(names), s
-            ),
-        )
+        if self.options.reflection:
+            names = [*self._service_names, reflection.SERVICE_NAME]
+            self.add_service(
+                reflection.SERVICE_NAME,
+                lambda s: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                    reflection.aio.ReflectionServicer(names), s
+                ),
+            )
         address = f"{self.options.host}:{self.options.port}"
         if ":" in self.options.host and not self.options.host.startswith("["):
             address = f"[{self.options.host}]:{self.options.port}"

@@ -70,7 +70,10 @@ def supervise(name: str, settings: S, build: Build[S], workers: int) -> None:
     metrics_server = None
     if settings.metrics_port >= 0:
         metrics_server = serve_merged_metrics(
-            settings.host, settings.metrics_port, [port for _, port in contacts]
+            settings.host,
+            settings.metrics_port,
+            [port for _, port in contacts],
+            settings.tls if settings.metrics_tls else None,
         )
     log.info("supervising %d %s workers on port %d", workers, name, settings.grpc_port)
 

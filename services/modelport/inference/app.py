@@ -16,9 +16,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelport.auth.audit import LogSink
+from modelport.common.access_config import build_access_control
+from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
+from modelport.common.tls import ChannelMaker
 from modelport.inference.artifact_cache import ArtifactCache
+from modelport.inference.backends import BackendLoader, load_backend
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
@@ -52,6 +57,7 @@ class InferenceApp:
         overrides = settings.engine_overrides(_torch_threads())
         self.manager = ModelManager(
             settings.model_repository,
+            load=backend_loader(settings),
             generative=functools.partial(_load_generative, overrides=overrides),
         )
         self.peers = PeerGroup()  # sibling workers, when several share the port
@@ -73,8 +79,14 @@ class InferenceApp:
         self.serving = DataPlane(self.manager, self.shm, self._sequence_owner, self.pool)
         self.servicer = InferenceServicer(self.manager, self.control, self.serving)
         extra = ("127.0.0.1:0",) if settings.private_port else ()
+        # Model-control calls are audited (JSON lines); with a policy or --allowed-peer
+        # every call is checked (siblings on the private loopback port are trusted).
+        access = build_access_control(
+            "inference", settings, audit_sink=LogSink(), trust_local_plaintext=bool(extra)
+        )
         self.server = GrpcServer(
-            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
+            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra),
+            access=access,
         )
         self.server.add_service(
             SERVICE_NAME,
@@ -130,7 +142,12 @@ class InferenceApp:
             log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
         if settings.registry and settings.models:
             self.follower = RegistryFollower(
-                self.manager, settings.registry, settings.models, settings.cache_dir.expanduser()
+                self.manager,
+                settings.registry,
+                settings.models,
+                settings.cache_dir.expanduser(),
+                channels=ChannelMaker(settings.upstream_tls),
+                sealing=sealing_of(settings.kek_file),
             )
             self.follower.start()
             await self.follower.ready.wait()
@@ -153,6 +170,15 @@ class InferenceApp:
         await self.manager.close()
         await self.peers.close()
         self.shm.close()
+
+
+def backend_loader(settings: InferenceSettings) -> BackendLoader:
+    """--executor: where torch models run (generative models have their own engine)."""
+    if settings.executor == "thread":
+        return load_backend
+    from modelport.inference.compute import process_loader
+
+    return process_loader(_torch_threads())
 
 
 def _torch_threads() -> int:

@@ -7,10 +7,16 @@
 Writes go to a temp name and are renamed into place, so a crash never leaves a
 half-written archive or folder under a final name; the workers of one server
 may share a cache. An archive is re-hashed the first time a process reuses it.
+
+With a keyring (`--kek-file`) archives are kept sealed (`<sha256>.tar` encrypted,
+`<sha256>.tar.key` its wrapped data key): the download is sealed as it arrives,
+no model folder is built, and models are loaded from the sealed archive in
+memory (`sealed_archives`), so no plaintext model file is ever on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,9 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelport.artifacts import sealed_files
 from modelport.artifacts.archive import materialize
 from modelport.artifacts.hashing import sha256_of
-from modelport.errors import InvalidInput
+from modelport.artifacts.sealed_archives import SealedArchive
+from modelport.artifacts.sealed_files import SealedFiles, SealedFileWriter, is_sealed
+from modelport.errors import FailedPrecondition, InvalidInput, ModelportError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +55,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _PlainWriter:
+    """A download written as it comes, hashed on the way (no keyring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("xb")
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._file.write(data)
+
+    def finish(self) -> str:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
 class ArtifactCache:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, sealing: SealedFiles | None = None) -> None:
         self.root = Path(root)
+        self.sealing = sealing
         self.archives = self.root / "archives"
         self.models = self.root / "models"
         self.tmp = self.root / "tmp"
@@ -92,6 +125,44 @@ class ArtifactCache:
     def temp_path(self) -> Path:
         return self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
 
+    def _hash(self, path: Path) -> str:
+        """The plaintext's sha256, decrypting a sealed archive (a plaintext one left
+        from before encryption was on is fetched again, so the cache ends up sealed)."""
+        if self.sealing is not None:
+            try:
+                return self.sealing.sha256(path) if is_sealed(path) else ""
+            except ModelportError as exc:  # DataLoss, or a KEK no longer held
+                log.warning("cached archive %s cannot be read: %s", path.name, exc)
+                return ""
+        return "" if is_sealed(path) else sha256_of(path)
+
+    def writer(self) -> SealedFileWriter | _PlainWriter:
+        """Where a download goes: sealed as it is written when there is a keyring."""
+        temp = self.temp_path()
+        return self.sealing.create(temp) if self.sealing is not None else _PlainWriter(temp)
+
+    def adopt_written(self, writer: SealedFileWriter | _PlainWriter, sha256: str) -> Path:
+        """Move a finished download into the cache if its plaintext hashes to `sha256`."""
+        try:
+            actual = writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
+        if actual != sha256:
+            writer.discard()
+            raise InvalidInput(f"downloaded archive hashes to {actual}, expected {sha256}")
+        final = self.archive_path(sha256)
+        sealed_files.move(writer.path, final)
+        self._verified.add(sha256)
+        return final
+
+    def sealed_archives(self, artifacts: Sequence[Artifact]) -> dict[int, SealedArchive]:
+        """Each artifact's sealed archive by version, for loading in memory."""
+        assert self.sealing is not None
+        return {
+            a.version: SealedArchive(self.archive_path(a.sha256), self.sealing) for a in artifacts
+        }
+
     def adopt(self, temp: Path, sha256: str) -> Path:
         """Move a downloaded file into the cache if it hashes to `sha256`."""
         actual = sha256_of(temp)
@@ -106,7 +177,10 @@ class ArtifactCache:
         return final
 
     def model_dir(self, name: str, artifacts: Sequence[Artifact]) -> Path:
-        """A Triton folder serving `artifacts` (config from the first), built once."""
+        """A Triton folder serving `artifacts` (config from the first), built once.
+        Never with a keyring: that would put the plaintext on disk."""
+        if self.sealing is not None:
+            raise FailedPrecondition("encrypted archives are loaded in memory, not unpacked")
         key = "_".join(
             f"{a.version}-{a.sha256[:16]}" for a in sorted(artifacts, key=lambda a: a.version)
         )

@@ -31,11 +31,12 @@ from modelport.artifacts.config import (
     ModelSpec,
 )
 from modelport.artifacts.loaders import (
+    Source,
     load_aoti_package,
     load_exported_module,
     load_torchscript,
 )
-from modelport.errors import Internal, InvalidInput, Unavailable
+from modelport.errors import FailedPrecondition, Internal, InvalidInput, Unavailable
 from modelport.inference import torch_values
 from modelport.proto.inference import model_config_pb2 as mc
 
@@ -68,6 +69,13 @@ class NamedBackend(Backend, Protocol):
 BackendLoader = Callable[[ModelSpec, Path], Backend]
 
 
+def close_backend(backend: object) -> None:
+    """Release what a backend holds beyond memory (a compute backend's processes)."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
 def pick_device(kind: int, index: int | None = None) -> torch.device:
     """KIND_CPU: the CPU; KIND_GPU: a GPU (index from instance_group.gpus) or fail;
     KIND_AUTO: a GPU when there is one."""
@@ -90,14 +98,27 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
     path = version_dir / spec.model_filename
     if not path.is_file():
         raise InvalidInput(f"model '{spec.name}': no model file {path.name} in {version_dir}")
+    return load_backend_from(spec, path)
+
+
+def load_backend_from(spec: ModelSpec, source: Source) -> TorchBackend:
+    """The backend for a model file on disk, or read from a file object (an
+    encrypted archive decrypting as torch reads it)."""
     device = pick_device(spec.device_kind, spec.device_index)
     if spec.platform == PLATFORM_EXPORT:
-        module = load_exported_module(path, spec.name)
+        module = load_exported_module(source, spec.name)
     elif spec.platform == PLATFORM_TORCHSCRIPT:
-        module = load_torchscript(path, spec.name)
+        module = load_torchscript(source, spec.name)
     elif spec.platform == PLATFORM_AOTI:
+        if not isinstance(source, Path):
+            # A compiled shared library is loaded from a file: it cannot stay in memory.
+            raise FailedPrecondition(
+                f"model '{spec.name}': an AOTInductor package cannot be served from an "
+                "encrypted cache (its shared library must be a file); serve the "
+                "torch.export version instead"
+            )
         # Compiled for one device: it runs where it was built, never moved.
-        return TorchBackend(spec, load_aoti_package(path, spec.name), device)
+        return TorchBackend(spec, load_aoti_package(source, spec.name), device)
     else:  # build_spec has already refused other platforms
         raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
     if device.type != "cpu":

@@ -4,8 +4,10 @@ Requests wait in a bounded FIFO. Whenever an executor is free, the scheduler
 forms a batch: rows of compatible requests (same non-batch shape) are
 concatenated along dim 0 up to max_batch_size, waiting at most max_delay for
 more to arrive, and cut to a preferred size when one is configured. Executions
-run in a thread pool (`instances` at a time) so the event loop keeps serving;
-outputs are split back per request. Requests whose caller went away or whose
+run in a thread pool (`instances` at a time) so the event loop keeps serving,
+or, for a backend whose model runs in a compute process (`run_async`), on the
+event loop itself, which only sends the batch and awaits the answer; outputs
+are split back per request. Requests whose caller went away or whose
 deadline passed are dropped before compute. Time comes from an injectable
 `Clock`; if the scheduler ever dies, a done-callback logs why and fails every
 waiting request instead of leaving them hanging.
@@ -17,7 +19,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 # Outputs per request, and (input, infer, output) nanoseconds of the execution.
 ExecutionResult = tuple[list[list[np.ndarray]], tuple[int, int, int]]
 RunBatch = Callable[[Sequence[np.ndarray | None]], list[np.ndarray]]
+RunBatchAsync = Callable[[Sequence[np.ndarray | None]], Awaitable[list[np.ndarray]]]
 # How far past the head of the queue the scheduler looks for requests whose
 # shape matches the batch being formed (keeps batch forming O(batch)).
 SCAN_WINDOW = 256
@@ -72,10 +75,12 @@ class DynamicBatcher:
         stats: VersionStats,
         thread_initializer: Callable[[], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        run_async: RunBatchAsync | None = None,
     ) -> None:
         self._label = label
         self._clock = clock
         self._run = run
+        self._run_async = run_async  # a backend that computes elsewhere: no thread hop
         self._batching = batching.enabled and max_batch_size > 0
         self._max_rows = max_batch_size if self._batching else 0
         self._preferred = batching.preferred_sizes
@@ -189,7 +194,11 @@ class DynamicBatcher:
                 self._maybe_idle()
                 continue
             self._active += 1
-            done = loop.run_in_executor(self._executor, self._execute, batch)
+            done: asyncio.Future[ExecutionResult]
+            if self._run_async is not None:
+                done = asyncio.ensure_future(self._execute_async(batch))
+            else:
+                done = loop.run_in_executor(self._executor, self._execute, batch)
             done.add_done_callback(functools.partial(self._finish, batch))
 
     async def _wait_for_rows(self) -> None:
@@ -269,7 +278,7 @@ class DynamicBatcher:
         self._rows_queued -= item.rows
         return item
 
-    def _finish(self, batch: list[Pending], done: asyncio.Future[object]) -> None:
+    def _finish(self, batch: list[Pending], done: asyncio.Future[ExecutionResult]) -> None:
         self._slots.release()
         self._active -= 1
         error = done.exception()
@@ -281,7 +290,7 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(error)
         else:
-            result: ExecutionResult = done.result()  # type: ignore[assignment]
+            result = done.result()
             per_request, (input_ns, infer_ns, output_ns) = result
             rows = sum(item.rows for item in batch)
             self._stats.executed(len(batch), rows, input_ns, infer_ns, output_ns)
@@ -294,41 +303,65 @@ class DynamicBatcher:
         if self._closing and not self._queue and not self._active:
             self._idle.set()
 
-    # -- execution (executor thread) ----------------------------------------------
+    # -- execution (executor thread, or the loop for a compute process) ----------
 
-    def _execute(self, batch: list[Pending]) -> tuple[list[list[np.ndarray]], tuple[int, int, int]]:
+    def _execute(self, batch: list[Pending]) -> ExecutionResult:
         t0 = self._clock.perf_ns()
-        if len(batch) == 1:
-            arrays: Sequence[np.ndarray | None] = batch[0].inputs
-        else:
-            # Requests batch together only with equal signatures, so an optional
-            # input is left out by all of them or by none.
-            arrays = [
-                None
-                if batch[0].inputs[i] is None
-                else np.concatenate([item.inputs[i] for item in batch], axis=0)
-                for i in range(len(batch[0].inputs))
-            ]
+        arrays = _assemble(batch)
         t1 = self._clock.perf_ns()
         with tracing.span(
             tracing.INFERENCE_EXECUTE, parent=batch[0].trace, batch_size=sum(i.rows for i in batch)
         ):
             outputs = self._run(arrays)
         t2 = self._clock.perf_ns()
-        if len(batch) == 1:
-            per_request = [outputs]
-        else:
-            total = sum(item.rows for item in batch)
-            for output in outputs:
-                if output.ndim == 0 or output.shape[0] != total:
-                    raise Internal(
-                        f"{self._label}: an output has shape {list(output.shape)}; "
-                        f"a batch of {total} rows needs dim 0 = {total}"
-                    )
-            per_request, start = [], 0
-            for item in batch:
-                end = start + item.rows
-                per_request.append([output[start:end] for output in outputs])
-                start = end
-        t3 = self._clock.perf_ns()
-        return per_request, (t1 - t0, t2 - t1, t3 - t2)
+        per_request = _split(self._label, batch, outputs)
+        return per_request, (t1 - t0, t2 - t1, self._clock.perf_ns() - t2)
+
+    async def _execute_async(self, batch: list[Pending]) -> ExecutionResult:
+        """The same, on the event loop: the backend's model runs in another process,
+        so there is nothing to wait for here but its answer."""
+        assert self._run_async is not None
+        t0 = self._clock.perf_ns()
+        arrays = _assemble(batch)
+        t1 = self._clock.perf_ns()
+        with tracing.span(
+            tracing.INFERENCE_EXECUTE, parent=batch[0].trace, batch_size=sum(i.rows for i in batch)
+        ):
+            outputs = await self._run_async(arrays)
+        t2 = self._clock.perf_ns()
+        per_request = _split(self._label, batch, outputs)
+        return per_request, (t1 - t0, t2 - t1, self._clock.perf_ns() - t2)
+
+
+def _assemble(batch: list[Pending]) -> Sequence[np.ndarray | None]:
+    """The batch's inputs, concatenated along dim 0 (one copy; none for one request).
+
+    Requests batch together only with equal signatures, so an optional input is
+    left out by all of them or by none."""
+    if len(batch) == 1:
+        return batch[0].inputs
+    return [
+        None
+        if batch[0].inputs[i] is None
+        else np.concatenate([item.inputs[i] for item in batch], axis=0)
+        for i in range(len(batch[0].inputs))
+    ]
+
+
+def _split(label: str, batch: list[Pending], outputs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Each request's rows of the outputs (views)."""
+    if len(batch) == 1:
+        return [outputs]
+    total = sum(item.rows for item in batch)
+    for output in outputs:
+        if output.ndim == 0 or output.shape[0] != total:
+            raise Internal(
+                f"{label}: an output has shape {list(output.shape)}; "
+                f"a batch of {total} rows needs dim 0 = {total}"
+            )
+    per_request, start = [], 0
+    for item in batch:
+        end = start + item.rows
+        per_request.append([output[start:end] for output in outputs])
+        start = end
+    return per_request

@@ -2,7 +2,9 @@
 
 Loading happens beside whatever is serving: the new versions are loaded and
 warmed up in a worker thread, then swapped in with one dict assignment, and the
-versions they replace are retired once their in-flight requests have finished.
+versions they replace are retired once their in-flight requests have finished
+(a version the reload dropped first lingers `LINGER_SECONDS` for requests that
+name it, sent by routers that had not yet heard of the swap).
 A model that fails to load leaves every other model serving and reports why.
 Loading an ensemble loads the members it needs first. A load may replace the
 config (and the files) of the repository's model for that load, as Triton's
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +33,21 @@ from modelport.artifacts.config import (
     build_spec,
     complete_from_program,
     infer_platform,
+    parse_config_text,
     read_config,
 )
 from modelport.artifacts.loaders import load_exported_program
+from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.common.generative_load import GenerativeLoad
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
-from modelport.inference.backends import Backend, BackendLoader, load_backend
+from modelport.inference.backends import (
+    Backend,
+    BackendLoader,
+    close_backend,
+    load_backend,
+    load_backend_from,
+)
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
@@ -47,6 +58,9 @@ from modelport.inference.warmup import warm_up
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
+
+# How long a version a reload dropped keeps answering requests that name it.
+LINGER_SECONDS = 2.0
 
 # Loads one generative version (blocking): spec, version number, version folder.
 GenerativeLoader = Callable[[ModelSpec, int, Path], ServedGenerative]
@@ -64,12 +78,13 @@ def _default_generative(spec: ModelSpec, version: int, version_dir: Path) -> Ser
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 
 
-def _same_torch_threads() -> Callable[[], None]:
+def _same_torch_threads(model_threads: int = 0) -> Callable[[], None]:
     """OpenMP's thread count is a per-thread setting: executor threads start with
-    one per core whatever torch.set_num_threads said in the main thread."""
+    one per core whatever torch.set_num_threads said in the main thread (or
+    the model's own INTRA_OP_THREAD_COUNT)."""
     import torch
 
-    threads = torch.get_num_threads()
+    threads = model_threads or torch.get_num_threads()
     return lambda: torch.set_num_threads(threads)
 
 
@@ -117,6 +132,12 @@ class ModelManager:
         self.phases = LoadPhases()  # models on their way (pushed to routers)
         # Told after any change of what the replica serves or whether it takes traffic.
         self.state_listeners: list[Callable[[], None]] = []
+        # Versions a reload dropped still answer requests that name them for
+        # `linger_seconds`: routers move traffic when this replica's push reaches
+        # them, and a request they sent just before must not fail NOT_FOUND.
+        self.linger_seconds = LINGER_SECONDS
+        self._lingering: dict[str, dict[int, AnyServed]] = {}
+        self._linger_tasks: set[asyncio.Task[None]] = set()
 
     # -- the server's state ---------------------------------------------------------
 
@@ -127,12 +148,12 @@ class ModelManager:
 
     def mark_started(self) -> None:
         self._started = True
-        self._state_changed()
+        self._changed("", True)
 
     def begin_drain(self) -> None:
         """New requests are refused with UNAVAILABLE from now on."""
         self.draining = True
-        self._state_changed()
+        self._changed("", False)  # "": the whole server (routers stop sending at once)
 
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
@@ -170,6 +191,8 @@ class ModelManager:
                 f"(model '{name}'), version should be an integral value > 0"
             ) from None
         served = entry.versions.get(number)
+        if served is None:  # a version a reload just dropped still answers for a moment
+            served = self._lingering.get(name, {}).get(number)
         if served is None:
             loaded = ", ".join(str(v) for v in sorted(entry.versions))
             raise NotFound(
@@ -258,16 +281,23 @@ class ModelManager:
                                f"({chain})")  # fmt: skip
         self._loading.append(name)
         try:
-            await self._load_locked(name, model_dir, versions, config, override)
+            load = functools.partial(
+                _load_versions, name, model_dir, versions, self._load, config, self._generative
+            )
+            await self._load_locked(name, load, model_dir, override)
         finally:
             self._loading.remove(name)
+
+    async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None:
+        """Load `name`'s versions from encrypted archives, decrypting in memory only."""
+        load = functools.partial(_load_sealed_versions, name, archives)
+        await self._load_locked(name, load, None, None)
 
     async def _load_locked(
         self,
         name: str,
-        model_dir: Path,
-        versions: Sequence[int] | None,
-        config: mc.ModelConfig | None,
+        load: Callable[[PhaseSink], tuple[ModelSpec, dict[int, Loaded]]],
+        model_dir: Path | None,
         override: Override | None,
     ) -> None:
         async with self._lock(name):
@@ -276,10 +306,7 @@ class ModelManager:
                 self._models[name] = ModelEntry(name, LOADING)
             on_phase = self.phases.from_thread(asyncio.get_running_loop())
             try:
-                spec, loaded = await asyncio.to_thread(
-                    _load_versions, name, model_dir, versions, self._load, config,
-                    self._generative, on_phase,
-                )  # fmt: skip
+                spec, loaded = await asyncio.to_thread(load, on_phase)
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
             except Exception as exc:
@@ -306,10 +333,35 @@ class ModelManager:
             self._models[name] = ModelEntry(name, READY, "", served, spec, model_dir, override)
             log.info("model '%s' ready (versions %s)", name, sorted(served))
             self._changed(name, True)
+            replaced: list[AnyServed] = list(self._lingering.get(name, {}).values())
+            self._lingering.pop(name, None)
             if current is not None and current.versions:
-                await asyncio.gather(*(v.retire() for v in current.versions.values()))
+                dropped = {v: sv for v, sv in current.versions.items() if v not in served}
+                replaced += [sv for v, sv in current.versions.items() if v in served]
+                if dropped:
+                    self._linger(name, dropped)
                 if current.override is not None and current.override is not override:
                     current.override.remove()
+            await asyncio.gather(*(v.retire() for v in replaced))
+
+    def _linger(self, name: str, dropped: dict[int, AnyServed]) -> None:
+        self._lingering[name] = dropped
+
+        async def retire_later() -> None:
+            try:
+                await asyncio.sleep(self.linger_seconds)
+            finally:
+                if self._lingering.get(name) is dropped:
+                    del self._lingering[name]
+                await asyncio.gather(*(v.retire() for v in dropped.values()))
+
+        task = asyncio.get_running_loop().create_task(retire_later())
+        self._linger_tasks.add(task)
+        task.add_done_callback(self._linger_tasks.discard)
+
+    def served(self) -> dict[str, tuple[str, list[int]]]:
+        """model -> (state, versions taking requests): what this replica pushes to routers."""
+        return {name: (e.state, sorted(e.versions)) for name, e in self._models.items()}
 
     def _serve(self, spec: ModelSpec, loaded: dict[int, Loaded]) -> dict[int, AnyServed]:
         generative = {v: b for v, b in loaded.items() if isinstance(b, ServedGenerative)}
@@ -317,7 +369,7 @@ class ModelManager:
             return dict(generative)
         if spec.ensemble is not None:
             return {v: ServedEnsemble(spec, v, self._member_infer) for v in loaded}
-        threads = _same_torch_threads()
+        threads = _same_torch_threads(spec.intra_op_threads)
         return {
             v: ServedVersion(spec, v, b, threads)
             for v, b in loaded.items()
@@ -372,6 +424,9 @@ class ModelManager:
 
     async def close(self) -> None:
         self.draining = True
+        for task in list(self._linger_tasks):
+            task.cancel()  # retires its versions at once
+        await asyncio.gather(*self._linger_tasks, return_exceptions=True)
         retiring = [v for e in self._models.values() for v in e.versions.values()]
         await asyncio.gather(*(v.retire() for v in retiring))
         for entry in self._models.values():
@@ -382,6 +437,14 @@ class ModelManager:
         return self._locks.setdefault(name, asyncio.Lock())
 
 
+# Told (model, phase, version) from the loading thread as a load moves on.
+PhaseSink = Callable[[str, str, str], None]
+
+
+def _no_phase(name: str, phase: str, version: str) -> None:
+    pass
+
+
 def _load_versions(
     name: str,
     model_dir: Path,
@@ -389,7 +452,7 @@ def _load_versions(
     load: BackendLoader,
     override: mc.ModelConfig | None = None,
     generative: GenerativeLoader | None = None,
-    on_phase: Callable[[str, str, str], None] = lambda name, phase, version: None,
+    on_phase: PhaseSink = _no_phase,
 ) -> tuple[ModelSpec, dict[int, Loaded]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread).
 
@@ -420,9 +483,43 @@ def _load_versions(
             on_phase(name, LOAD_PHASE, str(version))
             loaded[version] = generative(spec, version, model_dir / str(version))
         return spec, loaded
+    try:
+        for version in versions:
+            on_phase(name, LOAD_PHASE, str(version))
+            backend = load(spec, model_dir / str(version))
+            loaded[version] = backend
+            on_phase(name, WARMING_UP, str(version))
+            warm_up(spec, backend)
+    except BaseException:
+        for done in loaded.values():
+            close_backend(done)  # the compute processes of a load that failed
+        raise
+    return spec, loaded
+
+
+def _load_sealed_versions(
+    name: str, archives: Mapping[int, SealedArchive], on_phase: PhaseSink = _no_phase
+) -> tuple[ModelSpec, dict[int, Loaded]]:
+    """Blocking: the stored config (complete: checked at upload) of the first
+    archive, then each version's model read through its decrypting reader."""
+    versions = sorted(archives)
+    if not versions:
+        raise InvalidInput(f"model '{name}': no version to load")
+    first = archives[versions[0]]
+    spec = build_spec(name, parse_config_text(first.config_text(), source=f"model '{name}'"))
+    if spec.platform == PLATFORM_ENSEMBLE:
+        return spec, dict.fromkeys(versions)
+    if spec.platform == PLATFORM_GENERATIVE:
+        # Hugging Face loaders read a folder of files: no decrypting reader there yet.
+        raise FailedPrecondition(
+            f"model '{name}': generative models cannot be served from an encrypted cache "
+            "(--kek-file) yet"
+        )
+    loaded: dict[int, Loaded] = {}
     for version in versions:
         on_phase(name, LOAD_PHASE, str(version))
-        backend = load(spec, model_dir / str(version))
+        with archives[version].open(spec.model_filename) as model_file:
+            backend = load_backend_from(spec, model_file)
         on_phase(name, WARMING_UP, str(version))
         warm_up(spec, backend)
         loaded[version] = backend

@@ -52,9 +52,8 @@ def pool_state(pool: ModelPool) -> pb.PoolState:
 
 def replica_state(manager: ModelManager, pool: ModelPool | None) -> pb.ReplicaState:
     state = pb.ReplicaState(ready=manager.serving)
-    for entry in manager.loaded():
-        versions = [str(v) for v in sorted(entry.versions)]
-        state.served.add(name=entry.name, versions=versions)
+    for name, (model_state, versions) in sorted(manager.served().items()):
+        state.served.add(name=name, versions=[str(v) for v in versions], state=model_state)
     for load, in_phase, in_all in manager.phases.now():
         state.loads.add(
             name=load.name, version=load.version, phase=pb.ModelLoad.Phase.Value(load.phase),
@@ -85,7 +84,7 @@ class PoolServicer(pb_grpc.PoolReplicaServicer):
                 changed.clear()
                 yield replica_state(self.manager, self.pool)
                 if self.manager.draining:
-                    return  # its last state said "not ready"; a drain waits for open calls
+                    return  # routers heard "not ready"; the drain's wait for open calls ends
                 await changed.wait()
                 await asyncio.sleep(COALESCE_SECONDS)  # a burst of changes goes as one
         finally:
@@ -93,10 +92,10 @@ class PoolServicer(pb_grpc.PoolReplicaServicer):
                 listeners.remove(changed.set)
 
     async def Prefetch(self, request: Any, context: Any) -> Any:
+        if self.pool is None:
+            raise FailedPrecondition("Prefetch: this replica is not a pool replica (--pool)")
         if not request.model:
             raise InvalidInput("PrefetchRequest: model is empty")
-        if self.pool is None:
-            raise FailedPrecondition("this replica is no pool replica (serve inference --pool)")
         self.pool.prefetch(request.model)
         return pb.PrefetchResponse()
 

@@ -17,14 +17,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import grpc
 
 from modelport.artifacts.refs import Ref
+from modelport.artifacts.sealed_archives import SealedArchive
+from modelport.artifacts.sealed_files import SealedFiles
 from modelport.common import tracing
+from modelport.common.tls import ChannelMaker
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
 from modelport.inference.load_phases import DOWNLOADING, LoadPhases
@@ -43,6 +46,8 @@ class DirectoryLoader(Protocol):
         self, name: str, model_dir: Path, versions: Sequence[int] | None = None
     ) -> None: ...
 
+    async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None: ...
+
     @property
     def phases(self) -> LoadPhases: ...
 
@@ -57,14 +62,18 @@ class RegistryFollower:
         *,
         min_backoff: float = 0.2,
         max_backoff: float = 10.0,
+        channels: ChannelMaker | None = None,
+        sealing: SealedFiles | None = None,
     ) -> None:
         self.manager = manager
         self.address = address
+        # Plaintext unless upstream TLS is configured (or the address is grpcs://).
+        self.channels = channels or ChannelMaker()
         self.refs: dict[str, list[Ref]] = {}
         for text in refs:
             ref = Ref.parse(text)
             self.refs.setdefault(ref.model, []).append(ref)
-        self.cache = ArtifactCache(cache_dir)
+        self.cache = ArtifactCache(cache_dir, sealing)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.serving: dict[str, list[Artifact]] = {}
@@ -92,12 +101,8 @@ class RegistryFollower:
         tried_cache = False
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.address) as channel:
-                    stub: registry_pb2_grpc.ModelRegistryAsyncStub = (
-                        registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
-                    )
-                    await self._follow(stub)
-                failures = 0  # the stream ended cleanly (registry draining): reconnect
+                await self.channels.run_with(self.address, self._follow_on)
+                failures = 0  # ended cleanly (registry draining) or certificates rotated
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
@@ -118,6 +123,12 @@ class RegistryFollower:
                 await self._serve_from_cache()
             delay = min(self.max_backoff, self.min_backoff * 2 ** min(failures, 16))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _follow_on(self, channel: grpc.aio.Channel) -> None:
+        stub: registry_pb2_grpc.ModelRegistryAsyncStub = (
+            registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
+        )
+        await self._follow(stub)
 
     async def _follow(self, stub: registry_pb2_grpc.ModelRegistryAsyncStub) -> None:
         """Sync every model, then apply changes from Watch until the stream breaks."""
@@ -169,8 +180,11 @@ class RegistryFollower:
             raise
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
-        model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)
         versions = [a.version for a in wanted]
+        if self.cache.sealing is not None:
+            await self._load_sealed(model, wanted)
+            return
+        model_dir = await asyncio.to_thread(self.cache.model_dir, model, wanted)
         try:
             await self.manager.load_directory(model, model_dir, versions=versions)
         except ModelportError as exc:
@@ -189,6 +203,22 @@ class RegistryFollower:
         log.info("model '%s' now serves versions %s from the registry", model, versions)
         self._check_ready()
 
+    async def _load_sealed(self, model: str, wanted: list[Artifact]) -> None:
+        """Encrypted cache: the versions load from their sealed archives in memory."""
+        try:
+            await self.manager.load_sealed(model, self.cache.sealed_archives(wanted))
+        except ModelportError as exc:
+            log.error("model '%s' from the registry failed to load: %s", model, exc)
+            return
+        self.serving[model] = wanted
+        await asyncio.to_thread(self.cache.remember, self.serving)
+        log.info(
+            "model '%s' now serves versions %s (encrypted cache)",
+            model,
+            [a.version for a in wanted],
+        )
+        self._check_ready()
+
     async def _serve_from_cache(self) -> None:
         """Registry down at start: serve what the cache last held for each model."""
         remembered = await asyncio.to_thread(self.cache.recall)
@@ -204,24 +234,26 @@ class RegistryFollower:
 async def fetch_artifact(
     stub: registry_pb2_grpc.ModelRegistryAsyncStub, cache: ArtifactCache, artifact: Artifact
 ) -> None:
-    """Download one version's archive from the registry into the cache (sha256-checked)."""
-    temp = cache.temp_path()
+    """Download one version's archive from the registry into the cache (sha256-checked);
+    sealed as it arrives when the cache is encrypted: no plaintext on disk."""
+    writer = cache.writer()
     request = pb.DownloadVersionRequest(ref=f"{artifact.model}:{artifact.version}")
     span = tracing.span(tracing.REGISTRY_DOWNLOAD, model=artifact.model, version=artifact.version)
     try:
-        with span, temp.open("wb") as f:
+        with span:
             stream = stub.DownloadVersion(
                 request, timeout=600, metadata=tuple(tracing.inject_metadata())
             )
             async for message in stream:
                 if message.WhichOneof("part") == "chunk":
-                    f.write(message.chunk)
+                    writer.write(message.chunk)
                 elif message.header.sha256 != artifact.sha256:
                     raise ModelportError(
                         f"model '{artifact.model}' version {artifact.version}: registry "
                         f"sent sha256 {message.header.sha256}, resolved {artifact.sha256}"
                     )
-        await asyncio.to_thread(cache.adopt, temp, artifact.sha256)
-    finally:
-        temp.unlink(missing_ok=True)
+        await asyncio.to_thread(cache.adopt_written, writer, artifact.sha256)
+    except BaseException:
+        writer.discard()
+        raise
     log.info("fetched %s:%d (sha256 %s)", artifact.model, artifact.version, artifact.sha256)

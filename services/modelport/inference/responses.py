@@ -79,8 +79,9 @@ def build_response(
     response = pb.ModelInferResponse(
         model_name=spec.name, model_version=str(version), id=request.id
     )
-    for key, value in request.parameters.items():
-        response.parameters[key].CopyFrom(value)
+    if request.parameters:  # saves an iterator on the hot path
+        for key, value in request.parameters.items():
+            response.parameters[key].CopyFrom(value)
     if final is not None:
         response.parameters[FINAL_PARAMETER].bool_param = final
     raw = response.raw_output_contents

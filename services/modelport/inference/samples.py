@@ -41,6 +41,9 @@ dynamic_batching {
   default_queue_policy { max_queue_size: 2048 }
 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
+# Small GEMMs: a second OpenMP thread costs more CPU than it saves time, CPU
+# the transport needs (benchmarks/README.md).
+parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
 """
 
 ENCODER_CONFIG = """\

@@ -24,7 +24,7 @@ from modelport.artifacts.config import ModelSpec
 from modelport.artifacts.sequences import CorrelationId
 from modelport.errors import Internal, InvalidInput, ModelportError
 from modelport.inference import torch_values
-from modelport.inference.backends import Backend, NamedBackend
+from modelport.inference.backends import Backend, NamedBackend, close_backend
 from modelport.inference.batcher import DynamicBatcher
 from modelport.inference.decoupled import Response, split_responses
 from modelport.inference.ensemble import EnsembleScheduler, MemberInfer
@@ -102,6 +102,8 @@ class ServedVersion(_Tracked):
                 max_batch_size=spec.max_batch_size, batching=spec.batching,
                 instances=spec.instance_count, stats=self.stats,
                 thread_initializer=thread_initializer,
+                # a compute-process backend is awaited on the loop: no thread hop
+                run_async=getattr(backend, "run_async", None),
             )  # fmt: skip
 
     def start(self) -> None:
@@ -150,6 +152,7 @@ class ServedVersion(_Tracked):
         """Wait for requests already holding this version, then stop its scheduler."""
         await self._wait_idle()
         await (self.sequencer or self.batcher).close()  # type: ignore[union-attr]
+        await asyncio.to_thread(close_backend, self.backend)
         self.stats.close()
 
 

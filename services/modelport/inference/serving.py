@@ -24,8 +24,6 @@ request (or a decoupled request's whole stream) runs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,8 +31,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from modelport.artifacts.sequences import CorrelationId
+from modelport.common.stream_window import StreamWindow, answer_as_ready
+from modelport.common.wire import readable_id
 from modelport.errors import (
     InvalidInput,
+    MalformedRequest,
     ModelportError,
     Unimplemented,
     code_of,
@@ -185,53 +186,49 @@ class DataPlane:
             )  # fmt: skip
 
     async def stream(
-        self, requests: AsyncIterator[pb.ModelInferRequest], remaining: float | None = None
+        self,
+        requests: AsyncIterator[pb.ModelInferRequest],
+        remaining: float | None = None,
+        window: StreamWindow | None = None,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; each answer (or its error, in-band) is sent when ready.
+        """Requests run concurrently; each answer (or its error, in-band) is sent when
+        ready, a message that does not parse included, and reads stop while the
+        stream's window is full (see `common.stream_window.answer_as_ready`).
 
         `remaining`: the call's deadline, which every request on it shares.
         """
         deadline = None if remaining is None else time.monotonic() + remaining
-        out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.ModelInferRequest) -> None:
+        async def respond(
+            request: pb.ModelInferRequest,
+        ) -> AsyncIterator[pb.ModelStreamInferResponse]:
             try:
                 async for response in self.answers(request, deadline):
-                    await out.put(pb.ModelStreamInferResponse(infer_response=response))
+                    yield pb.ModelStreamInferResponse(infer_response=response)
             except Exception as exc:
                 if not isinstance(exc, ModelportError):
                     log.exception("stream request failed")
-                echo = responses.final_only(request)
-                # The code too, so a caller that relays the stream (the router's
-                # OpenAI layer) can answer with it, not only with the message.
-                echo.parameters[ERROR_CODE_PARAMETER].string_param = code_of(exc)
-                await out.put(
-                    pb.ModelStreamInferResponse(error_message=public_message(exc),
-                                                infer_response=echo)
-                )  # fmt: skip
+                yield _stream_error(exc, responses.final_only(request))
 
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    task = asyncio.create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                if running:
-                    await asyncio.gather(*list(running))
-            finally:
-                await out.put(None)
+        def malformed(exc: MalformedRequest) -> pb.ModelStreamInferResponse:
+            echo = pb.ModelInferResponse(id=readable_id(exc.data))
+            echo.parameters["triton_final_response"].bool_param = True
+            return _stream_error(exc, echo)
 
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await out.get()) is not None:
-                yield item
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        answers = answer_as_ready(requests, respond, size=_size, malformed=malformed, window=window)
+        async for answer in answers:
+            yield answer
+
+
+def _size(request: pb.ModelInferRequest) -> int:
+    return request.ByteSize()
+
+
+def _stream_error(exc: Exception, echo: pb.ModelInferResponse) -> pb.ModelStreamInferResponse:
+    # The code too, so a caller that relays the stream (the router's OpenAI layer)
+    # can answer with it, not only with the message.
+    echo.parameters[ERROR_CODE_PARAMETER].string_param = code_of(exc)
+    return pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=echo)
 
 
 def _sequence_parameters(request: pb.ModelInferRequest) -> tuple[CorrelationId, bool, bool]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from modelport.common.settings import ServerSettings, setting
+from modelport.common.settings import ServerSettings, UpstreamSettings, setting
 from modelport.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class InferenceSettings(ServerSettings):
+class InferenceSettings(ServerSettings, UpstreamSettings):
     model_repository: Path | None = setting(
         None,
         "Triton-layout model repository (<model>/config.pbtxt, <model>/<version>/model.pt2).",
@@ -30,6 +30,11 @@ class InferenceSettings(ServerSettings):
         flag="--load-model",
     )  # fmt: skip
     torch_threads: int = setting(0, "Intra-op threads (0: cores / workers).")
+    executor: Literal["process", "thread"] = setting(
+        "process",
+        "Where models run: process (a compute process per instance, its own GIL: "
+        "the transport never waits for the model) or thread (in this process).",
+    )
     workers: int = setting(
         1, "Processes sharing the gRPC port (SO_REUSEPORT); one per 1-2 cores for small models."
     )
@@ -49,6 +54,12 @@ class InferenceSettings(ServerSettings):
         Path("~/.cache/modelport/artifacts"),
         "Where registry artifacts are cached (by sha256) across restarts.",
         path="dir",
+    )
+    kek_file: Path | None = setting(
+        None,
+        "Key-encryption keys (a Secret): registry artifacts are cached encrypted and "
+        "models decrypted in memory only; re-read on change.",
+        path="file",
     )
     # Generative models: the config.pbtxt's limits, overridden per deployment (the chart).
     generative_engine: Literal["", "continuous", "vllm"] = setting(

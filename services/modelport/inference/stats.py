@@ -1,18 +1,19 @@
-"""Per-version statistics: Triton's ModelStatistics counters and the OTel metrics.
+"""Per-version statistics: Triton's ModelStatistics counters and the Prometheus metrics.
 
-Updated only from the event loop thread, so plain integers suffice. Metric
-attribute dicts are built once per version, not per request.
+Updated only from the event loop thread, so plain integers suffice. Every
+version keeps its rows of the process-wide histograms, so a record is a
+bisect and two additions.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from modelport.common import metrics
+from modelport.common import histograms, metrics
 
 
 @dataclass
@@ -33,26 +34,40 @@ class BatchStats:
 
 
 class _Instruments:
-    """Process-wide instruments, shared by every model version."""
+    """Process-wide, shared by every model version. Request counts are plain
+    counters read at scrape time and histograms are bucket arrays
+    (common/histograms): an OpenTelemetry record per request cost more than
+    the rest of the batching path (benchmarks/README.md)."""
 
     def __init__(self) -> None:
-        meter = metrics.meter("modelport.inference")
-        self.requests = meter.create_counter(
-            "modelport_inference_requests", description="Inference requests answered"
+        # (model, version, outcome, code) -> requests; kept after a version retires.
+        self.requests: Counter[tuple[str, str, str, str]] = Counter()
+
+        def per_version(
+            name: str, documentation: str, bounds: tuple[float, ...]
+        ) -> histograms.BucketHistogram:
+            return histograms.histogram(name, documentation, ("model", "version"), bounds)
+
+        latency = metrics.LATENCY_BUCKETS
+        self.request_duration = per_version(
+            "modelport_inference_request_duration_seconds", "Time in the server", latency
         )
-        self.request_duration = meter.create_histogram(
-            "modelport_inference_request_duration", unit="s", description="Time in the server"
+        self.queue_duration = per_version(
+            "modelport_inference_queue_duration_seconds", "Time waiting for a batch", latency
         )
-        self.queue_duration = meter.create_histogram(
-            "modelport_inference_queue_duration", unit="s", description="Time waiting for a batch"
+        self.compute_duration = per_version(
+            "modelport_inference_compute_duration_seconds", "Model execution time", latency
         )
-        self.compute_duration = meter.create_histogram(
-            "modelport_inference_compute_duration", unit="s", description="Model execution time"
-        )
-        self.batch_size = meter.create_histogram(
-            "modelport_inference_batch_size", description="Rows per model execution"
+        self.batch_size = per_version(
+            "modelport_inference_batch_size", "Rows per model execution", metrics.BATCH_BUCKETS
         )
         self.live: set[VersionStats] = set()
+        meter = metrics.meter("modelport.inference")
+        meter.create_observable_counter(
+            "modelport_inference_requests",
+            callbacks=[self._observe_requests],
+            description="Inference requests answered",
+        )
         meter.create_observable_gauge(
             "modelport_inference_in_flight",
             callbacks=[self._observe_in_flight],
@@ -63,6 +78,12 @@ class _Instruments:
             callbacks=[self._observe_queue],
             description="Requests waiting for an executor",
         )
+
+    def _observe_requests(self, _options: CallbackOptions) -> list[Observation]:
+        return [
+            Observation(count, {"model": m, "version": v, "outcome": o, "code": c})
+            for (m, v, o, c), count in list(self.requests.items())
+        ]
 
     def _observe_in_flight(self, _options: CallbackOptions) -> list[Observation]:
         return [Observation(s.in_flight, s.attributes) for s in list(self.live)]
@@ -88,7 +109,6 @@ class VersionStats:
         self.model = model
         self.version = str(version)
         self.attributes = {"model": model, "version": self.version}
-        self._ok_attributes = {**self.attributes, "outcome": "success", "code": "OK"}
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
@@ -101,8 +121,14 @@ class VersionStats:
         self.batches: dict[int, BatchStats] = defaultdict(BatchStats)
         self.in_flight = 0
         self.queue_depth = 0
-        self._inst = instruments()
-        self._inst.live.add(self)
+        inst = self._inst = instruments()
+        inst.live.add(self)
+        key = (model, self.version)
+        self._ok_key = (*key, "success", "OK")
+        self._request_row = inst.request_duration.row(key)
+        self._queue_row = inst.queue_duration.row(key)
+        self._compute_row = inst.compute_duration.row(key)
+        self._batch_row = inst.batch_size.row(key)
 
     def close(self) -> None:
         self._inst.live.discard(self)
@@ -110,18 +136,19 @@ class VersionStats:
     def request_done(self, ns: int) -> None:
         self.success.add(ns)
         self.last_inference_ms = int(time.time() * 1000)
-        self._inst.requests.add(1, self._ok_attributes)
-        self._inst.request_duration.record(ns / 1e9, self.attributes)
+        inst = self._inst
+        inst.requests[self._ok_key] += 1
+        inst.request_duration.observe(self._request_row, ns / 1e9)
 
     def request_failed(self, ns: int, code: str) -> None:
         self.fail.add(ns)
-        attributes = {**self.attributes, "outcome": "failure", "code": code}
-        self._inst.requests.add(1, attributes)
-        self._inst.request_duration.record(ns / 1e9, self.attributes)
+        inst = self._inst
+        inst.requests[(self.model, self.version, "failure", code)] += 1
+        inst.request_duration.observe(self._request_row, ns / 1e9)
 
     def queued(self, ns: int) -> None:
         self.queue.add(ns)
-        self._inst.queue_duration.record(ns / 1e9, self.attributes)
+        self._inst.queue_duration.observe(self._queue_row, ns / 1e9)
 
     def executed(
         self, requests: int, rows: int, input_ns: int, infer_ns: int, output_ns: int
@@ -138,5 +165,6 @@ class VersionStats:
         batch.compute_input.add(input_ns)
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
-        self._inst.compute_duration.record((input_ns + infer_ns + output_ns) / 1e9, self.attributes)
-        self._inst.batch_size.record(rows, self.attributes)
+        inst = self._inst
+        inst.compute_duration.observe(self._compute_row, (input_ns + infer_ns + output_ns) / 1e9)
+        inst.batch_size.observe(self._batch_row, rows)

@@ -150,7 +150,9 @@ name: "inception_batched"
 platform: "pytorch_libtorch"
 max_batch_size: 8
 input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NHWC dims: [ 299, 299, 3 ] } ]
-output [ { name: "scores" data_type: TYPE_FP32 dims: [ 1001 ] } ]
+output [ {
+  name: "scores" data_type: TYPE_FP32 dims: [ 1001 ] label_filename: "inception_labels.txt"
+} ]
 dynamic_batching { }
 """
 

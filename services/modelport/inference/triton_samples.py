@@ -205,7 +205,9 @@ def build_triton_extras(repo: Path) -> Path:
     _save(repo, "custom_identity_int32", configs.IDENTITY_INT32, Identity())
     _save(repo, "simple_string_dyna_sequence", configs.STRING_DYNA_SEQUENCE, StringDynaSequence())
     _save(repo, "image_preprocess", configs.IMAGE_PREPROCESS, ImagePreprocess())
-    _save(repo, "inception_batched", configs.INCEPTION_BATCHED, InceptionLike())
+    # Batched and labelled like Triton's inception_graphdef (image_client.py -b N).
+    _save(repo, "inception_batched", configs.INCEPTION_BATCHED, InceptionLike(),
+          **{"inception_labels.txt": _labels("inception", 1001)})  # fmt: skip
     _save(repo, "preprocess_inception_ensemble", configs.ENSEMBLE, None,
           **{"inception_labels.txt": _labels("inception", 1001)})  # fmt: skip
     return repo

@@ -9,8 +9,8 @@ bounded). Both stop at `duration_s` or after `max_requests`, whichever first.
 Prompts come from a file (JSON lines `{"prompt": ..., "max_tokens": ...}`, or
 plain text one per line) or are synthetic with given input/output length
 distributions; synthetic prompts are token ids, so their length is exact.
-The transport is a `StreamFn`: `openai_stream` (SSE over HTTP) is here; the
-gRPC one streams ModelStreamInfer.
+The transport is a `StreamFn`: `openai_stream` (SSE over HTTP) or `grpc_stream`
+(ModelStreamInfer through the SDK's `generate`).
 """
 
 from __future__ import annotations
@@ -294,5 +294,21 @@ def openai_stream(
                 choices = event.get("choices") or [{}]
                 if choices[0].get("text"):
                     yield 1  # modelport sends one content delta per token
+
+    return stream
+
+
+def grpc_stream(client: Any, model: str, *, extra: dict[str, Any] | None = None) -> StreamFn:
+    """Stream over ModelStreamInfer with an `AsyncInferenceClient` (router or replica).
+
+    One response per delta; the final one carries the server's completion_tokens."""
+
+    async def stream(prompt: GenPrompt) -> AsyncIterator[int | Total]:
+        sampling = {"max_tokens": prompt.max_tokens, **(extra or {})}
+        async for chunk in client.generate(model, prompt.prompt, **sampling):
+            if chunk.text:
+                yield 1
+            if chunk.final:
+                yield Total(int(chunk.usage.get("completion_tokens", 0)))
 
     return stream

@@ -14,6 +14,8 @@ from rich.table import Table
 from modelport.loadtest.generation import (
     GenPrompt,
     Lengths,
+    StreamFn,
+    grpc_stream,
     openai_stream,
     plot_generation,
     prompts_from_file,
@@ -25,7 +27,9 @@ from modelport.loadtest.generation import (
 
 @dataclass
 class GenerationOptions:
-    url: str  # the OpenAI API's base, e.g. http://127.0.0.1:8000
+    # The OpenAI API's base (http://127.0.0.1:8000), or a gRPC address (127.0.0.1:8001,
+    # grpcs://…) streamed over ModelStreamInfer.
+    url: str
     model: str
     prompts_file: Path | None = None
     input_len: str = "uniform:16-128"
@@ -54,19 +58,11 @@ def _prompts(options: GenerationOptions) -> list[GenPrompt]:
 
 
 async def _run(options: GenerationOptions) -> dict[str, Any]:
-    import aiohttp
-
     prompts = _prompts(options)
-    base = options.url.rstrip("/").removesuffix("/v1")
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        stream = openai_stream(
-            base,
-            options.model,
-            session=session,
-            extra={"temperature": options.temperature, "ignore_eos": True},
-        )
-        records, wall = await run_generation_load(
+    extra = {"temperature": options.temperature, "ignore_eos": True}
+
+    async def load(stream: StreamFn) -> tuple[list[Any], float]:
+        return await run_generation_load(
             stream,
             prompts,
             concurrency=options.concurrency if options.concurrency or options.rate else 1,
@@ -74,6 +70,20 @@ async def _run(options: GenerationOptions) -> dict[str, Any]:
             duration_s=options.duration_s,
             max_requests=options.max_requests,
         )
+
+    if options.url.startswith(("http://", "https://")):
+        import aiohttp
+
+        base = options.url.rstrip("/").removesuffix("/v1")
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            stream = openai_stream(base, options.model, session=session, extra=extra)
+            records, wall = await load(stream)
+    else:
+        from modelport.client import AsyncInferenceClient
+
+        async with AsyncInferenceClient(options.url, timeout=None) as client:
+            records, wall = await load(grpc_stream(client, options.model, extra=extra))
     if options.plot_path is not None:
         plot_generation(records, options.plot_path)
     return summarize_generation(records, wall)

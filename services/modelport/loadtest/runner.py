@@ -65,6 +65,7 @@ class LoadSpec:
     processes: int = 0  # 0: one per usable core (2 to 8), never more than the callers
     channels_per_process: int = 1
     tls: TlsOptions | None = None
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         if (self.concurrency > 0) == (self.rate > 0):
@@ -134,6 +135,7 @@ def run_load(
             workers=count,
             url=spec.url,
             tls=spec.tls,
+            api_key=spec.api_key,
             requests=spec.requests,
             streaming=spec.streaming,
             concurrency=shares[i],

@@ -36,6 +36,7 @@ class SessionOptions:
     processes: int = 0
     sweep: list[float] = field(default_factory=list)
     tls: TlsOptions | None = None
+    api_key: str | None = None
     report_path: Path | None = None
     plot_path: Path | None = None
     max_error_rate: float = 0.0
@@ -64,7 +65,9 @@ def build_requests(options: SessionOptions) -> list[bytes]:
     sources = sum([options.random, bool(options.npy_files), options.requests_json is not None])
     if sources != 1:
         raise inputs.InputError("choose one input source: --random, --input-npy or --requests-json")
-    with InferenceClient(options.url, tls=options.tls, timeout=30) as client:
+    with InferenceClient(
+        options.url, tls=options.tls, api_key=options.api_key, timeout=30
+    ) as client:
         if options.wait_ready_s > 0:
             wait_until_ready(client, options.model, options.version, options.wait_ready_s)
         try:
@@ -126,6 +129,7 @@ def run_session(
         streaming=options.streaming,
         processes=options.processes,
         tls=options.tls,
+        api_key=options.api_key,
     )
     reports: list[dict[str, Any]] = []
     last: RunResult | None = None

@@ -51,6 +51,7 @@ class WorkerPlan:
     duration_s: float
     timeout_s: float
     channels: int = 1
+    api_key: str | None = None
 
 
 @dataclass
@@ -71,7 +72,9 @@ class _Run:
         self.end = t0_ns + int((plan.warmup_s + plan.duration_s) * 1e9)
         self.log = RequestLog()
         self.channels = [
-            aio_channel(plan.url, plan.tls, extra=[("grpc.use_local_subchannel_pool", 1)])
+            aio_channel(
+                plan.url, plan.tls, plan.api_key, extra=[("grpc.use_local_subchannel_pool", 1)]
+            )
             for _ in range(max(1, plan.channels))
         ]
         self.unary: list[Any] = [ch.unary_unary(INFER_METHOD) for ch in self.channels]

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelport.artifacts.archive_checks import Signature
+from modelport.auth.audit import AuditEvent, AuditQuery
 from modelport.errors import InvalidInput
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -182,6 +183,43 @@ def new_version(header: pb.UploadHeader) -> NewVersion:
         ),
         derive_job=header.derive_job,
         derive_token=header.derive_token,
+    )
+
+
+def audit_event_msg(event: AuditEvent) -> pb.AuditEvent:
+    msg = pb.AuditEvent(
+        id=event.id,
+        service=event.service,
+        action=event.action,
+        operation=event.operation,
+        outcome=event.outcome,
+        code=event.code,
+        message=event.message,
+        tenant=event.tenant,
+        subject=event.subject,
+        method=event.method,
+        peer=event.peer,
+        model=event.model,
+        version=event.version,
+        details=dict(event.details),
+        trace_id=event.trace_id,
+    )
+    msg.time.FromNanoseconds(int(event.time * 1e9))
+    return msg
+
+
+def audit_query(request: pb.ListAuditEventsRequest) -> AuditQuery:
+    def seconds(ts: Timestamp, present: bool) -> float | None:
+        return ts.ToNanoseconds() / 1e9 if present else None
+
+    return AuditQuery(
+        model=request.model,
+        tenant=request.tenant,
+        action=request.action,
+        outcome=request.outcome,
+        since=seconds(request.since, request.HasField("since")),
+        until=seconds(request.until, request.HasField("until")),
+        limit=request.limit or 100,
     )
 
 

@@ -6,10 +6,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from modelport.common.access_config import build_access_control
+from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.errors import InvalidInput
 from modelport.registry import dataset_servicer
+from modelport.registry.audit_log import DatabaseAuditLog
 from modelport.registry.blob_backends import BlobBackend, S3Backend
 from modelport.registry.dataset_servicer import DatasetServicer
 from modelport.registry.datasets import DatasetStore
@@ -22,6 +25,7 @@ from modelport.registry.derive_executor import (
 from modelport.registry.servicer import SERVICE_NAME, RegistryServicer, register
 from modelport.registry.settings import RegistrySettings
 from modelport.registry.store import RegistryStore
+from modelport.registry.upload_ledger import DatabaseUploadLedger
 
 __all__ = ["RegistryServer", "RegistrySettings", "run"]
 
@@ -60,9 +64,14 @@ class RegistryServer:
             max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
             stale_upload_seconds=settings.stale_upload_minutes * 60,
             blob_backend=blob_backend(settings),
+            sealing=sealing_of(settings.kek_file),
+            scratch_dir=settings.scratch_dir,
         )
+        audit_log = DatabaseAuditLog(self.store.engine)
         self.executor = make_executor(settings, self.store, lambda: self.local_address)
-        self.servicer = RegistryServicer(self.store, asyncio.get_running_loop(), self.executor)
+        self.servicer = RegistryServicer(
+            self.store, asyncio.get_running_loop(), self.executor, audit_log
+        )
         datasets = DatasetServicer(
             DatasetStore(
                 self.store.engine,
@@ -71,7 +80,13 @@ class RegistryServer:
                 backend=blob_backend(settings, "datasets"),
             )
         )
-        self.grpc = GrpcServer(settings.server_options())
+        access = build_access_control(
+            "registry",
+            settings,
+            audit_sink=audit_log,
+            upload_ledger=DatabaseUploadLedger(self.store.engine),
+        )
+        self.grpc = GrpcServer(settings.server_options(), access=access)
         servicer = self.servicer
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
         self.grpc.add_service(

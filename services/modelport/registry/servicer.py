@@ -15,10 +15,11 @@ import grpc
 
 from modelport.common import tracing
 from modelport.common.metrics import meter
-from modelport.errors import Cancelled, InvalidInput
+from modelport.errors import Cancelled, FailedPrecondition, InvalidInput
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 from modelport.registry import convert
+from modelport.registry.audit_log import DatabaseAuditLog
 from modelport.registry.derive_executor import DeriveExecutor
 from modelport.registry.derive_servicer import DeriveRpcs
 from modelport.registry.records import VersionInfo
@@ -47,11 +48,13 @@ class RegistryServicer(DeriveRpcs, registry_pb2_grpc.ModelRegistryServicer):
         store: RegistryStore,
         loop: asyncio.AbstractEventLoop,
         executor: DeriveExecutor | None = None,
+        audit_log: DatabaseAuditLog | None = None,
     ) -> None:
         """`loop` is the server's: commits made in worker threads wake watchers on it.
         `executor` runs derive jobs (None: this registry runs none)."""
         self.store = store
         self.executor = executor
+        self.audit_log = audit_log
         self._wakeups: set[asyncio.Event] = set()
         self._loop = loop
         self._closing = False
@@ -260,6 +263,16 @@ class RegistryServicer(DeriveRpcs, registry_pb2_grpc.ModelRegistryServicer):
             placements=[convert.placement_msg(m, p) for m, p in placements.items()],
             revision=revision,
         )
+
+    # -- audit -------------------------------------------------------------------
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        if self.audit_log is None:
+            raise FailedPrecondition("this registry keeps no audit log")
+        events = await asyncio.to_thread(self.audit_log.query, convert.audit_query(request))
+        return pb.ListAuditEventsResponse(events=[convert.audit_event_msg(e) for e in events])
 
     # -- watch -------------------------------------------------------------------
 

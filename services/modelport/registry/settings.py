@@ -37,6 +37,18 @@ class RegistrySettings(ServerSettings):
     sweep_interval_seconds: float = setting(
         600.0, "Seconds between sweeps of abandoned uploads.", cli=False
     )
+    kek_file: Path | None = setting(
+        None,
+        "Key-encryption keys (a Secret): blobs are stored encrypted (AES-GCM, a data key per "
+        "blob wrapped by the active KEK); re-read on change.",
+        path="file",
+    )
+    scratch_dir: Path | None = setting(
+        None,
+        "With --kek-file: where an upload's plaintext lives while it is checked (a "
+        "memory-backed volume keeps it off disk); default: the blob dir.",
+        path="dir",
+    )
 
     derive_executor: Literal["local", "kubernetes", "none"] = setting(
         "local",

@@ -17,6 +17,8 @@ from sqlalchemy import Engine, Row, select
 
 from modelport.artifacts import archive_checks
 from modelport.artifacts.refs import Ref, check_alias_name, check_model_name
+from modelport.artifacts.sealed_files import SealedFiles
+from modelport.artifacts.sealed_files import remove as remove_sealed
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry import queries as q
 from modelport.registry import tables as t
@@ -62,15 +64,21 @@ class RegistryStore:
         max_upload_bytes: int,
         stale_upload_seconds: float = 3600.0,
         blob_backend: BlobBackend | None = None,
+        sealing: SealedFiles | None = None,
+        scratch_dir: Path | None = None,
     ) -> RegistryStore:
         """Open the database, migrate it, and sweep what a crash may have left in the blob dir.
 
         Blobs live in `blob_dir` unless `blob_backend` (S3) keeps them; uploads
-        are staged in `blob_dir/tmp` either way.
+        are staged in `blob_dir/tmp` either way. With `sealing`, blobs are
+        encrypted at rest and plaintext exists only in `scratch_dir` (default:
+        the blob dir's tmp/) while an upload is checked.
         """
         engine = open_engine(database)
         migrate(engine)
-        blobs = BlobStore(blob_dir, blob_backend, stale_upload_seconds)
+        blobs = BlobStore(
+            blob_dir, blob_backend, stale_upload_seconds, sealing=sealing, scratch=scratch_dir
+        )
         store = cls(engine, blobs, max_upload_bytes=max_upload_bytes)
         store.sweep(stale_upload_seconds)
         return store
@@ -174,6 +182,7 @@ class RegistryStore:
         work = self.blobs.temp_dir()
         stored = self.blobs.temp_path(".tar")
         prepared: archive_checks.PreparedArchive | None = None
+        durable = stored
         try:
             received = sink.finish()
             if expected_sha256 and received != expected_sha256.lower():
@@ -193,13 +202,14 @@ class RegistryStore:
                 self.max_upload_bytes,
                 allow_native=job is not None,  # compiled by our own worker
             )
-            self.blobs.make_durable(prepared.path)
-            self.blobs.stage(prepared.path, prepared.sha256)
+            durable = self.blobs.make_durable(prepared.path)
+            self.blobs.stage(durable, prepared.sha256)
             with self.writer.write() as tx:
-                self.blobs.place(prepared.path, prepared.sha256)
+                self.blobs.place(durable, prepared.sha256)
                 version = self._insert_version(tx, new, prepared, parent, job)
         except BaseException:
             stored.unlink(missing_ok=True)
+            remove_sealed(durable)
             if prepared is not None:  # placed, but its row never committed
                 self._drop_unreferenced({prepared.sha256})
             raise

@@ -147,6 +147,39 @@ revision_counter = Table(
     Column("revision", BigInteger, nullable=False),
 )
 
+# Who did what to which model, from where, and how it ended (see auth.audit).
+# Written after the change it records commits, and for refusals too.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("service", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("tenant", String(128), nullable=False, index=True),
+    Column("subject", String(256), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("peer", String(256), nullable=False),
+    Column("model", String(128), nullable=False, index=True),
+    Column("version", String(64), nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+)
+
+# Bytes each tenant uploaded per UTC day, shared by every registry replica.
+upload_usage = Table(
+    "upload_usage",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
+)
+
 # Training datasets (migration 0002): blobs under `<blob-dir>/datasets/`, apart
 # from version archives, so the version blob sweep never sees them.
 datasets = Table(

@@ -69,7 +69,12 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
             view.ensemble_members.extend(str(m) for m in policy.ensemble)
             for alias, weight in policy.split:
                 view.split.add(alias=alias, weight=weight)
-            route.aliases.update(planner.state.aliases.get(model, {}))
+            for alias, target in planner.state.aliases.get(model, {}).items():
+                route.aliases[alias] = planner.alias_version(model, alias) or target
+            for alias, (target, _) in planner.waiting(model).items():
+                route.waiting[alias] = target
+            named = [a for a, _ in policy.split] + [policy.shadow_alias] * bool(policy.shadow_alias)
+            route.unserved_aliases.extend(a for a in named if not planner.is_served(model, a))
             if scaling is not None:
                 route.held = scaling.queue.held(model)
             if pool is not None:

@@ -12,11 +12,14 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from modelport.common.access import AccessControl
+from modelport.common.access_config import build_access_control
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
+from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.modelport.router.v1 import router_pb2, router_pb2_grpc
 from modelport.router import discovery as discovery_sources
-from modelport.router import pool_watch
+from modelport.router import pool_watch, wire
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
@@ -64,8 +67,14 @@ class RouterApp:
         metrics: bool = False,
         multiplex: bool = False,
         scaling: ScalingSettings | None = None,
+        upstream_tls: ClientTlsFiles | None = None,
+        access: AccessControl | None = None,
+        rotation_check_seconds: float = 5.0,
         http_port: int = -1,
     ) -> None:
+        self.rotation_check_seconds = rotation_check_seconds
+        # Identity, policy and quotas on every RPC (None: open, as on a laptop).
+        self.access = access
         self.options = options or ServerOptions(host="127.0.0.1", port=0)
         self.discovery = discovery
         self.policies = policies or StaticPolicySource()
@@ -79,16 +88,20 @@ class RouterApp:
                 scaling.max_hold_seconds,
                 scaling.idle_seconds,
             )
-            self.table.on_change = self.scaling.on_table_change
-        self.transport = GrpcTransport(self.options.max_message_bytes, multiplex=multiplex)
+        self.transport = GrpcTransport(
+            self.options.max_message_bytes, multiplex=multiplex, tls=upstream_tls
+        )
         latency = None
         if metrics:
             from modelport.router import telemetry
 
-            latency = telemetry.latency_histogram().record
+            latency = telemetry.recorder(telemetry.latency_histogram())
+        # Aliases move once a replica serves the new version (see `Planner`).
+        planner = Planner(served=lambda model, version: bool(self.table.candidates(model, version)))
+        self.table.on_change = self._table_changed
         self.router = Router(
             self.table,
-            Planner(),
+            planner,
             self.transport,
             ProtobufCodec(),
             scaling=self.scaling,
@@ -108,18 +121,24 @@ class RouterApp:
             on_load=self.scaling.observe_load if self.scaling is not None else None,
         )  # fmt: skip
         self.transport.loads = self.router.balancer.loads
-        fleet = Fleet(self.router, self.transport)
-        self.servicer = RouterServicer(self.router, fleet)
+        self.fleet = Fleet(self.router, self.transport)
+        self.servicer = RouterServicer(self.router, self.fleet)
         self.http: OpenAIServer | None = None
         if http_port >= 0:
-            backend = RouterGenerationBackend(self.router, fleet)
-            self.http = OpenAIServer(OpenAIService(backend))
+            backend = RouterGenerationBackend(self.router, self.fleet)
+            gate = access.gate if access is not None else None
+            self.http = OpenAIServer(OpenAIService(backend), gate=gate)
         self.http_port = http_port
-        self.server = GrpcServer(self.options)
+        self.server = GrpcServer(self.options, access=access)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
+
+    def _table_changed(self) -> None:
+        self.router.planner.replicas_changed()
+        if self.scaling is not None:
+            self.scaling.on_table_change()
 
     def _awaited(self, replica: Replica) -> bool:
         """Requests are held for a model this replica will serve but does not yet
@@ -138,6 +157,7 @@ class RouterApp:
         for replica in added:
             self.transport.open(replica)
             self.pool_watcher.watch(replica)
+            self.fleet.shared_memory.joined(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
             self.poller.forget(replica)
@@ -168,6 +188,7 @@ class RouterApp:
                 self._keep_running("discovery", self.discovery.run, self.on_endpoints)
             ),
             loop.create_task(self._keep_running("policies", self.policies.run, self._on_policies)),
+            loop.create_task(self._redial_on_rotation(self.rotation_check_seconds)),
         ]
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
@@ -179,6 +200,17 @@ class RouterApp:
             )
             log.info("OpenAI-compatible API on %s:%d/v1", self.options.host, self.http_port)
         return self.port
+
+    async def _redial_on_rotation(self, check_seconds: float = 5.0) -> None:
+        """Rotated client certificates: every replica gets a new channel."""
+        while True:
+            await asyncio.sleep(check_seconds)
+            if self.transport.rotated():
+                log.info("client certificate changed: new channels to every replica")
+                for replica in list(self.table.replicas.values()):
+                    task = asyncio.get_running_loop().create_task(self.transport.redial(replica))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
 
     async def _keep_running(self, what: str, run: object, callback: object) -> None:
         """Restart a background source that fails; its last report stays in force."""
@@ -230,7 +262,9 @@ def build(settings: RouterSettings) -> RouterApp:
     if settings.registry:
         from modelport.router.registry_policies import RegistryPolicySource
 
-        policies = RegistryPolicySource(settings.registry)
+        policies = RegistryPolicySource(
+            settings.registry, channels=ChannelMaker(settings.upstream_tls)
+        )
     return RouterApp(
         build_discovery(settings),
         policies,
@@ -243,6 +277,10 @@ def build(settings: RouterSettings) -> RouterApp:
             settings.hold_queue_size,
             settings.max_hold_seconds,
             settings.idle_seconds,
+        ),
+        upstream_tls=settings.upstream_tls,
+        access=build_access_control(
+            "router", settings, raw_model=lambda request: wire.routing_fields(request)[0]
         ),
         http_port=settings.http_port,
     )

@@ -90,7 +90,10 @@ class Balancer:
         what = describe(model, version)
         replicas = self.table.replicas.values()
         if model not in self.table.known_models():
-            return NotFound(f"{what}: no replica serves this model")
+            # Triton's words (its clients and examples look for them), then the router's.
+            return NotFound(
+                f"Request for unknown model: '{model}' is not found (no replica serves it)"
+            )
         if retrying:
             return Unavailable(f"{what}: no other ready replica to retry on")
         indexed = [r for r in replicas if r.versions is not None and model in r.versions]

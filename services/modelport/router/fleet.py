@@ -15,6 +15,7 @@ from modelport import errors
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.router.forwarding import Router
 from modelport.router.replicas import Replica
+from modelport.router.shared_memory import SharedMemoryRegions
 
 INDEX_TIMEOUT_SECONDS = 5.0
 
@@ -30,6 +31,8 @@ class Fleet:
         self._router = router
         self._transport = transport
         self._table = router.table
+        # System shared memory regions, registered on every replica (same host only).
+        self.shared_memory = SharedMemoryRegions(router.table, transport)
 
     def _replica_for(self, model: str, version_ref: str) -> tuple[Replica, str]:
         version = self._router.planner.resolve(model, version_ref)

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # A retry needs at least this much of the caller's deadline left to be worth it.
 MIN_RETRY_SECONDS = 0.002
+# The metric label of every model no replica serves and no policy names: callers
+# choose model names, and each name must not become a series of its own.
+UNKNOWN_MODEL = "_unknown"
 
 
 class BackendUnavailable(Unavailable):
@@ -144,9 +147,16 @@ class Router:
             code = code_of(exc)
             raise
         finally:
-            self.stats.outcomes[(model, code)] += 1
+            label = model if code == "OK" or self._known(model) else UNKNOWN_MODEL
+            self.stats.outcomes[(label, code)] += 1
             if self._latency is not None:
-                self._latency(model, time.perf_counter() - started)
+                self._latency(label, time.perf_counter() - started)
+
+    def _known(self, model: str) -> bool:
+        state = self.planner.state
+        if self.table.knows(model) or model in state.policies or model in state.aliases:
+            return True
+        return self.scaling is not None and self.scaling.holds(model)
 
     async def _admit(
         self,

@@ -23,6 +23,7 @@ import grpc
 from modelport import errors
 from modelport.common import generative_load, tracing
 from modelport.common.generative_load import LoadSink
+from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from modelport.router import wire
@@ -73,12 +74,17 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
 
 
 class GrpcTransport:
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, multiplex: bool = False) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        multiplex: bool = False,
+        tls: ClientTlsFiles | None = None,
+    ) -> None:
         # Forward over one ModelStreamInfer stream per replica (see stream_mux).
         self.multiplex = multiplex
         # Told the generative load replicas report in their streams' metadata.
         self.loads: LoadSink | None = None
-        self.options = [
+        self.options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # The router retries itself, on another replica.
@@ -89,14 +95,38 @@ class GrpcTransport:
             ("grpc.keepalive_time_ms", 30_000),
         ]
 
+        # TLS (mutual with a client certificate) to replicas when configured.
+        self.channels = ChannelMaker(tls, self.options)
+        # After a certificate rotation, how long the old channels stay for their calls.
+        self.redial_grace = 30.0
+        self._signature = self.channels.signature()
+
     def open(self, replica: Replica) -> None:
-        channel = grpc.aio.insecure_channel(replica.address, options=self.options)
+        channel, _ = self.channels.dial(replica.address)
         # No serializers: the request is bytes already, the answer stays bytes.
         infer: Any = channel.unary_unary(INFER_METHOD)
         mux = StreamMux(channel, replica.address) if self.multiplex else None
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         stream: Any = channel.stream_stream(STREAM_METHOD)
         replica.handle = BackendHandle(channel, infer, stub, mux, stream)
+
+    def rotated(self) -> bool:
+        """The client certificate files changed since the channels were dialled."""
+        if not self.channels.changed(self._signature):
+            return False
+        self._signature = self.channels.signature()
+        return True
+
+    async def redial(self, replica: Replica, grace: float | None = None) -> None:
+        """New requests on a new channel; the old one closes after `grace`, time for
+        the calls it carries to finish (rotation never fails a request in flight)."""
+        old: BackendHandle | None = replica.handle
+        self.open(replica)
+        if old is not None:
+            await asyncio.sleep(self.redial_grace if grace is None else grace)
+            if old.mux is not None:
+                await old.mux.close()
+            await old.channel.close()
 
     async def close(self, replica: Replica, grace: float = 30.0) -> None:
         """Close once the requests in flight on it are done (or `grace` passed)."""

@@ -134,15 +134,60 @@ def is_version_number(ref: str) -> bool:
 PLAN_CACHE_SIZE = 4096
 
 
+Served = Callable[[str, str], bool]  # (model, version) -> some replica takes it now
+
+
 class Planner:
-    def __init__(self, rng: random.Random | None = None) -> None:
+    """Plans requests from the routing state and, when `served` is given, from what
+    replicas serve: an alias resolves to its registry version once some replica
+    serves it, and until then to the version it resolved to before (the move
+    waits for the replicas, so no request goes where nothing serves it). A split
+    never sends traffic to an alias that no replica serves while another of its
+    aliases is served. Call `replicas_changed` after every change of the table.
+    """
+
+    def __init__(self, rng: random.Random | None = None, served: Served | None = None) -> None:
         self.state = RoutingState()
         self._rng = rng or random.Random()
         self._fixed: dict[tuple[str, str], Plan] = {}
+        self.served = served
+        # (model, alias) -> the version it last resolved to that a replica served.
+        self._effective: dict[tuple[str, str], str] = {}
 
     def update(self, state: RoutingState) -> None:
         self.state = state
         self._fixed = {}
+
+    def replicas_changed(self) -> None:
+        self._fixed = {}
+
+    def alias_version(self, model: str, alias: str) -> str | None:
+        """The version `alias` routes to now (None: the alias is unknown)."""
+        target = self.state.aliases.get(model, {}).get(alias)
+        if self.served is None:
+            return target
+        key = (model, alias)
+        if target is not None and self.served(model, target):
+            self._effective[key] = target
+            return target
+        previous = self._effective.get(key)
+        if previous is not None and self.served(model, previous):
+            return previous  # the move waits until a replica serves `target`
+        return target
+
+    def waiting(self, model: str) -> dict[str, tuple[str, str]]:
+        """alias -> (registry version, version served instead) for aliases whose move
+        waits for a replica (what `routes` shows)."""
+        out: dict[str, tuple[str, str]] = {}
+        for alias, target in self.state.aliases.get(model, {}).items():
+            now = self.alias_version(model, alias)
+            if now is not None and now != target:
+                out[alias] = (target, now)
+        return out
+
+    def is_served(self, model: str, alias: str) -> bool:
+        version = self.alias_version(model, alias)
+        return version is not None and (self.served is None or self.served(model, version))
 
     def policy(self, model: str) -> TrafficPolicy:
         return self.state.policies.get(model) or TrafficPolicy()
@@ -151,7 +196,7 @@ class Planner:
         """A version reference → a version ("" stays "": the backend's default)."""
         if ref == "" or is_version_number(ref):
             return ref
-        version = self.state.aliases.get(model, {}).get(ref)
+        version = self.alias_version(model, ref)
         if version is None:
             # Triton's words first: a Triton client sees the version string it sent refused.
             raise NotFound(
@@ -164,7 +209,7 @@ class Planner:
         return self.resolve(member.model, member.version_ref) or self._default_version(member.model)
 
     def _default_version(self, model: str) -> str:
-        return self.state.aliases.get(model, {}).get(DEFAULT_ALIAS, "")
+        return self.alias_version(model, DEFAULT_ALIAS) or ""
 
     def _choose_split(self, model: str, split: tuple[tuple[str, int], ...], session: str) -> str:
         total = sum(weight for _, weight in split)
@@ -200,12 +245,17 @@ class Planner:
             return Plan("ensemble", members)
         alias = ""
         if policy.split:
-            alias = self._choose_split(model, policy.split, session)
+            split = policy.split
+            if self.served is not None:
+                # Traffic stays where it is served: aliases no replica serves take no share.
+                served = tuple((a, w) for a, w in split if self.is_served(model, a))
+                split = served or split
+            alias = self._choose_split(model, split, session)
             version = self.resolve(model, alias)
         else:
             version = self._default_version(model)
         shadow = None
-        shadow_version = self.state.aliases.get(model, {}).get(policy.shadow_alias)
+        shadow_version = self.alias_version(model, policy.shadow_alias)
         if policy.shadow_alias and shadow_version is not None:
             # An unknown shadow alias only skips the copy; the caller is served.
             shadow = Target(model, shadow_version)

@@ -48,9 +48,12 @@ def from_state(address: str, state: Any) -> PoolReplica:
 
 
 def served_versions(state: Any) -> dict[str, frozenset[str]]:
+    """model -> versions taking requests; nothing while the replica is not ready
+    (starting, draining). A model with no version serving (loading for the first
+    time, failed) is left out: the table would read it as served unversioned."""
     if not state.ready:
         return {}
-    return {m.name: frozenset(m.versions) for m in state.served}
+    return {m.name: frozenset(m.versions) for m in state.served if m.versions}
 
 
 async def prefetch(replica: Replica, model: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from modelport.common.tls import ChannelMaker
 from modelport.proto.modelport.registry.v1 import registry_pb2 as rpb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc as rpb_grpc
 from modelport.router.policies import MemberRef, OnState, RoutingState, TrafficPolicy
@@ -43,9 +44,15 @@ def policy_from_message(message: Any) -> TrafficPolicy:
 
 class RegistryPolicySource:
     def __init__(
-        self, address: str, retry_seconds: float = 0.5, max_retry_seconds: float = 10.0
+        self,
+        address: str,
+        retry_seconds: float = 0.5,
+        max_retry_seconds: float = 10.0,
+        channels: ChannelMaker | None = None,
     ) -> None:
         self.address = address
+        # Plaintext unless upstream TLS is configured (or the address is grpcs://).
+        self.channels = channels or ChannelMaker()
         self.retry_seconds = retry_seconds
         self.max_retry_seconds = max_retry_seconds
         self.policies: dict[str, TrafficPolicy] = {}
@@ -137,7 +144,9 @@ class RegistryPolicySource:
         delay = self.retry_seconds
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.address) as channel:
+
+                async def follow(channel: grpc.aio.Channel) -> None:
+                    nonlocal delay
                     stub: rpb_grpc.ModelRegistryAsyncStub = (
                         rpb_grpc.ModelRegistryStub(channel)  # type: ignore[assignment]
                     )
@@ -150,6 +159,9 @@ class RegistryPolicySource:
                         delay = self.retry_seconds
                         if await self._apply(stub, event):
                             on_state(self._state())
+
+                if await self.channels.run_with(self.address, follow):
+                    continue  # client certificates rotated: dial again at once
                 raise ConnectionError("registry ended the watch")
             except (grpc.aio.AioRpcError, ConnectionError) as exc:
                 # Keep what we have: the last known policy stays in force.

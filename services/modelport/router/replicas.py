@@ -76,6 +76,7 @@ class ReplicaTable:
     replicas: dict[str, Replica] = field(default_factory=dict)
     # (model, version) -> replicas taking traffic for it; rebuilt after any change.
     _candidates: dict[tuple[str, str], list[Replica]] = field(default_factory=dict)
+    _known: frozenset[str] | None = None  # known_models(), kept until the next change
     # Told after every change of replicas, readiness or versions (releases held requests).
     on_change: Callable[[], None] | None = None
 
@@ -116,7 +117,14 @@ class ReplicaTable:
             self._candidates.clear()
             self._changed()
 
+    def knows(self, model: str) -> bool:
+        """Some replica is meant to serve `model` (cheap: for labelling every request)."""
+        if self._known is None:
+            self._known = frozenset(self.known_models())
+        return model in self._known
+
     def _changed(self) -> None:
+        self._known = None
         if self.on_change is not None:
             self.on_change()
 

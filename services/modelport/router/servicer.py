@@ -9,8 +9,6 @@ a replica serving the model, or from all of them (RepositoryIndex, statistics).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,8 +17,10 @@ import grpc
 
 from modelport import __version__, errors
 from modelport.common import tracing
+from modelport.common.stream_window import answer_as_ready
+from modelport.common.wire import readable_id
 from modelport.proto.inference import grpc_service_pb2 as pb
-from modelport.router import wire
+from modelport.router import shared_memory, wire
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import FORWARDED_KEYS, forwarded_metadata
@@ -30,7 +30,13 @@ Context = grpc.aio.ServicerContext
 
 SERVICE = "inference.GRPCInferenceService"
 SESSION_KEY = "x-modelport-session"
-EXTENSIONS = ["model_configuration", "model_repository", "statistics", "modelport_router"]
+EXTENSIONS = [
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "system_shared_memory",
+    "modelport_router",
+]
 
 
 def _read_metadata(context: Context) -> str:
@@ -89,67 +95,41 @@ class RouterServicer:
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
         """Each request is routed on its own and runs concurrently with the others;
-        answers are sent in request order, a request's several answers (a
-        decoupled model) as they come. Requests of one sequence are forwarded one
-        after the other, so the replica holding it gets them in order."""
+        answers are sent as they are ready, each with its request's id, as the
+        inference service does (`answer_as_ready`), a request's several answers
+        (a decoupled model) in their order. Requests of one sequence are
+        forwarded one after the other, so the replica holding it gets them in
+        order."""
         session = _read_metadata(context)
-        pending: asyncio.Queue[asyncio.Queue[bytes | None] | None] = asyncio.Queue(maxsize=256)
-        running: set[asyncio.Task[None]] = set()
-        last_of: dict[tuple[str, str], asyncio.Task[None]] = {}
+        last_of: dict[tuple[str, str], asyncio.Future[None]] = {}
 
-        async def one(request: bytes, out: asyncio.Queue[bytes | None],
-                      routing: tuple[str, str, str, str], before: asyncio.Task[None] | None,
-                      ) -> None:  # fmt: skip
-            model, version, request_id, sequence = routing
+        async def respond(request: bytes) -> AsyncIterator[bytes]:
+            # Runs in read order up to its first await: a sequence's order is kept.
+            done: asyncio.Future[None] | None = None
             try:
-                if before is not None:
-                    await asyncio.wait([before])
+                model, version, _, sequence = _routing(request)
+                if sequence:
+                    key = (model, sequence)
+                    before = last_of.get(key)
+                    done = last_of[key] = asyncio.get_running_loop().create_future()
+                    if before is not None:
+                        await asyncio.wait([before])
                 async for message in self._router.stream(
                     model, version, request, session, None, sequence
                 ):
-                    await out.put(message)
-            except Exception as exc:
-                only_id = pb.ModelInferResponse(id=request_id).SerializeToString()
-                await out.put(wire.stream_error(errors.public_message(exc), only_id))
-            finally:
-                await out.put(None)
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    out: asyncio.Queue[bytes | None] = asyncio.Queue()
-                    try:
-                        routing = _routing(request)
-                    except errors.ModelportError as exc:
-                        request_id = ""
-                        with contextlib.suppress(ValueError):
-                            request_id = wire.routing_fields(request)[2]
-                        echo = pb.ModelInferResponse(id=request_id).SerializeToString()
-                        await out.put(wire.stream_error(str(exc), echo))
-                        await out.put(None)
-                        await pending.put(out)
-                        continue
-                    key = (routing[0], routing[3])
-                    before = last_of.get(key) if routing[3] else None
-                    task = asyncio.ensure_future(one(request, out, routing, before))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    if routing[3]:
-                        last_of[key] = task
-                        task.add_done_callback(functools.partial(_forget, last_of, key))
-                    await pending.put(out)
-            finally:
-                await pending.put(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (out := await pending.get()) is not None:
-                while (message := await out.get()) is not None:
                     yield message
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
+            except Exception as exc:
+                only_id = pb.ModelInferResponse(id=readable_id(request)).SerializeToString()
+                yield wire.stream_error(errors.public_message(exc), only_id)
+            finally:
+                if done is not None:
+                    done.set_result(None)
+                    for key, future in list(last_of.items()):
+                        if future is done:
+                            del last_of[key]
+
+        async for answer in answer_as_ready(requests, respond, size=len):
+            yield answer
 
     # -- per-model and fleet-wide calls (see `fleet`) ---------------------------
 
@@ -215,14 +195,41 @@ class RouterServicer:
             "and the deployments decide what is loaded"
         )
 
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Context
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return self._fleet.shared_memory.status(request)
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        return await self._fleet.shared_memory.register(request)
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        return await self._fleet.shared_memory.unregister(request)
+
+    # CUDA regions: none are held, so clearing them (as Triton's examples do first) is a
+    # no-op and registering one is refused with the reason.
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Context
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        return shared_memory.cuda_status(request)
+
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        shared_memory.cuda_register(request)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Context
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     async def NotAtRouter(self, request: object, context: Context) -> object:
         raise errors.Unimplemented("not available at the router; ask an inference service")
-
-
-def _forget(last_of: dict[Any, Any], key: Any, task: asyncio.Task[None]) -> None:
-    """A sequence's last request is done: the next one need not wait for it."""
-    if last_of.get(key) is task:
-        del last_of[key]
 
 
 TYPED: dict[str, Any] = {
@@ -236,14 +243,14 @@ TYPED: dict[str, Any] = {
     "RepositoryIndex": pb.RepositoryIndexRequest,
     "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
     "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
-}
-NOT_AT_ROUTER: dict[str, Any] = {
     "SystemSharedMemoryStatus": pb.SystemSharedMemoryStatusRequest,
     "SystemSharedMemoryRegister": pb.SystemSharedMemoryRegisterRequest,
     "SystemSharedMemoryUnregister": pb.SystemSharedMemoryUnregisterRequest,
     "CudaSharedMemoryStatus": pb.CudaSharedMemoryStatusRequest,
     "CudaSharedMemoryRegister": pb.CudaSharedMemoryRegisterRequest,
     "CudaSharedMemoryUnregister": pb.CudaSharedMemoryUnregisterRequest,
+}
+NOT_AT_ROUTER: dict[str, Any] = {
     "TraceSetting": pb.TraceSettingRequest,
     "LogSettings": pb.LogSettingsRequest,
 }

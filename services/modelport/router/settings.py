@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from modelport.common.settings import ServerSettings, setting
+from modelport.common.settings import ServerSettings, UpstreamSettings, setting
 from modelport.errors import InvalidInput
 from modelport.router import discovery
 
 
 @dataclass(frozen=True)
-class RouterSettings(ServerSettings):
+class RouterSettings(ServerSettings, UpstreamSettings):
     registry: str = setting("", "Registry gRPC address for policies and aliases.")
     discovery: Literal["static", "dns", "kubernetes"] = setting(
         "static", "Where the replicas come from."

@@ -1,22 +1,22 @@
 """Router metrics. Hot-path counts live in plain counters (`RouterStats`, each
 replica's in-flight count) and are read by
 observable instruments at scrape time. The latency histogram is a bucket
-array served by a prometheus_client collector in the same registry the OTel
-exporter uses: an OTel histogram record costs ~15 µs, which is several
-percent of the router's whole CPU budget per request; a bisect costs <1 µs.
+array (common/histograms) served in the same registry the OTel exporter uses:
+an OTel histogram record costs ~15 µs, which is several percent of the
+router's whole CPU budget per request; a bisect costs <1 µs.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from prometheus_client.core import REGISTRY, HistogramMetricFamily
 
+from modelport.common import histograms
+from modelport.common.histograms import BucketHistogram
 from modelport.common.metrics import LATENCY_BUCKETS, meter
-from modelport.router.forwarding import Router
+from modelport.router.forwarding import UNKNOWN_MODEL, Router
 from modelport.router.placement import PlacementStats
 from modelport.router.scale_from_zero import ScaleFromZero
 
@@ -43,20 +43,46 @@ def install(router: Router) -> None:
 
         return callback
 
-    m.create_observable_counter("modelport_router_requests", [requests])
-    m.create_observable_gauge("modelport_router_replica_in_flight", [in_flight])
     m.create_observable_counter(
-        "modelport_router_picks", [counted(stats.picks, ("model", "replica"))]
+        "modelport_router_requests",
+        [requests],
+        description=f"Requests answered, by model and status code (model {UNKNOWN_MODEL}: "
+        "names no replica serves)",
     )
-    m.create_observable_counter("modelport_router_retries", [counted(stats.retries, ("model",))])
-    m.create_observable_counter(
-        "modelport_router_ejections", [counted(stats.ejections, ("model", "replica"))]
+    m.create_observable_gauge(
+        "modelport_router_replica_in_flight",
+        [in_flight],
+        description="Requests the router has in flight on each replica",
     )
     m.create_observable_counter(
-        "modelport_router_policy_splits", [counted(stats.splits, ("model", "alias"))]
+        "modelport_router_picks",
+        [counted(stats.picks, ("model", "replica"))],
+        description="Requests sent to each replica (retries included)",
     )
     m.create_observable_counter(
-        "modelport_router_shadow_errors", [counted(stats.shadow_errors, ("model",))]
+        "modelport_router_retries",
+        [counted(stats.retries, ("model",))],
+        description="Requests retried on another replica after UNAVAILABLE",
+    )
+    m.create_observable_counter(
+        "modelport_router_ejections",
+        [counted(stats.ejections, ("model", "replica"))],
+        description="Times a replica was taken out of rotation after repeated failures",
+    )
+    m.create_observable_counter(
+        "modelport_router_policy_splits",
+        [counted(stats.splits, ("model", "alias"))],
+        description="Requests a weighted split sent to each alias",
+    )
+    m.create_observable_counter(
+        "modelport_router_shadow_errors",
+        [counted(stats.shadow_errors, ("model",))],
+        description="Shadow copies that failed (the caller was answered)",
+    )
+    m.create_observable_counter(
+        "modelport_router_shadow_dropped",
+        [counted(stats.shadow_dropped, ("model",))],
+        description="Shadow copies not sent because too many were in flight",
     )
     if router.scaling is not None:
         install_scaling(m, router.scaling)
@@ -112,43 +138,24 @@ def install_scaling(m: Any, scaling: ScaleFromZero) -> None:
     )
 
 
-_histogram: LatencyHistogram | None = None
+def latency_histogram() -> BucketHistogram:
+    """modelport_router_request_duration_seconds{model}: the process's one."""
+    return histograms.histogram(
+        "modelport_router_request_duration_seconds",
+        "Time the router took to answer a request.",
+        ("model",),
+        LATENCY_BUCKETS,
+    )
 
 
-def latency_histogram() -> LatencyHistogram:
-    """The process's one histogram (a registry accepts a metric name once)."""
-    global _histogram
-    if _histogram is None:
-        _histogram = LatencyHistogram()
-        REGISTRY.register(_histogram)
-    return _histogram
+def recorder(histogram: BucketHistogram) -> Callable[[str, float], None]:
+    """What the Router calls per request: (model, seconds)."""
+    rows: dict[str, list[float]] = {}
 
-
-class LatencyHistogram:
-    """modelport_router_request_duration_seconds{model}, cheap to record."""
-
-    name = "modelport_router_request_duration_seconds"
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        # model -> [count per bucket..., +Inf count, sum]
-        self.series: dict[str, list[float]] = {}
-
-    def record(self, model: str, seconds: float) -> None:
-        row = self.series.get(model)
+    def record(model: str, seconds: float) -> None:
+        row = rows.get(model)
         if row is None:
-            row = self.series[model] = [0.0] * (len(self.bounds) + 2)
-        row[bisect.bisect_left(self.bounds, seconds)] += 1
-        row[-1] += seconds
+            row = rows[model] = histogram.row((model,))
+        histogram.observe(row, seconds)
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(
-            self.name, "Time the router took to answer a request.", labels=["model"]
-        )
-        for model, row in list(self.series.items()):
-            cumulative, buckets = 0.0, []
-            for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
-                cumulative += count
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            family.add_metric([model], buckets, row[-1])
-        yield family
+    return record

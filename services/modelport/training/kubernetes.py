@@ -78,6 +78,20 @@ def _env(spec: WorkerSpec) -> list[dict[str, str]]:
     ]
 
 
+def _placement(job: JobRecord, settings: KubernetesSettings) -> dict[str, Any]:
+    """Where worker pods go: GPU jobs on the selected nodes, tolerating the GPU taint."""
+    placement: dict[str, Any] = {}
+    if settings.node_selector and job.gpus_per_worker:
+        placement["nodeSelector"] = dict(settings.node_selector)
+    if job.gpus_per_worker:
+        placement["tolerations"] = [
+            {"key": settings.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    if settings.service_account:
+        placement["serviceAccountName"] = settings.service_account
+    return placement
+
+
 def render_job(job: JobRecord, spec: WorkerSpec, settings: KubernetesSettings) -> dict[str, Any]:
     """The batch/v1 Job for `job`: one pod, torchrun inside, retried by torchrun not by the Job."""
     labels = {
@@ -99,14 +113,7 @@ def render_job(job: JobRecord, spec: WorkerSpec, settings: KubernetesSettings) -
         ],
         "volumes": [{"name": "work", "emptyDir": {}}],
     }
-    if settings.node_selector and job.gpus_per_worker:
-        pod["nodeSelector"] = dict(settings.node_selector)
-    if job.gpus_per_worker:
-        pod["tolerations"] = [
-            {"key": settings.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
-        ]
-    if settings.service_account:
-        pod["serviceAccountName"] = settings.service_account
+    pod.update(_placement(job, settings))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -130,6 +137,11 @@ def render_trainjob(
         "numNodes": 1,
         "resourcesPerNode": _resources(job, settings),
     }
+    body: dict[str, Any] = {"runtimeRef": {"name": settings.trainjob_runtime}, "trainer": trainer}
+    placement = _placement(job, settings)
+    if placement:
+        # The runtime's pod template stays; its training pods ("node") get the placement.
+        body["podTemplateOverrides"] = [{"targetJobs": [{"name": "node"}], "spec": placement}]
     return {
         "apiVersion": f"{TRAINJOB_GROUP}/{TRAINJOB_VERSION}",
         "kind": "TrainJob",
@@ -138,7 +150,7 @@ def render_trainjob(
             "namespace": settings.namespace,
             "labels": {LABEL: job.id},
         },
-        "spec": {"runtimeRef": {"name": settings.trainjob_runtime}, "trainer": trainer},
+        "spec": body,
     }
 
 

@@ -1,11 +1,12 @@
 """Registering a finished job's export: one registry upload, with lineage, or nothing.
 
-The version is pushed as a child of the base (`parent`), labelled with the
-job, the dataset's sha256, the method and the hyperparameters, carrying the
-final metrics, and the job's aliases move in the same registry transaction.
-Before pushing, a version already labelled with this job is looked for: a
-service that crashed after the upload but before recording it finds it
-instead of registering twice.
+The version is pushed as a child of the base (`parent`) with the registry's
+`Lineage` (the one derived versions carry): method `fine-tune`, and as its
+parameters the job, the training method, the dataset and its sha256, the
+resolved hyperparameters and the seed; the final metrics go on the version,
+and the job's aliases move in the same registry transaction. Before pushing,
+a version whose lineage names this job is looked for: a service that crashed
+after the upload but before recording it finds it instead of registering twice.
 """
 
 from __future__ import annotations
@@ -16,25 +17,21 @@ from typing import Any
 
 from modelport.errors import ModelportError
 
-JOB_LABEL = "modelport.io/training-job"
-DATASET_LABEL = "modelport.io/dataset-sha256"
-METHOD_LABEL = "modelport.io/training-method"
-PARAMS_LABEL = "modelport.io/hyperparameters"
+LINEAGE_METHOD = "fine-tune"
+JOB_PARAMETER = "training_job"
 SUFFIX_LABEL = "modelport.io/suffix"
 
 
-def lineage_labels(job: Any) -> dict[str, str]:
-    labels = {
-        JOB_LABEL: job.id,
-        DATASET_LABEL: job.dataset_sha256,
-        METHOD_LABEL: job.method.value if hasattr(job.method, "value") else str(job.method),
-        PARAMS_LABEL: json.dumps(job.hyperparameters, sort_keys=True),
-        "modelport.io/dataset": job.dataset,
-        "modelport.io/seed": str(job.seed),
+def lineage_parameters(job: Any) -> dict[str, str]:
+    return {
+        JOB_PARAMETER: job.id,
+        "method": job.method.value if hasattr(job.method, "value") else str(job.method),
+        "dataset": job.dataset,
+        "dataset_sha256": job.dataset_sha256,
+        "hyperparameters": json.dumps(job.hyperparameters, sort_keys=True),
+        "seed": str(job.seed),
+        "workers": str(job.workers),
     }
-    if job.suffix:
-        labels[SUFFIX_LABEL] = job.suffix
-    return labels
 
 
 def register(
@@ -43,6 +40,7 @@ def register(
     *,
     model: str,
     parent: str,
+    lineage: dict[str, str],
     labels: dict[str, str],
     metrics: dict[str, float],
     aliases: list[str],
@@ -51,11 +49,13 @@ def register(
     """Push `output_dir` as `model`'s next version; returns "model:version"."""
     from modelport.client.channel import ModelportClientError
     from modelport.client.registry import RegistryClient
+    from modelport.proto.modelport.registry.v1 import derive_pb2
 
+    job_id = lineage[JOB_PARAMETER]
     with RegistryClient(registry_address) as registry:
         try:
             for version in registry.list_versions(model):
-                if version.labels.get(JOB_LABEL) == labels[JOB_LABEL]:
+                if version.lineage.parameters.get(JOB_PARAMETER) == job_id:
                     for alias in aliases:
                         registry.set_alias(model, version.version, alias)
                     return f"{model}:{version.version}"
@@ -72,6 +72,7 @@ def register(
                 aliases=aliases,
                 create_model=False,
                 description=description,
+                lineage=derive_pb2.Lineage(method=LINEAGE_METHOD, parameters=lineage),
             )
         except ModelportClientError as exc:
             raise _domain(exc) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from modelport.auth.audit import LogSink
+from modelport.common.access_config import build_access_control
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.training.executors import Executor, LocalExecutor
@@ -43,6 +45,7 @@ class TrainingServer:
             executor or build_executor(settings),
             max_concurrent_jobs=settings.max_concurrent_jobs,
             poll_seconds=settings.poll_seconds,
+            worker_threads=settings.worker_threads,
         )
         self.grpc: GrpcServer | None = None
 
@@ -53,7 +56,10 @@ class TrainingServer:
 
     async def start(self) -> int:
         await self.service.start()
-        self.grpc = GrpcServer(self.settings.server_options())
+        # Job changes are audited (JSON lines); with a policy or --allowed-peer every
+        # RPC is authenticated and authorized (a job pushes a version of its base model).
+        access = build_access_control("training", self.settings, audit_sink=LogSink())
+        self.grpc = GrpcServer(self.settings.server_options(), access=access)
         servicer = TrainingServicer(self.service)
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))
         port = await self.grpc.start()

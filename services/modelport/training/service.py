@@ -60,8 +60,10 @@ class TrainingService:
         *,
         max_concurrent_jobs: int = 1,
         poll_seconds: float = 0.2,
+        worker_threads: int = 0,
     ) -> None:
         self.store = JobStore(data_dir)
+        self.worker_threads = worker_threads
         self.registry = registry
         self.executor = executor
         self.max_concurrent_jobs = max_concurrent_jobs
@@ -250,6 +252,7 @@ class TrainingService:
             validation_fraction=job.validation_fraction,
             work_dir=str(job_dir),
             attempt=job.attempt,
+            threads=self.worker_threads,
         )
         if self.executor.reports_over_grpc:
             spec.registry, spec.base_ref = self.registry, job.base_version
@@ -326,7 +329,8 @@ class TrainingService:
         return {
             "model": job.base_version.split(":")[0],
             "parent": job.base_version,
-            "labels": registration.lineage_labels(job),
+            "lineage": registration.lineage_parameters(job),
+            "labels": {registration.SUFFIX_LABEL: job.suffix} if job.suffix else {},
             "aliases": list(job.aliases),
             "description": f"fine-tuned from {job.base_version} by {job.id}"
             + (f" ({job.suffix})" if job.suffix else ""),

@@ -25,6 +25,9 @@ class TrainingSettings(ServerSettings):
     )
     max_concurrent_jobs: int = setting(1, "Jobs running at once.")
     max_restarts: int = setting(2, "Worker-group restarts from the newest checkpoint.")
+    worker_threads: int = setting(
+        0, "Torch threads per worker process (0: the cores divided by the workers)."
+    )
     # The Kubernetes executor (training/kubernetes.py).
     namespace: str = setting("", "kubernetes: where jobs run (default: this pod's).")
     image: str = setting("", "kubernetes: the worker image (default: this pod's).")
@@ -47,6 +50,8 @@ class TrainingSettings(ServerSettings):
         super().__post_init__()
         if self.max_concurrent_jobs < 1:
             raise InvalidInput(f"max_concurrent_jobs={self.max_concurrent_jobs}: at least 1")
+        if self.worker_threads < 0:
+            raise InvalidInput(f"worker_threads={self.worker_threads}: cannot be negative")
         if self.max_restarts < 0:
             raise InvalidInput(f"max_restarts={self.max_restarts}: cannot be negative")
         _ = self.node_selector  # a malformed KEY=VALUE fails before anything starts

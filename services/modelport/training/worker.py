@@ -45,6 +45,8 @@ class WorkerSpec:
     dataset_ref: str = ""
     report_address: str = ""
     attempt: str = ""
+    # Torch threads per worker process (0: this machine's cores over the workers).
+    threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
@@ -55,7 +57,7 @@ class WorkerSpec:
         return cls(**json.loads(path.read_text()))
 
 
-def _topology() -> Any:
+def _topology(threads: int = 0) -> Any:
     import torch
     import torch.distributed as dist
 
@@ -69,9 +71,20 @@ def _topology() -> Any:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    # Two cores shared by N workers: one thread each keeps them from fighting.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(world, 1)))
+        # torchrun's agent keeps one store across restarts of the worker group: without a
+        # per-attempt prefix, a restarted group reads the dead group's addresses and never
+        # connects.
+        store, rank, world = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"modelport/attempt-{attempt}", store),
+            rank=rank,
+            world_size=world,
+        )
+    # N workers share the cores: more threads than cores make OpenMP's threads wait on
+    # each other (on a busy machine one step takes many times longer).
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(world, 1)))
     return Topology(rank=rank, world=world, device=device)
 
 
@@ -116,7 +129,7 @@ def run(spec: WorkerSpec) -> int:
     from modelport.training.worker_events import FileSink, NullSink
 
     work = Path(spec.work_dir)
-    topo = _topology()
+    topo = _topology(spec.threads)
     sink: Any = NullSink()
     if topo.rank == 0:
         if spec.report_address:

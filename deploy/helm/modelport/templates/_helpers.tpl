@@ -247,12 +247,6 @@ initContainers:
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
-{{- if .Values.tls.enabled }}
-- name: tls
-  secret:
-    secretName: {{ required "tls.secretName is required when tls.enabled" .Values.tls.secretName }}
-    defaultMode: 0440
-{{- end }}
 {{- if .Values.devSync.enabled }}
 - name: dev-src
   emptyDir: {}
@@ -262,11 +256,6 @@ initContainers:
 {{- define "modelport.commonVolumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if .Values.tls.enabled }}
-- name: tls
-  mountPath: /etc/modelport/tls
-  readOnly: true
-{{- end }}
 {{- if .Values.devSync.enabled }}
 - name: dev-src
   mountPath: /opt/modelport-dev

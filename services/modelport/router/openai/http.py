@@ -17,8 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
+from modelport.auth.gate import Gate
 from modelport.router.openai import sse
 from modelport.router.openai.errors import error_body, from_error
+from modelport.router.openai.gated import GatedBackend, middleware
 from modelport.router.openai.service import OpenAIService
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -27,9 +29,13 @@ Handler = Callable[[Any], Awaitable[Any]]
 class OpenAIServer:
     """The HTTP server of the OpenAI API (aiohttp on the router's event loop)."""
 
-    def __init__(self, service: OpenAIService, grace: float = 5.0) -> None:
-        # On stop, streams in flight get `grace` seconds to finish.
-        self.runner = web.AppRunner(build_app(service), access_log=None, shutdown_timeout=grace)
+    def __init__(
+        self, service: OpenAIService, grace: float = 5.0, gate: Gate | None = None
+    ) -> None:
+        # On stop, streams in flight get `grace` seconds to finish. With a gate, every
+        # request is authenticated, authorized and counted (see `gated`).
+        app = build_app(service, gate)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
         self.port = 0
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -44,8 +50,12 @@ class OpenAIServer:
         await self.runner.cleanup()
 
 
-def build_app(service: OpenAIService) -> web.Application:
-    app = web.Application(client_max_size=8 << 20)
+def build_app(service: OpenAIService, gate: Gate | None = None) -> web.Application:
+    if gate is not None:
+        service = OpenAIService(GatedBackend(service.backend, gate))
+    app = web.Application(
+        client_max_size=8 << 20, middlewares=[middleware(gate)] if gate is not None else []
+    )
 
     async def models(_: web.Request) -> web.Response:
         return await _answer(lambda: service.list_models())

@@ -13,8 +13,6 @@ for a while per model.
 
 from __future__ import annotations
 
-import json
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +23,7 @@ import numpy as np
 
 from modelport import errors
 from modelport.artifacts.generative import BACKEND
+from modelport.client.generation import first_text, generation_request
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import model_config_pb2 as mc
 from modelport.router.fleet import Fleet
@@ -103,24 +102,9 @@ class RouterGenerationBackend:
 
 def stream_request(model: str, prompt: str | list[int], sampling: dict[str, Any]) -> bytes:
     """The ModelInferRequest (serialized) that asks `model` to stream a completion."""
-    request = pb.ModelInferRequest(model_name=model, id=f"oai-{uuid.uuid4().hex[:16]}")
-    if isinstance(prompt, str):
-        _bytes_input(request, "text_input", prompt)
-    else:
-        ids = np.asarray(prompt, dtype=np.int64)
-        request.inputs.add(name="input_ids", datatype="INT64", shape=[len(ids)])
-        request.raw_input_contents.append(ids.tobytes())
-    request.inputs.add(name="stream", datatype="BOOL", shape=[1])
-    request.raw_input_contents.append(b"\x01")
-    _bytes_input(request, "sampling_parameters", json.dumps(sampling))
+    request = generation_request(model, prompt, sampling, request_id=f"oai-{uuid.uuid4().hex[:16]}")
     data: bytes = request.SerializeToString()
     return data
-
-
-def _bytes_input(request: pb.ModelInferRequest, name: str, text: str) -> None:
-    data = text.encode()
-    request.inputs.add(name=name, datatype="BYTES", shape=[1])
-    request.raw_input_contents.append(struct.pack("<I", len(data)) + data)
 
 
 def read_delta(message: bytes) -> Delta:
@@ -134,23 +118,15 @@ def read_delta(message: bytes) -> Delta:
         raise errors.from_code(code, answer.error_message)
     raw = {o.name: response.raw_output_contents[i] for i, o in enumerate(response.outputs)}
     final = FINAL in response.parameters and response.parameters[FINAL].bool_param
-    reason = _text(raw.get("finish_reason", b"")) if final else ""
+    reason = first_text(raw.get("finish_reason", b"")) if final else ""
     return Delta(
-        text=_text(raw.get("text_output", b"")),
+        text=first_text(raw.get("text_output", b"")),
         finish_reason=(reason or "stop") if final else None,
         prompt_tokens=_count(raw.get("num_input_tokens", b"")),
         completion_tokens=_count(raw.get("num_output_tokens", b"")),
         error=response.parameters["error"].string_param if "error" in response.parameters
         else None,
     )  # fmt: skip
-
-
-def _text(raw: bytes) -> str:
-    """The first element of a BYTES tensor's raw contents (4-byte length, then the bytes)."""
-    if len(raw) < 4:
-        return ""
-    (length,) = struct.unpack_from("<I", raw)
-    return raw[4 : 4 + length].decode(errors="replace")
 
 
 def _count(raw: bytes) -> int:

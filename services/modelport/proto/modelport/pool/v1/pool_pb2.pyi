@@ -64,7 +64,7 @@ class ReplicaState(google.protobuf.message.Message):
     """Takes new requests (false while starting or draining: route elsewhere)."""
     @property
     def served(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ServedModel]:
-        """Every model with a version READY here."""
+        """Every model the replica knows, with its versions that take requests."""
 
     @property
     def loads(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ModelLoad]:
@@ -94,22 +94,30 @@ global___ReplicaState = ReplicaState
 
 @typing.final
 class ServedModel(google.protobuf.message.Message):
+    """One model a replica serves (dedicated or pool)."""
+
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
     NAME_FIELD_NUMBER: builtins.int
     VERSIONS_FIELD_NUMBER: builtins.int
+    STATE_FIELD_NUMBER: builtins.int
     name: builtins.str
+    state: builtins.str
+    """The model's state: LOADING, READY, UNLOADING or UNAVAILABLE (a model
+    reloading keeps serving its old versions meanwhile).
+    """
     @property
     def versions(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
-        """The versions READY (numbers, as in RepositoryIndex)."""
+        """The versions that take requests now (numbers, as in RepositoryIndex)."""
 
     def __init__(
         self,
         *,
         name: builtins.str = ...,
         versions: collections.abc.Iterable[builtins.str] | None = ...,
+        state: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["name", b"name", "versions", b"versions"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name", "state", b"state", "versions", b"versions"]) -> None: ...
 
 global___ServedModel = ServedModel
 

@@ -1158,3 +1158,146 @@ class WatchEvent(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["alias", b"alias", "at", b"at", "job", b"job", "kind", b"kind", "message", b"message", "model", b"model", "previous_version", b"previous_version", "progress", b"progress", "revision", b"revision", "stage", b"stage", "version", b"version"]) -> None: ...
 
 global___WatchEvent = WatchEvent
+
+@typing.final
+class AuditEvent(google.protobuf.message.Message):
+    """One registry write or model-control call: who, what, from where, how it ended."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class DetailsEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+    ID_FIELD_NUMBER: builtins.int
+    TIME_FIELD_NUMBER: builtins.int
+    SERVICE_FIELD_NUMBER: builtins.int
+    ACTION_FIELD_NUMBER: builtins.int
+    OPERATION_FIELD_NUMBER: builtins.int
+    OUTCOME_FIELD_NUMBER: builtins.int
+    CODE_FIELD_NUMBER: builtins.int
+    MESSAGE_FIELD_NUMBER: builtins.int
+    TENANT_FIELD_NUMBER: builtins.int
+    SUBJECT_FIELD_NUMBER: builtins.int
+    METHOD_FIELD_NUMBER: builtins.int
+    PEER_FIELD_NUMBER: builtins.int
+    MODEL_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    DETAILS_FIELD_NUMBER: builtins.int
+    TRACE_ID_FIELD_NUMBER: builtins.int
+    id: builtins.str
+    service: builtins.str
+    """"registry", "inference" or "router"."""
+    action: builtins.str
+    """The policy action: push, alias, delete, policy, model-control, ..."""
+    operation: builtins.str
+    """The RPC: UploadVersion, SetAlias, RepositoryModelLoad, ..."""
+    outcome: builtins.str
+    """"ok", "denied" (unauthenticated, forbidden, over quota) or "failed"."""
+    code: builtins.str
+    """The gRPC status code name ("OK", "PERMISSION_DENIED", ...)."""
+    message: builtins.str
+    tenant: builtins.str
+    """Empty when the caller was not authenticated."""
+    subject: builtins.str
+    method: builtins.str
+    """"api-key", "jwt", "mtls" or ""."""
+    peer: builtins.str
+    """The caller's address as gRPC reports it ("ipv4:10.0.0.7:51234")."""
+    model: builtins.str
+    version: builtins.str
+    trace_id: builtins.str
+    @property
+    def time(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def details(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: builtins.str = ...,
+        time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        service: builtins.str = ...,
+        action: builtins.str = ...,
+        operation: builtins.str = ...,
+        outcome: builtins.str = ...,
+        code: builtins.str = ...,
+        message: builtins.str = ...,
+        tenant: builtins.str = ...,
+        subject: builtins.str = ...,
+        method: builtins.str = ...,
+        peer: builtins.str = ...,
+        model: builtins.str = ...,
+        version: builtins.str = ...,
+        details: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
+        trace_id: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["time", b"time"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["action", b"action", "code", b"code", "details", b"details", "id", b"id", "message", b"message", "method", b"method", "model", b"model", "operation", b"operation", "outcome", b"outcome", "peer", b"peer", "service", b"service", "subject", b"subject", "tenant", b"tenant", "time", b"time", "trace_id", b"trace_id", "version", b"version"]) -> None: ...
+
+global___AuditEvent = AuditEvent
+
+@typing.final
+class ListAuditEventsRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: builtins.int
+    TENANT_FIELD_NUMBER: builtins.int
+    ACTION_FIELD_NUMBER: builtins.int
+    OUTCOME_FIELD_NUMBER: builtins.int
+    SINCE_FIELD_NUMBER: builtins.int
+    UNTIL_FIELD_NUMBER: builtins.int
+    LIMIT_FIELD_NUMBER: builtins.int
+    model: builtins.str
+    """Each filter is optional (empty: any)."""
+    tenant: builtins.str
+    action: builtins.str
+    outcome: builtins.str
+    limit: builtins.int
+    """At most this many (default 100, capped at 1000)."""
+    @property
+    def since(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    @property
+    def until(self) -> google.protobuf.timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model: builtins.str = ...,
+        tenant: builtins.str = ...,
+        action: builtins.str = ...,
+        outcome: builtins.str = ...,
+        since: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        until: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        limit: builtins.int = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["since", b"since", "until", b"until"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["action", b"action", "limit", b"limit", "model", b"model", "outcome", b"outcome", "since", b"since", "tenant", b"tenant", "until", b"until"]) -> None: ...
+
+global___ListAuditEventsRequest = ListAuditEventsRequest
+
+@typing.final
+class ListAuditEventsResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: builtins.int
+    @property
+    def events(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___AuditEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: collections.abc.Iterable[global___AuditEvent] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["events", b"events"]) -> None: ...
+
+global___ListAuditEventsResponse = ListAuditEventsResponse

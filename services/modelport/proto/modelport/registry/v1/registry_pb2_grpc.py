@@ -160,6 +160,11 @@ class ModelRegistryStub(object):
                 request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.SerializeToString,
                 response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/ListAuditEvents',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelRegistryServicer(object):
@@ -331,6 +336,13 @@ class ModelRegistryServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """The audit trail (registry writes, model-control calls), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -458,6 +470,11 @@ def add_ModelRegistryServicer_to_server(servicer, server):
                     servicer.ReportDeriveProgress,
                     request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.FromString,
                     response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1135,6 +1152,33 @@ class ModelRegistry(object):
             '/modelport.registry.v1.ModelRegistry/ReportDeriveProgress',
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveProgress.SerializeToString,
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_derive__pb2.DeriveJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/ListAuditEvents',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -167,6 +167,12 @@ class ModelRegistryStub:
         modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
     ]
 
+    ListAuditEvents: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsResponse,
+    ]
+    """The audit trail (registry writes, model-control calls), newest first."""
+
 class ModelRegistryAsyncStub:
     CreateModel: grpc.aio.UnaryUnaryMultiCallable[
         modelport.proto.modelport.registry.v1.registry_pb2.CreateModelRequest,
@@ -311,6 +317,12 @@ class ModelRegistryAsyncStub:
         modelport.proto.modelport.registry.v1.derive_pb2.DeriveProgress,
         modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob,
     ]
+
+    ListAuditEvents: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsResponse,
+    ]
+    """The audit trail (registry writes, model-control calls), newest first."""
 
 class ModelRegistryServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -506,5 +518,13 @@ class ModelRegistryServicer(metaclass=abc.ABCMeta):
         request: modelport.proto.modelport.registry.v1.derive_pb2.DeriveProgress,
         context: _ServicerContext,
     ) -> typing.Union[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.derive_pb2.DeriveJob]]: ...
+
+    @abc.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsResponse, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.registry_pb2.ListAuditEventsResponse]]:
+        """The audit trail (registry writes, model-control calls), newest first."""
 
 def add_ModelRegistryServicer_to_server(servicer: ModelRegistryServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -55,7 +55,7 @@ class ReplicaRoute(google.protobuf.message.Message):
     """Requests the router sent it since start."""
     @property
     def versions(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
-        """Versions of this model the replica reports READY in its RepositoryIndex."""
+        """Versions of this model the replica reports READY (its push, or its RepositoryIndex)."""
 
     def __init__(
         self,
@@ -206,6 +206,22 @@ class ModelRoute(google.protobuf.message.Message):
         ) -> None: ...
         def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
 
+    @typing.final
+    class WaitingEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
     NAME_FIELD_NUMBER: builtins.int
     REPLICAS_FIELD_NUMBER: builtins.int
     POLICY_FIELD_NUMBER: builtins.int
@@ -216,6 +232,8 @@ class ModelRoute(google.protobuf.message.Message):
     POOL_MISSES_FIELD_NUMBER: builtins.int
     POOLED_FIELD_NUMBER: builtins.int
     LOADING_FIELD_NUMBER: builtins.int
+    WAITING_FIELD_NUMBER: builtins.int
+    UNSERVED_ALIASES_FIELD_NUMBER: builtins.int
     name: builtins.str
     held: builtins.int
     """Requests held while the model has no ready replica (scale to zero)."""
@@ -232,7 +250,7 @@ class ModelRoute(google.protobuf.message.Message):
     def policy(self) -> global___PolicyView: ...
     @property
     def aliases(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
-        """Aliases the router currently resolves, alias -> version."""
+        """Aliases as the router resolves them now, alias -> version."""
 
     @property
     def pool(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolCopy]:
@@ -241,6 +259,17 @@ class ModelRoute(google.protobuf.message.Message):
     @property
     def loading(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___LoadView]:
         """Replicas loading it now, by phase (a cold start under way)."""
+
+    @property
+    def waiting(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
+        """Alias moves waiting for a replica: alias -> the registry's version, while
+        `aliases` holds the version served meanwhile (the move happens when a
+        replica reports the new version ready).
+        """
+
+    @property
+    def unserved_aliases(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """Aliases the policy names that no ready replica serves: they take no traffic."""
 
     def __init__(
         self,
@@ -255,9 +284,11 @@ class ModelRoute(google.protobuf.message.Message):
         pool_misses: builtins.int = ...,
         pooled: builtins.bool = ...,
         loading: collections.abc.Iterable[global___LoadView] | None = ...,
+        waiting: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
+        unserved_aliases: collections.abc.Iterable[builtins.str] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "loading", b"loading", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "loading", b"loading", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas", "unserved_aliases", b"unserved_aliases", "waiting", b"waiting"]) -> None: ...
 
 global___ModelRoute = ModelRoute
 

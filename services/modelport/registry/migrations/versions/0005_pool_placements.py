@@ -1,7 +1,7 @@
 """Pool placements: which models the shared pool serves, their priority and memory estimate.
 
-Revision ID: 0004_pool_placements
-Revises: 0003_datasets
+Revision ID: 0005_pool_placements
+Revises: 0004_audit_and_upload_usage
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_pool_placements"
-down_revision = "0003_datasets"
+revision = "0005_pool_placements"
+down_revision = "0004_audit_and_upload_usage"
 branch_labels = None
 depends_on = None
 
