@@ -139,6 +139,10 @@ REGISTRY: dict[str, RpcAccess] = {
     "Resolve": RpcAccess("read", _ref_model),
     "SetTrafficPolicy": RpcAccess("policy", _model, audited=True),
     "GetTrafficPolicy": RpcAccess("read", _model),
+    # Where the shared pool serves a model: part of its serving policy.
+    "SetPoolPlacement": RpcAccess("policy", lambda r: str(r.placement.model), audited=True),
+    "GetPoolPlacement": RpcAccess("read", _model),
+    "ListPoolPlacements": RpcAccess("read", keep=_keep("placements", "model")),
     # Named models are checked; with none, events of unreadable models are left out.
     "Watch": RpcAccess("read", keep=_keep_event),
     "ListAuditEvents": RpcAccess("admin", _model, keep=_keep("events", "model")),
