@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,9 @@ class KubernetesExecutor:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                # The client reads KUBECONFIG once, when it is first imported; read it
+                # now, so the variable in force when the executor starts is the one used.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
             self._api = client
         return self._api
 
