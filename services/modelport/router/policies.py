@@ -77,6 +77,10 @@ class RoutingState:
     policies: dict[str, TrafficPolicy] = field(default_factory=dict)
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
     revision: int = 0
+    # Models the registry marks pooled → their memory estimate in bytes (0: unknown).
+    # None: the source does not say (static policies), and the pool takes any model
+    # no deployment serves.
+    pooled: dict[str, int] | None = None
 
 
 OnState = Callable[[RoutingState], None]
