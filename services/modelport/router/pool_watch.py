@@ -118,6 +118,8 @@ class ReplicaWatcher:
                     self.fallback(replica)
                     return
                 log.debug("replica %s: watch ended (%s)", replica.address, exc.code().name)
+            except Exception:  # a bad report must not stop following the replica for good
+                log.exception("replica %s: its state could not be applied", replica.address)
             self.placer.remove(replica.address)
             self.loads.pop(replica.address, None)
             await asyncio.sleep(self.retry_seconds)
