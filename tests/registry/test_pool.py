@@ -1,7 +1,7 @@
 """`serve inference --pool`: one replica serves 50 models of a real registry under a memory
 budget, loading on first request and evicting least recently used, with no failed request;
-the router places the registry's pooled models on pool replicas, answers their metadata
-and follows alias moves to the version the alias names."""
+the router places the registry's pooled models on pool replicas, spreads a hot one over
+two, answers their metadata and follows alias moves to the version the alias names."""
 
 from __future__ import annotations
 
@@ -178,6 +178,24 @@ async def test_the_router_places_models_on_warm_pool_replicas(
             assert loads_of("m00") == 1
             stats = router.placer.stats
             assert stats.misses["m00"] == 1 and stats.hits["m00"] >= 10
+            # A hot model spreads: with its warm copy busy, the router has the other
+            # replica load it too (the request still goes to the warm one) ...
+            deadline = asyncio.get_running_loop().time() + 20
+            while loads_of("m00") < 2:
+                assert asyncio.get_running_loop().time() < deadline, "m00 never spread"
+                await asyncio.gather(*(infer("m00") for _ in range(32)))
+            assert stats.spreads["m00"] == 1 and stats.misses["m00"] == 1
+            await until(
+                "second copy unreported",
+                lambda: all(
+                    r.models.get("m00") is not None and r.models["m00"].state == "READY"
+                    for r in router.placer.replicas.values()
+                ),
+            )
+            # ... and then sends its requests to both copies.
+            hits = [app.pool.cache.stats.hits for app in pools]
+            await asyncio.gather(*(infer("m00") for _ in range(32)))
+            assert all(a.pool.cache.stats.hits > h for a, h in zip(pools, hits, strict=True))
             # New models go where memory is free: both replicas take some.
             for i in range(1, 7):
                 await infer(f"m{i:02d}")
@@ -205,15 +223,16 @@ async def test_the_router_places_models_on_warm_pool_replicas(
             assert [
                 app.pool.version("m01") for app in pools if "m01" in app.pool.cache.state()
             ] == [2]
-            reports = router.pool_watcher.reports  # pushed after each load: m00-m06, m01 v2
-            await until("loads unreported", lambda: sum(r.loads for r in reports.values()) == 8)
+            # Pushed after each load: m00 twice, m01-m06, m01 v2.
+            reports = router.pool_watcher.reports
+            await until("loads unreported", lambda: sum(r.loads for r in reports.values()) == 9)
             admin = router_pb2_grpc.RouterAdminStub(channel)
             routes = await admin.ListRoutes(router_pb2.ListRoutesRequest())
         by_name = {r.name: r for r in routes.models}
-        assert [(c.state, c.version) for c in by_name["m00"].pool] == [("READY", 1)]
+        assert [(c.state, c.version) for c in by_name["m00"].pool] == [("READY", 1)] * 2
         assert by_name["m00"].pool_hits >= 10 and by_name["m00"].pooled
         assert sorted(r.address for r in routes.pool_replicas) == sorted(a.address for a in pools)
-        assert sum(r.loads for r in routes.pool_replicas) == 8
+        assert sum(r.loads for r in routes.pool_replicas) == 9
     finally:
         if router is not None:
             await router.stop(0)
