@@ -251,6 +251,7 @@ async def test_every_rpc_of_every_service_answers_each_caller_exactly(
             host="127.0.0.1",
             grpc_port=0,
             metrics_port=-1,
+            http_port=-1,  # no OpenAI API here (8000 may be taken on a shared machine)
             endpoints=(f"simple={replica.address}",),
             **auth,
         )
