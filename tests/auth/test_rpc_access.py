@@ -77,6 +77,7 @@ def test_reads_are_not_audited_and_writes_are() -> None:
         "DeleteAlias",
         "RollbackAlias",
         "SetTrafficPolicy",
+        "SetPoolPlacement",
         "DeriveVersion",
     }
     datasets = SERVICES["modelport.registry.v1.DatasetRegistry"]

@@ -97,6 +97,30 @@ async def test_least_recently_used_idle_model_is_evicted_first() -> None:
     assert backend.resident == cache.charged_bytes == 30
 
 
+async def test_lowest_priority_goes_first_then_least_recently_used() -> None:
+    backend = FakeBackend({m: 10 for m in "abcde"}, budget=30)
+    priorities = {"a": 1, "b": 0, "c": 1}
+    cache = backend.cache(priority=lambda n: priorities.get(n, 0))
+    for name in "abc":
+        await infer(cache, name)
+    await infer(cache, "d")  # b: the only priority 0, though a was used before it
+    assert sorted(cache.state()) == ["a", "c", "d"]
+    await infer(cache, "e")  # d (priority 0) before a and c
+    assert sorted(cache.state()) == ["a", "c", "e"]
+
+
+async def test_evict_waits_for_the_requests_using_the_model() -> None:
+    backend = FakeBackend({"a": 10}, budget=30)
+    cache = backend.cache()
+    async with cache.use("a"):
+        eviction = asyncio.create_task(cache.evict("a"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not eviction.done() and "a" in cache.state()
+    await eviction
+    assert "a" not in cache.state() and backend.resident == 0
+
+
 async def test_a_pinned_model_is_never_evicted_the_load_waits_for_room() -> None:
     backend = FakeBackend({"a": 10, "b": 10}, budget=10)
     cache = backend.cache()

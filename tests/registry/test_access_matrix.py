@@ -126,6 +126,12 @@ def registry_rpcs(archive: Path) -> dict[str, tuple[Any, S]]:
         "GetTrafficPolicy": (rpb.GetTrafficPolicyRequest(model="reg"), S.OK),
         "Watch": (rpb.WatchRequest(), S.OK),
         "ListAuditEvents": (rpb.ListAuditEventsRequest(), S.OK),
+        "SetPoolPlacement": (
+            rpb.SetPoolPlacementRequest(placement=rpb.PoolPlacement(model="reg", pooled=False)),
+            S.OK,
+        ),
+        "GetPoolPlacement": (rpb.GetPoolPlacementRequest(model="reg"), S.OK),
+        "ListPoolPlacements": (rpb.ListPoolPlacementsRequest(), S.OK),
         # An impossible spec: refused after the policy, before any job starts.
         "DeriveVersion": (
             dpb.DeriveRequest(source="reg:1", spec=dpb.DeriveSpec(prune=2.0)),
@@ -154,7 +160,7 @@ def dataset_rpcs() -> dict[str, tuple[Any, S]]:
 
 # Listing RPCs (no model named): a tenant granted nothing gets an empty answer, not a refusal.
 LISTINGS = {"RepositoryIndex", "ListModels", "Watch", "ListAuditEvents", "ListRoutes",
-            "ListDatasets"}  # fmt: skip
+            "ListDatasets", "ListPoolPlacements"}  # fmt: skip
 # Any authenticated caller may ask whether the server is up.
 ANYONE = {"ServerLive", "ServerReady", "ServerMetadata"}
 
@@ -245,6 +251,7 @@ async def test_every_rpc_of_every_service_answers_each_caller_exactly(
             host="127.0.0.1",
             grpc_port=0,
             metrics_port=-1,
+            http_port=-1,  # no OpenAI API here (8000 may be taken on a shared machine)
             endpoints=(f"simple={replica.address}",),
             **auth,
         )

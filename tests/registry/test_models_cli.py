@@ -106,6 +106,22 @@ def test_policy_commands(registry: ThreadedRegistry, make_model: Callable[..., P
     assert "exclude" in run(registry, "policy", "m", "--scatter", "--ensemble", "a", ok=False)
 
 
+def test_pool_commands(registry: ThreadedRegistry, make_model: Callable[..., Path]) -> None:
+    run(registry, "push", str(make_model("m", 2.0)), "--name", "m", "--alias", "production")
+    assert "not pooled" in run(registry, "pool", "m")
+    pooled = run_json(registry, "pool", "m", "--priority", "7", "--memory-mb", "2")
+    assert (pooled["pooled"], pooled["priority"], int(pooled["memory_bytes"])) == (True, 7, 2 << 20)
+    # Changing one setting keeps the other.
+    assert "priority 3, memory 2.0 MiB" in run(registry, "pool", "m", "--priority", "3")
+    assert [p["model"] for p in run_json(registry, "pool")] == ["m"]
+    assert "not pooled" in run(registry, "pool", "m", "--off")
+    assert run_json(registry, "pool") == []
+    assert "--off takes no other" in run(
+        registry, "pool", "m", "--off", "--priority", "1", ok=False
+    )
+    assert "NOT_FOUND" in run(registry, "pool", "nope", "--priority", "1", ok=False)
+
+
 def test_ensure_pushed_pushes_once(
     registry: ThreadedRegistry, make_model: Callable[..., Path]
 ) -> None:

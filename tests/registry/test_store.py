@@ -14,7 +14,7 @@ import pytest
 from modelport.artifacts.archive import pack_directory
 from modelport.errors import AlreadyExists, FailedPrecondition, InvalidInput, NotFound
 from modelport.registry.database import normalize_url
-from modelport.registry.records import EventKind, NewVersion, Policy
+from modelport.registry.records import EventKind, NewVersion, Policy, PoolPlacement
 from modelport.registry.store import RegistryStore
 
 from tests.registry.postgres import PostgresServer
@@ -142,6 +142,31 @@ def test_traffic_policy_round_trip_and_checks(
     assert store.get_policy("m").is_empty()
     kinds = [e.kind for e in store.events_after(0) if e.kind == EventKind.POLICY_CHANGED]
     assert len(kinds) == 3
+
+
+def test_pool_placements_round_trip_checks_and_leave_with_the_model(
+    store: RegistryStore, make_model: Callable[..., Path]
+) -> None:
+    push(store, make_model("m", 2.0), "m", "production")
+    store.create_model("other")
+    assert store.placements.get("m") == PoolPlacement()
+    stored = store.placements.set("m", PoolPlacement(True, priority=5, memory_bytes=1 << 20))
+    assert store.placements.get("m") == stored
+    assert (stored.pooled, stored.priority, stored.memory_bytes) == (True, 5, 1 << 20)
+    store.placements.set("other", PoolPlacement(True))
+    assert list(store.placements.list()) == ["m", "other"]
+    with pytest.raises(InvalidInput, match="memory_bytes"):
+        store.placements.set("m", PoolPlacement(True, memory_bytes=-1))
+    with pytest.raises(InvalidInput, match="pooled: true"):
+        store.placements.set("m", PoolPlacement(False, priority=3))
+    with pytest.raises(NotFound):
+        store.placements.set("nope", PoolPlacement(True))
+    store.placements.set("other", PoolPlacement(False))
+    assert list(store.placements.list()) == ["m"]
+    kinds = [e.model for e in store.events_after(0) if e.kind == EventKind.POOL_CHANGED]
+    assert kinds == ["m", "other", "other"]
+    store.delete_model("m", force=True)
+    assert store.placements.list() == {}
 
 
 def test_duplicate_model_is_rejected(store: RegistryStore) -> None:

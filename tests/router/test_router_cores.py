@@ -156,6 +156,28 @@ def test_an_alias_moves_only_once_a_replica_serves_its_new_version() -> None:
     assert planner.plan("m", "").targets[0].version == "2"
 
 
+def test_a_rollback_during_the_move_it_undoes_goes_back_to_what_is_served() -> None:
+    # production 1 -> 2 while the replica still serves both, then rolled back to 1
+    # before the replica's reload to [2] reported: the router routed to 1 (served
+    # then), the replica's report then said {2}, and its reload to [1, 2] is still
+    # to come. Meanwhile production must route to 2, not to 1 that nothing serves.
+    served = {("m", "1"), ("m", "2")}
+    planner = Planner(served=lambda model, version: (model, version) in served)
+    planner.update(RoutingState(aliases={"m": {"production": "1", "canary": "2"}}))
+    assert planner.plan("m", "").targets[0].version == "1"
+    planner.update(RoutingState(aliases={"m": {"production": "2", "canary": "2"}}))
+    assert planner.plan("m", "").targets[0].version == "2"
+    planner.update(RoutingState(aliases={"m": {"production": "1", "canary": "2"}}))
+    assert planner.plan("m", "").targets[0].version == "1"  # still served: the table is stale
+    served.discard(("m", "1"))  # the reload to [2] lands
+    planner.replicas_changed()
+    assert planner.plan("m", "").targets[0].version == "2"
+    assert planner.waiting("m") == {"production": ("1", "2")}
+    served.add(("m", "1"))  # the reload to [1, 2] lands
+    planner.replicas_changed()
+    assert planner.plan("m", "").targets[0].version == "1" and planner.waiting("m") == {}
+
+
 def test_a_split_sends_nothing_to_an_alias_no_replica_serves() -> None:
     served = {("m", "1")}
     planner = Planner(served=lambda model, version: (model, version) in served)

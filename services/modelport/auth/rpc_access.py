@@ -53,6 +53,16 @@ def _keep(field: str, key: str = "name") -> Callable[[Any, Callable[[str], bool]
     return keep
 
 
+def _keep_replica_state(state: Any, allowed: Callable[[str], bool]) -> Any:
+    """A replica's pushed state keeps only the models the caller may see: those it
+    serves, those loading, and (on a pool replica) those in the pool."""
+    _keep("served")(state, allowed)
+    _keep("loads")(state, allowed)
+    if state.HasField("pool"):
+        _keep("models")(state.pool, allowed)
+    return state
+
+
 def _keep_event(event: Any, allowed: Callable[[str], bool]) -> Any:
     """A watch event of a model the caller may not read is dropped (None); events
     about no model (CAUGHT_UP) pass."""
@@ -139,6 +149,10 @@ REGISTRY: dict[str, RpcAccess] = {
     "Resolve": RpcAccess("read", _ref_model),
     "SetTrafficPolicy": RpcAccess("policy", _model, audited=True),
     "GetTrafficPolicy": RpcAccess("read", _model),
+    # Where the shared pool serves a model: part of its serving policy.
+    "SetPoolPlacement": RpcAccess("policy", lambda r: str(r.placement.model), audited=True),
+    "GetPoolPlacement": RpcAccess("read", _model),
+    "ListPoolPlacements": RpcAccess("read", keep=_keep("placements", "model")),
     # Named models are checked; with none, events of unreadable models are left out.
     "Watch": RpcAccess("read", keep=_keep_event),
     "ListAuditEvents": RpcAccess("admin", _model, keep=_keep("events", "model")),
@@ -184,7 +198,7 @@ ROUTER: dict[str, RpcAccess] = {
 # A pool replica's state, followed by routers; a prefetch loads a model as its
 # first request would, so it asks what inference asks.
 POOL: dict[str, RpcAccess] = {
-    "Watch": RpcAccess("metadata", keep=_keep("models")),
+    "Watch": RpcAccess("metadata", keep=_keep_replica_state),
     "Prefetch": RpcAccess("infer", _model),
 }
 

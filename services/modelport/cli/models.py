@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from modelport.cli.models_aliases import alias, history, policy, rollback
+from modelport.cli.models_aliases import alias, history, policy, pool, rollback
 from modelport.cli.models_common import common, describe_policy, registry_client
 from modelport.cli.models_derive import compare, derive, derive_worker, jobs, metric_rows
 from modelport.cli.output import emit, pairs, print_json, table, to_dict, when
@@ -176,3 +176,4 @@ models.add_command(derive)
 models.add_command(compare)
 models.add_command(jobs)
 models.add_command(derive_worker)
+models.add_command(pool)

@@ -1,4 +1,4 @@
-"""`modelport models alias | rollback | history | policy`: where traffic goes."""
+"""`modelport models alias | rollback | history | policy | pool`: where traffic goes."""
 
 from __future__ import annotations
 
@@ -126,3 +126,60 @@ def policy(
     emit(as_json, current, f"{name}: {describe_policy(current)} (revision {current.revision})")
     for warning in warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+@click.command("pool")
+@click.argument("name", required=False, default="")
+@click.option("--priority", type=int, default=None, help="Eviction priority (lower goes first).")
+@click.option(
+    "--memory-mb", type=click.FloatRange(min=0), default=None,
+    help="MiB the model holds once loaded (0: its archive's size).",
+)  # fmt: skip
+@click.option("--off", is_flag=True, help="Stop serving the model from the pool.")
+@common
+def pool(
+    name: str,
+    priority: int | None,
+    memory_mb: float | None,
+    off: bool,
+    registry: str,
+    as_json: bool,
+) -> None:
+    """Show or set whether the shared pool serves model NAME (no NAME: list pooled models).
+
+    Setting --priority or --memory-mb pools the model; other settings keep their values.
+    """
+    if off and (priority is not None or memory_mb is not None):
+        raise click.UsageError("--off takes no other pool option")
+    with registry_client(registry) as client:
+        if not name:
+            if off or priority is not None or memory_mb is not None:
+                raise click.UsageError("name the model to change")
+            placements = client.list_pool_placements()
+            if as_json:
+                print_json([to_dict(p) for p in placements])
+                return
+            rows = [[p.model, p.priority, _mib(p.memory_bytes), p.revision] for p in placements]
+            table("pooled models", ["model", "priority", "memory", "revision"], rows)
+            return
+        current = client.get_pool_placement(name)
+        if off:
+            current = client.set_pool_placement(name, pooled=False)
+        elif priority is not None or memory_mb is not None:
+            current = client.set_pool_placement(
+                name,
+                priority=current.priority if priority is None else priority,
+                memory_bytes=(
+                    current.memory_bytes if memory_mb is None else int(memory_mb * 1024 * 1024)
+                ),
+            )
+    if not current.pooled:
+        emit(as_json, current, f"{name}: not pooled (revision {current.revision})")
+        return
+    memory = _mib(current.memory_bytes)
+    text = f"{name}: pooled, priority {current.priority}, memory {memory}"
+    emit(as_json, current, f"{text} (revision {current.revision})")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB" if size else "archive size"

@@ -72,6 +72,11 @@ def print_routes(answer: Any) -> None:
             policy += f"\nno ready replica for {names}: its traffic stays where it is served"
         if route.held:
             policy += f"\n{route.held} held (scaling from zero)"
+        for load in route.loading:
+            policy += (
+                f"\n{load.address}: {load.phase.lower().replace('_', '-')} v{load.version or '?'}"
+                f" ({load.phase_seconds:.1f} s, {load.total_seconds:.1f} s in all)"
+            )
         if not route.replicas and not route.pool:
             table.add_row(route.name, policy, "-", "-", "no replicas", "0", "0")
         for index, copy in enumerate(route.pool):

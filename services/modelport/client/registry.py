@@ -303,6 +303,29 @@ class RegistryClient(DeriveCalls):
         request = pb.GetTrafficPolicyRequest(model=model)
         return self.stub.GetTrafficPolicy(request, timeout=self.timeout)
 
+    # -- pool placements --------------------------------------------------------------
+
+    @_maps_rpc_errors
+    def set_pool_placement(
+        self, model: str, *, pooled: bool = True, priority: int = 0, memory_bytes: int = 0
+    ) -> pb.PoolPlacement:
+        """Serve `model` from the shared pool (or stop: `pooled=False`)."""
+        placement = pb.PoolPlacement(
+            model=model, pooled=pooled, priority=priority, memory_bytes=memory_bytes
+        )
+        request = pb.SetPoolPlacementRequest(placement=placement)
+        return self.stub.SetPoolPlacement(request, timeout=self.timeout)
+
+    @_maps_rpc_errors
+    def get_pool_placement(self, model: str) -> pb.PoolPlacement:
+        request = pb.GetPoolPlacementRequest(model=model)
+        return self.stub.GetPoolPlacement(request, timeout=self.timeout)
+
+    @_maps_rpc_errors
+    def list_pool_placements(self) -> list[pb.PoolPlacement]:
+        request = pb.ListPoolPlacementsRequest()
+        return list(self.stub.ListPoolPlacements(request, timeout=self.timeout).placements)
+
     def watch(
         self, after_revision: int = 0, models: Iterable[str] = (), timeout: float | None = None
     ) -> Iterator[pb.WatchEvent]:

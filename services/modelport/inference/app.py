@@ -23,6 +23,7 @@ from modelport.common.encryption import sealing_of
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
+from modelport.inference.artifact_cache import ArtifactCache
 from modelport.inference.fleet import ModelControl
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
@@ -31,6 +32,7 @@ from modelport.inference.pool import install_metrics as install_pool_metrics
 from modelport.inference.pool_servicer import SERVICE_NAME as POOL_SERVICE
 from modelport.inference.pool_servicer import PoolServicer
 from modelport.inference.pool_servicer import register as register_pool
+from modelport.inference.pool_source import RegistryPoolSource
 from modelport.inference.registry_follower import RegistryFollower
 from modelport.inference.servicer import InferenceServicer
 from modelport.inference.serving import DataPlane, SendToOwner
@@ -65,13 +67,14 @@ class InferenceApp:
             self.manager, self.peers, explicit=explicit, shared_memory=self.shm
         )
         self.pool: ModelPool | None = None
+        self.pool_source: RegistryPoolSource | None = None
         if settings.pool:
+            self.pool_source = RegistryPoolSource(settings.registry, settings.pool_alias)
             self.pool = ModelPool(
                 self.manager,
-                settings.registry,
-                settings.cache_dir.expanduser(),
+                self.pool_source,
+                ArtifactCache(settings.cache_dir.expanduser()),
                 settings.pool_budget_bytes(),
-                settings.pool_alias,
             )
         self.serving = DataPlane(self.manager, self.shm, self._sequence_owner, self.pool)
         self.servicer = InferenceServicer(self.manager, self.control, self.serving)
@@ -94,7 +97,7 @@ class InferenceApp:
         self.manager.listeners.append(self._health_changed)
         self._pending_health: set[asyncio.Task[None]] = set()
         self.follower: RegistryFollower | None = None
-        # Every replica pushes what it serves to routers (pool replicas their pool too).
+        # Every replica pushes its state to routers (served versions, loads, pool).
         pool_servicer = PoolServicer(self.manager, self.pool)
         self.server.add_service(POOL_SERVICE, lambda s: register_pool(s, pool_servicer))
         self.port = 0
@@ -134,7 +137,6 @@ class InferenceApp:
         else:
             await self.manager.load_all()
         if self.pool is not None:
-            await self.pool.start()
             if settings.metrics_port >= 0:
                 install_pool_metrics(self.pool)
             log.info("pool: models load on demand within %d bytes", self.pool.cache.budget_bytes)
@@ -163,6 +165,8 @@ class InferenceApp:
         await self.server.drain(grace)
         if self.pool is not None:
             await self.pool.close()
+        if self.pool_source is not None:
+            await self.pool_source.close()
         await self.manager.close()
         await self.peers.close()
         self.shm.close()

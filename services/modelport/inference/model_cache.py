@@ -12,8 +12,9 @@ unpins it after. The cache keeps these promises:
 - **no race between load, infer and unload**: a pinned model is never evicted;
   a model being unloaded is waited for, then loaded again;
 - **single flight**: concurrent first requests for one model share one load;
-- **least recently used first**: eviction takes the idle model whose last
-  request ended longest ago.
+- **lowest priority, then least recently used, first**: eviction takes an idle
+  model of the lowest priority (the registry's pool placement), and among those
+  the one whose last request ended longest ago.
 
 A model bigger than the whole budget, or measured bigger than its charge when
 the rest cannot be freed, is refused with RESOURCE_EXHAUSTED and unloaded.
@@ -77,11 +78,13 @@ class ModelCache(Generic[T]):
         estimate: Callable[[str], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[], None] | None = None,
+        priority: Callable[[str], int] | None = None,
     ) -> None:
         self.budget_bytes = budget_bytes
         self._load = load
         self._unload = unload
         self._estimate = estimate or (lambda name: 0)
+        self._priority = priority or (lambda name: 0)
         self.clock = clock
         self.on_change = on_change  # told after every state change (reports, metrics)
         self._entries: OrderedDict[str, _Entry[T]] = OrderedDict()  # least recently used first
@@ -114,6 +117,25 @@ class ModelCache(Generic[T]):
             if entry.pins == 0 and self._entries.get(name) is entry:
                 self._entries.move_to_end(name)  # most recently used last
             self._spawn(self._notify())
+
+    async def evict(self, name: str, deadline: float | None = None) -> None:
+        """Unload `name` as soon as no request uses it (its load, if running, ends
+        first): the next `use` loads it afresh (another version, say)."""
+        while (entry := self._entries.get(name)) is not None:
+            if entry.state != READY:
+                try:
+                    await self._wait(asyncio.shield(entry.ready), name, deadline)
+                except DeadlineExceeded:
+                    raise
+                except Exception:
+                    pass  # the load failed: nothing is left to evict
+                continue
+            async with self._room:
+                if self._entries.get(name) is entry and entry.state == READY and not entry.pins:
+                    await self._evict(entry)
+                    self._room.notify_all()
+                    return
+                await self._wait(self._room.wait(), name, deadline)
 
     async def close(self) -> None:
         """Unload every idle model; loads in progress finish first."""
@@ -219,7 +241,9 @@ class ModelCache(Generic[T]):
                     await self._wait(self._room.wait(), name, deadline)
 
     def _lru_idle(self) -> _Entry[T] | None:
-        return next((e for e in self._entries.values() if _idle(e)), None)
+        """The idle model to evict: lowest priority, least recently used among those."""
+        idle = [e for e in self._entries.values() if _idle(e)]  # least recently used first
+        return min(idle, key=lambda e: self._priority(e.name)) if idle else None
 
     async def _evict(self, entry: _Entry[T]) -> None:
         """Unload one idle model (the room lock is held); its bytes stay charged

@@ -53,6 +53,8 @@ from modelport.inference import codec
 from modelport.inference.ensemble_members import check_members
 from modelport.inference.generative.served import ServedGenerative
 from modelport.inference.load_overrides import Override
+from modelport.inference.load_phases import LOADING as LOAD_PHASE
+from modelport.inference.load_phases import WARMING_UP, LoadPhases
 from modelport.inference.served import Served, ServedEnsemble, ServedVersion
 from modelport.proto.inference import model_config_pb2 as mc
 
@@ -128,6 +130,9 @@ class ModelManager:
         self._started = False
         # Told (model name, ready) after every change; the app points health at it.
         self.listeners: list[Callable[[str, bool], None]] = []
+        self.phases = LoadPhases()  # models on their way (pushed to routers)
+        # Told after any change of what the replica serves or whether it takes traffic.
+        self.state_listeners: list[Callable[[], None]] = []
         # Versions a reload dropped still answer requests that name them for
         # `linger_seconds`: routers move traffic when this replica's push reaches
         # them, and a request they sent just before must not fail NOT_FOUND.
@@ -154,6 +159,11 @@ class ModelManager:
     def _changed(self, name: str, ready: bool) -> None:
         for listener in self.listeners:
             listener(name, ready)
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        for listener in list(self.state_listeners):
+            listener()
 
     # -- lookups (hot path: no awaits, no I/O) ----------------------------------
 
@@ -287,7 +297,7 @@ class ModelManager:
     async def _load_locked(
         self,
         name: str,
-        load: Callable[[], tuple[ModelSpec, dict[int, Loaded]]],
+        load: Callable[[PhaseSink], tuple[ModelSpec, dict[int, Loaded]]],
         model_dir: Path | None,
         override: Override | None,
     ) -> None:
@@ -295,8 +305,9 @@ class ModelManager:
             current = self._models.get(name)
             if current is None or not current.versions:
                 self._models[name] = ModelEntry(name, LOADING)
+            on_phase = self.phases.from_thread(asyncio.get_running_loop())
             try:
-                spec, loaded = await asyncio.to_thread(load)
+                spec, loaded = await asyncio.to_thread(load, on_phase)
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
             except Exception as exc:
@@ -312,6 +323,9 @@ class ModelManager:
                 if override is not None:
                     override.remove()
                 raise InvalidInput(f"failed to load model '{name}': {reason}") from None
+            finally:
+                # After the worker thread's phase changes, which are queued on the loop.
+                asyncio.get_running_loop().call_soon(self.phases.done, name)
             served = self._serve(spec, loaded)
             for version in served.values():
                 started = version.start()
@@ -424,6 +438,14 @@ class ModelManager:
         return self._locks.setdefault(name, asyncio.Lock())
 
 
+# Told (model, phase, version) from the loading thread as a load moves on.
+PhaseSink = Callable[[str, str, str], None]
+
+
+def _no_phase(name: str, phase: str, version: str) -> None:
+    pass
+
+
 def _load_versions(
     name: str,
     model_dir: Path,
@@ -431,6 +453,7 @@ def _load_versions(
     load: BackendLoader,
     override: mc.ModelConfig | None = None,
     generative: GenerativeLoader | None = None,
+    on_phase: PhaseSink = _no_phase,
 ) -> tuple[ModelSpec, dict[int, Loaded]]:
     """Blocking: read config, pick versions, load and warm up each (worker thread).
 
@@ -460,12 +483,15 @@ def _load_versions(
     if spec.platform == PLATFORM_GENERATIVE:
         generative = generative or _default_generative
         for version in versions:
+            on_phase(name, LOAD_PHASE, str(version))
             loaded[version] = generative(spec, version, model_dir / str(version))
         return spec, loaded
     try:
         for version in versions:
+            on_phase(name, LOAD_PHASE, str(version))
             backend = load(spec, model_dir / str(version))
             loaded[version] = backend
+            on_phase(name, WARMING_UP, str(version))
             warm_up(spec, backend)
     except BaseException:
         for done in loaded.values():
@@ -478,6 +504,7 @@ def _load_sealed_versions(
     name: str,
     archives: Mapping[int, SealedArchive],
     generative: GenerativeLoader | None = None,
+    on_phase: PhaseSink = _no_phase,
 ) -> tuple[ModelSpec, dict[int, Loaded]]:
     """Blocking: the stored config (complete: checked at upload) of the first
     archive, then each version's model read through its decrypting reader."""
@@ -500,8 +527,10 @@ def _load_sealed_versions(
                 loaded[version] = generative(spec, version, folder)
         return spec, loaded
     for version in versions:
+        on_phase(name, LOAD_PHASE, str(version))
         with archives[version].open(spec.model_filename) as model_file:
             backend = load_backend_from(spec, model_file)
+        on_phase(name, WARMING_UP, str(version))
         warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded

@@ -1,13 +1,19 @@
-"""`serve inference --pool`: any model of the registry, loaded on its first request,
-kept under a memory budget, evicted least recently used.
+"""`serve inference --pool`: the models the registry marks pooled, each loaded on its
+first request, kept under a memory budget, evicted lowest priority and least
+recently used first.
 
-Each request goes through `use(name)`: a model not resident is resolved in the
-registry (`NAME@--pool-alias`), downloaded into the sha256-keyed artifact cache
-(kept on disk, so a model evicted and asked for again is only re-loaded), loaded
-and warmed up by the `ModelManager`, and pinned while the request runs. The
-`ModelCache` keeps the budget: a load is charged the version's memory estimate
-(its `pool.modelport.io/memory-bytes` label, else the archive's size) and then the
-bytes its tensors really hold; idle models make room, least recently used first.
+Each request goes through `use(name, version)`: a model not resident is resolved
+through a `PoolSource` (the registry: its pool placement — priority and memory
+estimate — and the version, `NAME@--pool-alias` or the number the router asked
+for), downloaded into the sha256-keyed artifact cache (kept on disk, so a model
+evicted and asked for again is only re-loaded), loaded and warmed up by the
+`ModelManager`, and pinned while the request runs. The `ModelCache` keeps the
+budget: a load is charged the placement's memory estimate (else the archive's
+size) and then the bytes its tensors really hold. A request for another version
+than the one resident (an alias moved) waits for the old one's requests to end,
+then loads the new one.
+
+Transport-free: the registry is reached through `PoolSource` (gRPC in `pool_source`).
 """
 
 from __future__ import annotations
@@ -16,21 +22,39 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Protocol
 
-import grpc
-
-from modelport.errors import NotFound, Unavailable
+from modelport.errors import Unavailable
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
+from modelport.inference.load_phases import DOWNLOADING
 from modelport.inference.model_cache import Loaded, ModelCache
 from modelport.inference.model_manager import ModelManager
-from modelport.inference.registry_follower import fetch_artifact
-from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
-from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-MEMORY_LABEL = "pool.modelport.io/memory-bytes"
+# Tries of a request whose model turned out to hold another version once acquired.
+MAX_VERSION_SWAPS = 3
+
+
+@dataclass(frozen=True)
+class PoolVersion:
+    """What the registry says about a pooled model's version."""
+
+    artifact: Artifact
+    priority: int = 0
+    estimate_bytes: int = 0
+
+
+class PoolSource(Protocol):
+    async def resolve(self, name: str, version: int | None) -> PoolVersion:
+        """The version to load (None: the pool's alias). NotFound for a model the
+        registry does not know or does not mark pooled."""
+        ...
+
+    async def fetch(self, artifact: Artifact, cache: ArtifactCache) -> None:
+        """Download the version's archive into the cache (sha256-checked)."""
+        ...
 
 
 def tensor_bytes(module: object) -> int:
@@ -51,70 +75,83 @@ class ModelPool:
     def __init__(
         self,
         manager: ModelManager,
-        registry: str,
-        cache_dir: Path | str,
+        source: PoolSource,
+        artifacts: ArtifactCache,
         budget_bytes: int,
-        alias: str = "production",
     ) -> None:
         self.manager = manager
-        self.registry = registry
-        self.alias = alias
-        self.artifacts = ArtifactCache(cache_dir)
+        self.source = source
+        self.artifacts = artifacts
         self.cache: ModelCache[Artifact] = ModelCache(
-            budget_bytes, self._load, self._unload, estimate=self._estimate, on_change=self._changed
-        )
+            budget_bytes, self._load, self._unload, estimate=self._estimate,
+            on_change=self._changed, priority=self.priority,
+        )  # fmt: skip
         # Told after every change of what is loaded (the Watch streams to routers).
         self.listeners: list[Callable[[], None]] = []
         self._prefetches: set[asyncio.Task[None]] = set()
-        self._estimates: dict[str, int] = {}
-        self._wanted: dict[str, Artifact] = {}
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: registry_pb2_grpc.ModelRegistryAsyncStub | None = None
-
-    async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.registry)
-        self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)  # type: ignore[assignment]
+        self._wanted: dict[str, PoolVersion] = {}  # what the next load of a model loads
+        self._current: dict[str, PoolVersion] = {}  # what is loaded or loading
 
     async def close(self) -> None:
+        for task in list(self._prefetches):
+            task.cancel()
+        await asyncio.gather(*self._prefetches, return_exceptions=True)
         await self.cache.close()
-        if self._channel is not None:
-            await self._channel.close()
+
+    def priority(self, name: str) -> int:
+        current = self._current.get(name)
+        return current.priority if current else 0
+
+    def version(self, name: str) -> int:
+        """The version loaded or loading (0: none)."""
+        current = self._current.get(name)
+        return current.artifact.version if current else 0
 
     @contextlib.asynccontextmanager
-    async def use(self, name: str, deadline: float | None) -> AsyncIterator[None]:
-        """`name` loaded (resolving, downloading and evicting as needed) and pinned."""
-        state = self.cache.state().get(name)
-        if state is None or state[0] != "READY":
-            await self._resolve(name)
-        async with self.cache.use(name, deadline):
-            yield
+    async def use(self, name: str, version: str, deadline: float | None) -> AsyncIterator[None]:
+        """`name` (at `version`, "" for the pool's alias) loaded — resolving,
+        downloading and evicting as needed — and pinned."""
+        want = int(version) if version.isdigit() else None
+        for _ in range(MAX_VERSION_SWAPS):
+            state = self.cache.state().get(name)
+            if state is not None and want is not None and self.version(name) != want:
+                await self.cache.evict(name, deadline)  # the old version's requests end first
+                state = None
+            if state is None or state[0] != "READY":
+                self._wanted[name] = await self.source.resolve(name, want)
+            async with self.cache.use(name, deadline) as artifact:
+                if want is None or artifact.version == want:
+                    yield
+                    return
+            # Another request's load of another version won the race: swap again.
+        raise Unavailable(
+            f"model '{name}' version {version}: other versions keep being asked for on "
+            "this pool replica; retry"
+        )
 
     # -- the cache's loader and unloader ---------------------------------------------
 
-    async def _resolve(self, name: str) -> None:
-        assert self._stub is not None, "start() first"
-        ref = f"{name}@{self.alias}"
-        try:
-            version = await self._stub.GetVersion(pb.GetVersionRequest(ref=ref), timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"model '{name}': {exc.details()}") from None
-            raise Unavailable(
-                f"model '{name}': the registry at {self.registry} is unreachable "
-                f"({exc.code().name}); models already loaded keep serving"
-            ) from None
-        self._wanted[name] = Artifact(name, version.version, version.sha256)
-        label = version.labels.get(MEMORY_LABEL, "")
-        self._estimates[name] = int(label) if label.isdigit() else int(version.size_bytes)
-
     def _estimate(self, name: str) -> int:
-        return self._estimates.get(name, 0)
+        wanted = self._wanted.get(name)
+        return wanted.estimate_bytes if wanted else 0
 
     async def _load(self, name: str) -> Loaded[Artifact]:
-        assert self._stub is not None
-        artifact = self._wanted[name]
+        self._current[name] = wanted = self._wanted[name]
+        try:
+            return await self._load_version(name, wanted.artifact)
+        except BaseException:
+            self._current.pop(name, None)
+            raise
+
+    async def _load_version(self, name: str, artifact: Artifact) -> Loaded[Artifact]:
         if not await asyncio.to_thread(self.artifacts.has, artifact.sha256):
-            await fetch_artifact(self._stub, self.artifacts, artifact)
+            phases = self.manager.phases
+            phases.enter(name, DOWNLOADING, str(artifact.version))
+            try:
+                await self.source.fetch(artifact, self.artifacts)
+            except BaseException:
+                phases.done(name)
+                raise
         model_dir = await asyncio.to_thread(self.artifacts.model_dir, name, [artifact])
         await self.manager.load_directory(name, model_dir, versions=[artifact.version])
         served = self.manager.entry(name).versions[artifact.version]
@@ -124,15 +161,16 @@ class ModelPool:
         return Loaded(artifact, size)
 
     async def _unload(self, name: str, artifact: Artifact) -> None:
+        self._current.pop(name, None)
         await self.manager.unload(name)
-        log.info("pool: model '%s' evicted", name)
+        log.info("pool: model '%s' version %d evicted", name, artifact.version)
 
     def prefetch(self, name: str) -> None:
         """Load `name` without a request (a router spreading a hot model); errors are logged."""
 
         async def load() -> None:
             try:
-                async with self.use(name, None):
+                async with self.use(name, "", None):
                     pass
             except Exception as exc:
                 log.warning("pool: prefetch of model '%s' failed: %s", name, exc)

@@ -1,15 +1,15 @@
-"""`modelport.pool.v1.PoolReplica`: every replica pushes what it serves to routers.
+"""`modelport.pool.v1.PoolReplica`: every inference replica pushes its state to routers.
 
-Each report says whether the replica takes requests and which versions of each
-model are ready (`served`), so a router moves an alias's traffic only once the
-version is ready here; a pool replica adds its memory budget and the models
-loaded or loading. A report goes out at once and after every change.
+One `ReplicaState` on connect, then one after every change (a burst of changes
+within 10 ms goes as one): whether it takes traffic, the versions it serves,
+models on their way by phase, and on a pool replica its memory budget and
+models. Whole states, so a router that reconnects needs nothing replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -22,6 +22,8 @@ from modelport.proto.modelport.pool.v1 import pool_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PoolReplica"].full_name
 
+COALESCE_SECONDS = 0.01
+
 
 def pool_state(pool: ModelPool) -> pb.PoolState:
     cache = pool.cache
@@ -30,7 +32,14 @@ def pool_state(pool: ModelPool) -> pb.PoolState:
         budget_bytes=cache.budget_bytes,
         used_bytes=cache.charged_bytes,
         models=[
-            pb.PoolModel(name=name, state=state, size_bytes=size, in_flight=pins)
+            pb.PoolModel(
+                name=name,
+                state=state,
+                size_bytes=size,
+                in_flight=pins,
+                version=pool.version(name),
+                priority=pool.priority(name),
+            )
             for name, (state, size, pins) in cache.state().items()
         ],
         hits=stats.hits,
@@ -41,11 +50,17 @@ def pool_state(pool: ModelPool) -> pb.PoolState:
     )
 
 
-def replica_state(manager: ModelManager, pool: ModelPool | None) -> pb.PoolState:
-    state = pool_state(pool) if pool is not None else pb.PoolState()
-    state.serving = manager.serving
+def replica_state(manager: ModelManager, pool: ModelPool | None) -> pb.ReplicaState:
+    state = pb.ReplicaState(ready=manager.serving)
     for name, (model_state, versions) in sorted(manager.served().items()):
-        state.served.add(name=name, versions=versions, state=model_state)
+        state.served.add(name=name, versions=[str(v) for v in versions], state=model_state)
+    for load, in_phase, in_all in manager.phases.now():
+        state.loads.add(
+            name=load.name, version=load.version, phase=pb.ModelLoad.Phase.Value(load.phase),
+            phase_seconds=in_phase, total_seconds=in_all,
+        )  # fmt: skip
+    if pool is not None:
+        state.pool.CopyFrom(pool_state(pool))
     return state
 
 
@@ -54,27 +69,27 @@ class PoolServicer(pb_grpc.PoolReplicaServicer):
         self.manager = manager
         self.pool = pool
 
+    def _sources(self) -> list[list[Callable[[], None]]]:
+        sources = [self.manager.state_listeners, self.manager.phases.listeners]
+        if self.pool is not None:
+            sources.append(self.pool.listeners)
+        return sources
+
     async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         changed = asyncio.Event()
-
-        def on_model(_name: str, _ready: bool) -> None:
-            changed.set()
-
-        self.manager.listeners.append(on_model)
-        if self.pool is not None:
-            self.pool.listeners.append(changed.set)
+        for listeners in self._sources():
+            listeners.append(changed.set)
         try:
             while True:
                 changed.clear()
                 yield replica_state(self.manager, self.pool)
                 if self.manager.draining:
-                    return  # routers heard "not serving"; the drain need not wait for us
+                    return  # routers heard "not ready"; the drain's wait for open calls ends
                 await changed.wait()
-                await asyncio.sleep(0.01)  # a burst of changes goes as one report
+                await asyncio.sleep(COALESCE_SECONDS)  # a burst of changes goes as one
         finally:
-            self.manager.listeners.remove(on_model)
-            if self.pool is not None:
-                self.pool.listeners.remove(changed.set)
+            for listeners in self._sources():
+                listeners.remove(changed.set)
 
     async def Prefetch(self, request: Any, context: Any) -> Any:
         if self.pool is None:

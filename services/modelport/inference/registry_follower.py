@@ -30,6 +30,7 @@ from modelport.common import tracing
 from modelport.common.tls import ChannelMaker
 from modelport.errors import ModelportError
 from modelport.inference.artifact_cache import Artifact, ArtifactCache
+from modelport.inference.load_phases import DOWNLOADING, LoadPhases
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
 from modelport.proto.modelport.registry.v1 import registry_pb2_grpc
 
@@ -46,6 +47,9 @@ class DirectoryLoader(Protocol):
     ) -> None: ...
 
     async def load_sealed(self, name: str, archives: Mapping[int, SealedArchive]) -> None: ...
+
+    @property
+    def phases(self) -> LoadPhases: ...
 
 
 class RegistryFollower:
@@ -167,7 +171,13 @@ class RegistryFollower:
     async def _download(
         self, stub: registry_pb2_grpc.ModelRegistryAsyncStub, artifact: Artifact
     ) -> None:
-        await fetch_artifact(stub, self.cache, artifact)
+        phases = self.manager.phases
+        phases.enter(artifact.model, DOWNLOADING, str(artifact.version))
+        try:
+            await fetch_artifact(stub, self.cache, artifact)
+        except BaseException:
+            phases.done(artifact.model)
+            raise
 
     async def _load(self, model: str, wanted: list[Artifact]) -> None:
         versions = [a.version for a in wanted]

@@ -8,7 +8,10 @@ the error boundary every method is registered behind (`common.grpc_errors`).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -65,9 +68,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name="modelport", version=__version__, extensions=EXTENSIONS
         )
 
+    def _resident(
+        self, name: str, version: str, context: Context
+    ) -> AbstractAsyncContextManager[None]:
+        """On a pool replica, a model asked about is loaded as a request would load it
+        (a caller asks for metadata just before its first request)."""
+        pool = self._serving.pool
+        if pool is None:
+            return contextlib.nullcontext()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return pool.use(name, version, deadline)
+
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
+        async with self._resident(request.name, request.version, context):
+            return self._metadata(request)
+
+    def _metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         served = self._manager.get(request.name, request.version)
         entry = self._manager.entry(request.name)
         spec = served.spec
@@ -86,8 +105,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
-        served = self._manager.get(request.name, request.version)
-        return pb.ModelConfigResponse(config=served.spec.config)
+        async with self._resident(request.name, request.version, context):
+            served = self._manager.get(request.name, request.version)
+            return pb.ModelConfigResponse(config=served.spec.config)
 
     # -- inference ------------------------------------------------------------------
 

@@ -67,7 +67,9 @@ OwnerOf = Callable[[str], SendToOwner | None]
 class OnDemand(Protocol):
     """Models loaded when asked for (`pool.ModelPool`): `use` loads and pins one."""
 
-    def use(self, name: str, deadline: float | None) -> AbstractAsyncContextManager[None]: ...
+    def use(
+        self, name: str, version: str, deadline: float | None
+    ) -> AbstractAsyncContextManager[None]: ...
 
 
 class DataPlane:
@@ -99,7 +101,7 @@ class DataPlane:
         if self.pool is None:
             return await self._infer(request, remaining, streamed=streamed, local=local)
         deadline = None if remaining is None else time.monotonic() + remaining
-        async with self.pool.use(request.model_name, deadline):
+        async with self.pool.use(request.model_name, request.model_version, deadline):
             left = None if deadline is None else deadline - time.monotonic()
             return await self._infer(request, left, streamed=streamed, local=local)
 
@@ -152,7 +154,7 @@ class DataPlane:
             async for answer in self._answers(request, deadline):
                 yield answer
             return
-        async with self.pool.use(request.model_name, None):
+        async with self.pool.use(request.model_name, request.model_version, None):
             async for answer in self._answers(request, deadline):
                 yield answer
 

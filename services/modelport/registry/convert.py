@@ -21,6 +21,7 @@ from modelport.registry.records import (
     ModelInfo,
     NewVersion,
     Policy,
+    PoolPlacement,
     Resolved,
     VersionInfo,
 )
@@ -123,6 +124,20 @@ def policy_msg(model: str, policy: Policy) -> pb.TrafficPolicy:
     elif policy.scatter:
         msg.scatter.SetInParent()
     return msg
+
+
+def placement_msg(model: str, placement: PoolPlacement) -> pb.PoolPlacement:
+    return pb.PoolPlacement(
+        model=model,
+        pooled=placement.pooled,
+        priority=placement.priority,
+        memory_bytes=placement.memory_bytes,
+        revision=placement.revision,
+    )
+
+
+def placement_from_msg(msg: pb.PoolPlacement) -> PoolPlacement:
+    return PoolPlacement(msg.pooled, msg.priority, msg.memory_bytes)
 
 
 def policy_from_msg(msg: pb.TrafficPolicy) -> Policy:

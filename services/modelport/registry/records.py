@@ -144,6 +144,25 @@ class Policy:
         )
 
 
+@dataclass(frozen=True)
+class PoolPlacement:
+    """Whether the shared pool serves a model, how readily it evicts it, and its size."""
+
+    pooled: bool = False
+    priority: int = 0
+    memory_bytes: int = 0  # 0: the size of the version's archive
+    revision: int = 0
+
+    def check(self, model: str) -> None:
+        if self.memory_bytes < 0:
+            raise InvalidInput(
+                f"model '{model}': pool placement memory_bytes must be 0 (the archive's "
+                f"size) or positive, not {self.memory_bytes}"
+            )
+        if not self.pooled and (self.priority or self.memory_bytes):
+            raise InvalidInput(f"model '{model}': a priority or memory estimate needs pooled: true")
+
+
 class EventKind:
     MODEL_CREATED = "MODEL_CREATED"
     MODEL_DELETED = "MODEL_DELETED"
@@ -154,6 +173,7 @@ class EventKind:
     POLICY_CHANGED = "POLICY_CHANGED"
     DERIVE_PROGRESS = "DERIVE_PROGRESS"
     DERIVE_FINISHED = "DERIVE_FINISHED"
+    POOL_CHANGED = "POOL_CHANGED"
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,33 @@ class RegistryServicer(DeriveRpcs, registry_pb2_grpc.ModelRegistryServicer):
         policy = await asyncio.to_thread(self.store.get_policy, request.model)
         return convert.policy_msg(request.model, policy)
 
+    # -- pool placements -----------------------------------------------------------
+
+    async def SetPoolPlacement(
+        self, request: pb.SetPoolPlacementRequest, context: Context
+    ) -> pb.PoolPlacement:
+        model = request.placement.model
+        placement = convert.placement_from_msg(request.placement)
+        stored = await asyncio.to_thread(self.store.placements.set, model, placement)
+        return convert.placement_msg(model, stored)
+
+    async def GetPoolPlacement(
+        self, request: pb.GetPoolPlacementRequest, context: Context
+    ) -> pb.PoolPlacement:
+        placement = await asyncio.to_thread(self.store.placements.get, request.model)
+        return convert.placement_msg(request.model, placement)
+
+    async def ListPoolPlacements(
+        self, request: pb.ListPoolPlacementsRequest, context: Context
+    ) -> pb.ListPoolPlacementsResponse:
+        # The revision first: a change after it is replayed by a Watch from it.
+        revision = await asyncio.to_thread(self.store.current_revision)
+        placements = await asyncio.to_thread(self.store.placements.list)
+        return pb.ListPoolPlacementsResponse(
+            placements=[convert.placement_msg(m, p) for m, p in placements.items()],
+            revision=revision,
+        )
+
     # -- audit -------------------------------------------------------------------
 
     async def ListAuditEvents(

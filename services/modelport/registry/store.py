@@ -27,6 +27,7 @@ from modelport.registry.blob_backends import BlobBackend
 from modelport.registry.blobs import BlobStore, UploadSink
 from modelport.registry.database import migrate, open_engine
 from modelport.registry.derive_jobs import DeriveJobInfo, DeriveJobs
+from modelport.registry.placements import PoolPlacements
 from modelport.registry.records import (
     Event,
     EventKind,
@@ -59,6 +60,7 @@ class RegistryStore(AliasesAndPolicies):
         self.jobs = DeriveJobs(engine, self.writer)
         self.add_listener = self.writer.add_listener
         self.remove_listener = self.writer.remove_listener
+        self.placements = PoolPlacements(engine, self.writer)
 
     @classmethod
     def open(
@@ -159,7 +161,7 @@ class RegistryStore(AliasesAndPolicies):
                     select(t.versions.c.sha256).where(t.versions.c.model_id == model.id)
                 )
             )
-            for table in (t.aliases, t.alias_history, t.policies, t.versions):
+            for table in (t.aliases, t.alias_history, t.policies, t.pool_placements, t.versions):
                 tx.conn.execute(table.delete().where(table.c.model_id == model.id))
             tx.conn.execute(t.models.delete().where(t.models.c.id == model.id))
             tx.emit(EventKind.MODEL_DELETED, name)

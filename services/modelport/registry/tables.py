@@ -90,6 +90,16 @@ policies = Table(
     Column("revision", BigInteger, nullable=False),
 )
 
+# Models the shared pool serves (`serve inference --pool`); no row: not pooled.
+pool_placements = Table(
+    "pool_placements",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("memory_bytes", BigInteger, nullable=False, default=0),
+    Column("revision", BigInteger, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from modelport.proto.modelport.pool.v1.pool_pb2 import PoolState
+from modelport.proto.modelport.pool.v1.pool_pb2 import ModelLoad, PoolState
 from modelport.proto.modelport.router.v1 import router_pb2 as rpb
 from modelport.proto.modelport.router.v1 import router_pb2_grpc as rpb_grpc
 from modelport.router.forwarding import Router
@@ -12,10 +12,17 @@ from modelport.router.pool_routing import POOL_MODEL
 
 
 class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
-    def __init__(self, router: Router, pool_reports: dict[str, PoolState] | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        pool_reports: dict[str, PoolState] | None = None,
+        loads: dict[str, list[ModelLoad]] | None = None,
+    ) -> None:
         self.router = router
         # address -> the last state each pool replica pushed (see `pool_watch`).
         self.pool_reports = pool_reports if pool_reports is not None else {}
+        # address -> the models each replica reported on their way.
+        self.loads = loads if loads is not None else {}
 
     async def ListRoutes(
         self, request: rpb.ListRoutesRequest, context: grpc.aio.ServicerContext
@@ -34,6 +41,14 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
         answer = rpb.ListRoutesResponse()
         for model in models:
             route = answer.models.add(name=model)
+            for address, loads in sorted(self.loads.items()):
+                for load in loads:
+                    if load.name == model:
+                        route.loading.add(
+                            address=address, version=load.version,
+                            phase=ModelLoad.Phase.Name(load.phase),
+                            phase_seconds=load.phase_seconds, total_seconds=load.total_seconds,
+                        )  # fmt: skip
             for replica in sorted(table.replicas.values(), key=lambda r: r.address):
                 if model not in replica.models:
                     continue
@@ -65,6 +80,7 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
             if pool is not None:
                 stats = pool.placer.stats
                 route.pool_hits, route.pool_misses = stats.hits[model], stats.misses[model]
+                route.pooled = pool.pooled is not None and model in pool.pooled
                 for address, pooled in sorted(pool.placer.replicas.items()):
                     copy = pooled.models.get(model)
                     if copy is not None:
@@ -73,6 +89,8 @@ class RouterAdminServicer(rpb_grpc.RouterAdminServicer):
                             state=copy.state,
                             size_bytes=copy.size_bytes,
                             in_flight=copy.in_flight,
+                            version=copy.version,
+                            priority=copy.priority,
                         )
         for address, state in sorted(self.pool_reports.items()):
             answer.pool_replicas.add(

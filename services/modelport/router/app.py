@@ -31,9 +31,9 @@ from modelport.router.openai.http import OpenAIServer
 from modelport.router.openai.router_backend import RouterGenerationBackend
 from modelport.router.openai.service import OpenAIService
 from modelport.router.placement import PoolPlacer
-from modelport.router.policies import Planner, PolicySource, StaticPolicySource
+from modelport.router.policies import Planner, PolicySource, RoutingState, StaticPolicySource
 from modelport.router.pool_routing import POOL_MODEL, PoolRouting
-from modelport.router.pool_watch import PoolWatcher
+from modelport.router.pool_watch import ReplicaWatcher
 from modelport.router.replicas import Endpoint, Replica, ReplicaTable
 from modelport.router.scale_from_zero import ScaleFromZero
 from modelport.router.scaler import SERVICE_NAME as SCALER_SERVICE
@@ -110,15 +110,18 @@ class RouterApp:
             latency=latency,
         )
         self.placer = PoolPlacer()
-        self.pool_watcher = PoolWatcher(self.placer)
         self.router.pool = PoolRouting(self.table, self.placer, pool_watch.prefetch)
         self.poller = VersionPoller(
             self.table,
             self.transport.served_versions,
             index_interval,
             urgent=self._awaited if self.scaling is not None else None,
-            push=self.transport.watch_served,
         )
+        # Replicas push what they serve; the poller reads those that do not.
+        self.pool_watcher = ReplicaWatcher(
+            self.table, self.placer, self.poller.watch,
+            on_load=self.scaling.observe_load if self.scaling is not None else None,
+        )  # fmt: skip
         self.transport.loads = self.router.balancer.loads
         self.fleet = Fleet(self.router, self.transport)
         self.servicer = RouterServicer(self.router, self.fleet)
@@ -141,18 +144,22 @@ class RouterApp:
             self.scaling.on_table_change()
 
     def _awaited(self, replica: Replica) -> bool:
-        """Requests are held for a model this replica will serve but does not yet."""
+        """Requests are held for a model this replica will serve but does not yet
+        (polled replicas only: the others push the moment they serve it)."""
         assert self.scaling is not None
         held = self.scaling.queue.models()
         return any(m in replica.models and not self.scaling.has_replica(m) for m in held)
+
+    def _on_policies(self, state: RoutingState) -> None:
+        self.router.planner.update(state)
+        if self.router.pool is not None:
+            self.router.pool.on_state(state)
 
     def on_endpoints(self, endpoints: list[Endpoint]) -> None:
         added, removed = self.table.apply(endpoints)
         for replica in added:
             self.transport.open(replica)
-            self.poller.watch(replica)
-            if POOL_MODEL in replica.models:
-                self.pool_watcher.watch(replica)
+            self.pool_watcher.watch(replica)
             self.fleet.shared_memory.joined(replica)
             log.info("replica %s joined (%s)", replica.address, ", ".join(sorted(replica.models)))
         for replica in removed:
@@ -167,7 +174,7 @@ class RouterApp:
     async def start(self) -> int:
         handlers = method_handlers(self.servicer)
         self.server.add_service(SERVICE, lambda s: s.add_method_handlers(SERVICE, handlers))
-        admin = RouterAdminServicer(self.router, self.pool_watcher.reports)
+        admin = RouterAdminServicer(self.router, self.pool_watcher.reports, self.pool_watcher.loads)
         self.server.add_service(
             ADMIN_SERVICE, lambda s: router_pb2_grpc.add_RouterAdminServicer_to_server(admin, s)
         )
@@ -183,9 +190,7 @@ class RouterApp:
             loop.create_task(
                 self._keep_running("discovery", self.discovery.run, self.on_endpoints)
             ),
-            loop.create_task(
-                self._keep_running("policies", self.policies.run, self.router.planner.update)
-            ),
+            loop.create_task(self._keep_running("policies", self.policies.run, self._on_policies)),
             loop.create_task(self._redial_on_rotation(self.rotation_check_seconds)),
             loop.create_task(self.model_health.run()),
         ]

@@ -36,6 +36,9 @@ class Fleet:
 
     def _replica_for(self, model: str, version_ref: str) -> tuple[Replica, str]:
         version = self._router.planner.resolve(model, version_ref)
+        pool = self._router.pool
+        if pool is not None and pool.takes(model, version):
+            return pool.replica_for(model, version), version
         return self._router.balancer.pick(model, version), version
 
     async def model_metadata(self, name: str, version_ref: str) -> pb.ModelMetadataResponse:

@@ -26,7 +26,6 @@ from modelport.common.generative_load import LoadSink
 from modelport.common.tls import ChannelMaker, ClientTlsFiles
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from modelport.proto.modelport.pool.v1 import pool_pb2, pool_pb2_grpc
 from modelport.router import wire
 from modelport.router.forwarding import BackendUnavailable
 from modelport.router.replicas import Replica
@@ -37,7 +36,6 @@ from modelport.router.stream_mux import (
     StreamClosed,
     StreamMux,
 )
-from modelport.router.versions import PushUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +46,6 @@ forwarded_metadata: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] =
     contextvars.ContextVar("forwarded_metadata", default=None)
 )
 FORWARDED_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
-
-
-Served = dict[str, frozenset[str]]
 
 
 class RelayedError(errors.ModelportError):
@@ -209,28 +204,6 @@ class GrpcTransport:
         try:
             return await getattr(replica.handle.stub, method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            raise domain_error(exc, replica) from None
-
-    async def watch_served(self, replica: Replica) -> AsyncIterator[Served]:
-        """What the replica serves, pushed by it now and after every change
-        (`modelport.pool.v1.PoolReplica/Watch`); a replica that does not take
-        requests (starting, draining) serves nothing."""
-        stub: pool_pb2_grpc.PoolReplicaAsyncStub = pool_pb2_grpc.PoolReplicaStub(
-            replica.handle.channel
-        )  # type: ignore[assignment]
-        try:
-            async for state in stub.Watch(pool_pb2.WatchPoolRequest()):
-                if not state.serving:
-                    yield {}
-                    continue
-                yield {
-                    m.name: frozenset(str(v) for v in m.versions)
-                    for m in state.served
-                    if m.versions
-                }
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise PushUnsupported(replica.address) from None
             raise domain_error(exc, replica) from None
 
     async def served_versions(self, replica: Replica) -> dict[str, frozenset[str]]:

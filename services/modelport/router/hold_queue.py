@@ -9,8 +9,10 @@ the queue full gets RESOURCE_EXHAUSTED at once. Requests sent without a
 deadline are held at most `max_hold_seconds`.
 
 While requests are held the router times the cold start by the phases it can
-observe (`ColdStart`): waiting for a replica to appear, the model's download,
-its load, and its warm-up. The first request released carries them.
+observe (`ColdStart`): waiting for a replica to appear, for its process to
+start, then the model's download, its load and its warm-up as the replica pushes
+them (a replica that pushes nothing: all of it counts as "start"). The first
+request released carries them.
 
 Transport-free: the router's servicer maps the errors to status codes.
 """
@@ -26,8 +28,9 @@ from dataclasses import dataclass, field
 from modelport.errors import DeadlineExceeded, QueueFull, Unavailable
 
 # Cold-start phases in the order a replica goes through them.
-WAIT_REPLICA, DOWNLOAD, LOAD, WARMUP = "replica", "download", "load", "warmup"
-PHASES = (WAIT_REPLICA, DOWNLOAD, LOAD, WARMUP)
+WAIT_REPLICA, START = "replica", "start"
+DOWNLOAD, LOAD, WARMUP = "download", "load", "warmup"
+PHASES = (WAIT_REPLICA, START, DOWNLOAD, LOAD, WARMUP)
 
 
 @dataclass

@@ -33,6 +33,12 @@ class PooledModel:
     state: str  # LOADING or READY
     size_bytes: int  # measured once READY, the estimate while LOADING
     in_flight: int = 0
+    version: int = 0  # 0: not reported yet (sent for loading)
+    priority: int = 0
+
+    def serves(self, version: int) -> bool:
+        """Holds `version` (0: any), or may: a load not yet reported."""
+        return not version or not self.version or self.version == version
 
 
 @dataclass
@@ -115,24 +121,35 @@ class PoolPlacer:
 
     # -- the decision --------------------------------------------------------------
 
-    def place(self, model: str, estimate_bytes: int, exclude: Collection[str] = ()) -> Placement:
-        """Where to send a request for `model` (`exclude`: addresses that just failed)."""
+    def place(
+        self,
+        model: str,
+        estimate_bytes: int,
+        exclude: Collection[str] = (),
+        version: int = 0,
+        count: bool = True,
+    ) -> Placement:
+        """Where to send a request for `model` at `version` (0: the pool's alias);
+        `exclude`: addresses that just failed. A replica holding another version
+        counts as one that must load it. `count`: a request (not a question about
+        the model), counted in the hit/join/miss statistics."""
+        stats = self.stats if count else PlacementStats()
         live = [r for r in self.replicas.values() if r.ready and r.address not in exclude]
         if not live:
             raise NotFound(f"model '{model}': no pool replica to place it on")
-        warm = [r for r in live if _state(r, model) == READY]
+        warm = [r for r in live if _state(r, model, version) == READY]
         if warm:
             best = min(warm, key=lambda r: (r.models[model].in_flight, r.in_flight, r.address))
-            self.stats.hits[model] += 1
+            stats.hits[model] += 1
             return Placement(
                 best, hit=True, also_load=self._spread(model, warm, live, estimate_bytes)
             )
-        loading = [r for r in live if _state(r, model) == LOADING]
+        loading = [r for r in live if _state(r, model, version) == LOADING]
         if loading:
-            self.stats.joins[model] += 1
+            stats.joins[model] += 1
             return Placement(min(loading, key=lambda r: (r.in_flight, r.address)), hit=False)
         target = self._for_load(model, live, estimate_bytes)
-        self.stats.misses[model] += 1
+        stats.misses[model] += 1
         return Placement(target, hit=False)
 
     def _spread(
@@ -145,7 +162,7 @@ class PoolPlacer:
         if any(r.models[model].in_flight < self.spread_in_flight for r in warm):
             return None
         holding = [r for r in live if model in r.models]
-        if any(_state(r, model) == LOADING for r in holding):
+        if any(r.models[model].state == LOADING for r in holding):
             return None  # a copy is on its way
         if self.max_copies and len(holding) >= self.max_copies:
             return None
@@ -193,6 +210,6 @@ class PoolPlacer:
             pooled.in_flight = max(0, pooled.in_flight - 1)
 
 
-def _state(replica: PoolReplica, model: str) -> str | None:
+def _state(replica: PoolReplica, model: str, version: int = 0) -> str | None:
     pooled = replica.models.get(model)
-    return None if pooled is None else pooled.state
+    return None if pooled is None or not pooled.serves(version) else pooled.state

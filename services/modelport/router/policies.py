@@ -77,6 +77,10 @@ class RoutingState:
     policies: dict[str, TrafficPolicy] = field(default_factory=dict)
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
     revision: int = 0
+    # Models the registry marks pooled → their memory estimate in bytes (0: unknown).
+    # None: the source does not say (static policies), and the pool takes any model
+    # no deployment serves.
+    pooled: dict[str, int] | None = None
 
 
 OnState = Callable[[RoutingState], None]
@@ -132,12 +136,18 @@ PLAN_CACHE_SIZE = 4096
 
 Served = Callable[[str, str], bool]  # (model, version) -> some replica takes it now
 
+# Versions an alias resolved to that the planner keeps, to fall back on while a
+# move waits: the last one may already be gone (a move undone before it settled).
+EFFECTIVE_HISTORY = 4
+
 
 class Planner:
     """Plans requests from the routing state and, when `served` is given, from what
     replicas serve: an alias resolves to its registry version once some replica
-    serves it, and until then to the version it resolved to before (the move
-    waits for the replicas, so no request goes where nothing serves it). A split
+    serves it, and until then to the newest version it resolved to before that a
+    replica still serves (the move waits for the replicas, so no request goes where
+    nothing serves it; a rollback that lands while replicas still load the move it
+    undoes goes back to the version served before that move, not to nothing). A split
     never sends traffic to an alias that no replica serves while another of its
     aliases is served. Call `replicas_changed` after every change of the table.
     """
@@ -147,8 +157,9 @@ class Planner:
         self._rng = rng or random.Random()
         self._fixed: dict[tuple[str, str], Plan] = {}
         self.served = served
-        # (model, alias) -> the version it last resolved to that a replica served.
-        self._effective: dict[tuple[str, str], str] = {}
+        # (model, alias) -> the versions it resolved to while a replica served them,
+        # newest last (a few: the move before the last may be the one still served).
+        self._effective: dict[tuple[str, str], list[str]] = {}
 
     def update(self, state: RoutingState) -> None:
         self.state = state
@@ -164,11 +175,16 @@ class Planner:
             return target
         key = (model, alias)
         if target is not None and self.served(model, target):
-            self._effective[key] = target
+            history = self._effective.setdefault(key, [])  # known aliases only
+            if not history or history[-1] != target:
+                if target in history:
+                    history.remove(target)
+                history.append(target)
+                del history[:-EFFECTIVE_HISTORY]
             return target
-        previous = self._effective.get(key)
-        if previous is not None and self.served(model, previous):
-            return previous  # the move waits until a replica serves `target`
+        for previous in reversed(self._effective.get(key, ())):
+            if self.served(model, previous):
+                return previous  # the move waits until a replica serves `target`
         return target
 
     def waiting(self, model: str) -> dict[str, tuple[str, str]]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from modelport.errors import NotFound, Unavailable
 from modelport.router.placement import Placement, PoolPlacer, PoolReplica
-from modelport.router.policies import Target
+from modelport.router.policies import RoutingState, Target
 from modelport.router.replicas import Replica, ReplicaTable
 
 if TYPE_CHECKING:
@@ -39,15 +39,34 @@ class PoolRouting:
         self.placer = placer
         self.prefetch = prefetch
         self._tasks: set[asyncio.Task[None]] = set()
+        # The models the registry marks pooled -> memory estimate in bytes (0: the
+        # archive's size). None: the policy source does not say (static policies),
+        # and the pool takes any model no dedicated replica serves.
+        self.pooled: dict[str, int] | None = None
+
+    def on_state(self, state: RoutingState) -> None:
+        self.pooled = state.pooled
 
     def takes(self, model: str, version: str) -> bool:
-        """Whether a request goes to the pool: pool replicas exist and no dedicated
-        replica serves the model (those always win: they were deployed for it)."""
+        """Whether a request goes to the pool: pool replicas exist, the registry marks
+        the model pooled and no dedicated replica serves it (those always win: they
+        were deployed for it)."""
         if not self.placer.replicas or model == POOL_MODEL:
+            return False
+        if self.pooled is not None and model not in self.pooled:
             return False
         return not self.table.candidates(model, version) and not any(
             model in r.models for r in self.table.replicas.values()
         )
+
+    def replica_for(self, model: str, version: str) -> Replica:
+        """The replica to ask about `model` (ModelMetadata, ModelConfig): where it is
+        warm, else where a request for it would load it."""
+        placement = self._place(model, version, set(), count=False)
+        replica = self.table.replicas.get(placement.replica.address)
+        if replica is None:
+            raise Unavailable(f"model '{model}': its pool replica just left; retry")
+        return replica
 
     async def forward(
         self, router: Router, target: Target, request: bytes, deadline: float | None
@@ -56,7 +75,7 @@ class PoolRouting:
 
         tried: set[str] = set()
         while True:
-            placement = self._place(target.model, tried)
+            placement = self._place(target.model, target.version, tried)
             pooled = placement.replica
             replica = self.table.replicas.get(pooled.address)
             if replica is None:  # discovery dropped it since its last report
@@ -76,9 +95,13 @@ class PoolRouting:
             finally:
                 self.placer.finished(pooled, target.model)
 
-    def _place(self, model: str, tried: set[str]) -> Placement:
+    def _place(self, model: str, version: str, tried: set[str], count: bool = True) -> Placement:
+        # A version number (an alias the router resolved) must be the one loaded
+        # there: a replica holding another version counts as one that must load it.
+        number = int(version) if version.isdigit() else 0
+        estimate = (self.pooled or {}).get(model, 0)
         try:
-            return self.placer.place(model, 0, exclude=tried)
+            return self.placer.place(model, estimate, exclude=tried, version=number, count=count)
         except NotFound:
             if tried:
                 raise Unavailable(f"model '{model}': no other pool replica to retry on") from None

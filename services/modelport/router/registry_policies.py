@@ -1,9 +1,10 @@
 """Traffic policies and aliases from the registry, kept current by its Watch stream.
 
 On connect: ListModels (aliases of every model, and the revision it was read
-at) and GetTrafficPolicy for each model; then Watch from that revision. Alias
-events update the alias table directly; a POLICY_CHANGED event re-reads that
-model's policy. Every change publishes a new `RoutingState` at once, so a
+at), GetTrafficPolicy for each model and ListPoolPlacements (the models the
+pool serves); then Watch from that revision. Alias events update the alias
+table directly; a POLICY_CHANGED or POOL_CHANGED event re-reads that model's
+policy or pool placement. Every change publishes a new `RoutingState` at once, so a
 policy set in the registry is in force at the router well within a second.
 When the registry goes away the last published state stays in force; the
 source reconnects with backoff and resumes the watch from the last revision.
@@ -57,6 +58,9 @@ class RegistryPolicySource:
         self.policies: dict[str, TrafficPolicy] = {}
         self.aliases: dict[str, dict[str, str]] = {}
         self.revision = 0
+        # model -> memory estimate (bytes); None: a registry older than pool
+        # placements (UNIMPLEMENTED), so the pool takes any model, as before.
+        self.pooled: dict[str, int] | None = {}
         self.connected = asyncio.Event()
 
     def _state(self) -> RoutingState:
@@ -64,6 +68,7 @@ class RegistryPolicySource:
             policies=dict(self.policies),
             aliases={model: dict(table) for model, table in self.aliases.items()},
             revision=self.revision,
+            pooled=None if self.pooled is None else dict(self.pooled),
         )
 
     async def _policy(self, stub: Any, model: str) -> TrafficPolicy:
@@ -77,8 +82,23 @@ class RegistryPolicySource:
             raise
         return policy_from_message(message)
 
+    async def _placement(self, stub: Any, model: str) -> Any:
+        try:
+            return await stub.GetPoolPlacement(rpb.GetPoolPlacementRequest(model=model), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return rpb.PoolPlacement(model=model)
+            raise
+
     async def _snapshot(self, stub: Any) -> None:
         listing = await stub.ListModels(rpb.ListModelsRequest(), timeout=10)
+        try:
+            placements = await stub.ListPoolPlacements(rpb.ListPoolPlacementsRequest(), timeout=10)
+            self.pooled = {p.model: int(p.memory_bytes) for p in placements.placements}
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self.pooled = None
         policies = {}
         for model in listing.models:
             policy = await self._policy(stub, model.name)
@@ -105,9 +125,17 @@ class RegistryPolicySource:
                 self.policies.pop(model, None)
             else:
                 self.policies[model] = policy
+        elif event.kind == Kind.POOL_CHANGED and self.pooled is not None:
+            placement = await self._placement(stub, model)
+            if placement.pooled:
+                self.pooled[model] = int(placement.memory_bytes)
+            else:
+                self.pooled.pop(model, None)
         elif event.kind == Kind.MODEL_DELETED:
             self.aliases.pop(model, None)
             self.policies.pop(model, None)
+            if self.pooled is not None:
+                self.pooled.pop(model, None)
         else:
             return False
         return True

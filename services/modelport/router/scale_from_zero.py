@@ -23,10 +23,21 @@ import time
 from collections.abc import Callable, Iterable
 
 from modelport.router.demand import DemandTracker
-from modelport.router.hold_queue import LOAD, PHASES, ColdStart, HoldQueue
+from modelport.router.hold_queue import (
+    DOWNLOAD,
+    LOAD,
+    PHASES,
+    START,
+    WARMUP,
+    ColdStart,
+    HoldQueue,
+)
 from modelport.router.replicas import ReplicaTable
 
 log = logging.getLogger(__name__)
+
+# The load phases replicas push (`pool.v1.ModelLoad.Phase`) -> cold-start phases.
+PUSHED_PHASES = {"DOWNLOADING": DOWNLOAD, "LOADING": LOAD, "WARMING_UP": WARMUP}
 
 # The cold start a request waited through, for the servicer's response trailer.
 cold_start_of_request: contextvars.ContextVar[ColdStart | None] = contextvars.ContextVar(
@@ -96,10 +107,16 @@ class ScaleFromZero:
     def observe(self, model: str, phase: str) -> None:
         self.queue.observe(model, phase)
 
+    def observe_load(self, model: str, phase: str) -> None:
+        """A replica reported `model` in a load phase (DOWNLOADING, LOADING, WARMING_UP)."""
+        cold_phase = PUSHED_PHASES.get(phase)
+        if cold_phase is not None:
+            self.queue.observe(model, cold_phase)
+
     def on_table_change(self) -> None:
         for model in self.queue.models():
             if any(model in r.models for r in self.table.replicas.values()):
-                self.queue.observe(model, LOAD)
+                self.queue.observe(model, START)
             if not self.has_replica(model):
                 continue
             cold = self.queue.cold_start(model)

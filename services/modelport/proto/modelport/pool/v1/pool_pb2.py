@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,modelport/proto/modelport/pool/v1/pool.proto\x12\x11modelport.pool.v1\"\x12\n\x10WatchPoolRequest\"O\n\tPoolModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\"<\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\r\n\x05state\x18\x03 \x01(\t\"\x81\x02\n\tPoolState\x12\x14\n\x0c\x62udget_bytes\x18\x01 \x01(\x03\x12\x12\n\nused_bytes\x18\x02 \x01(\x03\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.modelport.pool.v1.PoolModel\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x15\n\rload_failures\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01\x12\x0f\n\x07serving\x18\x10 \x01(\x08\x12.\n\x06served\x18\x11 \x03(\x0b\x32\x1e.modelport.pool.v1.ServedModel\" \n\x0fPrefetchRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x12\n\x10PrefetchResponse2\xb4\x01\n\x0bPoolReplica\x12N\n\x05Watch\x12#.modelport.pool.v1.WatchPoolRequest\x1a\x1c.modelport.pool.v1.PoolState\"\x00\x30\x01\x12U\n\x08Prefetch\x12\".modelport.pool.v1.PrefetchRequest\x1a#.modelport.pool.v1.PrefetchResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,modelport/proto/modelport/pool/v1/pool.proto\x12\x11modelport.pool.v1\"\x12\n\x10WatchPoolRequest\"\xdd\x01\n\x0cReplicaState\x12\r\n\x05ready\x18\x01 \x01(\x08\x12.\n\x06served\x18\x02 \x03(\x0b\x32\x1e.modelport.pool.v1.ServedModel\x12+\n\x05loads\x18\x03 \x03(\x0b\x32\x1c.modelport.pool.v1.ModelLoad\x12*\n\x04pool\x18\x04 \x01(\x0b\x32\x1c.modelport.pool.v1.PoolState\x12\x35\n\ngenerative\x18\x05 \x01(\x0b\x32!.modelport.pool.v1.GenerativeLoad\"<\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\r\n\x05state\x18\x03 \x01(\t\"\xd9\x01\n\tModelLoad\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\x05phase\x18\x03 \x01(\x0e\x32\".modelport.pool.v1.ModelLoad.Phase\x12\x15\n\rphase_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\"L\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x44OWNLOADING\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\x0e\n\nWARMING_UP\x10\x03\"^\n\x0eGenerativeLoad\x12\x19\n\x11running_sequences\x18\x01 \x01(\x05\x12\x19\n\x11waiting_sequences\x18\x02 \x01(\x05\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x01\"r\n\tPoolModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\"\xcc\x01\n\tPoolState\x12\x14\n\x0c\x62udget_bytes\x18\x01 \x01(\x03\x12\x12\n\nused_bytes\x18\x02 \x01(\x03\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.modelport.pool.v1.PoolModel\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\r\n\x05loads\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x15\n\rload_failures\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01J\x04\x08\x10\x10\x11J\x04\x08\x11\x10\x12\" \n\x0fPrefetchRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x12\n\x10PrefetchResponse2\xb7\x01\n\x0bPoolReplica\x12Q\n\x05Watch\x12#.modelport.pool.v1.WatchPoolRequest\x1a\x1f.modelport.pool.v1.ReplicaState\"\x00\x30\x01\x12U\n\x08Prefetch\x12\".modelport.pool.v1.PrefetchRequest\x1a#.modelport.pool.v1.PrefetchResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHPOOLREQUEST']._serialized_start=67
   _globals['_WATCHPOOLREQUEST']._serialized_end=85
-  _globals['_POOLMODEL']._serialized_start=87
-  _globals['_POOLMODEL']._serialized_end=166
-  _globals['_SERVEDMODEL']._serialized_start=168
-  _globals['_SERVEDMODEL']._serialized_end=228
-  _globals['_POOLSTATE']._serialized_start=231
-  _globals['_POOLSTATE']._serialized_end=488
-  _globals['_PREFETCHREQUEST']._serialized_start=490
-  _globals['_PREFETCHREQUEST']._serialized_end=522
-  _globals['_PREFETCHRESPONSE']._serialized_start=524
-  _globals['_PREFETCHRESPONSE']._serialized_end=542
-  _globals['_POOLREPLICA']._serialized_start=545
-  _globals['_POOLREPLICA']._serialized_end=725
+  _globals['_REPLICASTATE']._serialized_start=88
+  _globals['_REPLICASTATE']._serialized_end=309
+  _globals['_SERVEDMODEL']._serialized_start=311
+  _globals['_SERVEDMODEL']._serialized_end=371
+  _globals['_MODELLOAD']._serialized_start=374
+  _globals['_MODELLOAD']._serialized_end=591
+  _globals['_MODELLOAD_PHASE']._serialized_start=515
+  _globals['_MODELLOAD_PHASE']._serialized_end=591
+  _globals['_GENERATIVELOAD']._serialized_start=593
+  _globals['_GENERATIVELOAD']._serialized_end=687
+  _globals['_POOLMODEL']._serialized_start=689
+  _globals['_POOLMODEL']._serialized_end=803
+  _globals['_POOLSTATE']._serialized_start=806
+  _globals['_POOLSTATE']._serialized_end=1010
+  _globals['_PREFETCHREQUEST']._serialized_start=1012
+  _globals['_PREFETCHREQUEST']._serialized_end=1044
+  _globals['_PREFETCHRESPONSE']._serialized_start=1046
+  _globals['_PREFETCHRESPONSE']._serialized_end=1064
+  _globals['_POOLREPLICA']._serialized_start=1067
+  _globals['_POOLREPLICA']._serialized_end=1250
 # @@protoc_insertion_point(module_scope)

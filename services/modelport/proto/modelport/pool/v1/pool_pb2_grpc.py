@@ -37,7 +37,7 @@ class PoolReplicaStub(object):
         self.Watch = channel.unary_stream(
                 '/modelport.pool.v1.PoolReplica/Watch',
                 request_serializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.WatchPoolRequest.SerializeToString,
-                response_deserializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.PoolState.FromString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.ReplicaState.FromString,
                 _registered_method=True)
         self.Prefetch = channel.unary_unary(
                 '/modelport.pool.v1.PoolReplica/Prefetch',
@@ -58,7 +58,7 @@ class PoolReplicaServicer(object):
 
     def Prefetch(self, request, context):
         """Start loading a model (a second copy of a hot one) without a request
-        (pool replicas only: others answer FAILED_PRECONDITION).
+        (pool replicas only; others answer FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,7 +70,7 @@ def add_PoolReplicaServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.WatchPoolRequest.FromString,
-                    response_serializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.PoolState.SerializeToString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.ReplicaState.SerializeToString,
             ),
             'Prefetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Prefetch,
@@ -104,7 +104,7 @@ class PoolReplica(object):
             target,
             '/modelport.pool.v1.PoolReplica/Watch',
             modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.WatchPoolRequest.SerializeToString,
-            modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.PoolState.FromString,
+            modelport_dot_proto_dot_modelport_dot_pool_dot_v1_dot_pool__pb2.ReplicaState.FromString,
             options,
             channel_credentials,
             insecure,

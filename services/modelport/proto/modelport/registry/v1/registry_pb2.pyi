@@ -956,6 +956,107 @@ class GetTrafficPolicyRequest(google.protobuf.message.Message):
 global___GetTrafficPolicyRequest = GetTrafficPolicyRequest
 
 @typing.final
+class PoolPlacement(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: builtins.int
+    POOLED_FIELD_NUMBER: builtins.int
+    PRIORITY_FIELD_NUMBER: builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: builtins.int
+    REVISION_FIELD_NUMBER: builtins.int
+    model: builtins.str
+    pooled: builtins.bool
+    """Served by the pool. False: only the model's own deployments serve it."""
+    priority: builtins.int
+    """Eviction order under memory pressure: a pool replica evicts the lowest
+    priority first, least recently used within one priority.
+    """
+    memory_bytes: builtins.int
+    """Bytes the model holds once loaded (0: the size of its archive). A pool
+    replica charges this against its budget before loading, then what it measured.
+    """
+    revision: builtins.int
+    """Registry revision of the last change (0: never set)."""
+    def __init__(
+        self,
+        *,
+        model: builtins.str = ...,
+        pooled: builtins.bool = ...,
+        priority: builtins.int = ...,
+        memory_bytes: builtins.int = ...,
+        revision: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["memory_bytes", b"memory_bytes", "model", b"model", "pooled", b"pooled", "priority", b"priority", "revision", b"revision"]) -> None: ...
+
+global___PoolPlacement = PoolPlacement
+
+@typing.final
+class SetPoolPlacementRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PLACEMENT_FIELD_NUMBER: builtins.int
+    @property
+    def placement(self) -> global___PoolPlacement:
+        """`pooled: false` takes the model out of the pool."""
+
+    def __init__(
+        self,
+        *,
+        placement: global___PoolPlacement | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["placement", b"placement"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["placement", b"placement"]) -> None: ...
+
+global___SetPoolPlacementRequest = SetPoolPlacementRequest
+
+@typing.final
+class GetPoolPlacementRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: builtins.int
+    model: builtins.str
+    def __init__(
+        self,
+        *,
+        model: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model", b"model"]) -> None: ...
+
+global___GetPoolPlacementRequest = GetPoolPlacementRequest
+
+@typing.final
+class ListPoolPlacementsRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+
+global___ListPoolPlacementsRequest = ListPoolPlacementsRequest
+
+@typing.final
+class ListPoolPlacementsResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PLACEMENTS_FIELD_NUMBER: builtins.int
+    REVISION_FIELD_NUMBER: builtins.int
+    revision: builtins.int
+    """Registry revision the list was read at: Watch from here misses nothing."""
+    @property
+    def placements(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolPlacement]:
+        """Only pooled models."""
+
+    def __init__(
+        self,
+        *,
+        placements: collections.abc.Iterable[global___PoolPlacement] | None = ...,
+        revision: builtins.int = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["placements", b"placements", "revision", b"revision"]) -> None: ...
+
+global___ListPoolPlacementsResponse = ListPoolPlacementsResponse
+
+@typing.final
 class WatchRequest(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
@@ -1001,6 +1102,8 @@ class WatchEvent(google.protobuf.message.Message):
         """A derive job moved on (`job`, `stage`, `progress`, `message`)."""
         DERIVE_FINISHED: WatchEvent._Kind.ValueType  # 10
         """A derive job ended: `version` is the child (0 when it failed)."""
+        POOL_CHANGED: WatchEvent._Kind.ValueType  # 11
+        """The model's pool placement changed (read it with GetPoolPlacement)."""
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: WatchEvent.Kind.ValueType  # 0
@@ -1017,6 +1120,8 @@ class WatchEvent(google.protobuf.message.Message):
     """A derive job moved on (`job`, `stage`, `progress`, `message`)."""
     DERIVE_FINISHED: WatchEvent.Kind.ValueType  # 10
     """A derive job ended: `version` is the child (0 when it failed)."""
+    POOL_CHANGED: WatchEvent.Kind.ValueType  # 11
+    """The model's pool placement changed (read it with GetPoolPlacement)."""
 
     REVISION_FIELD_NUMBER: builtins.int
     KIND_FIELD_NUMBER: builtins.int

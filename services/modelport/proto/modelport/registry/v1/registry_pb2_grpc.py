@@ -115,6 +115,21 @@ class ModelRegistryStub(object):
                 request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetTrafficPolicyRequest.SerializeToString,
                 response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.TrafficPolicy.FromString,
                 _registered_method=True)
+        self.SetPoolPlacement = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/SetPoolPlacement',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.SetPoolPlacementRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.FromString,
+                _registered_method=True)
+        self.GetPoolPlacement = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/GetPoolPlacement',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetPoolPlacementRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.FromString,
+                _registered_method=True)
+        self.ListPoolPlacements = channel.unary_unary(
+                '/modelport.registry.v1.ModelRegistry/ListPoolPlacements',
+                request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsRequest.SerializeToString,
+                response_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/modelport.registry.v1.ModelRegistry/Watch',
                 request_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
@@ -259,6 +274,27 @@ class ModelRegistryServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPoolPlacement(self, request, context):
+        """Whether the shared pool (`serve inference --pool`) serves a model, with its
+        eviction priority and memory estimate. Pool replicas load only pooled models;
+        routers send them to the pool when no dedicated replica serves them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPoolPlacement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPoolPlacements(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Every change after `after_revision`, then live changes, until cancelled.
         """
@@ -389,6 +425,21 @@ def add_ModelRegistryServicer_to_server(servicer, server):
                     servicer.GetTrafficPolicy,
                     request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetTrafficPolicyRequest.FromString,
                     response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.TrafficPolicy.SerializeToString,
+            ),
+            'SetPoolPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPoolPlacement,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.SetPoolPlacementRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.SerializeToString,
+            ),
+            'GetPoolPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPoolPlacement,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetPoolPlacementRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.SerializeToString,
+            ),
+            'ListPoolPlacements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoolPlacements,
+                    request_deserializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsRequest.FromString,
+                    response_serializer=modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -858,6 +909,87 @@ class ModelRegistry(object):
             '/modelport.registry.v1.ModelRegistry/GetTrafficPolicy',
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetTrafficPolicyRequest.SerializeToString,
             modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.TrafficPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPoolPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/SetPoolPlacement',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.SetPoolPlacementRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPoolPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/GetPoolPlacement',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.GetPoolPlacementRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.PoolPlacement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoolPlacements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelport.registry.v1.ModelRegistry/ListPoolPlacements',
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsRequest.SerializeToString,
+            modelport_dot_proto_dot_modelport_dot_registry_dot_v1_dot_registry__pb2.ListPoolPlacementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -112,6 +112,25 @@ class ModelRegistryStub:
         modelport.proto.modelport.registry.v1.registry_pb2.TrafficPolicy,
     ]
 
+    SetPoolPlacement: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.SetPoolPlacementRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement,
+    ]
+    """Whether the shared pool (`serve inference --pool`) serves a model, with its
+    eviction priority and memory estimate. Pool replicas load only pooled models;
+    routers send them to the pool when no dedicated replica serves them.
+    """
+
+    GetPoolPlacement: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.GetPoolPlacementRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement,
+    ]
+
+    ListPoolPlacements: grpc.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsResponse,
+    ]
+
     Watch: grpc.UnaryStreamMultiCallable[
         modelport.proto.modelport.registry.v1.registry_pb2.WatchRequest,
         modelport.proto.modelport.registry.v1.registry_pb2.WatchEvent,
@@ -242,6 +261,25 @@ class ModelRegistryAsyncStub:
     GetTrafficPolicy: grpc.aio.UnaryUnaryMultiCallable[
         modelport.proto.modelport.registry.v1.registry_pb2.GetTrafficPolicyRequest,
         modelport.proto.modelport.registry.v1.registry_pb2.TrafficPolicy,
+    ]
+
+    SetPoolPlacement: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.SetPoolPlacementRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement,
+    ]
+    """Whether the shared pool (`serve inference --pool`) serves a model, with its
+    eviction priority and memory estimate. Pool replicas load only pooled models;
+    routers send them to the pool when no dedicated replica serves them.
+    """
+
+    GetPoolPlacement: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.GetPoolPlacementRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement,
+    ]
+
+    ListPoolPlacements: grpc.aio.UnaryUnaryMultiCallable[
+        modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsRequest,
+        modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsResponse,
     ]
 
     Watch: grpc.aio.UnaryStreamMultiCallable[
@@ -407,6 +445,31 @@ class ModelRegistryServicer(metaclass=abc.ABCMeta):
         request: modelport.proto.modelport.registry.v1.registry_pb2.GetTrafficPolicyRequest,
         context: _ServicerContext,
     ) -> typing.Union[modelport.proto.modelport.registry.v1.registry_pb2.TrafficPolicy, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.registry_pb2.TrafficPolicy]]: ...
+
+    @abc.abstractmethod
+    def SetPoolPlacement(
+        self,
+        request: modelport.proto.modelport.registry.v1.registry_pb2.SetPoolPlacementRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement]]:
+        """Whether the shared pool (`serve inference --pool`) serves a model, with its
+        eviction priority and memory estimate. Pool replicas load only pooled models;
+        routers send them to the pool when no dedicated replica serves them.
+        """
+
+    @abc.abstractmethod
+    def GetPoolPlacement(
+        self,
+        request: modelport.proto.modelport.registry.v1.registry_pb2.GetPoolPlacementRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.registry_pb2.PoolPlacement]]: ...
+
+    @abc.abstractmethod
+    def ListPoolPlacements(
+        self,
+        request: modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsResponse, collections.abc.Awaitable[modelport.proto.modelport.registry.v1.registry_pb2.ListPoolPlacementsResponse]]: ...
 
     @abc.abstractmethod
     def Watch(

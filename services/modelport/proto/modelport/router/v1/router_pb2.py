@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0modelport/proto/modelport/router/v1/router.proto\x12\x13modelport.router.v1\"\'\n\x11ListRoutesRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x88\x01\n\x0cReplicaRoute\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x13\n\x0bterminating\x18\x03 \x01(\x08\x12\x0f\n\x07\x65jected\x18\x04 \x01(\x08\x12\x10\n\x08versions\x18\x05 \x03(\t\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\r\n\x05picks\x18\x07 \x01(\x03\",\n\x0bSplitWeight\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\r\"\x90\x01\n\nPolicyView\x12/\n\x05split\x18\x01 \x03(\x0b\x32 .modelport.router.v1.SplitWeight\x12\x14\n\x0cshadow_alias\x18\x02 \x01(\t\x12\x18\n\x10\x65nsemble_members\x18\x03 \x03(\t\x12\x0f\n\x07scatter\x18\x04 \x01(\x08\x12\x10\n\x08revision\x18\x05 \x01(\x03\"Q\n\x08PoolCopy\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\"\xdb\x03\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x08replicas\x18\x02 \x03(\x0b\x32!.modelport.router.v1.ReplicaRoute\x12/\n\x06policy\x18\x03 \x01(\x0b\x32\x1f.modelport.router.v1.PolicyView\x12=\n\x07\x61liases\x18\x04 \x03(\x0b\x32,.modelport.router.v1.ModelRoute.AliasesEntry\x12+\n\x04pool\x18\x05 \x03(\x0b\x32\x1d.modelport.router.v1.PoolCopy\x12\x0c\n\x04held\x18\x06 \x01(\x03\x12\x11\n\tpool_hits\x18\x07 \x01(\x03\x12\x13\n\x0bpool_misses\x18\x08 \x01(\x03\x12=\n\x07waiting\x18\x14 \x03(\x0b\x32,.modelport.router.v1.ModelRoute.WaitingEntry\x12\x18\n\x10unserved_aliases\x18\x15 \x03(\t\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cWaitingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x0fPoolReplicaView\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x02 \x01(\x03\x12\x12\n\nused_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06models\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\r\n\x05loads\x18\x06 \x01(\x03\x12\x11\n\tevictions\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01\"\x82\x01\n\x12ListRoutesResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.modelport.router.v1.ModelRoute\x12;\n\rpool_replicas\x18\x02 \x03(\x0b\x32$.modelport.router.v1.PoolReplicaView2n\n\x0bRouterAdmin\x12_\n\nListRoutes\x12&.modelport.router.v1.ListRoutesRequest\x1a\'.modelport.router.v1.ListRoutesResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0modelport/proto/modelport/router/v1/router.proto\x12\x13modelport.router.v1\"\'\n\x11ListRoutesRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x88\x01\n\x0cReplicaRoute\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x13\n\x0bterminating\x18\x03 \x01(\x08\x12\x0f\n\x07\x65jected\x18\x04 \x01(\x08\x12\x10\n\x08versions\x18\x05 \x03(\t\x12\x11\n\tin_flight\x18\x06 \x01(\x03\x12\r\n\x05picks\x18\x07 \x01(\x03\",\n\x0bSplitWeight\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\r\"\x90\x01\n\nPolicyView\x12/\n\x05split\x18\x01 \x03(\x0b\x32 .modelport.router.v1.SplitWeight\x12\x14\n\x0cshadow_alias\x18\x02 \x01(\t\x12\x18\n\x10\x65nsemble_members\x18\x03 \x03(\t\x12\x0f\n\x07scatter\x18\x04 \x01(\x08\x12\x10\n\x08revision\x18\x05 \x01(\x03\"t\n\x08PoolCopy\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\"i\n\x08LoadView\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x15\n\rphase_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\"\x9b\x04\n\nModelRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x08replicas\x18\x02 \x03(\x0b\x32!.modelport.router.v1.ReplicaRoute\x12/\n\x06policy\x18\x03 \x01(\x0b\x32\x1f.modelport.router.v1.PolicyView\x12=\n\x07\x61liases\x18\x04 \x03(\x0b\x32,.modelport.router.v1.ModelRoute.AliasesEntry\x12+\n\x04pool\x18\x05 \x03(\x0b\x32\x1d.modelport.router.v1.PoolCopy\x12\x0c\n\x04held\x18\x06 \x01(\x03\x12\x11\n\tpool_hits\x18\x07 \x01(\x03\x12\x13\n\x0bpool_misses\x18\x08 \x01(\x03\x12\x0e\n\x06pooled\x18\t \x01(\x08\x12.\n\x07loading\x18\n \x03(\x0b\x32\x1d.modelport.router.v1.LoadView\x12=\n\x07waiting\x18\x14 \x03(\x0b\x32,.modelport.router.v1.ModelRoute.WaitingEntry\x12\x18\n\x10unserved_aliases\x18\x15 \x03(\t\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cWaitingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x0fPoolReplicaView\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x02 \x01(\x03\x12\x12\n\nused_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06models\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\r\n\x05loads\x18\x06 \x01(\x03\x12\x11\n\tevictions\x18\x07 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x08 \x01(\x01\"\x82\x01\n\x12ListRoutesResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.modelport.router.v1.ModelRoute\x12;\n\rpool_replicas\x18\x02 \x03(\x0b\x32$.modelport.router.v1.PoolReplicaView2n\n\x0bRouterAdmin\x12_\n\nListRoutes\x12&.modelport.router.v1.ListRoutesRequest\x1a\'.modelport.router.v1.ListRoutesResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,17 +44,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYVIEW']._serialized_start=300
   _globals['_POLICYVIEW']._serialized_end=444
   _globals['_POOLCOPY']._serialized_start=446
-  _globals['_POOLCOPY']._serialized_end=527
-  _globals['_MODELROUTE']._serialized_start=530
-  _globals['_MODELROUTE']._serialized_end=1005
-  _globals['_MODELROUTE_ALIASESENTRY']._serialized_start=911
-  _globals['_MODELROUTE_ALIASESENTRY']._serialized_end=957
-  _globals['_MODELROUTE_WAITINGENTRY']._serialized_start=959
-  _globals['_MODELROUTE_WAITINGENTRY']._serialized_end=1005
-  _globals['_POOLREPLICAVIEW']._serialized_start=1008
-  _globals['_POOLREPLICAVIEW']._serialized_end=1170
-  _globals['_LISTROUTESRESPONSE']._serialized_start=1173
-  _globals['_LISTROUTESRESPONSE']._serialized_end=1303
-  _globals['_ROUTERADMIN']._serialized_start=1305
-  _globals['_ROUTERADMIN']._serialized_end=1415
+  _globals['_POOLCOPY']._serialized_end=562
+  _globals['_LOADVIEW']._serialized_start=564
+  _globals['_LOADVIEW']._serialized_end=669
+  _globals['_MODELROUTE']._serialized_start=672
+  _globals['_MODELROUTE']._serialized_end=1211
+  _globals['_MODELROUTE_ALIASESENTRY']._serialized_start=1117
+  _globals['_MODELROUTE_ALIASESENTRY']._serialized_end=1163
+  _globals['_MODELROUTE_WAITINGENTRY']._serialized_start=1165
+  _globals['_MODELROUTE_WAITINGENTRY']._serialized_end=1211
+  _globals['_POOLREPLICAVIEW']._serialized_start=1214
+  _globals['_POOLREPLICAVIEW']._serialized_end=1376
+  _globals['_LISTROUTESRESPONSE']._serialized_start=1379
+  _globals['_LISTROUTESRESPONSE']._serialized_end=1509
+  _globals['_ROUTERADMIN']._serialized_start=1511
+  _globals['_ROUTERADMIN']._serialized_end=1621
 # @@protoc_insertion_point(module_scope)

@@ -130,11 +130,17 @@ class PoolCopy(google.protobuf.message.Message):
     STATE_FIELD_NUMBER: builtins.int
     SIZE_BYTES_FIELD_NUMBER: builtins.int
     IN_FLIGHT_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    PRIORITY_FIELD_NUMBER: builtins.int
     address: builtins.str
     state: builtins.str
     """LOADING, READY or UNLOADING."""
     size_bytes: builtins.int
     in_flight: builtins.int
+    version: builtins.int
+    """The version loaded there."""
+    priority: builtins.int
+    """Its eviction priority (the registry's pool placement)."""
     def __init__(
         self,
         *,
@@ -142,10 +148,43 @@ class PoolCopy(google.protobuf.message.Message):
         state: builtins.str = ...,
         size_bytes: builtins.int = ...,
         in_flight: builtins.int = ...,
+        version: builtins.int = ...,
+        priority: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["address", b"address", "in_flight", b"in_flight", "size_bytes", b"size_bytes", "state", b"state"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "in_flight", b"in_flight", "priority", b"priority", "size_bytes", b"size_bytes", "state", b"state", "version", b"version"]) -> None: ...
 
 global___PoolCopy = PoolCopy
+
+@typing.final
+class LoadView(google.protobuf.message.Message):
+    """A model on its way on one replica, as the replica pushed it."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    PHASE_FIELD_NUMBER: builtins.int
+    PHASE_SECONDS_FIELD_NUMBER: builtins.int
+    TOTAL_SECONDS_FIELD_NUMBER: builtins.int
+    address: builtins.str
+    version: builtins.str
+    phase: builtins.str
+    """DOWNLOADING, LOADING or WARMING_UP."""
+    phase_seconds: builtins.float
+    """As of the replica's last report."""
+    total_seconds: builtins.float
+    def __init__(
+        self,
+        *,
+        address: builtins.str = ...,
+        version: builtins.str = ...,
+        phase: builtins.str = ...,
+        phase_seconds: builtins.float = ...,
+        total_seconds: builtins.float = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["address", b"address", "phase", b"phase", "phase_seconds", b"phase_seconds", "total_seconds", b"total_seconds", "version", b"version"]) -> None: ...
+
+global___LoadView = LoadView
 
 @typing.final
 class ModelRoute(google.protobuf.message.Message):
@@ -191,6 +230,8 @@ class ModelRoute(google.protobuf.message.Message):
     HELD_FIELD_NUMBER: builtins.int
     POOL_HITS_FIELD_NUMBER: builtins.int
     POOL_MISSES_FIELD_NUMBER: builtins.int
+    POOLED_FIELD_NUMBER: builtins.int
+    LOADING_FIELD_NUMBER: builtins.int
     WAITING_FIELD_NUMBER: builtins.int
     UNSERVED_ALIASES_FIELD_NUMBER: builtins.int
     name: builtins.str
@@ -199,6 +240,10 @@ class ModelRoute(google.protobuf.message.Message):
     pool_hits: builtins.int
     """Pool placements: to a replica where it was ready / where it had to load."""
     pool_misses: builtins.int
+    pooled: builtins.bool
+    """The registry marks the model pooled: the pool serves it while no dedicated
+    replica is ready.
+    """
     @property
     def replicas(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___ReplicaRoute]: ...
     @property
@@ -210,6 +255,10 @@ class ModelRoute(google.protobuf.message.Message):
     @property
     def pool(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___PoolCopy]:
         """Where the model is on pool replicas."""
+
+    @property
+    def loading(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___LoadView]:
+        """Replicas loading it now, by phase (a cold start under way)."""
 
     @property
     def waiting(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
@@ -233,11 +282,13 @@ class ModelRoute(google.protobuf.message.Message):
         held: builtins.int = ...,
         pool_hits: builtins.int = ...,
         pool_misses: builtins.int = ...,
+        pooled: builtins.bool = ...,
+        loading: collections.abc.Iterable[global___LoadView] | None = ...,
         waiting: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
         unserved_aliases: collections.abc.Iterable[builtins.str] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "replicas", b"replicas", "unserved_aliases", b"unserved_aliases", "waiting", b"waiting"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "held", b"held", "loading", b"loading", "name", b"name", "policy", b"policy", "pool", b"pool", "pool_hits", b"pool_hits", "pool_misses", b"pool_misses", "pooled", b"pooled", "replicas", b"replicas", "unserved_aliases", b"unserved_aliases", "waiting", b"waiting"]) -> None: ...
 
 global___ModelRoute = ModelRoute
 
