@@ -8,6 +8,7 @@ import time
 import aiohttp
 import openai
 import pytest
+import torch
 from modelport.router.openai import chat
 
 
@@ -77,6 +78,98 @@ async def test_chat_completions_apply_the_models_template(served):
         == whole.choices[0].message.content
     )
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def greedy_logprobs(model, ids: list[int], steps: int, top: int) -> list[tuple[int, float, list]]:
+    """(token, its logprob, the `top` best (id, logprob)) per greedy step, from the model itself."""
+    ids, found = list(ids), []
+    with torch.inference_mode():
+        for _ in range(steps):
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+            token = int(logp.argmax())
+            best = torch.topk(logp, top)
+            found.append(
+                (
+                    token,
+                    float(logp[token]),
+                    list(zip(best.indices.tolist(), best.values.tolist(), strict=True)),
+                )
+            )
+            ids.append(token)
+    return found
+
+
+async def test_logprobs_match_the_models_log_softmax(served, reference_model):
+    """logprobs / top_logprobs through replica → ModelStreamInfer → router → HTTP, four ways."""
+    url, engine = served
+    api, tok = client(url), engine.tokenizer
+    greedy = {"max_tokens": 6, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    messages = [{"role": "user", "content": "Where is the cafe?"}]
+    chat_ids = tok.encode(chat.render(messages, tok.chat_template), add_special_tokens=False)
+    chat_expected = greedy_logprobs(reference_model.model, chat_ids, 6, 3)
+    text_expected = greedy_logprobs(
+        reference_model.model, tok.encode("The harbor", add_special_tokens=False), 6, 2
+    )
+
+    def check(got: list[tuple[str, float, list[tuple[str, float]]]], expected) -> None:
+        assert len(got) == len(expected) == 6
+        for (text, logprob, top), (token, want, best) in zip(got, expected, strict=True):
+            assert text == tok.decode([token]) and logprob == pytest.approx(want, abs=1e-4)
+            assert [t for t, _ in top] == [tok.decode([i]) for i, _ in best]
+            assert [v for _, v in top] == pytest.approx([v for _, v in best], abs=1e-4)
+
+    def chat_entries(content) -> list:
+        return [
+            (c.token, c.logprob, [(t.token, t.logprob) for t in c.top_logprobs]) for c in content
+        ]
+
+    whole = await api.chat.completions.create(
+        model="tiny", messages=messages, logprobs=True, top_logprobs=3, **greedy
+    )
+    content = whole.choices[0].logprobs.content
+    check(chat_entries(content), chat_expected)
+    assert content[0].bytes == list(content[0].token.encode())
+    assert "".join(c.token for c in content) == whole.choices[0].message.content
+    stream = await api.chat.completions.create(
+        model="tiny", messages=messages, logprobs=True, top_logprobs=3, stream=True, **greedy
+    )
+    streamed = [
+        e
+        async for c in stream
+        if c.choices and c.choices[0].logprobs
+        for e in c.choices[0].logprobs.content
+    ]
+    check(chat_entries(streamed), chat_expected)
+
+    def text_entries(choice_logprobs) -> list:
+        lp = choice_logprobs
+        return [
+            (t, v, sorted(top.items(), key=lambda kv: -kv[1]))
+            for t, v, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True)
+        ]
+
+    completion = await api.completions.create(
+        model="tiny", prompt="The harbor", logprobs=2, **greedy
+    )
+    lp = completion.choices[0].logprobs
+    check(text_entries(lp), text_expected)
+    assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
+    chunks = [
+        c.choices[0]
+        async for c in await api.completions.create(
+            model="tiny", prompt="The harbor", logprobs=2, stream=True, **greedy
+        )
+        if c.choices and c.choices[0].logprobs
+    ]
+    streamed = [e for c in chunks for e in text_entries(c.logprobs)]
+    check(streamed, text_expected)
+    assert chunks[-1].logprobs.text_offset[-1] == lp.text_offset[-1]
+    plain = await api.chat.completions.create(model="tiny", messages=messages, **greedy)
+    assert plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        await api.chat.completions.create(model="tiny", messages=messages, top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        await api.completions.create(model="tiny", prompt="x", logprobs=21)
 
 
 async def test_errors_have_openai_shape_and_status(served):

@@ -32,7 +32,8 @@ REQUIRED = ("config.json", "tokenizer.json")
 # informative, never limits; ignored when such a config is read back.
 SERVED_KEYS = ("chat_template", "bos_token", "eos_token")
 
-# Triton's vLLM-backend tensor names, plus token ids for callers that tokenize.
+# Triton's vLLM-backend tensor names, plus token ids for callers that tokenize; the
+# logprob outputs come only when a request asks `logprobs` (inference/generative/oip.py).
 _IO = """\
 input [
   { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] optional: true },
@@ -46,7 +47,12 @@ output [
   { name: "output_ids" data_type: TYPE_INT32 dims: [ -1 ] },
   { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] },
   { name: "num_input_tokens" data_type: TYPE_UINT32 dims: [ 1 ] },
-  { name: "num_output_tokens" data_type: TYPE_UINT32 dims: [ 1 ] }
+  { name: "num_output_tokens" data_type: TYPE_UINT32 dims: [ 1 ] },
+  { name: "token_logprobs" data_type: TYPE_FP32 dims: [ -1 ] },
+  { name: "token_texts" data_type: TYPE_STRING dims: [ -1 ] },
+  { name: "top_logprob_ids" data_type: TYPE_INT32 dims: [ -1, -1 ] },
+  { name: "top_logprobs" data_type: TYPE_FP32 dims: [ -1, -1 ] },
+  { name: "top_logprob_texts" data_type: TYPE_STRING dims: [ -1, -1 ] }
 ]
 """
 

@@ -33,6 +33,15 @@ USAGE_KEYS = (
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, with the most likely alternatives (asked n)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()  # (token, logprob), most likely first
+
+
+@dataclass(frozen=True)
 class GenerationChunk:
     """One streamed answer: a text delta; the final one has finish_reason and usage."""
 
@@ -40,6 +49,7 @@ class GenerationChunk:
     final: bool
     finish_reason: str = ""
     usage: dict[str, int | str] = field(default_factory=dict)
+    logprobs: tuple[TokenLogprob, ...] = ()  # when the request asked `logprobs`
 
 
 def generation_request(
@@ -81,7 +91,51 @@ def read_chunk(response: pb.ModelInferResponse) -> GenerationChunk:
         final=final,
         finish_reason=first_text(raw.get("finish_reason", b"")) if final else "",
         usage=usage,
+        logprobs=read_logprobs(response),
     )
+
+
+def read_logprobs(response: pb.ModelInferResponse) -> tuple[TokenLogprob, ...]:
+    """The answer's token logprobs (`token_logprobs`, `token_texts`, `top_logprob*`), if any."""
+    found = {o.name: (i, list(o.shape)) for i, o in enumerate(response.outputs)}
+    if "token_logprobs" not in found or "token_texts" not in found:
+        return ()
+
+    def raw(name: str) -> bytes:
+        return bytes(response.raw_output_contents[found[name][0]])
+
+    values = raw("token_logprobs")
+    logprobs = struct.unpack(f"<{len(values) // 4}f", values)
+    texts = _texts(raw("token_texts"))
+    top: list[tuple[tuple[str, float], ...]] = [()] * len(logprobs)
+    if "top_logprobs" in found and "top_logprob_texts" in found:
+        shape = found["top_logprobs"][1]
+        k = shape[1] if len(shape) == 2 else 0
+        top_values = raw("top_logprobs")
+        flat = struct.unpack(f"<{len(top_values) // 4}f", top_values)
+        top_texts = _texts(raw("top_logprob_texts"))
+        top = [
+            tuple(
+                (top_texts[i * k + j], flat[i * k + j])
+                for j in range(k)
+                if flat[i * k + j] != float("-inf")  # padding past a small vocabulary
+            )
+            for i in range(len(logprobs))
+        ]
+    return tuple(
+        TokenLogprob(text, value, alternatives)
+        for text, value, alternatives in zip(texts, logprobs, top, strict=True)
+    )
+
+
+def _texts(raw: bytes) -> list[str]:
+    """Every element of a BYTES tensor's raw contents."""
+    texts, offset = [], 0
+    while offset + 4 <= len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        texts.append(raw[offset + 4 : offset + 4 + length].decode(errors="replace"))
+        offset += 4 + length
+    return texts
 
 
 def first_text(raw: bytes) -> str:

@@ -278,11 +278,22 @@ class ContinuousBatchingEngine:
             for s in seqs
         ]
         tokens = sampler.sample(logits, rows)
+        asked = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+        logprobs: dict[int, TokenLogprob] = {}
+        if asked:
+            found = sampler.batch_logprobs(
+                logits,
+                asked,
+                [tokens[i] for i in asked],
+                [seqs[i].params.logprobs or 0 for i in asked],
+            )
+            logprobs = dict(zip(asked, found, strict=True))
         now = time.monotonic()
         outputs: list[GenerationOutput] = []
         finished: list[Seq] = []
         for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
-            outputs.append(self._advance(seq, token, logits[i], now, finished))
+            lp = (logprobs[i],) if i in logprobs else ()
+            outputs.append(self._advance(seq, token, lp, now, finished))
         self.counters.generated_tokens += len(seqs)
         if finished:
             with self._wake:
@@ -291,7 +302,12 @@ class ContinuousBatchingEngine:
         self._deliver(outputs, seqs)
 
     def _advance(
-        self, seq: Seq, token: int, logits: torch.Tensor, now: float, finished: list[Seq]
+        self,
+        seq: Seq,
+        token: int,
+        logprobs: tuple[TokenLogprob, ...],
+        now: float,
+        finished: list[Seq],
     ) -> GenerationOutput:
         state: _SeqState = seq.state
         p = seq.params
@@ -306,9 +322,6 @@ class ContinuousBatchingEngine:
                 observer.on_token_gap(now - seq.last_token_at)
         seq.last_token_at = now
         seq.output_ids.append(token)
-        logprobs: tuple[TokenLogprob, ...] = ()
-        if p.logprobs is not None:
-            logprobs = (sampler.logprobs_for(logits, token, p.logprobs),)
         reason: FinishReason | None = None
         if token in p.stop_token_ids or (token in self.eos_token_ids and not p.ignore_eos):
             reason = FinishReason.STOP

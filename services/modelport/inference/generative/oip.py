@@ -5,7 +5,11 @@ Inputs (all optional but one of the prompts): `text_input` BYTES [1],
 `sampling_parameters` BYTES [1] (JSON, vLLM's keys), `exclude_input_in_output`
 BOOL [1]. Sampling keys may also come as request parameters of the same names.
 Outputs: `text_output` BYTES, `output_ids` INT32, `finish_reason` BYTES,
-`num_input_tokens` / `num_output_tokens` UINT32. Streaming answers carry each
+`num_input_tokens` / `num_output_tokens` UINT32; with `logprobs` n asked,
+also `token_logprobs` FP32 [t] and `token_texts` BYTES [t] for the t tokens of
+the answer and, when n > 0, `top_logprob_ids` INT32 [t, n], `top_logprobs`
+FP32 [t, n] and `top_logprob_texts` BYTES [t, n] (most likely first; the
+model's log-softmax before temperature and truncation). Streaming answers carry each
 delta; the last has `triton_final_response` true and, like every final
 response, usage and timings as response parameters. A unary ModelInfer is the
 whole completion in one response.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +27,7 @@ import numpy as np
 
 from modelport.errors import InvalidInput
 from modelport.inference.codec import encode_bytes
-from modelport.inference.generative.types import GenerationOutput, SamplingParams
+from modelport.inference.generative.types import GenerationOutput, SamplingParams, TokenLogprob
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 FINAL = "triton_final_response"
@@ -155,6 +160,8 @@ def build_response(
     text: str,
     token_ids: tuple[int, ...] | list[int],
     final: bool,
+    logprobs: Sequence[TokenLogprob] = (),
+    token_text: Callable[[int], str] = str,
 ) -> pb.ModelInferResponse:
     """One response: the delta (streaming) or the whole completion (text/token_ids given)."""
     response = pb.ModelInferResponse(model_name=model, model_version=version, id=call.request_id)
@@ -168,8 +175,11 @@ def build_response(
         ("num_input_tokens", "UINT32", np.uint32(output.num_prompt_tokens).tobytes(), 1),
         ("num_output_tokens", "UINT32", np.uint32(output.num_output_tokens).tobytes(), 1),
     ]
-    for name, datatype, raw, size in tensors:
-        response.outputs.add(name=name, datatype=datatype, shape=[size])
+    shaped = [(name, datatype, raw, [size]) for name, datatype, raw, size in tensors]
+    if call.params.logprobs is not None:
+        shaped.extend(_logprob_tensors(logprobs, call.params.logprobs, token_text))
+    for name, datatype, raw, shape in shaped:
+        response.outputs.add(name=name, datatype=datatype, shape=shape)
         response.raw_output_contents.append(raw)
     response.parameters[FINAL].bool_param = final
     if final:
@@ -186,3 +196,33 @@ def build_response(
         if output.error:
             usage["error"].string_param = output.error
     return response
+
+
+def _texts(texts: list[str]) -> bytes:
+    return encode_bytes(np.array([t.encode() for t in texts], dtype=np.object_))
+
+
+def _logprob_tensors(
+    logprobs: Sequence[TokenLogprob], top: int, token_text: Callable[[int], str]
+) -> list[tuple[str, str, bytes, list[int]]]:
+    """The answer's tokens' logprobs (and their `top` alternatives) as output tensors."""
+    n = len(logprobs)
+    tensors = [
+        ("token_logprobs", "FP32", np.array([lp.logprob for lp in logprobs], "<f4").tobytes(), [n]),
+        ("token_texts", "BYTES", _texts([token_text(lp.token_id) for lp in logprobs]), [n]),
+    ]
+    if top:
+        # A row holds `top` entries unless the vocabulary is smaller: pad with -inf.
+        ids = np.zeros((n, top), dtype="<i4")
+        values = np.full((n, top), -np.inf, dtype="<f4")
+        texts: list[str] = []
+        for i, lp in enumerate(logprobs):
+            for j, (token_id, value) in enumerate(lp.top[:top]):
+                ids[i, j], values[i, j] = token_id, value
+            texts.extend(token_text(int(t)) for t in ids[i])
+        tensors += [
+            ("top_logprob_ids", "INT32", ids.tobytes(), [n, top]),
+            ("top_logprobs", "FP32", values.tobytes(), [n, top]),
+            ("top_logprob_texts", "BYTES", _texts(texts), [n, top]),
+        ]
+    return tensors

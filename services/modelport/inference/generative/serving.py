@@ -13,7 +13,7 @@ from typing import Any
 from modelport.errors import Internal
 from modelport.inference.generative.oip import GenerationCall, build_response, parse_request
 from modelport.inference.generative.protocol import GenerationEngine
-from modelport.inference.generative.types import FinishReason, GenerationOutput
+from modelport.inference.generative.types import FinishReason, GenerationOutput, TokenLogprob
 from modelport.proto.inference import grpc_service_pb2 as pb
 
 
@@ -58,6 +58,8 @@ class GenerativeModel:
                 text=out.text,
                 token_ids=out.token_ids,
                 final=out.finished,
+                logprobs=out.logprobs,
+                token_text=self._token_text,
             )
 
     async def infer(
@@ -70,17 +72,31 @@ class GenerativeModel:
     async def _whole(self, call: GenerationCall, deadline: float | None) -> pb.ModelInferResponse:
         text: list[str] = []
         ids: list[int] = []
+        logprobs: list[TokenLogprob] = []
         last: GenerationOutput | None = None
         async for out in self._outputs(call, deadline):
             text.append(out.text)
             ids.extend(out.token_ids)
+            logprobs.extend(out.logprobs)
             last = out
         assert last is not None
         _raise_on_error(last)
         call.stream = False
         return build_response(
-            call, self.name, self.version, last, text="".join(text), token_ids=ids, final=True
+            call,
+            self.name,
+            self.version,
+            last,
+            text="".join(text),
+            token_ids=ids,
+            final=True,
+            logprobs=logprobs,
+            token_text=self._token_text,
         )
+
+    def _token_text(self, token_id: int) -> str:
+        """One token as text, as a logprob entry names it."""
+        return self.engine.tokenizer.decode([token_id])
 
 
 def _raise_on_error(out: GenerationOutput) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from modelport import errors
 from modelport.artifacts.generative import BACKEND
-from modelport.client.generation import first_text, generation_request
+from modelport.client.generation import first_text, generation_request, read_logprobs
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import model_config_pb2 as mc
 from modelport.router.fleet import Fleet
@@ -126,6 +126,7 @@ def read_delta(message: bytes) -> Delta:
         completion_tokens=_count(raw.get("num_output_tokens", b"")),
         error=response.parameters["error"].string_param if "error" in response.parameters
         else None,
+        logprobs=read_logprobs(response),
     )  # fmt: skip
 
 

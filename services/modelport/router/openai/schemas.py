@@ -8,11 +8,22 @@ server ignores them. vLLM's extra sampling fields (`top_k`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from modelport.client.generation import TokenLogprob
 from modelport.errors import InvalidInput
+
+MAX_LOGPROBS = 20  # the engine's limit (inference.generative.types.MAX_LOGPROBS)
 
 
 class _Sampling(BaseModel):
@@ -70,7 +81,14 @@ class _Sampling(BaseModel):
 class CompletionRequest(_Sampling):
     prompt: str | list[int] | list[str]
     echo: bool = False
-    logprobs: None = None  # not served yet: a number here is refused, not ignored
+    # The sampled token's logprob and this many alternatives (OpenAI allows 5, vLLM 20).
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+
+    def sampling_parameters(self, default_max_tokens: int) -> dict[str, Any]:
+        params = super().sampling_parameters(default_max_tokens)
+        if self.logprobs is not None:
+            params["logprobs"] = self.logprobs
+        return params
 
     @field_validator("prompt")
     @classmethod
@@ -110,8 +128,15 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     def template_messages(self) -> list[dict[str, str]]:
         try:
@@ -123,6 +148,8 @@ class ChatCompletionRequest(_Sampling):
         params = super().sampling_parameters(default_max_tokens)
         if self.max_completion_tokens:
             params["max_tokens"] = self.max_completion_tokens
+        if self.logprobs:
+            params["logprobs"] = self.top_logprobs or 0
         return params
 
 
@@ -136,6 +163,35 @@ def parse(kind: type[_Sampling], body: Any) -> Any:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """A chat choice's `logprobs`: one entry per token, its alternatives most likely first."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        "content": [
+            {**entry(e.token, e.logprob), "top_logprobs": [entry(t, v) for t, v in e.top]}
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """A completion choice's `logprobs` (the legacy shape); offsets count from `offset`."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

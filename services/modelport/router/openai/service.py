@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelport.client.generation import TokenLogprob
 from modelport.errors import Internal, InvalidInput, Unavailable
 from modelport.router.openai import chat, schemas, sse
 from modelport.router.openai.errors import from_error
@@ -28,6 +29,7 @@ class Delta:
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # when asked: this delta's tokens
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,21 @@ class OpenAIService:
         )
         echo = prompt if request.echo and isinstance(prompt, str) else ""
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": info.id}
+        asked = request.logprobs is not None
+        offset = len(echo)  # text_offset counts from the start of the choice's text
 
-        def body_of(text: str, reason: str | None) -> dict[str, Any]:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        def body_of(
+            text: str, reason: str | None, logprobs: tuple[TokenLogprob, ...] = ()
+        ) -> dict[str, Any]:
+            nonlocal offset
+            lp = schemas.completion_logprobs(logprobs, offset) if asked else None
+            offset += sum(len(e.token) for e in logprobs)
+            choice = {"index": 0, "text": text, "logprobs": lp, "finish_reason": reason}
             return {**head, "object": "text_completion", "choices": [choice]}
 
         if not request.stream:
-            text, last = await _drain(stream)
-            reply = body_of(echo + text, last.finish_reason)
+            text, last, logprobs = await _drain(stream)
+            reply = body_of(echo + text, last.finish_reason, logprobs)
             reply["usage"] = schemas.usage(last.prompt_tokens, last.completion_tokens)
             return reply
         first = await _first(stream)
@@ -94,8 +103,8 @@ class OpenAIService:
             prefix = echo
             async for delta in _chain(first, stream):
                 reason = _finish_reason(delta)
-                if delta.text or reason or prefix:
-                    yield sse.event(body_of(prefix + delta.text, reason))
+                if delta.text or reason or prefix or delta.logprobs:
+                    yield sse.event(body_of(prefix + delta.text, reason, delta.logprobs))
                     prefix = ""
                 if reason and request.include_usage:
                     yield sse.event(
@@ -124,13 +133,14 @@ class OpenAIService:
             info.id, prompt, request.sampling_parameters(info.default_max_tokens)
         )
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": info.id}
+        asked = bool(request.logprobs)
         if not request.stream:
-            text, last = await _drain(stream)
+            text, last, logprobs = await _drain(stream)
             message = {"role": "assistant", "content": text}
             choice = {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": schemas.chat_logprobs(logprobs) if asked else None,
                 "finish_reason": last.finish_reason,
             }
             return {
@@ -141,16 +151,19 @@ class OpenAIService:
             }
         first = await _first(stream)
 
-        def chunk(delta: dict[str, Any], reason: str | None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        def chunk(
+            delta: dict[str, Any], reason: str | None, logprobs: tuple[TokenLogprob, ...] = ()
+        ) -> bytes:
+            lp = schemas.chat_logprobs(logprobs) if asked and logprobs else None
+            choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason}
             return sse.event({**head, "object": "chat.completion.chunk", "choices": [choice]})
 
         async def events() -> AsyncIterator[bytes]:
             yield chunk({"role": "assistant", "content": ""}, None)
             async for delta in _chain(first, stream):
                 reason = _finish_reason(delta)
-                if delta.text:
-                    yield chunk({"content": delta.text}, None)
+                if delta.text or delta.logprobs:
+                    yield chunk({"content": delta.text}, None, delta.logprobs)
                 if reason:
                     yield chunk({}, reason)
                     if request.include_usage:
@@ -198,15 +211,17 @@ async def _chain(first: Delta, stream: AsyncIterator[Delta]) -> AsyncIterator[De
                     return
 
 
-async def _drain(stream: AsyncIterator[Delta]) -> tuple[str, Delta]:
+async def _drain(stream: AsyncIterator[Delta]) -> tuple[str, Delta, tuple[TokenLogprob, ...]]:
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     last: Delta | None = None
     async for delta in _chain(await _first(stream), stream):
         parts.append(delta.text)
+        logprobs.extend(delta.logprobs)
         last = delta
     assert last is not None
     _finish_reason(last)
-    return "".join(parts), last
+    return "".join(parts), last, tuple(logprobs)
 
 
 async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
