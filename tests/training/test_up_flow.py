@@ -1,7 +1,7 @@
-"""The fine-tuning flow through the front door, on one job that several checks share.
+"""The fine-tuning flows through the front door, on one `modelport up` the module shares.
 
 Against `modelport up` (registry, inference services following `production` and
-`canary`, router, training service): `modelport datasets push`, then `modelport
+`canary`, router, training service, the generative sample): `modelport datasets push`, then `modelport
 finetune create --alias canary --workers 2 --follow --plot`. While it runs, one of
 the two torch.distributed workers is SIGKILLed after a checkpoint; torchrun restarts
 the group, which resumes there. The job then registers `mlp:2` as a child of
@@ -9,6 +9,8 @@ the group, which resumes there. The job then registers `mlp:2` as a child of
 The job's loss curve, kill and resume included, matches one process trained here on
 the same data, seed and hyperparameters: the same global batch gives the same
 updates, and a resumed group continues exactly where its checkpoint left off.
+Then the generative sample: a LoRA job on `tiny-llama@production` with `--then-derive
+int8-weight-only`, whose canary the router streams generations from.
 """
 
 from __future__ import annotations
