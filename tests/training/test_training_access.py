@@ -28,7 +28,13 @@ from tests.training.conftest import (
 POLICY = {
     "tenants": {
         "reader": {"grants": [{"actions": ["read"], "models": ["*"]}]},
-        "team-b": {"grants": [{"actions": ["read", "push"], "models": ["team-b-*"]}]},
+        # Following a job (GetJob, WatchEvents) names no model: read on every model.
+        "team-b": {
+            "grants": [
+                {"actions": ["read"], "models": ["*"]},
+                {"actions": ["push"], "models": ["team-b-*"]},
+            ]
+        },
         "team-a": {"grants": [{"actions": ["read", "push"], "models": ["team-a-*"]}]},
     }
 }
