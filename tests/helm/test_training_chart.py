@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 import kubernetes_validate
+import pytest
 from modelport.cli.options import SettingsCommand
 from modelport.cli.serve import serve
+from modelport.errors import InvalidInput
 from modelport.training.jobs import JobRecord
 from modelport.training.kubernetes import (
     KubernetesSettings,
@@ -32,6 +36,13 @@ def _by_kind(objects: list[dict], kind: str, component: str = "training") -> dic
     return found
 
 
+TOLERATIONS = [
+    {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+     "tolerationSeconds": 300},
+]  # fmt: skip
+
+
 def test_training_args_are_read_by_the_real_cli_and_rbac_covers_the_executor(
     render: Render,
 ) -> None:
@@ -52,6 +63,20 @@ def test_training_args_are_read_by_the_real_cli_and_rbac_covers_the_executor(
     executor = build_executor(settings)  # what the pod runs with
     assert executor.name == "kubernetes"
     assert executor.settings.node_selector == {"nvidia.com/gpu.present": "true"}  # type: ignore[attr-defined]
+    # The values' tolerations reach every worker pod the executor renders, GPU or not.
+    assert executor.settings.tolerations == TOLERATIONS  # type: ignore[attr-defined]
+    spec = WorkerSpec(job_id="j", kind="tensor", method="full", hyperparameters={}, seed=1,
+                      validation_fraction=0.1, work_dir="/work")  # fmt: skip
+    for gpus in (0, 1):
+        job = JobRecord.new(model="mlp@production", dataset="pairs", gpus_per_worker=gpus)
+        manifest = render_job(job, spec, executor.settings)  # type: ignore[attr-defined]
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        placed = manifest["spec"]["template"]["spec"]
+        gpu_taint = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert placed["tolerations"] == TOLERATIONS + (gpu_taint if gpus else [])
+        assert ("nodeSelector" in placed) == bool(gpus)
+        (override,) = render_trainjob(job, spec, executor.settings)["spec"]["podTemplateOverrides"]  # type: ignore[attr-defined]
+        assert override["spec"]["tolerations"] == placed["tolerations"]
     role = _by_kind(objects, "Role")
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}  # fmt: skip
@@ -105,3 +130,25 @@ def test_job_conditions_become_outcomes() -> None:
         {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
     )
     assert failed is not None and failed.exit_code == 1 and "BackoffLimit" in failed.detail
+
+
+def test_worker_tolerations_are_checked_by_the_schema_and_by_the_service(
+    render_error: Callable[..., str], tmp_path: Path
+) -> None:
+    bad = render_error(TRAINING_VALUES, sets=("training.workerTolerations[0].operator=Maybe",))
+    assert "workerTolerations" in bad and "operator" in bad
+    extra = render_error(TRAINING_VALUES, sets=("training.workerTolerations[0].colour=red",))
+    assert "colour" in extra
+    keyless = tmp_path / "keyless.yaml"  # operator Equal needs a key
+    keyless.write_text("training:\n  workerTolerations: [{value: x, effect: NoSchedule}]\n")
+    assert "missing property 'key'" in render_error(TRAINING_VALUES, keyless)
+    for flag, why in (
+        ("=b", "expected KEY"),
+        ("*=b", "takes no value"),
+        ("a:Sometimes", "effect must be"),
+        ("a:NoSchedule@5", "@SECONDS"),
+        ("a:NoExecute@soon", "@SECONDS"),
+    ):
+        with pytest.raises(InvalidInput, match=why):
+            TrainingSettings(worker_tolerations=(flag,))
+    assert TrainingSettings(worker_tolerations=("*",)).tolerations == [{"operator": "Exists"}]

@@ -1,7 +1,7 @@
-"""The fine-tuning flow through the front door, on one job that several checks share.
+"""The fine-tuning flows through the front door, on one `modelport up` the module shares.
 
 Against `modelport up` (registry, inference services following `production` and
-`canary`, router, training service): `modelport datasets push`, then `modelport
+`canary`, router, training service, the generative sample): `modelport datasets push`, then `modelport
 finetune create --alias canary --workers 2 --follow --plot`. While it runs, one of
 the two torch.distributed workers is SIGKILLed after a checkpoint; torchrun restarts
 the group, which resumes there. The job then registers `mlp:2` as a child of
@@ -9,6 +9,8 @@ the group, which resumes there. The job then registers `mlp:2` as a child of
 The job's loss curve, kill and resume included, matches one process trained here on
 the same data, seed and hyperparameters: the same global batch gives the same
 updates, and a resumed group continues exactly where its checkpoint left off.
+Then the generative sample: a LoRA job on `tiny-llama@production` with `--then-derive
+int8-weight-only`, whose canary the router streams generations from.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from modelport.proto.inference import grpc_service_pb2_grpc as ipb_grpc
 from modelport.proto.modelport.training.v1 import training_pb2 as pb
 from modelport.training.worker import WorkerSpec, run
 
+from tests.generative.test_generative_serving import generation_request, text_of
 from tests.inference.requests import mlp_request, output
+from tests.training.test_decoder import PROMPT
+from tests.training.tiny_decoder import DATA
 
-pytestmark = [pytest.mark.timeout(420), pytest.mark.usefixtures("torch_threads")]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("torch_threads")]
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 ENV = {**os.environ, "PYTHONPATH": str(SERVICES)}
@@ -54,15 +59,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def stack(sample_repo: Path, tmp_path: Path) -> Iterator[tuple[str, str, str, Path]]:
-    """`modelport up` on free ports: (router, registry, training, data dir)."""
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def stack(
+    sample_repo: Path, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, str, Path]]:
+    """One `modelport up` (with the generative sample) on free ports for the module's
+    flows: (router, registry, training, data dir)."""
+    data = tmp_path_factory.mktemp("up") / "data"
     shutil.copytree(sample_repo, data / "models")  # already built: no export at start
+    shutil.copytree(sample_dir.parent, data / "models" / "tiny-llama")  # trained: no training
     command = [sys.executable, "-m", "modelport.cli", "up", "--data-dir", str(data),
                "--grpc-port", "0", "--registry-port", "0", "--training-port", "0",
-               "--metrics-port", "-1", "--http-port", "-1", "--no-generative-sample",
-               "--log-level", "warning"]  # fmt: skip
+               "--metrics-port", "-1", "--http-port", "-1", "--log-level", "warning"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         assert process.stderr is not None
@@ -99,7 +107,7 @@ def _kill_a_worker_after_a_checkpoint(training: str, data: Path) -> dict[str, in
     """Watch the job through the SDK; SIGKILL its rank-1 worker after the first checkpoint."""
     with TrainingClient(training) as client:
         deadline = time.monotonic() + 60
-        while not (jobs := client.list()):
+        while not (jobs := [j for j in client.list() if j.model.startswith("mlp@")]):
             assert time.monotonic() < deadline, "no job was created"
             time.sleep(0.2)
         job_id = jobs[0].id
@@ -189,7 +197,7 @@ def test_datasets_push_finetune_follow_canary_through_modelport_up(
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with TrainingClient(training) as client:
-        (job,) = client.list()
+        (job,) = [j for j in client.list() if j.model.startswith("mlp@")]
         events = list(client.events(job.id))
     assert status_name(job.status) == "succeeded" and job.result_version == "mlp:2"
     statuses = [status_name(e.status) for e in events if e.kind == pb.JobEvent.STATUS]
@@ -247,3 +255,86 @@ def test_datasets_push_finetune_follow_canary_through_modelport_up(
     assert sorted(served) == ["1", "2"]
     # The tuned version answers much closer to the map it was trained on.
     assert np.abs(served["2"] - target).mean() < 0.5 * np.abs(served["1"] - target).mean()
+
+
+def _generations_by_version(router: str, prompt: str) -> dict[str, str]:
+    """Greedy completions of `prompt` streamed through the router (ModelStreamInfer), one
+    session each, until both versions of the split have answered: {version: text}."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    session = 0
+    with grpc.insecure_channel(router) as channel:
+        stub = ipb_grpc.GRPCInferenceServiceStub(channel)
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, f"versions that generated: {sorted(seen)}"
+            session += 1
+            request = generation_request(prompt, stream=True, model="tiny-llama",
+                                         request_id=f"g-{session}", max_tokens=12,
+                                         temperature=0)  # fmt: skip
+            metadata = (("x-modelport-session", f"gen-{session}"),)
+            try:
+                answers = list(
+                    stub.ModelStreamInfer(iter([request]), timeout=30, metadata=metadata)
+                )
+            except grpc.RpcError as error:  # the canary still loading on its replica
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                time.sleep(0.2)
+                continue
+            responses = [a.infer_response for a in answers]
+            if any(a.error_message for a in answers):
+                time.sleep(0.2)  # an in-band UNAVAILABLE while the canary loads
+                continue
+            assert responses[-1].parameters["triton_final_response"].bool_param
+            seen.setdefault(responses[0].model_version, "".join(text_of(r) for r in responses))
+    return seen
+
+
+def test_lora_of_the_generative_sample_then_derive_then_canary_generation(
+    stack: tuple[str, str, str, Path],
+) -> None:
+    """The issue's done-when on the generative sample: a LoRA job on `tiny-llama@production`
+    registers `tiny-llama:2` as the canary, chains an int8 weight-only derive of it in the
+    registry (`tiny-llama:3`), and the router's split streams generations from the canary."""
+    router, registry, training, _ = stack
+    pushed = _cli("datasets", "push", str(DATA / "support.jsonl"), "--name", "support",
+                  "--validation-fraction", "0.25", "--registry", registry)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    created = _cli(
+        "finetune", "create", "--model", "tiny-llama@production", "--dataset", "support",
+        "--method", "lora", "--alias", "canary", "--then-derive", "int8-weight-only",
+        "--set", "max_steps=12", "--set", "batch_size=3", "--set", "learning_rate=0.01",
+        "--set", "eval_every=4", "--set", "checkpoint_every=12",
+        "--follow", "--training", training,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
+    losses = [float(x) for x in re.findall(r"eval .*?validation_loss=([0-9.]+)", created.stdout)]
+    assert len(losses) == 4 and losses[-1] < losses[0], created.stdout  # steps 0, 4, 8, 12
+    assert "→ tiny-llama:2" in created.stdout, created.stdout
+    assert "→ tiny-llama:3 (int8-weight-only)" in created.stdout, created.stdout
+
+    with TrainingClient(training) as client:
+        (job,) = [j for j in client.list() if j.model == "tiny-llama@production"]
+        messages = [e.message for e in client.events(job.id)]
+    assert status_name(job.status) == "succeeded" and job.method == pb.METHOD_LORA
+    assert (job.result_version, job.derived_version) == ("tiny-llama:2", "tiny-llama:3")
+    assert any(m.startswith(f"derive job {job.derive_job} started") for m in messages), messages
+    assert any(m.startswith("derived tiny-llama:3 from tiny-llama:2") for m in messages)
+
+    with RegistryClient(registry) as client:
+        canary, derived = (
+            client.get_version("tiny-llama@canary"),
+            client.get_version("tiny-llama:3"),
+        )
+        assert client.get_derive_job(job.derive_job).parent == "tiny-llama:2"
+    assert canary.version == 2 and canary.parent == "tiny-llama:1"
+    assert canary.lineage.method == "fine-tune" and canary.lineage.parameters["method"] == "lora"
+    assert derived.parent == "tiny-llama:2" and derived.lineage.method == "int8-weight-only"
+    assert derived.labels["modelport.io/training-job"] == job.id and not derived.aliases
+
+    # The split sends a slice of real generation traffic to the fine-tuned canary.
+    policy = _cli("models", "policy", "tiny-llama", "--split", "production=50,canary=50",
+                  "--registry", registry)  # fmt: skip
+    assert policy.returncode == 0, policy.stderr
+    texts = _generations_by_version(router, PROMPT)
+    assert sorted(texts) == ["1", "2"]
+    assert texts["2"] != texts["1"], texts  # the adapters, merged, changed what it says

@@ -55,6 +55,8 @@ def _summary(job: Any) -> str:
         text += f"  step {job.progress.step}/{job.progress.total_steps}"
     if job.result_version:
         text += f"  → {job.result_version}"
+    if job.derived_version:
+        text += f"  → {job.derived_version} ({job.then_derive})"
     if job.error.code:
         text += f"\n  error {job.error.code}: {job.error.message}"
     return text
@@ -88,7 +90,12 @@ def _follow(client: Any, job_id: str, plot_path: Path | None, as_json: bool) -> 
 @click.option(
     "--gpus-per-worker", type=int, default=0, help="Kubernetes executor: GPUs per worker."
 )
-@click.option("--then-derive", default="", help="Chain a derivation (quantization) on the result.")
+@click.option(
+    "--then-derive",
+    default="",
+    help="After registration, derive this from the result in the registry: int8-weight-only, "
+    "int4-weight-only, int8-dynamic, fp8, fp16 or bf16.",
+)
 @click.option(
     "--set",
     "settings",
@@ -213,6 +220,8 @@ def show(job_id: str, training: str, as_json: bool) -> None:
         "dataset_counts",
         "checkpoints",
         "restarts",
+        "requested_by",
+        "derive_job",
     ):
         if key in data:
             click.echo(f"  {key}: {data[key]}")

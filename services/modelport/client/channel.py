@@ -95,17 +95,24 @@ def resolve_tls(url: str, tls: TlsOptions | None) -> tuple[str, TlsOptions | Non
 
 
 def sync_channel(
-    url: str, tls: TlsOptions | None = None, api_key: str | None = None, **kwargs: Any
+    url: str,
+    tls: TlsOptions | None = None,
+    api_key: str | None = None,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
+    **kwargs: Any,
 ) -> grpc.Channel:
     """A channel to `url`; with `api_key` (an API key or a bearer JWT) every call
-    carries `authorization: Bearer <api_key>`."""
+    carries `authorization: Bearer <api_key>`, and every call carries `metadata`."""
     target, tls = resolve_tls(url, tls)
     options = channel_args(tls=tls, **kwargs)
     if tls is None:
         channel = grpc.insecure_channel(target, options=options)
     else:
         channel = grpc.secure_channel(target, tls.credentials(), options=options)
-    return grpc.intercept_channel(channel, SyncAuthInterceptor(api_key)) if api_key else channel
+    if not api_key and not metadata:
+        return channel
+    return grpc.intercept_channel(channel, SyncAuthInterceptor(api_key, metadata))
 
 
 def aio_channel(

@@ -13,6 +13,11 @@ from typing import Any
 
 import grpc
 
+# A service acting for a caller (the training service registering a job's version)
+# names that caller here; the server still authorizes the service's own identity and
+# records the named one in its audit events.
+ON_BEHALF_OF = "x-modelport-on-behalf-of"
+
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
@@ -38,8 +43,8 @@ class SyncAuthInterceptor(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    def __init__(self, token: str) -> None:
-        self._metadata = bearer_metadata(token)
+    def __init__(self, token: str | None, extra: Sequence[tuple[str, str]] = ()) -> None:
+        self._metadata = (*(bearer_metadata(token) if token else ()), *extra)
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return _Details(details, _with(details.metadata, self._metadata))

@@ -21,6 +21,7 @@ import grpc
 from modelport.artifacts.archive import materialize, pack_directory
 from modelport.artifacts.hashing import directory_digest, sha256_of
 from modelport.client.channel import ModelportClientError, TlsOptions, sync_channel
+from modelport.client.credentials import ON_BEHALF_OF
 from modelport.client.registry_derive import DeriveCalls, maps_rpc_errors
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
 from modelport.proto.modelport.registry.v1 import registry_pb2 as pb
@@ -58,7 +59,8 @@ def parse_policy(
 class RegistryClient(DeriveCalls):
     """`address` may be `grpcs://host:port` (TLS with the system CAs) or take `tls`
     (a CA, and a client certificate for mTLS); `api_key` (an API key or a bearer
-    JWT) is sent on every call."""
+    JWT) is sent on every call; `on_behalf_of` ("tenant/subject") names the caller a
+    service acts for, which the registry's audit events record beside the service."""
 
     def __init__(
         self,
@@ -67,10 +69,12 @@ class RegistryClient(DeriveCalls):
         timeout: float = 30.0,
         tls: TlsOptions | None = None,
         api_key: str | None = None,
+        on_behalf_of: str = "",
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
-        self._channel = sync_channel(self.address, tls, api_key)
+        extra = ((ON_BEHALF_OF, on_behalf_of),) if on_behalf_of else ()
+        self._channel = sync_channel(self.address, tls, api_key, metadata=extra)
         self.stub = registry_pb2_grpc.ModelRegistryStub(self._channel)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from modelport.client.channel import ModelportClientError
+from modelport.client.channel import ModelportClientError, sync_channel
 from modelport.proto.modelport.training.v1 import training_pb2 as pb
 from modelport.proto.modelport.training.v1 import training_pb2_grpc
 
@@ -32,10 +32,14 @@ def status_name(status: int) -> str:
 
 
 class TrainingClient:
-    def __init__(self, address: str = "", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, address: str = "", *, timeout: float = 30.0, api_key: str | None = None
+    ) -> None:
+        """`api_key` (an API key or a bearer JWT) is sent on every call: the job's
+        creator, whom its registered version names."""
         self.address = address or default_address()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.address)
+        self._channel = sync_channel(self.address, api_key=api_key)
         self.stub = training_pb2_grpc.TrainingStub(self._channel)
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from modelport.auth.identity import Credentials, Principal
 from modelport.auth.peers import sans_from_auth_context
 from modelport.auth.quotas import Admission, UploadLedger, UploadMeter
 from modelport.auth.rpc_access import RpcAccess, access_of
+from modelport.client.credentials import ON_BEHALF_OF
 from modelport.common.grpc_errors import retry_trailers
 from modelport.common.metrics import meter
 from modelport.errors import InvalidInput, ModelportError, QuotaExceeded
@@ -228,8 +229,17 @@ class _Call:
                     self.creds,
                     self.error,
                     model=self.model,
+                    details=self._on_behalf_of(),
                 )
             )
+
+    def _on_behalf_of(self) -> dict[str, str]:
+        """Whom a service says it acts for (recorded as said; the service's own
+        identity is the one authorized). Read only for audited writes."""
+        for key, value in self.context.invocation_metadata() or ():
+            if key == ON_BEHALF_OF and isinstance(value, str):
+                return {"on_behalf_of": value[:256]}
+        return {}
 
 
 class AccessControl:

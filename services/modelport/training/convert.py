@@ -103,6 +103,9 @@ def job_msg(job: JobRecord) -> pb.Job:
         then_derive=job.then_derive,
         gpus_per_worker=job.gpus_per_worker,
         dataset_counts=job.dataset_counts,
+        requested_by=pb.Identity(**job.requested_by) if job.requested_by else None,
+        derive_job=job.derive_job,
+        derived_version=job.derived_version,
     )
 
 

@@ -197,6 +197,11 @@ class JobRecord:
     events_offset: int = 0
     validation_fraction: float = 0.0
     cancel_requested: bool = False
+    # Who created it: {"tenant", "subject", "method"} (empty without access control).
+    requested_by: dict[str, str] = field(default_factory=dict)
+    # then_derive: the registry's derive job, and its child ("model:version").
+    derive_job: str = ""
+    derived_version: str = ""
 
     @classmethod
     def new(cls, **values: Any) -> JobRecord:

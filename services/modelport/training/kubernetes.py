@@ -39,6 +39,8 @@ class KubernetesSettings:
     # How worker pods reach this service's gRPC port, e.g. mp-modelport-training:8004.
     service_address: str = ""
     node_selector: dict[str, str] = field(default_factory=dict)
+    # Tolerations of every worker pod (core/v1 Toleration objects), e.g. a dedicated pool.
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
     use_trainjob: bool = True
     max_restarts: int = 2
     gpu_resource: str = "nvidia.com/gpu"
@@ -80,14 +82,18 @@ def _env(spec: WorkerSpec) -> list[dict[str, str]]:
 
 
 def _placement(job: JobRecord, settings: KubernetesSettings) -> dict[str, Any]:
-    """Where worker pods go: GPU jobs on the selected nodes, tolerating the GPU taint."""
+    """Where worker pods go: GPU jobs on the selected nodes, tolerating the GPU taint;
+    every job tolerates what the operator configured (a toleration permits, never forces)."""
     placement: dict[str, Any] = {}
     if settings.node_selector and job.gpus_per_worker:
         placement["nodeSelector"] = dict(settings.node_selector)
+    tolerations = [dict(t) for t in settings.tolerations]
     if job.gpus_per_worker:
-        placement["tolerations"] = [
+        tolerations.append(
             {"key": settings.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        )
+    if tolerations:
+        placement["tolerations"] = tolerations
     if settings.service_account:
         placement["serviceAccountName"] = settings.service_account
     return placement

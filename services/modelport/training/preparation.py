@@ -67,6 +67,10 @@ def prepare(registry: str, job: JobRecord, job_dir: Path) -> Prepared:
         )
     kind = ModelKind(found)
     method = resolve_method(job.method, kind)
+    if job.then_derive:
+        from modelport.training.derivation import check_for
+
+        check_for(job.then_derive, kind, base)
     summary = ds.summarize(data, fraction)
     text = summary.format is not ds.DatasetFormat.TENSORS
     if text != (kind is ModelKind.DECODER):

@@ -22,8 +22,18 @@ JOB_PARAMETER = "training_job"
 SUFFIX_LABEL = "modelport.io/suffix"
 
 
+TENANT_LABEL = "modelport.io/requested-by-tenant"
+
+
+def on_behalf_of(requested_by: dict[str, str]) -> str:
+    """ "tenant/subject" of a job's creator ("" when the service has no access control)."""
+    if not requested_by.get("tenant"):
+        return ""
+    return f"{requested_by['tenant']}/{requested_by.get('subject', '')}"
+
+
 def lineage_parameters(job: Any) -> dict[str, str]:
-    return {
+    parameters = {
         JOB_PARAMETER: job.id,
         "method": job.method.value if hasattr(job.method, "value") else str(job.method),
         "dataset": job.dataset,
@@ -32,6 +42,18 @@ def lineage_parameters(job: Any) -> dict[str, str]:
         "seed": str(job.seed),
         "workers": str(job.workers),
     }
+    if on_behalf_of(job.requested_by):
+        # The caller authenticated at the training service, not at the registry.
+        parameters["requested_by"] = on_behalf_of(job.requested_by)
+        parameters["requested_by_method"] = job.requested_by.get("method", "")
+    return parameters
+
+
+def labels(job: Any) -> dict[str, str]:
+    found = {SUFFIX_LABEL: job.suffix} if job.suffix else {}
+    if job.requested_by.get("tenant"):
+        found[TENANT_LABEL] = job.requested_by["tenant"]
+    return found
 
 
 def register(
@@ -45,14 +67,17 @@ def register(
     metrics: dict[str, float],
     aliases: list[str],
     description: str = "",
+    requested_by: str = "",
 ) -> str:
-    """Push `output_dir` as `model`'s next version; returns "model:version"."""
+    """Push `output_dir` as `model`'s next version; returns "model:version". The
+    registry's audit events name `requested_by` ("tenant/subject") as the caller
+    the training service acts for."""
     from modelport.client.channel import ModelportClientError
     from modelport.client.registry import RegistryClient
     from modelport.proto.modelport.registry.v1 import derive_pb2
 
     job_id = lineage[JOB_PARAMETER]
-    with RegistryClient(registry_address) as registry:
+    with RegistryClient(registry_address, on_behalf_of=requested_by) as registry:
         try:
             for version in registry.list_versions(model):
                 if version.lineage.parameters.get(JOB_PARAMETER) == job_id:

@@ -24,6 +24,7 @@ def build_executor(settings: TrainingSettings) -> Executor:
                 image=settings.image,
                 service_address=settings.service_address,
                 node_selector=settings.node_selector,
+                tolerations=settings.tolerations,
                 use_trainjob=settings.use_trainjob,
                 max_restarts=settings.max_restarts,
                 gpu_resource=settings.gpu_resource,

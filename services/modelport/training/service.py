@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from modelport.artifacts.refs import Ref, check_alias_name
-from modelport.errors import Internal, InvalidInput, ModelportError, Unimplemented
-from modelport.training import registration
+from modelport.errors import Internal, InvalidInput, ModelportError
+from modelport.training import derivation, registration
 from modelport.training.executors import Executor
 from modelport.training.jobs import Checkpoint, Hyperparameters, JobRecord, Method, Status, utcnow
 from modelport.training.preparation import prepare
@@ -49,6 +49,8 @@ class JobRequest:
     workers: int = 1
     then_derive: str = ""
     gpus_per_worker: int = 0
+    # The authenticated caller ({"tenant", "subject", "method"}), from the servicer.
+    requested_by: dict[str, str] = field(default_factory=dict)
 
 
 class TrainingService:
@@ -120,10 +122,7 @@ class TrainingService:
         if not 1 <= request.workers <= MAX_WORKERS:
             raise InvalidInput(f"workers={request.workers}: must be between 1 and {MAX_WORKERS}")
         if request.then_derive:
-            raise Unimplemented(
-                f"then_derive '{request.then_derive}': derivations (quantization) are not "
-                "available in this registry yet; derive from the resulting version later"
-            )
+            derivation.check(request.then_derive)
         job = JobRecord.new(
             model=request.model,
             dataset=request.dataset,
@@ -133,8 +132,10 @@ class TrainingService:
             seed=request.seed or int.from_bytes(uuid.uuid4().bytes[:3], "big"),
             aliases=list(request.aliases),
             workers=request.workers,
+            then_derive=request.then_derive,
             gpus_per_worker=request.gpus_per_worker,
             executor=self.executor.name,
+            requested_by=dict(request.requested_by),
         )
         self.jobs[job.id] = job
         await self._set_status(
@@ -164,7 +165,12 @@ class TrainingService:
         if job.status is Status.RUNNING:
             await asyncio.to_thread(self.executor.stop, job, job.handle)
         await self._set_status(
-            job, Status.CANCELLED, "cancelled: workers stopped, nothing registered"
+            job,
+            Status.CANCELLED,
+            f"cancelled after registering {job.result_version} (a derive job already "
+            "started runs on in the registry)"
+            if job.result_version
+            else "cancelled: workers stopped, nothing registered",
         )
         return job.copy()
 
@@ -326,7 +332,40 @@ class TrainingService:
             except ModelportError as error:
                 await self._fail(job, error.code, str(error))
                 return
-        await self._set_status(job, Status.SUCCEEDED, f"registered {job.result_version}")
+        message = f"registered {job.result_version}"
+        if job.then_derive:
+            message += "; " + await self._derive(job)
+        if not job.status.terminal:
+            await self._set_status(job, Status.SUCCEEDED, message)
+
+    async def _derive(self, job: JobRecord) -> str:
+        """The registry derives `then_derive` from the registered version; returns the
+        outcome for the status message (a failed derive leaves the fine-tune registered)."""
+        if job.derived_version:
+            return f"derived {job.derived_version}"
+
+        async def say(message: str) -> None:
+            await self._record(job, {"kind": "log", "at": time.time(), "message": message})
+
+        try:
+            state = await derivation.follow(
+                self.registry,
+                job,
+                registration.on_behalf_of(job.requested_by),
+                say,
+                on_started=lambda: asyncio.to_thread(self.store.save, job),
+                poll_seconds=max(self.poll_seconds, 0.5),
+            )
+        except ModelportError as error:
+            await say(f"then_derive {job.then_derive} could not run: {error}")
+            return f"then_derive {job.then_derive} failed: {error}"
+        if state is None:  # the job ended meanwhile (cancelled)
+            return ""
+        if not state.succeeded:
+            return f"derive job {state.id} failed: {state.message}"
+        job.derived_version = state.child
+        await asyncio.to_thread(self.store.save, job)
+        return f"derived {state.child} ({job.then_derive})"
 
     @staticmethod
     def _registration(job: JobRecord) -> dict[str, Any]:
@@ -334,8 +373,9 @@ class TrainingService:
             "model": job.base_version.split(":")[0],
             "parent": job.base_version,
             "lineage": registration.lineage_parameters(job),
-            "labels": {registration.SUFFIX_LABEL: job.suffix} if job.suffix else {},
+            "labels": registration.labels(job),
             "aliases": list(job.aliases),
+            "requested_by": registration.on_behalf_of(job.requested_by),
             "description": f"fine-tuned from {job.base_version} by {job.id}"
             + (f" ({job.suffix})" if job.suffix else ""),
         }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
 
+from modelport.common.access import current_principal
 from modelport.proto.modelport.training.v1 import training_pb2 as pb
 from modelport.proto.modelport.training.v1 import training_pb2_grpc
 from modelport.training import convert
@@ -19,7 +21,20 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
         self.service = service
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> pb.Job:
-        return convert.job_msg(await self.service.create(convert.request_from_msg(request)))
+        request_ = convert.request_from_msg(request)
+        principal = current_principal.get()
+        if principal is not None and principal.tenant:
+            # The job registers (and derives) for this caller: its lineage and the
+            # registry's audit events name them.
+            request_ = dataclasses.replace(
+                request_,
+                requested_by={
+                    "tenant": principal.tenant,
+                    "subject": principal.subject,
+                    "method": principal.method,
+                },
+            )
+        return convert.job_msg(await self.service.create(request_))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         return convert.job_msg(self.service.get(request.id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modelport.common.settings import ServerSettings, setting
 from modelport.errors import InvalidInput
@@ -37,6 +37,12 @@ class TrainingSettings(ServerSettings):
     node_selectors: tuple[str, ...] = setting(
         (), "kubernetes: KEY=VALUE for GPU worker pods (repeatable).", flag="--node-selector"
     )
+    worker_tolerations: tuple[str, ...] = setting(
+        (),
+        "kubernetes: a toleration of every worker pod, KEY[=VALUE][:EFFECT][@SECONDS] "
+        "(e.g. dedicated=training:NoSchedule; repeatable).",
+        flag="--worker-toleration",
+    )
     use_trainjob: bool = setting(
         True, "kubernetes: a Kubeflow TrainJob when its CRD is installed, else a batch/v1 Job."
     )
@@ -55,6 +61,7 @@ class TrainingSettings(ServerSettings):
         if self.max_restarts < 0:
             raise InvalidInput(f"max_restarts={self.max_restarts}: cannot be negative")
         _ = self.node_selector  # a malformed KEY=VALUE fails before anything starts
+        _ = self.tolerations
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -65,3 +72,44 @@ class TrainingSettings(ServerSettings):
                 raise InvalidInput(f"node selector '{item}': expected KEY=VALUE")
             selector[key.strip()] = value.strip()
         return selector
+
+    @property
+    def tolerations(self) -> list[dict[str, Any]]:
+        return [parse_toleration(item) for item in self.worker_tolerations]
+
+
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def parse_toleration(text: str) -> dict[str, Any]:
+    """`KEY[=VALUE][:EFFECT][@SECONDS]` → a core/v1 Toleration (kubectl's taint syntax):
+    `=VALUE` tolerates that value (operator Equal), no `=` any value (Exists); `*` as
+    the key tolerates every taint; `@SECONDS` is tolerationSeconds (NoExecute only)."""
+    rest, at, seconds = text.strip().partition("@")
+    rest, colon, effect = rest.partition(":")
+    key, equals, value = rest.partition("=")
+    key = key.strip()
+    toleration: dict[str, Any] = {}
+    if key != "*":
+        if not key:
+            raise InvalidInput(f"worker toleration '{text}': expected KEY[=VALUE][:EFFECT]")
+        toleration["key"] = key
+    if equals:
+        if key == "*":
+            raise InvalidInput(f"worker toleration '{text}': '*' takes no value")
+        toleration.update(operator="Equal", value=value.strip())
+    else:
+        toleration["operator"] = "Exists"
+    if colon:
+        if effect not in TOLERATION_EFFECTS:
+            raise InvalidInput(
+                f"worker toleration '{text}': effect must be one of {', '.join(TOLERATION_EFFECTS)}"
+            )
+        toleration["effect"] = effect
+    if at:
+        if effect != "NoExecute" or not seconds.isdigit():
+            raise InvalidInput(
+                f"worker toleration '{text}': @SECONDS is a whole number, with effect NoExecute"
+            )
+        toleration["tolerationSeconds"] = int(seconds)
+    return toleration

@@ -183,8 +183,10 @@ class CreateJobRequest(google.protobuf.message.Message):
     workers: builtins.int
     """Data-parallel processes (torch.distributed); 0: 1."""
     then_derive: builtins.str
-    """Chain a derivation (quantization) on the result, e.g. "int8"; needs the
-    registry's derive support (UNIMPLEMENTED until it exists).
+    """After registration, derive a child of the result in the registry (its
+    DeriveVersion): "int8-weight-only", "int4-weight-only", "int8-dynamic",
+    "fp8" (torchao quantization) or "fp16"/"bf16" (a cast); decoders take the
+    weight-only ones. The derive job and its child show on the job.
     """
     gpus_per_worker: builtins.int
     """Kubernetes executor: GPUs per worker (0: CPU)."""
@@ -425,6 +427,9 @@ class Job(google.protobuf.message.Message):
     THEN_DERIVE_FIELD_NUMBER: builtins.int
     GPUS_PER_WORKER_FIELD_NUMBER: builtins.int
     DATASET_COUNTS_FIELD_NUMBER: builtins.int
+    REQUESTED_BY_FIELD_NUMBER: builtins.int
+    DERIVE_JOB_FIELD_NUMBER: builtins.int
+    DERIVED_VERSION_FIELD_NUMBER: builtins.int
     id: builtins.str
     model: builtins.str
     """As asked."""
@@ -448,6 +453,11 @@ class Job(google.protobuf.message.Message):
     """Times the workers were restarted from a checkpoint."""
     then_derive: builtins.str
     gpus_per_worker: builtins.int
+    derive_job: builtins.str
+    """then_derive: the registry's derive job, and the child it stored ("NAME:VERSION";
+    "" until it succeeded).
+    """
+    derived_version: builtins.str
     @property
     def hyperparameters(self) -> global___Hyperparameters:
         """Resolved: every field set."""
@@ -475,6 +485,12 @@ class Job(google.protobuf.message.Message):
     @property
     def dataset_counts(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.int]:
         """Validation found these: train/validation examples, tokens."""
+
+    @property
+    def requested_by(self) -> global___Identity:
+        """Who created the job (empty without access control); the registered version's
+        lineage and the registry's audit events carry it too.
+        """
 
     def __init__(
         self,
@@ -505,11 +521,39 @@ class Job(google.protobuf.message.Message):
         then_derive: builtins.str = ...,
         gpus_per_worker: builtins.int = ...,
         dataset_counts: collections.abc.Mapping[builtins.str, builtins.int] | None = ...,
+        requested_by: global___Identity | None = ...,
+        derive_job: builtins.str = ...,
+        derived_version: builtins.str = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "progress", b"progress", "started_at", b"started_at"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "base_version", b"base_version", "checkpoints", b"checkpoints", "created_at", b"created_at", "dataset", b"dataset", "dataset_counts", b"dataset_counts", "dataset_sha256", b"dataset_sha256", "error", b"error", "executor", b"executor", "finished_at", b"finished_at", "gpus_per_worker", b"gpus_per_worker", "hyperparameters", b"hyperparameters", "id", b"id", "method", b"method", "metrics", b"metrics", "model", b"model", "progress", b"progress", "restarts", b"restarts", "result_version", b"result_version", "seed", b"seed", "started_at", b"started_at", "status", b"status", "suffix", b"suffix", "then_derive", b"then_derive", "trained_tokens", b"trained_tokens", "workers", b"workers"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "progress", b"progress", "requested_by", b"requested_by", "started_at", b"started_at"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["aliases", b"aliases", "base_version", b"base_version", "checkpoints", b"checkpoints", "created_at", b"created_at", "dataset", b"dataset", "dataset_counts", b"dataset_counts", "dataset_sha256", b"dataset_sha256", "derive_job", b"derive_job", "derived_version", b"derived_version", "error", b"error", "executor", b"executor", "finished_at", b"finished_at", "gpus_per_worker", b"gpus_per_worker", "hyperparameters", b"hyperparameters", "id", b"id", "method", b"method", "metrics", b"metrics", "model", b"model", "progress", b"progress", "requested_by", b"requested_by", "restarts", b"restarts", "result_version", b"result_version", "seed", b"seed", "started_at", b"started_at", "status", b"status", "suffix", b"suffix", "then_derive", b"then_derive", "trained_tokens", b"trained_tokens", "workers", b"workers"]) -> None: ...
 
 global___Job = Job
+
+@typing.final
+class Identity(google.protobuf.message.Message):
+    """An authenticated caller: the policy's tenant, the key/token/certificate subject
+    within it, and how it authenticated ("api-key", "jwt", "mtls").
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: builtins.int
+    SUBJECT_FIELD_NUMBER: builtins.int
+    METHOD_FIELD_NUMBER: builtins.int
+    tenant: builtins.str
+    subject: builtins.str
+    method: builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: builtins.str = ...,
+        subject: builtins.str = ...,
+        method: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["method", b"method", "subject", b"subject", "tenant", b"tenant"]) -> None: ...
+
+global___Identity = Identity
 
 @typing.final
 class JobEvent(google.protobuf.message.Message):
