@@ -53,7 +53,7 @@ def request(model: str) -> pb.ModelInferRequest:
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, tuple[str, KeyEntry]]:
-    return {tenant: new_key(tenant) for tenant in ("team-a", "team-b", "team-c")}
+    return {tenant: new_key(tenant) for tenant in ("team-a", "team-b", "team-unlisted")}
 
 
 @pytest.fixture
@@ -175,7 +175,9 @@ async def test_requests_and_refusals_are_counted_per_tenant(secured_router: Any)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         await stub.ModelInfer(request("simple-team-a"), metadata=metadata("team-a"))
         with pytest.raises(grpc.aio.AioRpcError):
-            await stub.ModelInfer(request("simple-team-a"), metadata=metadata("team-c"))  # no grant
+            await stub.ModelInfer(
+                request("simple-team-a"), metadata=metadata("team-unlisted")
+            )  # no grant
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.ModelInfer(request("simple-team-a"))
     text = await asyncio.to_thread(
@@ -187,7 +189,7 @@ async def test_requests_and_refusals_are_counted_per_tenant(secured_router: Any)
         if line.startswith("modelport_auth_requests_total{") and 'service="router"' in line
     ]
     assert any('tenant="team-a"' in line and 'outcome="ok"' in line for line in lines), lines
-    # team-c is not named in the policy: its series is "other", never a per-caller label.
+    # team-unlisted is not named in the policy: its series is "other", never a per-caller label.
     assert any('tenant="other"' in line and 'outcome="denied"' in line for line in lines), lines
     assert any('tenant="anonymous"' in line for line in lines)
-    assert not any("team-c" in line for line in lines)
+    assert not any("team-unlisted" in line for line in lines)
