@@ -95,7 +95,7 @@ test-fast: install tools
 	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
 
 pytest: install tools $(S3_STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests --ignore=tests/conformance
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)
 	MODELPORT_BIN=$(abspath $(BIN)/modelport) PYTHONPATH=services \
