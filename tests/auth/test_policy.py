@@ -96,6 +96,19 @@ def test_visible_lists_only_what_the_caller_may_use(policy: Policy) -> None:
     assert policy.visible(who("stranger"), "metadata", models) == []
 
 
+def test_something_a_tenant_owns_is_its_own_and_its_models_admins(policy: Policy) -> None:
+    """A training job: its creator with the action on the job's model, or an admin of
+    the model; reading (even every) model shows no one another tenant's job."""
+    assert policy.allows_owned(who("team-a"), "read", "team-a-fraud", "team-a")
+    assert not policy.allows_owned(who("team-a"), "read", "team-b-x", "team-a")  # no grant
+    readers = Policy.parse("tenants: {r: {grants: [{actions: [read, push], models: ['*']}]}}")
+    assert not readers.allows_owned(who("r"), "read", "team-a-fraud", "team-a")
+    assert readers.allows_owned(who("r"), "push", "team-a-fraud", "r")
+    assert not policy.allows_owned(who("team-a"), "read", "team-a-fraud", "")  # no owner
+    assert policy.allows_owned(who("team-b", "operator"), "push", "shared-mlp", "team-a")
+    assert policy.allows_owned(who("root"), "read", "team-a-fraud", "team-a")
+
+
 def test_quotas_and_metric_labels(policy: Policy) -> None:
     assert policy.quota_of("team-a").requests_per_second == 5  # type: ignore[union-attr]
     assert policy.quota_of("stranger").requests_per_second == 1  # type: ignore[union-attr]

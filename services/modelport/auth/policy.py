@@ -181,6 +181,14 @@ class Policy:
             self._decisions[key] = decision
         return decision
 
+    def allows_owned(self, principal: Principal, action: str, model: str, owner: str) -> bool:
+        """Something tenant `owner` created about `model` (a training job): its owner
+        with `action` on the model, or anyone who may `admin` the model (operators).
+        Reading the model alone shows no one another tenant's jobs."""
+        if owner and owner == principal.tenant and self.allows(principal, action, model):
+            return True
+        return self.allows(principal, "admin", model)
+
     def check(self, principal: Principal, action: str, model: str) -> None:
         """PermissionDenied naming the action and model, asked before looking the model
         up, so the answer is the same whether or not it exists."""

@@ -33,6 +33,10 @@ class RpcAccess:
     # Client-streaming uploads: the bytes a message carries, counted against the
     # tenant's daily upload allowance.
     bytes_of: Callable[[Any], int] | None = None
+    # The request names something a tenant owns rather than a model (a training job):
+    # `owned(request)` is its id, which the server's `AccessControl(owner_of=…)` maps
+    # to the model it is about and the tenant that created it (`Policy.allows_owned`).
+    owned: Callable[[Any], str] | None = None
 
     @property
     def lists(self) -> bool:
@@ -67,6 +71,21 @@ def _keep_event(event: Any, allowed: Callable[[str], bool]) -> Any:
     """A watch event of a model the caller may not read is dropped (None); events
     about no model (CAUGHT_UP) pass."""
     return event if not event.model or allowed(event.model) else None
+
+
+def _keep_jobs(response: Any, allowed: Callable[..., bool]) -> Any:
+    """A job listing keeps the jobs the caller may see: `allowed(model, owner)` on the
+    job's base model and the tenant that created it."""
+    jobs = response.jobs
+    kept = [j for j in jobs if allowed(_ref_model(j, "model"), j.requested_by.tenant)]
+    if len(kept) != len(jobs):
+        del jobs[:]
+        jobs.extend(kept)
+    return response
+
+
+def _id(request: Any) -> str:
+    return str(request.id)
 
 
 def _name(request: Any) -> str:
@@ -180,14 +199,16 @@ DATASETS: dict[str, RpcAccess] = {
     "DownloadDataset": RpcAccess("read", _dataset),
 }
 
-# Fine-tuning jobs: a job pushes a new version of its base model.
+# Fine-tuning jobs: a job pushes a new version of its base model. A job is its
+# creator's: the RPCs that name one are authorized on its base model for the tenant
+# that created it (or an admin of that model); to anyone else it does not exist.
 TRAINING: dict[str, RpcAccess] = {
     "CreateJob": RpcAccess("push", lambda r: _ref_model(r, "model"), audited=True),
-    "GetJob": RpcAccess("read"),
-    "ListJobs": RpcAccess("read", keep=_keep("jobs", "model")),
-    "CancelJob": RpcAccess("push", audited=True),
-    "WatchEvents": RpcAccess("read"),
-    "ListCheckpoints": RpcAccess("read"),
+    "GetJob": RpcAccess("read", owned=_id),
+    "ListJobs": RpcAccess("read", keep=_keep_jobs),
+    "CancelJob": RpcAccess("push", owned=_id, audited=True),
+    "WatchEvents": RpcAccess("read", owned=_id),
+    "ListCheckpoints": RpcAccess("read", owned=_id),
     "ReportEvents": RpcAccess("push"),  # the job's workers
 }
 

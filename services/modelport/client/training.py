@@ -94,6 +94,10 @@ class TrainingClient:
     def cancel(self, job_id: str) -> pb.Job:
         return self._call(self.stub.CancelJob, pb.CancelJobRequest(id=job_id))
 
+    def checkpoints(self, job_id: str) -> list[pb.Checkpoint]:
+        request = pb.ListCheckpointsRequest(id=job_id)
+        return list(self._call(self.stub.ListCheckpoints, request).checkpoints)
+
     def events(self, job_id: str, *, after: int = 0, follow: bool = False) -> Iterator[pb.JobEvent]:
         """Past events, then (with follow) live ones until the job ends."""
         stream = self.stub.WatchEvents(

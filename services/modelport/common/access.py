@@ -11,6 +11,9 @@ streaming kinds, without the servicer knowing:
   (PERMISSION_DENIED naming action and model); streamed requests are checked
   message by message;
 - answers that list models keep only those the caller may use;
+- a request naming something a tenant owns (a training job) is authorized on
+  the model it is about, for its owner or the model's admins; to anyone else
+  it is NOT_FOUND, as one that does not exist;
 - counted actions (inference) take the tenant's quota (RESOURCE_EXHAUSTED with
   `retry-after` seconds and gRPC's `grpc-retry-pushback-ms` in the trailers);
   uploads count their bytes against the daily allowance;
@@ -39,7 +42,7 @@ from modelport.auth.rpc_access import RpcAccess, access_of
 from modelport.client.credentials import ON_BEHALF_OF
 from modelport.common.grpc_errors import retry_trailers
 from modelport.common.metrics import meter
-from modelport.errors import InvalidInput, ModelportError, QuotaExceeded
+from modelport.errors import InvalidInput, ModelportError, NotFound, QuotaExceeded
 
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "modelport_principal", default=None
@@ -151,6 +154,9 @@ class _Call:
         rule, principal, gate = self.rule, self.principal, self.control.gate
         if rule.action is None:
             return
+        if rule.owned is not None:
+            self.authorize_owned(rule.owned(request))
+            return
         if isinstance(request, bytes):  # a handler on raw bytes (the router's hot path)
             model = self.control.raw_model(request) if rule.model is not None else ""
         else:
@@ -177,6 +183,27 @@ class _Call:
             self.context.set_trailing_metadata(retry_trailers(exc))
             raise
 
+    def authorize_owned(self, key: str) -> None:
+        """`key` names something a tenant owns: its owner (or an admin of its model)
+        may act on it; to others, "not found" as if it did not exist, so no one
+        learns which ids are other tenants'."""
+        gate, principal, action = self.control.gate, self.principal, self.rule.action
+        owner_of = self.control.owner_of
+        found = owner_of(key) if owner_of is not None else None
+        if found is not None:
+            self.model = found[0]  # the audit event names the model
+        if gate is None or principal is None or principal is LOCAL:
+            return  # audit only: the servicer answers for an unknown id
+        assert action is not None
+        policy = gate.policy()
+        if found is not None:
+            model, owner = found
+            if policy.allows_owned(principal, action, model, owner):
+                return
+            if owner == principal.tenant:  # theirs, but the action is not granted
+                policy.check(principal, action, model)
+        raise NotFound(f"job '{key}' not found")
+
     def count_bytes(self, gate: Gate, principal: Principal, count: int) -> None:
         if self.meter is None:
             spec = gate.policy().quota_of(principal.tenant)
@@ -193,7 +220,13 @@ class _Call:
             return None
         policy = gate.policy()
         assert action is not None
-        return lambda model: policy.allows(principal, action, model)
+
+        def allowed(model: str, owner: str | None = None) -> bool:
+            if owner is None:
+                return policy.allows(principal, action, model)
+            return policy.allows_owned(principal, action, model, owner)
+
+        return allowed
 
     def filter(self, response: Any) -> Any:
         allowed = self.allowed()
@@ -254,9 +287,12 @@ class AccessControl:
         counted: Iterable[str] = INFERENCE_COUNTED,
         raw_model: Callable[[bytes], str] | None = None,
         trust_local_plaintext: bool = False,
+        owner_of: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         """`raw_model` reads the model name from a serialized request, for handlers
-        that take raw bytes (the router forwards ModelInfer without decoding)."""
+        that take raw bytes (the router forwards ModelInfer without decoding);
+        `owner_of(id)` says what an owned thing (a training job) is about: (model,
+        tenant that created it), None when there is no such thing."""
         self.service = service
         self._raw_model = raw_model
         # Calls over plaintext from loopback are a sibling worker's (on the private
@@ -266,6 +302,7 @@ class AccessControl:
         self.audit = audit_sink
         self.upload_ledger = upload_ledger
         self.counted = frozenset(counted)
+        self.owner_of = owner_of
 
     def raw_model(self, request: bytes) -> str:
         if self._raw_model is None:

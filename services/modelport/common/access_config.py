@@ -49,12 +49,15 @@ def build_access_control(
     raw_model: Callable[[bytes], str] | None = None,
     trust_local_plaintext: bool = False,
     job_tokens: Callable[[str, str], Principal] | None = None,
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> AccessControl | None:
     """The service's access control; without a policy or peers it only audits (None
     when there is nothing to audit either)."""
     auth, peers = settings.auth, settings.allowed_peers
     if auth is None and not peers:
-        return AccessControl(service, None, audit_sink=audit_sink) if audit_sink else None
+        if audit_sink is None:
+            return None
+        return AccessControl(service, None, audit_sink=audit_sink, owner_of=owner_of)
     if auth is not None:
         gate = Gate.from_settings(
             auth, extend=lambda policy: with_trusted_peers(policy, peers), job_tokens=job_tokens
@@ -73,4 +76,5 @@ def build_access_control(
         upload_ledger=upload_ledger,
         raw_model=raw_model,
         trust_local_plaintext=trust_local_plaintext,
+        owner_of=owner_of,
     )

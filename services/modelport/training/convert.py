@@ -8,8 +8,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from modelport.proto.modelport.training.v1 import training_pb2 as pb
-from modelport.training.jobs import Hyperparameters, JobRecord, Method, Status
-from modelport.training.service import JobRequest
+from modelport.training.jobs import Hyperparameters, JobRecord, JobRequest, Method, Status
 
 _METHODS = {Method.AUTO: pb.METHOD_AUTO, Method.FULL: pb.METHOD_FULL, Method.LORA: pb.METHOD_LORA}
 _METHODS_BACK = {v: k for k, v in _METHODS.items()}

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.training.jobs import ModelKind
-from modelport.training.registration import TENANT_LABEL, from_client_error
+from modelport.training.registration import TENANT_LABEL, from_client_error, on_behalf_of
 
 QUANTIZE = ("int8-weight-only", "int4-weight-only", "int8-dynamic", "fp8")
 CASTS = ("fp16", "bf16")
@@ -103,10 +103,44 @@ def get(registry: str, derive_job: str) -> DeriveState:
         raise from_client_error(exc, f"derive job {derive_job}") from None
 
 
+async def run(
+    registry: str,
+    job: Any,
+    *,
+    say: Callable[[str], Awaitable[None]],
+    save: Callable[[], Awaitable[Any]],
+    poll_seconds: float = 0.5,
+) -> str:
+    """The job's `then_derive`, asked of the registry for the job's creator and followed
+    to its end; returns the outcome for the job's status message. A derive that is
+    refused or fails leaves the fine-tuned version registered: the message says why."""
+    if job.derived_version:
+        return f"derived {job.derived_version}"
+    try:
+        state = await follow(
+            registry,
+            job,
+            on_behalf_of(job.requested_by),
+            say,
+            on_started=save,
+            poll_seconds=poll_seconds,
+        )
+    except ModelportError as error:
+        await say(f"then_derive {job.then_derive} could not run: {error}")
+        return f"then_derive {job.then_derive} failed: {error}"
+    if state is None:  # the job ended meanwhile (cancelled)
+        return ""
+    if not state.succeeded:
+        return f"derive job {state.id} failed: {state.message}"
+    job.derived_version = state.child
+    await save()
+    return f"derived {state.child} ({job.then_derive})"
+
+
 async def follow(
     registry: str,
     job: Any,
-    on_behalf_of: str,
+    creator: str,
     say: Callable[[str], Awaitable[None]],
     *,
     on_started: Callable[[], Awaitable[Any]],
@@ -121,7 +155,7 @@ async def follow(
         if job.requested_by.get("tenant"):
             labels[TENANT_LABEL] = job.requested_by["tenant"]
         state = await asyncio.to_thread(
-            start, registry, job.result_version, job.then_derive, labels, on_behalf_of
+            start, registry, job.result_version, job.then_derive, labels, creator
         )
         job.derive_job = state.id
         await on_started()

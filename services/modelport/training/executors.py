@@ -127,3 +127,12 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a worker log, for a failed job's message."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(none)"
+    return " | ".join(line.strip()[:200] for line in text[-lines:]) or "(empty)"

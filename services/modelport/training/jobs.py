@@ -227,3 +227,21 @@ class JobRecord:
 
     def copy(self) -> JobRecord:
         return replace(self, checkpoints=list(self.checkpoints))
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What CreateJob asks, transport-free (the servicer converts the message)."""
+
+    model: str
+    dataset: str
+    method: Method = Method.AUTO
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    suffix: str = ""
+    seed: int = 0
+    aliases: tuple[str, ...] = ()
+    workers: int = 1
+    then_derive: str = ""
+    gpus_per_worker: int = 0
+    # The authenticated caller ({"tenant", "subject", "method"}), from the servicer.
+    requested_by: dict[str, str] = field(default_factory=dict)

@@ -32,6 +32,21 @@ def on_behalf_of(requested_by: dict[str, str]) -> str:
     return f"{requested_by['tenant']}/{requested_by.get('subject', '')}"
 
 
+def arguments(job: Any) -> dict[str, Any]:
+    """`register`'s keyword arguments for a job (also what a worker in a cluster,
+    which registers its own export, is given)."""
+    return {
+        "model": job.base_version.split(":")[0],
+        "parent": job.base_version,
+        "lineage": lineage_parameters(job),
+        "labels": labels(job),
+        "aliases": list(job.aliases),
+        "requested_by": on_behalf_of(job.requested_by),
+        "description": f"fine-tuned from {job.base_version} by {job.id}"
+        + (f" ({job.suffix})" if job.suffix else ""),
+    }
+
+
 def lineage_parameters(job: Any) -> dict[str, str]:
     parameters = {
         JOB_PARAMETER: job.id,

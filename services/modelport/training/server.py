@@ -58,8 +58,11 @@ class TrainingServer:
     async def start(self) -> int:
         await self.service.start()
         # Job changes are audited (JSON lines); with a policy or --allowed-peer every
-        # RPC is authenticated and authorized (a job pushes a version of its base model).
-        access = build_access_control("training", self.settings, audit_sink=LogSink())
+        # RPC is authenticated and authorized (a job pushes a version of its base model;
+        # a job is seen and followed by the tenant that created it).
+        access = build_access_control(
+            "training", self.settings, audit_sink=LogSink(), owner_of=self.service.owner_of
+        )
         self.grpc = GrpcServer(self.settings.server_options(), access=access)
         servicer = TrainingServicer(self.service)
         self.grpc.add_service(SERVICE_NAME, lambda server: register(server, servicer))

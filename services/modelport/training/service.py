@@ -18,39 +18,22 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelport.artifacts.refs import Ref, check_alias_name
 from modelport.errors import Internal, InvalidInput, ModelportError
 from modelport.training import derivation, registration
-from modelport.training.executors import Executor
-from modelport.training.jobs import Checkpoint, Hyperparameters, JobRecord, Method, Status, utcnow
+from modelport.training.executors import Executor, log_tail
+from modelport.training.jobs import JobRecord, JobRequest, Status, utcnow
 from modelport.training.preparation import prepare
 from modelport.training.store import JobStore
 from modelport.training.worker import WorkerSpec
-from modelport.training.worker_events import read_new
+from modelport.training.worker_events import apply_event, read_new
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS = 64
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    model: str
-    dataset: str
-    method: Method = Method.AUTO
-    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
-    suffix: str = ""
-    seed: int = 0
-    aliases: tuple[str, ...] = ()
-    workers: int = 1
-    then_derive: str = ""
-    gpus_per_worker: int = 0
-    # The authenticated caller ({"tenant", "subject", "method"}), from the servicer.
-    requested_by: dict[str, str] = field(default_factory=dict)
 
 
 class TrainingService:
@@ -150,6 +133,14 @@ class TrainingService:
             self.store.load(job_id)  # NotFound with the message callers expect
             raise Internal(f"job '{job_id}' is on disk but not loaded")
         return job.copy()
+
+    def owner_of(self, job_id: str) -> tuple[str, str] | None:
+        """(base model, tenant that created it) of a job, for access control; None when
+        there is no such job."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        return Ref.parse(job.model).model, job.requested_by.get("tenant", "")
 
     def list_jobs(self, statuses: set[Status] | None = None, limit: int = 0) -> list[JobRecord]:
         jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
@@ -267,7 +258,7 @@ class TrainingService:
         if self.executor.reports_over_grpc:
             spec.registry, spec.base_ref = self.registry, job.base_version
             spec.dataset_ref = f"{job.dataset.split(':')[0]}:{job.dataset_sha256}"
-            spec.extra["register"] = self._registration(job)
+            spec.extra["register"] = registration.arguments(job)
         else:
             spec.base_model_dir, spec.dataset_path = str(job_dir / "base"), str(job_dir / "dataset")
         return spec
@@ -317,7 +308,7 @@ class TrainingService:
                 "INTERNAL",
                 f"workers exited with code {exit_code} after {job.restarts} restart(s)"
                 f"{': ' + detail if detail else ''}; "
-                f"last lines of worker.log: {_tail(job_dir / 'worker.log')}",
+                f"last lines of worker.log: {log_tail(job_dir / 'worker.log')}",
             )
             return
         if not job.result_version:
@@ -327,58 +318,22 @@ class TrainingService:
                     self.registry,
                     job_dir / "output",
                     metrics={k: v for k, v in job.metrics.items() if k != "learning_rate"},
-                    **self._registration(job),
+                    **registration.arguments(job),
                 )
             except ModelportError as error:
                 await self._fail(job, error.code, str(error))
                 return
         message = f"registered {job.result_version}"
-        if job.then_derive:
-            message += "; " + await self._derive(job)
-        if not job.status.terminal:
-            await self._set_status(job, Status.SUCCEEDED, message)
-
-    async def _derive(self, job: JobRecord) -> str:
-        """The registry derives `then_derive` from the registered version; returns the
-        outcome for the status message (a failed derive leaves the fine-tune registered)."""
-        if job.derived_version:
-            return f"derived {job.derived_version}"
-
-        async def say(message: str) -> None:
-            await self._record(job, {"kind": "log", "at": time.time(), "message": message})
-
-        try:
-            state = await derivation.follow(
+        if job.then_derive:  # a derive that fails leaves the fine-tune registered
+            message += "; " + await derivation.run(
                 self.registry,
                 job,
-                registration.on_behalf_of(job.requested_by),
-                say,
-                on_started=lambda: asyncio.to_thread(self.store.save, job),
+                say=lambda text: self._say(job, text),
+                save=lambda: asyncio.to_thread(self.store.save, job),
                 poll_seconds=max(self.poll_seconds, 0.5),
             )
-        except ModelportError as error:
-            await say(f"then_derive {job.then_derive} could not run: {error}")
-            return f"then_derive {job.then_derive} failed: {error}"
-        if state is None:  # the job ended meanwhile (cancelled)
-            return ""
-        if not state.succeeded:
-            return f"derive job {state.id} failed: {state.message}"
-        job.derived_version = state.child
-        await asyncio.to_thread(self.store.save, job)
-        return f"derived {state.child} ({job.then_derive})"
-
-    @staticmethod
-    def _registration(job: JobRecord) -> dict[str, Any]:
-        return {
-            "model": job.base_version.split(":")[0],
-            "parent": job.base_version,
-            "lineage": registration.lineage_parameters(job),
-            "labels": registration.labels(job),
-            "aliases": list(job.aliases),
-            "requested_by": registration.on_behalf_of(job.requested_by),
-            "description": f"fine-tuned from {job.base_version} by {job.id}"
-            + (f" ({job.suffix})" if job.suffix else ""),
-        }
+        if not job.status.terminal:
+            await self._set_status(job, Status.SUCCEEDED, message)
 
     async def _pull_worker_events(self, job: JobRecord, job_dir: Path) -> None:
         if self.executor.reports_over_grpc:
@@ -390,38 +345,9 @@ class TrainingService:
             await self._ingest(job, event)
 
     async def _ingest(self, job: JobRecord, event: dict[str, Any]) -> None:
-        kind = event.get("kind", "log")
-        metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items()}
-        record: dict[str, Any] = {"kind": kind, "at": time.time(), "metrics": metrics}
-        for key in ("step", "total_steps", "epoch", "eta_seconds"):
-            if key in event:
-                record[key] = event[key]
-        if kind in ("progress", "eval"):
-            job.step = int(event.get("step", job.step))
-            job.total_steps = int(event.get("total_steps", job.total_steps))
-            job.epoch = int(event.get("epoch", job.epoch))
-            job.eta_seconds = float(event.get("eta_seconds", job.eta_seconds))
-            job.trained_tokens = int(event.get("trained_tokens", job.trained_tokens))
-            job.metrics.update(metrics)
-        elif kind == "checkpoint":
-            job.checkpoints.append(Checkpoint(int(event["step"]), metrics, utcnow().isoformat()))
-            record["message"] = f"checkpoint at step {event['step']}"
-        elif kind == "resumed":
-            record.update(kind="log", message=str(event.get("message", "resumed")))
-            if job.step > 0:
-                job.restarts += 1
-        elif kind == "failed":
-            # Reported before the workers exit; _finish turns it into the job's failure.
-            job.error_code = str(event.get("code", "INVALID_ARGUMENT"))
-            job.error_message = str(event.get("message", ""))
-            record.update(kind="log", message=job.error_message)
-        elif kind == "done":
-            job.metrics.update(metrics)
-            job.result_version = str(event.get("result_version", job.result_version))
-            record.update(kind="log", message="training finished")
-        else:
-            record.update(kind="log", message=str(event.get("message", "")))
-        if kind != "progress" or job.step == job.total_steps or job.step % 10 == 0:
+        record = apply_event(job, event)
+        # Progress is saved every 10 steps (and at the last): a restart repeats little.
+        if event.get("kind") != "progress" or job.step == job.total_steps or job.step % 10 == 0:
             await asyncio.to_thread(self.store.save, job)
         await self._record(job, record)
 
@@ -453,14 +379,9 @@ class TrainingService:
             self._wakeups.setdefault(job.id, asyncio.Event()).set()
         log.info("job %s: %s (%s)", job.id, status.value, message)
 
+    async def _say(self, job: JobRecord, message: str) -> None:
+        await self._record(job, {"kind": "log", "at": time.time(), "message": message})
+
     async def _record(self, job: JobRecord, event: dict[str, Any]) -> None:
         await asyncio.to_thread(self.store.append_event, job.id, event)
         self._wakeups.setdefault(job.id, asyncio.Event()).set()
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return "(none)"
-    return " | ".join(line.strip()[:200] for line in text[-lines:]) or "(empty)"

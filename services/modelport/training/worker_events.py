@@ -4,6 +4,7 @@ Locally the worker appends to a file in the job folder that the service
 tails; in a cluster it sends the same events to the training service's
 `ReportEvents` (`report_sink.ReportSink`, the one part that speaks gRPC; the
 sink answers whether to keep running: a cancelled job's workers stop).
+The service applies each event to its job (`apply_event`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from modelport.training.jobs import Checkpoint, JobRecord, utcnow
 
 
 class EventSink(Protocol):
@@ -50,3 +53,40 @@ def read_new(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     end = data.rfind(b"\n") + 1
     events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
     return events, offset + end
+
+
+def apply_event(job: JobRecord, event: dict[str, Any]) -> dict[str, Any]:
+    """A worker's event applied to its job's state; returns the event as the job's
+    event log keeps it (kinds the log does not know become log lines)."""
+    kind = event.get("kind", "log")
+    metrics = {k: float(v) for k, v in (event.get("metrics") or {}).items()}
+    record: dict[str, Any] = {"kind": kind, "at": time.time(), "metrics": metrics}
+    for key in ("step", "total_steps", "epoch", "eta_seconds"):
+        if key in event:
+            record[key] = event[key]
+    if kind in ("progress", "eval"):
+        job.step = int(event.get("step", job.step))
+        job.total_steps = int(event.get("total_steps", job.total_steps))
+        job.epoch = int(event.get("epoch", job.epoch))
+        job.eta_seconds = float(event.get("eta_seconds", job.eta_seconds))
+        job.trained_tokens = int(event.get("trained_tokens", job.trained_tokens))
+        job.metrics.update(metrics)
+    elif kind == "checkpoint":
+        job.checkpoints.append(Checkpoint(int(event["step"]), metrics, utcnow().isoformat()))
+        record["message"] = f"checkpoint at step {event['step']}"
+    elif kind == "resumed":
+        record.update(kind="log", message=str(event.get("message", "resumed")))
+        if job.step > 0:
+            job.restarts += 1
+    elif kind == "failed":
+        # Reported before the workers exit; the service's _finish makes it the job's failure.
+        job.error_code = str(event.get("code", "INVALID_ARGUMENT"))
+        job.error_message = str(event.get("message", ""))
+        record.update(kind="log", message=job.error_message)
+    elif kind == "done":
+        job.metrics.update(metrics)
+        job.result_version = str(event.get("result_version", job.result_version))
+        record.update(kind="log", message="training finished")
+    else:
+        record.update(kind="log", message=str(event.get("message", "")))
+    return record
