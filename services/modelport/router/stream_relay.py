@@ -1,0 +1,203 @@
+"""Streamed requests over one long-lived ModelStreamInfer call per replica.
+
+Why: relaying each message of a caller's stream on a ModelStreamInfer call of
+its own costs the router (and the replica, which sets up a stream handler per
+call) about what a whole unary call costs: a stream of small requests ran
+~4x slower through the router than directly (benchmarks/bench_stream.py).
+Here every request is written on one open call with a router-chosen `id`
+(appended: the last `id` on the wire wins); answers are matched by that id and
+given back the caller's id, so several requests and callers share the call.
+
+A request's answers end at an in-band error or at an answer flagged
+`triton_final_response`. So that a decoupled request that answers nothing
+also ends, the relayed request asks for the empty final response
+(`triton_enable_empty_final_response`); that empty answer is dropped unless
+the caller asked for it too, so the caller sees what a call of its own shows.
+Only requests for a model seen on this replica to answer once, flagged final
+(`learn`), come here: generative and streaming decoupled models, and replicas
+that do not flag (Triton without the option), keep a call per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from modelport import errors
+from modelport.router import wire
+from modelport.router.forwarding import BackendUnavailable
+from modelport.router.stream_mux import ID_TAG, STREAM_METHOD, StreamClosed
+
+log = logging.getLogger(__name__)
+
+FINAL = "triton_final_response"
+EMPTY_FINAL = "triton_enable_empty_final_response"
+ERROR_CODE = "error_code"  # the status code name an in-band error carries (inference side)
+ASK_EMPTY_FINAL = wire.parameter_entry(EMPTY_FINAL, wire.BOOL_TRUE)
+# Requests in flight on one call, at most; more go on calls of their own (the
+# replica reads a stream's next message only while its window has room).
+MAX_PENDING = 192
+# Larger requests gain little from sharing and would hold the shared call's
+# flow-control window (and, past the replica's limit, break the call).
+MAX_RELAYED_BYTES = 1 << 20
+_END = object()
+
+
+class Pending:
+    """One relayed request: its answers, as they come, for its caller."""
+
+    __slots__ = ("caller_id", "queue", "wants_empty_final")
+
+    def __init__(self, caller_id: bytes, wants_empty_final: bool) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.caller_id = caller_id
+        self.wants_empty_final = wants_empty_final
+
+
+class StreamRelay:
+    def __init__(self, channel: grpc.aio.Channel, address: str) -> None:
+        self.address = address
+        self._open: Any = channel.stream_stream(STREAM_METHOD)
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._pending: dict[bytes, Pending] = {}
+        self._ids = itertools.count(1)
+        # (model, version) -> whether it answers a request once, flagged final.
+        self.flagged: dict[tuple[str, str], bool] = {}
+        self.carried = 0  # requests written on the shared call (read by tests)
+
+    def takes(self, model: tuple[str, str], request: bytes) -> bool:
+        """Whether `request` (for `model`: name, version) goes on the shared call."""
+        return (
+            self.flagged.get(model, False)
+            and len(self._pending) < MAX_PENDING
+            and len(request) <= MAX_RELAYED_BYTES
+        )
+
+    def learn(self, model: tuple[str, str], answers: list[bytes], reports_load: bool) -> None:
+        """From the answers to a request on a call of its own: only a model seen
+        to answer once, flagged final and without an error, is relayed (a
+        decoupled one that streams keeps calls of its own, which stop when
+        their caller leaves; a replica that reports generative load in each
+        call's metadata keeps a call per request, for the balancer)."""
+        if model in self.flagged or len(answers) == 0:
+            return
+        if len(answers) > 1 or reports_load:
+            self.flagged[model] = False
+            return
+        error, answer = wire.stream_parts_raw(answers[0])
+        if not error:
+            final = wire.bool_param(wire.parameters(answer, FINAL)[1].get(FINAL))
+            self.flagged[model] = final is True
+
+    def _ensure_call(self) -> Any:
+        if self._call is None or self._reader is None:
+            self._call = self._open()
+            self._reader = asyncio.get_running_loop().create_task(self._read(self._call))
+        return self._call
+
+    async def _read(self, call: Any) -> None:
+        reason: Exception = StreamClosed(f"replica {self.address}: stream ended")
+        try:
+            async for message in call:
+                self._deliver(message)
+        except grpc.aio.AioRpcError as exc:
+            reason = StreamClosed(f"replica {self.address}: {exc.details() or exc.code().name}")
+        except Exception as exc:  # a malformed answer: drop the stream, keep serving
+            log.warning("stream to %s failed: %s", self.address, exc)
+            reason = StreamClosed(f"replica {self.address}: {exc}")
+        finally:
+            if self._call is call:
+                self._call = None
+                self._reader = None
+            pending, self._pending = self._pending, {}
+            for entry in pending.values():
+                entry.queue.put_nowait(reason)
+
+    def _deliver(self, message: bytes) -> None:
+        error, answer = wire.stream_parts_raw(message)
+        key, found, outputs = wire.parameters(answer, FINAL, ERROR_CODE)
+        entry = self._pending.get(key.encode())
+        if entry is None:
+            return  # the caller gave up (deadline, left) before this answer came
+        final = wire.bool_param(found.get(FINAL))
+        answer += wire.length_delimited(ID_TAG, entry.caller_id)
+        if error and wire.string_param(found.get(ERROR_CODE)) == "UNAVAILABLE":
+            # Shutting down (a drain) or not loaded yet: like a refused call, so
+            # the router retries the request on another replica.
+            why = error.decode(errors="replace")
+            item: Any = BackendUnavailable(f"replica {self.address}: {why}")
+        elif error:
+            item = wire.length_delimited(wire.STREAM_ERROR_TAG, error) + wire.stream_response(
+                answer
+            )
+        elif final and not outputs and not entry.wants_empty_final:
+            item = None  # the empty final answer only the relay asked for
+        else:
+            item = wire.stream_response(answer)
+        if final is None and not error:
+            # Not the flag protocol after all: this answer ends the request, and
+            # the model's next requests take calls of their own.
+            model, version, _ = wire.routing_fields(answer)
+            self.flagged[(model, version)] = False
+        if item is not None:
+            entry.queue.put_nowait(item)
+        if error or final is not False:
+            del self._pending[key.encode()]
+            entry.queue.put_nowait(_END)
+
+    async def answers(
+        self, request: bytes, timeout: float | None, relayed: list[bool]
+    ) -> AsyncIterator[bytes]:
+        """Every answer to `request`; StreamClosed when the call broke (`relayed[0]`
+        tells whether any answer was given by then)."""
+        caller_id, found, _ = wire.parameters(request, EMPTY_FINAL)
+        wants_empty_final = wire.bool_param(found.get(EMPTY_FINAL)) is True
+        key = f"relay-{next(self._ids)}".encode()
+        entry = Pending(caller_id.encode(), wants_empty_final)
+        self._pending[key] = entry
+        loop = asyncio.get_running_loop()
+        timer = None
+        try:
+            call = self._ensure_call()
+            tail = wire.length_delimited(ID_TAG, key)
+            if not wants_empty_final:
+                tail += ASK_EMPTY_FINAL
+            self.carried += 1
+            try:
+                async with self._write_lock:
+                    await call.write(request + tail)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                raise StreamClosed(f"replica {self.address}: stream write failed") from None
+            if timeout is not None:
+                timer = loop.call_later(timeout, self._expire, key)
+            while (item := await entry.queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise item  # StreamClosed, BackendUnavailable or DeadlineExceeded
+                relayed[0] = True
+                yield item
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(key, None)
+
+    def _expire(self, key: bytes) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            entry.queue.put_nowait(
+                errors.DeadlineExceeded(f"replica {self.address}: deadline exceeded")
+            )
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(self._reader, return_exceptions=True)
