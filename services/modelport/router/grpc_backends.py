@@ -201,6 +201,9 @@ class GrpcTransport:
             except StreamClosed as exc:
                 if relayed[0]:
                     raise BackendUnavailable(str(exc)) from None
+            except ValueError:  # parameters the relay cannot read: a call of its own
+                if relayed[0]:
+                    raise
         async for message in self._own_call(handle, replica, request, timeout, metadata, model):
             yield message
 

@@ -92,9 +92,13 @@ class StreamRelay:
         if len(answers) > 1 or reports_load:
             self.flagged[model] = False
             return
-        error, answer = wire.stream_parts_raw(answers[0])
-        if not error:
+        try:
+            error, answer = wire.stream_parts_raw(answers[0])
             final = wire.bool_param(wire.parameters(answer, FINAL)[1].get(FINAL))
+        except (ValueError, IndexError):
+            self.flagged[model] = False
+            return
+        if not error:
             self.flagged[model] = final is True
 
     def _ensure_call(self) -> Any:

@@ -164,30 +164,33 @@ def parameters(message: bytes, *names: str) -> tuple[str, dict[str, bytes], bool
     wanted = {name.encode(): name for name in names}
     outputs = False
     pos, end = 0, len(message)
-    while pos < end:
-        key, pos = _read_varint(message, pos)
-        wire_type = key & 7
-        if wire_type == 2:
-            size, pos = _read_varint(message, pos)
-            field = key >> 3
-            if field == 3:
-                request_id = message[pos : pos + size]
-            elif field == PARAMETERS_FIELD:
-                name, value = _map_entry(message[pos : pos + size])
-                if name in wanted:
-                    found[wanted[name]] = value
-            elif field == OUTPUTS_FIELD:
-                outputs = True
-            pos += size
-        elif wire_type == 0:
-            _, pos = _read_varint(message, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-    return request_id.decode(), found, outputs
+    try:
+        while pos < end:
+            key, pos = _read_varint(message, pos)
+            wire_type = key & 7
+            if wire_type == 2:
+                size, pos = _read_varint(message, pos)
+                field = key >> 3
+                if field == 3:
+                    request_id = message[pos : pos + size]
+                elif field == PARAMETERS_FIELD:
+                    name, value = _map_entry(message[pos : pos + size])
+                    if name in wanted:
+                        found[wanted[name]] = value
+                elif field == OUTPUTS_FIELD:
+                    outputs = True
+                pos += size
+            elif wire_type == 0:
+                _, pos = _read_varint(message, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+        return request_id.decode(), found, outputs
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed message: {exc}") from None
 
 
 def _map_entry(entry: bytes) -> tuple[bytes, bytes]:
