@@ -21,7 +21,6 @@ that do not flag (Triton without the option), keep a call per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -40,9 +39,11 @@ FINAL = "triton_final_response"
 EMPTY_FINAL = "triton_enable_empty_final_response"
 ERROR_CODE = "error_code"  # the status code name an in-band error carries (inference side)
 ASK_EMPTY_FINAL = wire.parameter_entry(EMPTY_FINAL, wire.BOOL_TRUE)
-# Requests in flight on one call, at most; more go on calls of their own (the
-# replica reads a stream's next message only while its window has room).
+# Requests in flight on one shared call, at most (the replica reads a stream's
+# next message only while its window, 256, has room); then another call is
+# opened, up to MAX_LANES per replica; past that, requests take calls of their own.
 MAX_PENDING = 192
+MAX_LANES = 8
 # Larger requests gain little from sharing and would hold the shared call's
 # flow-control window (and, past the replica's limit, break the call).
 MAX_RELAYED_BYTES = 1 << 20
@@ -60,25 +61,32 @@ class Pending:
         self.wants_empty_final = wants_empty_final
 
 
+class Lane:
+    """One shared ModelStreamInfer call and the requests in flight on it."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.reader: asyncio.Task[None] | None = None
+        self.write_lock = asyncio.Lock()
+        self.pending: dict[bytes, Pending] = {}
+
+
 class StreamRelay:
     def __init__(self, channel: grpc.aio.Channel, address: str) -> None:
         self.address = address
         self._open: Any = channel.stream_stream(STREAM_METHOD)
-        self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
-        self._pending: dict[bytes, Pending] = {}
+        self._lanes: list[Lane] = []
         self._ids = itertools.count(1)
         # (model, version) -> whether it answers a request once, flagged final.
         self.flagged: dict[tuple[str, str], bool] = {}
-        self.carried = 0  # requests written on the shared call (read by tests)
+        self.carried = 0  # requests written on the shared calls (read by tests)
 
     def takes(self, model: tuple[str, str], request: bytes) -> bool:
-        """Whether `request` (for `model`: name, version) goes on the shared call."""
+        """Whether `request` (for `model`: name, version) goes on a shared call."""
         return (
             self.flagged.get(model, False)
-            and len(self._pending) < MAX_PENDING
             and len(request) <= MAX_RELAYED_BYTES
+            and (len(self._lanes) < MAX_LANES or self._roomy() is not None)
         )
 
     def learn(self, model: tuple[str, str], answers: list[bytes], reports_load: bool) -> None:
@@ -101,34 +109,42 @@ class StreamRelay:
         if not error:
             self.flagged[model] = final is True
 
-    def _ensure_call(self) -> Any:
-        if self._call is None or self._reader is None:
-            self._call = self._open()
-            self._reader = asyncio.get_running_loop().create_task(self._read(self._call))
-        return self._call
+    def _roomy(self) -> Lane | None:
+        for lane in self._lanes:
+            if len(lane.pending) < MAX_PENDING:
+                return lane
+        return None
 
-    async def _read(self, call: Any) -> None:
+    def _lane(self) -> Lane:
+        """A call with room; a new one when every call is full (see MAX_LANES)."""
+        lane = self._roomy()
+        if lane is None:
+            lane = Lane(self._open())
+            lane.reader = asyncio.get_running_loop().create_task(self._read(lane))
+            self._lanes.append(lane)
+        return lane
+
+    async def _read(self, lane: Lane) -> None:
         reason: Exception = StreamClosed(f"replica {self.address}: stream ended")
         try:
-            async for message in call:
-                self._deliver(message)
+            async for message in lane.call:
+                self._deliver(lane, message)
         except grpc.aio.AioRpcError as exc:
             reason = StreamClosed(f"replica {self.address}: {exc.details() or exc.code().name}")
-        except Exception as exc:  # a malformed answer: drop the stream, keep serving
+        except Exception as exc:  # a malformed answer: drop the call, keep serving
             log.warning("stream to %s failed: %s", self.address, exc)
             reason = StreamClosed(f"replica {self.address}: {exc}")
         finally:
-            if self._call is call:
-                self._call = None
-                self._reader = None
-            pending, self._pending = self._pending, {}
+            if lane in self._lanes:
+                self._lanes.remove(lane)
+            pending, lane.pending = lane.pending, {}
             for entry in pending.values():
                 entry.queue.put_nowait(reason)
 
-    def _deliver(self, message: bytes) -> None:
+    def _deliver(self, lane: Lane, message: bytes) -> None:
         error, answer = wire.stream_parts_raw(message)
         key, found, outputs = wire.parameters(answer, FINAL, ERROR_CODE)
-        entry = self._pending.get(key.encode())
+        entry = lane.pending.get(key.encode())
         if entry is None:
             return  # the caller gave up (deadline, left) before this answer came
         final = wire.bool_param(found.get(FINAL))
@@ -154,7 +170,7 @@ class StreamRelay:
         if item is not None:
             entry.queue.put_nowait(item)
         if error or final is not False:
-            del self._pending[key.encode()]
+            del lane.pending[key.encode()]
             entry.queue.put_nowait(_END)
 
     async def answers(
@@ -166,22 +182,22 @@ class StreamRelay:
         wants_empty_final = wire.bool_param(found.get(EMPTY_FINAL)) is True
         key = f"relay-{next(self._ids)}".encode()
         entry = Pending(caller_id.encode(), wants_empty_final)
-        self._pending[key] = entry
+        lane = self._lane()
+        lane.pending[key] = entry
         loop = asyncio.get_running_loop()
         timer = None
         try:
-            call = self._ensure_call()
             tail = wire.length_delimited(ID_TAG, key)
             if not wants_empty_final:
                 tail += ASK_EMPTY_FINAL
             self.carried += 1
             try:
-                async with self._write_lock:
-                    await call.write(request + tail)
+                async with lane.write_lock:
+                    await lane.call.write(request + tail)
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                 raise StreamClosed(f"replica {self.address}: stream write failed") from None
             if timeout is not None:
-                timer = loop.call_later(timeout, self._expire, key)
+                timer = loop.call_later(timeout, self._expire, lane, key)
             while (item := await entry.queue.get()) is not _END:
                 if isinstance(item, Exception):
                     raise item  # StreamClosed, BackendUnavailable or DeadlineExceeded
@@ -190,18 +206,18 @@ class StreamRelay:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._pending.pop(key, None)
+            lane.pending.pop(key, None)
 
-    def _expire(self, key: bytes) -> None:
-        entry = self._pending.pop(key, None)
+    def _expire(self, lane: Lane, key: bytes) -> None:
+        entry = lane.pending.pop(key, None)
         if entry is not None:
             entry.queue.put_nowait(
                 errors.DeadlineExceeded(f"replica {self.address}: deadline exceeded")
             )
 
     async def close(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(self._reader, return_exceptions=True)
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.call.cancel()
+        readers = [lane.reader for lane in lanes if lane.reader is not None]
+        await asyncio.gather(*readers, return_exceptions=True)
