@@ -233,6 +233,35 @@ def test_stream_response_wraps_bytes() -> None:
     assert failed.error_message == "boom"
 
 
+def test_parameters_read_and_appended_without_decoding() -> None:
+    """What the stream relay reads off answers (final flag, error code, outputs) and
+    appends to requests (the empty final response asked for)."""
+    answer = pb.ModelInferResponse(model_name="m", id="relay-7")
+    answer.parameters["triton_final_response"].bool_param = True
+    answer.parameters["error_code"].string_param = "UNAVAILABLE"
+    answer.outputs.add(name="y", datatype="FP32", shape=[1])
+    key, found, outputs = wire.parameters(
+        answer.SerializeToString(), "triton_final_response", "error_code", "absent"
+    )
+    assert (key, outputs, sorted(found)) == (
+        "relay-7",
+        True,
+        ["error_code", "triton_final_response"],
+    )
+    assert wire.bool_param(found["triton_final_response"]) is True
+    assert wire.string_param(found["error_code"]) == "UNAVAILABLE"
+    assert wire.bool_param(found.get("absent")) is None
+    answer.parameters["triton_final_response"].bool_param = False  # a oneof: sent as 0
+    del answer.outputs[:]
+    _, found, outputs = wire.parameters(answer.SerializeToString(), "triton_final_response")
+    assert wire.bool_param(found["triton_final_response"]) is False and not outputs
+    request = simple_request().SerializeToString()
+    edited = request + wire.parameter_entry("triton_enable_empty_final_response", wire.BOOL_TRUE)
+    parsed = pb.ModelInferRequest.FromString(edited)
+    assert parsed.parameters["triton_enable_empty_final_response"].bool_param
+    assert parsed.raw_input_contents == pb.ModelInferRequest.FromString(request).raw_input_contents
+
+
 def test_ensemble_mean_and_its_checks() -> None:
     a = [tensors.Tensor("y", "FP32", np.array([[1.0, 2.0]], np.float32))]
     b = [tensors.Tensor("y", "FP32", np.array([[3.0, 6.0]], np.float32))]

@@ -36,12 +36,12 @@ async def routed(triton_repo: Path, inference_server, policies):  # type: ignore
         assert time.monotonic() < deadline, "replicas never became ready"
         await asyncio.sleep(0.05)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        yield replicas, pb_grpc.GRPCInferenceServiceStub(channel)
+        yield replicas, pb_grpc.GRPCInferenceServiceStub(channel), app
     await app.stop(0)
 
 
 async def test_each_sequence_stays_on_one_replica(routed, stub_for) -> None:  # type: ignore[no-untyped-def]
-    replicas, stub = routed
+    replicas, stub, _ = routed
     ids = list(range(2001, 2013))
     results = await asyncio.gather(*(
         _run_unary(stub, corrid) for corrid in ids
@@ -65,13 +65,25 @@ async def _run_unary(stub, corrid: int) -> list[int]:  # type: ignore[no-untyped
 
 
 async def test_streamed_sequences_and_decoupled_answers_through_the_router(routed) -> None:  # type: ignore[no-untyped-def]
-    _, stub = routed
+    _, stub, app = routed
+    # The first stream shows the router how each model answers (on a call per
+    # request); in the second, the sequences' requests share one call per replica
+    # (stream_relay) while the decoupled one, which answers several times, keeps
+    # a call of its own. Both keep the same rules.
+    await _streamed_sequences_and_decoupled(stub, "3001", "3002")
+    await _streamed_sequences_and_decoupled(stub, "3003", "3004")
+    relays = [replica.handle.relay for replica in app.table.replicas.values()]
+    assert sum(relay.carried for relay in relays) >= 3  # sequence requests after the first
+    learned = {model: flag for relay in relays for (model, _), flag in relay.flagged.items()}
+    assert learned == {"simple_string_dyna_sequence": True, "repeat_int32": False}
 
+
+async def _streamed_sequences_and_decoupled(stub, first: str, second: str) -> None:  # type: ignore[no-untyped-def]
     async def requests() -> AsyncIterator[pb.ModelInferRequest]:
-        for r in requests_of("simple_string_dyna_sequence", "3001", [5, 5, 5]):
+        for r in requests_of("simple_string_dyna_sequence", first, [5, 5, 5]):
             yield r
         yield repeat_request([7, 8, 9, 10])
-        for r in requests_of("simple_string_dyna_sequence", "3002", [1, 2]):
+        for r in requests_of("simple_string_dyna_sequence", second, [1, 2]):
             yield r
 
     answers = [a async for a in stub.ModelStreamInfer(requests(), timeout=30)]
@@ -79,9 +91,9 @@ async def test_streamed_sequences_and_decoupled_answers_through_the_router(route
     ids = [a.infer_response.id for a in answers]
     # Answers as they are ready, matched by id (the inference service's rule): each
     # sequence's answers in its order, the decoupled request's four in theirs.
-    assert sorted(ids) == sorted(["3001_0", "3001_1", "3001_2", "r4", "r4", "r4", "r4",
-                                  "3002_0", "3002_1"])  # fmt: skip
-    for sequence, sums in (("3001", [5, 10, 15 + 3001]), ("3002", [1, 3 + 3002])):
+    assert sorted(ids) == sorted([f"{first}_0", f"{first}_1", f"{first}_2", "r4", "r4", "r4",
+                                  "r4", f"{second}_0", f"{second}_1"])  # fmt: skip
+    for sequence, sums in ((first, [5, 10, 15 + int(first)]), (second, [1, 3 + int(second)])):
         mine = [a.infer_response for a in answers if a.infer_response.id.startswith(sequence)]
         assert [r.id for r in mine] == sorted(r.id for r in mine)
         assert [value(r) for r in mine] == sums

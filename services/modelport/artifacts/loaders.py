@@ -10,8 +10,12 @@ importing this module stays cheap (the SDK and the router never load torch).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +29,16 @@ Source = Path | IO[bytes]
 # parallel threads (a pool replica loading two models) fail with
 # "_CURRENT_DESERIALIZER is already set". Loads take turns; inference does not.
 _EXPORT_LOAD = threading.Lock()
+
+# torch's AOTInductor package loader (torch._C._aoti.AOTIModelPackageLoader, C++)
+# unpacks the package's shared library into a fresh c10::make_tempdir() folder,
+# which is under $TMPDIR (else /tmp): no parameter names the folder. To unpack into
+# a chosen folder the variable is set for the load only. The environment is the
+# process's, so every AOTInductor load holds this lock (they take turns): none
+# unpacks into another's folder. Python's tempfile has fixed its folder before
+# (see _tmpdir_set_to); a process started meanwhile by another thread would
+# inherit the variable (its own tempfile falls back to /tmp once the folder goes).
+_AOTI_TMPDIR = threading.Lock()
 
 
 def _label(source: Source) -> str:
@@ -64,21 +78,43 @@ def is_aoti_package(path: Path) -> bool:
         return any("/data/aotinductor/" in entry for entry in archive.namelist())
 
 
-def load_aoti_package(path: Path, name: str) -> Any:
+def load_aoti_package(path: Path, name: str, unpack_into: Path | None = None) -> Any:
     """An AOTInductor package as a callable (tensors in, a list of tensors out).
 
     The package holds a compiled shared library, which loading runs: callers
     load only packages they trust (an operator's own repository, or versions
-    the registry's derive jobs compiled).
+    the registry's derive jobs compiled). torch unpacks it into a temporary
+    folder first: under `unpack_into` when given (a private folder on a memory
+    filesystem, for a package decrypted from an encrypted cache), else under
+    $TMPDIR as torch chooses.
     """
     import torch._inductor
 
     if not is_aoti_package(path):
         raise InvalidInput(f"model '{name}': {path.name} is not an AOTInductor package")
     try:
-        return torch._inductor.aoti_load_package(str(path))
+        with _AOTI_TMPDIR, _tmpdir_set_to(unpack_into):
+            return torch._inductor.aoti_load_package(str(path))
     except Exception as exc:
         raise InvalidInput(f"model '{name}': cannot load {path.name}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _tmpdir_set_to(folder: Path | None) -> Iterator[None]:
+    """TMPDIR is `folder` (when given) while the block runs; under _AOTI_TMPDIR."""
+    if folder is None:
+        yield
+        return
+    tempfile.gettempdir()  # Python's choice made (and kept) before, never this folder
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = previous
 
 
 def load_torchscript(source: Source, name: str) -> Any:

@@ -13,11 +13,12 @@ declared type and checked against the declared shape before it is answered.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,6 +38,7 @@ from modelport.artifacts.loaders import (
     load_exported_module,
     load_torchscript,
 )
+from modelport.artifacts.sealed_archives import SealedArchive
 from modelport.errors import FailedPrecondition, Internal, InvalidInput, Unavailable
 from modelport.proto.inference import model_config_pb2 as mc
 
@@ -101,9 +103,12 @@ def load_backend(spec: ModelSpec, version_dir: Path) -> TorchBackend:
     return load_backend_from(spec, path)
 
 
-def load_backend_from(spec: ModelSpec, source: Source) -> TorchBackend:
+def load_backend_from(
+    spec: ModelSpec, source: Source, *, unpack_into: Path | None = None
+) -> TorchBackend:
     """The backend for a model file on disk, or read from a file object (an
-    encrypted archive decrypting as torch reads it)."""
+    encrypted archive decrypting as torch reads it). An AOTInductor package is
+    a file, which torch unpacks under `unpack_into` when given."""
     device = pick_device(spec.device_kind, spec.device_index)
     if spec.platform == PLATFORM_EXPORT:
         module = load_exported_module(source, spec.name)
@@ -111,19 +116,38 @@ def load_backend_from(spec: ModelSpec, source: Source) -> TorchBackend:
         module = load_torchscript(source, spec.name)
     elif spec.platform == PLATFORM_AOTI:
         if not isinstance(source, Path):
-            # A compiled shared library is loaded from a file: it cannot stay in memory.
+            # A compiled shared library is loaded (dlopen) from a file, never a stream.
             raise FailedPrecondition(
-                f"model '{spec.name}': an AOTInductor package cannot be served from an "
-                "encrypted cache (its shared library must be a file); serve the "
-                "torch.export version instead"
+                f"model '{spec.name}': an AOTInductor package is loaded from a file "
+                "(its shared library), not from a stream (see sealed_backend)"
             )
         # Compiled for one device: it runs where it was built, never moved.
-        return TorchBackend(spec, load_aoti_package(source, spec.name), device)
+        return TorchBackend(spec, load_aoti_package(source, spec.name, unpack_into), device)
     else:  # build_spec has already refused other platforms
         raise InvalidInput(f"model '{spec.name}': platform '{spec.platform}' is not served")
     if device.type != "cpu":
         module = module.to(device)
     return TorchBackend(spec, module, device)
+
+
+@contextlib.contextmanager
+def sealed_backend(spec: ModelSpec, archive: SealedArchive) -> Iterator[TorchBackend]:
+    """The backend for a version kept in an encrypted archive, no plaintext on disk;
+    warm it up inside the block.
+
+    Graph formats are read through the decrypting reader. An AOTInductor package's
+    shared library must be a file to be loaded: the version is decrypted into a
+    private folder on a memory filesystem, torch unpacks the library there too, and
+    the folder goes when the block ends (the library's mapping outlives the file;
+    a CUDA package's kernel binaries are read at their first run, the warm-up's).
+    """
+    if spec.platform == PLATFORM_AOTI:
+        with archive.version_in_memory() as folder:
+            yield load_backend_from(spec, folder / spec.model_filename, unpack_into=folder)
+        return
+    with archive.open(spec.model_filename) as model_file:
+        backend = load_backend_from(spec, model_file)
+    yield backend
 
 
 def forward_arguments(module: Any) -> list[tuple[str, str]]:

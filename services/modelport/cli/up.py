@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from modelport.cli.local_stack import StackSettings
+from modelport.cli.local_stack import SAMPLE_DECODER, StackSettings
 from modelport.cli.options import settings_from, settings_options
 
 
@@ -34,21 +34,27 @@ def up(**values: object) -> None:
             f"training on {settings.host}:{stack.training_port}{openai}",
             err=True,
         )
+        generative = SAMPLE_DECODER in settings.served_models() and stack.http_port > 0
+        openai_url = f"http://{settings.host}:{stack.http_port}" if generative else ""
         click.echo(next_steps(stack.address, f"{settings.host}:{stack.registry_port}",
-                              settings.served_models()), err=True)  # fmt: skip
+                              settings.served_models(), openai_url), err=True)  # fmt: skip
 
     run_service("modelport-up", settings, LocalStack, on_started=announce)
 
 
-def next_steps(router: str, registry: str, models: tuple[str, ...]) -> str:
-    """What to run next, printed last: a client call, a load test, the registry, Ctrl-C.
+def next_steps(router: str, registry: str, models: tuple[str, ...], openai_url: str = "") -> str:
+    """What to run next, printed last: a client call, a load test, the registry, a
+    streamed generation when the generative sample runs (`openai_url`), Ctrl-C.
 
     Commands name this installation's python and `modelport` (a virtual environment's
     are not on PATH after `make run`)."""
     python = _short(Path(sys.executable))
     beside = Path(sys.executable).parent / "modelport"
     modelport = _short(beside) if beside.is_file() else "modelport"
-    model = models[-1] if models else "mlp"  # the user's own model, when one was given
+    # The user's own model when one was given, else a tensor sample: --random
+    # tensors are what a tensor model takes (the generative sample takes prompts).
+    tensor_models = [name for name in models if name != SAMPLE_DECODER]
+    model = tensor_models[-1] if tensor_models else "mlp"
     client = (
         f"from modelport.client.inference import InferenceClient; "
         f"print(InferenceClient('{router}').model_metadata('{model}'))"
@@ -60,6 +66,14 @@ def next_steps(router: str, registry: str, models: tuple[str, ...]) -> str:
             f"  {modelport} loadtest --url {router} --model {model} --random --duration 10s",
             f"  {modelport} models list --registry {registry}"
             f"   # then: models alias {model} VERSION production",
+            *(
+                [
+                    f"  {modelport} loadtest --generate --url {openai_url} --model {SAMPLE_DECODER}"
+                    " --max-requests 16   # streams tokens from the generative sample"
+                ]
+                if openai_url
+                else []
+            ),
             "Ctrl-C stops the stack.",
         ]
     )

@@ -115,9 +115,9 @@ class ArtifactCache:
             return path.is_file()
         if not path.is_file():
             return False
-        if sha256_of(path) != sha256:
+        if self._hash(path) != sha256:  # a sealed one decrypted (and authenticated)
             log.warning("cached archive %s is corrupt; fetching it again", sha256)
-            path.unlink(missing_ok=True)
+            sealed_files.remove(path)  # and its key, when sealed
             return False
         self._verified.add(sha256)
         return True

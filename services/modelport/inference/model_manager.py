@@ -44,7 +44,7 @@ from modelport.artifacts.torch_backend import (
     BackendLoader,
     close_backend,
     load_backend,
-    load_backend_from,
+    sealed_backend,
 )
 from modelport.artifacts.warmup import warm_up
 from modelport.common.generative_load import GenerativeLoad
@@ -528,9 +528,8 @@ def _load_sealed_versions(
         return spec, loaded
     for version in versions:
         on_phase(name, LOAD_PHASE, str(version))
-        with archives[version].open(spec.model_filename) as model_file:
-            backend = load_backend_from(spec, model_file)
-        on_phase(name, WARMING_UP, str(version))
-        warm_up(spec, backend)
+        with sealed_backend(spec, archives[version]) as backend:
+            on_phase(name, WARMING_UP, str(version))
+            warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded

@@ -72,6 +72,7 @@ class RouterApp:
         access: AccessControl | None = None,
         rotation_check_seconds: float = 5.0,
         http_port: int = -1,
+        stream_relay: bool = True,
     ) -> None:
         self.rotation_check_seconds = rotation_check_seconds
         # Identity, policy and quotas on every RPC (None: open, as on a laptop).
@@ -91,7 +92,10 @@ class RouterApp:
                 scaling.idle_seconds,
             )
         self.transport = GrpcTransport(
-            self.options.max_message_bytes, multiplex=multiplex, tls=upstream_tls
+            self.options.max_message_bytes,
+            multiplex=multiplex,
+            tls=upstream_tls,
+            relay_streams=stream_relay,
         )
         latency = None
         if metrics:
@@ -291,6 +295,7 @@ def build(settings: RouterSettings) -> RouterApp:
             "router", settings, raw_model=lambda request: wire.routing_fields(request)[0]
         ),
         http_port=settings.http_port,
+        stream_relay=settings.stream_relay,
     )
 
 

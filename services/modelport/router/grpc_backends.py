@@ -2,8 +2,9 @@
 
 ModelInfer goes through a multicallable with no serializers, so the router
 sends the bytes it received and hands back the bytes the replica answered;
-a streamed request gets a ModelStreamInfer call of its own, whose answers
-are relayed as they come.
+a streamed request shares one ModelStreamInfer call per replica with the
+others when its model answers once (`stream_relay`), else gets a call of its
+own; either way its answers are relayed as they come.
 The other calls (index, metadata, config, statistics) use the typed stub.
 Backend errors become domain errors carrying the backend's own message, so
 the caller sees the code and text the replica chose.
@@ -36,6 +37,7 @@ from modelport.router.stream_mux import (
     StreamClosed,
     StreamMux,
 )
+from modelport.router.stream_relay import StreamRelay
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class BackendHandle:
     stub: pb_grpc.GRPCInferenceServiceStub
     mux: StreamMux | None = None
     stream: Any = None  # StreamStreamMultiCallable for ModelStreamInfer, bytes both ways
+    relay: StreamRelay | None = None  # streamed requests on one shared call
 
 
 def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.ModelportError:
@@ -79,9 +82,12 @@ class GrpcTransport:
         max_message_bytes: int = 64 * 1024 * 1024,
         multiplex: bool = False,
         tls: ClientTlsFiles | None = None,
+        relay_streams: bool = True,
     ) -> None:
         # Forward over one ModelStreamInfer stream per replica (see stream_mux).
         self.multiplex = multiplex
+        # Streamed requests share one ModelStreamInfer call per replica (see stream_relay).
+        self.relay_streams = relay_streams
         # Told the generative load replicas report in their streams' metadata.
         self.loads: LoadSink | None = None
         self.options: list[tuple[str, object]] = [
@@ -108,7 +114,8 @@ class GrpcTransport:
         mux = StreamMux(channel, replica.address) if self.multiplex else None
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         stream: Any = channel.stream_stream(STREAM_METHOD)
-        replica.handle = BackendHandle(channel, infer, stub, mux, stream)
+        relay = StreamRelay(channel, replica.address) if self.relay_streams else None
+        replica.handle = BackendHandle(channel, infer, stub, mux, stream, relay)
 
     def rotated(self) -> bool:
         """The client certificate files changed since the channels were dialled."""
@@ -126,6 +133,8 @@ class GrpcTransport:
             await asyncio.sleep(self.redial_grace if grace is None else grace)
             if old.mux is not None:
                 await old.mux.close()
+            if old.relay is not None:
+                await old.relay.close()
             await old.channel.close()
 
     async def close(self, replica: Replica, grace: float = 30.0) -> None:
@@ -139,6 +148,8 @@ class GrpcTransport:
             await asyncio.sleep(0.05)
         if handle.mux is not None:
             await handle.mux.close()
+        if handle.relay is not None:
+            await handle.relay.close()
         await handle.channel.close()
 
     async def infer(self, replica: Replica, request: bytes, timeout: float | None) -> bytes:
@@ -170,13 +181,47 @@ class GrpcTransport:
     ) -> AsyncIterator[bytes]:
         """Every answer to one streamed request (several for a decoupled model).
 
-        One ModelStreamInfer call per request, closed for writing after it, so
-        the replica ends the call when the request is fully answered.
+        On the replica's shared call (`StreamRelay`) when this model was seen
+        to answer once, flagged `triton_final_response`, and the request is
+        small and has no trace metadata to carry; else on a call of its own,
+        which also shows how the model answers. A shared call that
+        breaks before answering is replaced by a call of its own, which fails
+        fast (UNAVAILABLE, retried elsewhere) when the replica is gone.
         """
         handle: BackendHandle = replica.handle
         metadata = forwarded_metadata.get()
+        relay = handle.relay
+        model = wire.routing_fields(request)[:2]
+        if relay is not None and metadata is None and relay.takes(model, request):
+            relayed = [False]
+            try:
+                async for message in relay.answers(request, timeout, relayed):
+                    yield message
+                return
+            except StreamClosed as exc:
+                if relayed[0]:
+                    raise BackendUnavailable(str(exc)) from None
+            except ValueError:  # parameters the relay cannot read: a call of its own
+                if relayed[0]:
+                    raise
+        async for message in self._own_call(handle, replica, request, timeout, metadata, model):
+            yield message
+
+    async def _own_call(
+        self,
+        handle: BackendHandle,
+        replica: Replica,
+        request: bytes,
+        timeout: float | None,
+        metadata: Any,
+        model: tuple[str, str],
+    ) -> AsyncIterator[bytes]:
+        """One ModelStreamInfer call for this request, closed for writing after it,
+        so the replica ends the call when the request is fully answered."""
         call = handle.stream(timeout=timeout, metadata=metadata)
         loads = self.loads
+        answers: list[bytes] = []  # up to two, to learn how the model answers
+        reports_load = False  # a generative replica: its loads come per call
         try:
             await call.write(request)
             await call.done_writing()
@@ -184,20 +229,25 @@ class GrpcTransport:
             while (message := await call.read()) is not grpc.aio.EOF:
                 if first and loads is not None:  # a generative replica's load, if it tells
                     first = False
-                    self._report(loads, replica, await call.initial_metadata())
+                    reports_load = self._report(loads, replica, await call.initial_metadata())
+                if len(answers) < 2:
+                    answers.append(message)
                 yield message
             if loads is not None:
                 self._report(loads, replica, await call.trailing_metadata())
+            if handle.relay is not None:
+                handle.relay.learn(model, answers, reports_load)
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc, replica) from None
         finally:
             call.cancel()  # no-op once the call ended; stops it if the caller left
 
     @staticmethod
-    def _report(sink: LoadSink, replica: Replica, metadata: Any) -> None:
+    def _report(sink: LoadSink, replica: Replica, metadata: Any) -> bool:
         reported = generative_load.from_metadata(metadata)
         if reported:
             sink.report(replica.address, reported)
+        return bool(reported)
 
     async def call(self, replica: Replica, method: str, request: Any, timeout: float = 10.0) -> Any:
         """A typed unary call on the replica's stub, errors as domain errors."""

@@ -45,6 +45,11 @@ class RouterSettings(ServerSettings, UpstreamSettings):
     multiplex: bool = setting(
         False, "Forward over one ModelStreamInfer stream per replica instead of a call per request."
     )
+    stream_relay: bool = setting(
+        True,
+        "Relay ModelStreamInfer requests of models that answer once over one shared stream "
+        "per replica instead of a stream per request.",
+    )
     hold_models: tuple[str, ...] = setting(
         (),
         "A model that may scale to zero (repeatable): its requests wait for a replica "

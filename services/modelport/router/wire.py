@@ -140,8 +140,92 @@ def _sequence_entry(entry: bytes) -> str:
 
 def stream_parts(message: bytes) -> tuple[str, bytes]:
     """(error_message, infer_response bytes) of a serialized ModelStreamInferResponse."""
-    error = b""
-    answer = b""
+    error, answer = stream_parts_raw(message)
+    return error.decode(errors="replace"), answer
+
+
+PARAMETERS_FIELD = 4  # ModelInferRequest.parameters / ModelInferResponse.parameters
+OUTPUTS_FIELD = 5  # ModelInferResponse.outputs
+BOOL_TRUE = b"\x08\x01"  # InferParameter.bool_param = 1, true
+
+
+def parameter_entry(name: str, value: bytes) -> bytes:
+    """A `parameters` map entry (name -> serialized InferParameter), to append."""
+    entry = length_delimited(b"\x0a", name.encode()) + length_delimited(b"\x12", value)
+    return length_delimited(b"\x22", entry)
+
+
+def parameters(message: bytes, *names: str) -> tuple[str, dict[str, bytes], bool]:
+    """(id, {name: serialized InferParameter} of the `names` present, whether it has
+    outputs) of a serialized ModelInferRequest or ModelInferResponse; top-level
+    fields only, tensors jumped over; later entries win, as in a full parse."""
+    request_id = b""
+    found: dict[str, bytes] = {}
+    wanted = {name.encode(): name for name in names}
+    outputs = False
+    pos, end = 0, len(message)
+    try:
+        while pos < end:
+            key, pos = _read_varint(message, pos)
+            wire_type = key & 7
+            if wire_type == 2:
+                size, pos = _read_varint(message, pos)
+                field = key >> 3
+                if field == 3:
+                    request_id = message[pos : pos + size]
+                elif field == PARAMETERS_FIELD:
+                    name, value = _map_entry(message[pos : pos + size])
+                    if name in wanted:
+                        found[wanted[name]] = value
+                elif field == OUTPUTS_FIELD:
+                    outputs = True
+                pos += size
+            elif wire_type == 0:
+                _, pos = _read_varint(message, pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unsupported wire type {wire_type}")
+        return request_id.decode(), found, outputs
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed message: {exc}") from None
+
+
+def _map_entry(entry: bytes) -> tuple[bytes, bytes]:
+    """(key, value) of a serialized map entry with length-delimited key and value."""
+    key = value = b""
+    pos, end = 0, len(entry)
+    while pos < end:
+        tag, pos = _read_varint(entry, pos)
+        if tag & 7 != 2:
+            return b"", b""
+        size, pos = _read_varint(entry, pos)
+        if tag >> 3 == 1:
+            key = entry[pos : pos + size]
+        elif tag >> 3 == 2:
+            value = entry[pos : pos + size]
+        pos += size
+    return key, value
+
+
+def bool_param(value: bytes | None) -> bool | None:
+    """A serialized InferParameter as a bool (None: absent; a false one is empty)."""
+    return None if value is None else value == BOOL_TRUE
+
+
+def string_param(value: bytes | None) -> str:
+    """The string_param (field 3) of a serialized InferParameter, else ""."""
+    if not value or value[:1] != b"\x1a":
+        return ""
+    size, pos = _read_varint(value, 1)
+    return value[pos : pos + size].decode(errors="replace")
+
+
+def stream_parts_raw(message: bytes) -> tuple[bytes, bytes]:
+    """(error_message bytes, infer_response bytes) of a ModelStreamInferResponse."""
+    error = answer = b""
     pos, end = 0, len(message)
     while pos < end:
         key, pos = _read_varint(message, pos)
@@ -153,4 +237,4 @@ def stream_parts(message: bytes) -> tuple[str, bytes]:
         elif key >> 3 == 2:
             answer = message[pos : pos + size]
         pos += size
-    return error.decode(errors="replace"), answer
+    return error, answer
