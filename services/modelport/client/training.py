@@ -8,6 +8,7 @@ with TrainingClient("localhost:8004") as training:
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -94,7 +95,7 @@ class TrainingClient:
     def cancel(self, job_id: str) -> pb.Job:
         return self._call(self.stub.CancelJob, pb.CancelJobRequest(id=job_id))
 
-    def checkpoints(self, job_id: str) -> list[pb.Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[pb.Checkpoint]:
         request = pb.ListCheckpointsRequest(id=job_id)
         return list(self._call(self.stub.ListCheckpoints, request).checkpoints)
 
