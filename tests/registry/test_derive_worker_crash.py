@@ -1,5 +1,5 @@
-"""A derive worker that dies by a signal before it claimed its job is started once more;
-one that dies twice, or after it started working, fails the job with the signal named.
+"""A derive worker that dies by a signal before it claimed its job is started again, up to
+SPAWN_ATTEMPTS starts; when every start dies the job fails with the signal named.
 The workers are real processes of the registry's local executor, killed from outside."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import psutil
 import pytest
 from modelport.client.registry import RegistryClient
 from modelport.proto.modelport.registry.v1 import derive_pb2 as dpb
+from modelport.registry.derive_executor import SPAWN_ATTEMPTS
 
 from tests.registry.registry_servers import ThreadedRegistry, registry_settings
 
@@ -65,10 +66,10 @@ def test_a_worker_killed_before_it_starts_is_started_again(
     assert job.child_version == 2
 
 
-def test_a_worker_killed_twice_fails_the_job_naming_the_signal(
+def test_a_worker_killed_at_every_start_fails_the_job_naming_the_signal(
     registry: ThreadedRegistry, make_model: Callable[..., Path]
 ) -> None:
-    hunter = kill_workers(2)
+    hunter = kill_workers(SPAWN_ATTEMPTS)
     job = derive(registry, make_model)
     hunter.join(5)
     assert job.state == dpb.DeriveJob.FAILED

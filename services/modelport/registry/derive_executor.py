@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MODELPORT_DERIVE_TOKEN"
 STDERR_TAIL = 2000
+# Starts of a worker that a signal kills before it claims its job (it did no work).
+SPAWN_ATTEMPTS = 3
 
 
 # Where a Job mounts --derive-tls-secret (cert-manager's key names).
@@ -97,14 +99,14 @@ class LocalExecutor:
 
     async def _run(self, job_id: str, token: str) -> None:
         async with self._slots:
-            for attempt in range(2):
+            for attempt in range(SPAWN_ATTEMPTS):
                 returncode, tail = await self._start_worker(job_id, token)
                 if returncode is None or returncode == 0:
                     return
                 # A worker killed by a signal before it claimed the job did no work
-                # and touched nothing: start it once more, as a Job's backoff would.
+                # and touched nothing: start it again, as a Job's backoff would.
                 claimed = await asyncio.to_thread(self._claimed, job_id)
-                if returncode < 0 and not claimed and attempt == 0:
+                if returncode < 0 and not claimed and attempt < SPAWN_ATTEMPTS - 1:
                     log.warning(
                         "derive worker for job %s died by signal %s before starting: %s; "
                         "starting it again",
@@ -132,6 +134,11 @@ class LocalExecutor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                # close_fds=False lets subprocess use posix_spawn (glibc's clone with its
+                # own stack) instead of vfork from this many-threaded process (torch, gRPC
+                # and OpenMP threads): workers started so died by SIGSEGV before exec now
+                # and then under `modelport up`. Python's fds are non-inheritable anyway.
+                close_fds=False,
             )
         except OSError as exc:
             await asyncio.to_thread(self.jobs.fail, job_id, f"worker did not start: {exc}")
