@@ -219,6 +219,22 @@ async def test_unreachable_replica_is_retried_elsewhere_and_ejected(
     assert sum(a.served.values()) == 40
 
 
+async def test_a_call_the_replica_cancels_is_retried_elsewhere(
+    replicas, endpoints_file, router, stub
+) -> None:
+    """A replica's server ending a call with CANCELLED (a drain's grace running out as the
+    request arrived) is not the caller's doing: the router sends it to another replica."""
+    a = await replicas({"simple": ["1"]})
+    b = await replicas({"simple": ["1"]})
+    endpoints_file.write([("simple", a.address), ("simple", b.address)])
+    await wait_until(serving(router, "simple", 2))
+    b.fail_with = grpc.StatusCode.CANCELLED
+    for _ in range(20):
+        await stub.ModelInfer(simple_request(), timeout=5)
+    assert router.router.stats.retries["simple"] >= 1
+    assert sum(a.served.values()) == 20
+
+
 async def test_new_replica_gets_a_fair_share_within_seconds(
     replicas, endpoints_file, router, stub
 ) -> None:

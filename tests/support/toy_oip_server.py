@@ -102,6 +102,7 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
         self.streamed = 0  # requests that arrived on a stream
         self.infer_count = 0
         self.delay = 0.0  # seconds to wait before answering ModelInfer
+        self.fail_with: grpc.StatusCode | None = None  # every inference ends with this status
         self.last_metadata: dict[str, str | bytes] = {}
         # Common names of the client certificates unary requests came with (mTLS).
         self.peers: Counter[str] = Counter()
@@ -130,6 +131,8 @@ class ToyServer(pb_grpc.GRPCInferenceServiceServicer):
             time.sleep(STALL_S)  # blocks the event loop on purpose: nothing is served meanwhile
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        if self.fail_with is not None:
+            raise ToyError(self.fail_with, f"toy replica ends the call: {self.fail_with.name}")
         version = self._version(request.model_name, request.model_version)
         self.infer_count += 1
         if request.model_name == "stall":

@@ -73,6 +73,11 @@ def domain_error(exc: grpc.aio.AioRpcError, replica: Replica) -> errors.Modelpor
     details = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"replica {replica.address}: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        # The caller cancelling shows here as asyncio.CancelledError, never as a status:
+        # a CANCELLED status is the replica's server ending the call (a drain's grace
+        # running out as the request arrived), so it is retried elsewhere like UNAVAILABLE.
+        return BackendUnavailable(f"replica {replica.address} cancelled the call: {details}")
     return RelayedError(code.name, details)
 
 
