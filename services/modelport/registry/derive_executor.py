@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,6 +63,22 @@ class WorkerTls:
 def worker_args(registry: str, job_id: str, tls: WorkerTls | None = None) -> list[str]:
     args = ["models", "derive-worker", "--registry", registry, "--job", job_id]
     return args + (tls.args() if tls is not None else [])
+
+
+# What a worker inherits from the registry's environment: how to find and run
+# Python, torch and the Hugging Face libraries, and modelport's own settings. Not
+# the rest (object-store credentials and other secrets the registry holds are not
+# the worker's: it reaches the registry over gRPC with its job token).
+INHERITED = ("PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+             "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy",
+             "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")  # fmt: skip
+INHERITED_PREFIXES = ("MODELPORT_", "LC_", "OMP_", "MKL_", "KMP_", "TORCH", "HF_",
+                      "TRANSFORMERS_", "TOKENIZERS_", "CUDA_", "NVIDIA_", "GRPC_")  # fmt: skip
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in environ.items()
+            if key in INHERITED or key.startswith(INHERITED_PREFIXES)}  # fmt: skip
 
 
 class DeriveExecutor(Protocol):
@@ -126,7 +142,7 @@ class LocalExecutor:
         # -X faulthandler: a worker that crashes in native code says where.
         command = [sys.executable, "-X", "faulthandler", "-m", "modelport.cli",
                    *worker_args(self.address(), job_id, self.tls)]  # fmt: skip
-        env = {**os.environ, TOKEN_ENV: token}
+        env = {**worker_environment(os.environ), TOKEN_ENV: token}
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
