@@ -82,8 +82,10 @@ def choose(settings: RouterSettings) -> Choice:
         if why_not:
             raise FailedPrecondition(f"--fast-path on cannot be used: {why_not}")
         if binary is None:
-            where = settings.fast_path_binary or f"on PATH or in build/fastpath/ ({BUILD_HINT})"
-            raise FailedPrecondition(f"--fast-path on needs the {BINARY} binary; none at {where}")
+            where = settings.fast_path_binary or "on PATH or in build/fastpath/"
+            raise FailedPrecondition(
+                f"--fast-path on needs the {BINARY} binary ({BUILD_HINT}); none at {where}"
+            )
         return Choice(binary, f"--fast-path on ({binary})")
     if why_not:
         return Choice(None, f"--fast-path auto: {why_not}")
