@@ -44,6 +44,7 @@ from harness import drivers, targets
 from harness.drivers import Measurement
 from harness.report import print_model_report, print_summary
 from modelport.inference.samples import build_samples
+from modelport.router.fastpath import find_binary
 
 
 def load_average() -> str:
@@ -74,6 +75,9 @@ def start_targets(
         if "bare" in wanted:
             started.append(targets.start_bare(repo, model, logs))
         routers = [name for name in ("router", "router-fastpath") if name in wanted]
+        if "router-fastpath" in routers and find_binary() is None:
+            print("  (router-fastpath: no modelport-fastpath binary; run `make fastpath`)")
+            routers.remove("router-fastpath")
         if "modelport" in wanted or routers:
             served = targets.start_modelport(repo, model, logs, args.server_args.split())
             started.append(served)
@@ -177,7 +181,9 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,encoder")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--targets", default="bare,modelport,router,kserve,mlserver")
+    parser.add_argument(
+        "--targets", default="bare,modelport,router,router-fastpath,kserve,mlserver"
+    )
     parser.add_argument("--drivers", default="perf_analyzer,loadtest")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--repeats", type=int, default=3)
