@@ -23,8 +23,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from modelport.common.histograms import BucketHistogram
 from modelport.errors import FailedPrecondition
@@ -95,6 +98,13 @@ def choose(settings: RouterSettings) -> Choice:
 
 
 class FastPath:
+    """The `modelport-fastpath` process: started, told the routes, heard, restarted.
+
+    Started with CPython's subprocess (vfork, then exec), never the event loop's: under
+    uvloop that is a real fork() of this many-threaded process, whose gRPC fork handlers
+    can crash the child before its exec (see registry/derive_executor.py). Its output
+    is read on threads of its own and handed to the event loop."""
+
     def __init__(
         self,
         binary: Path,
@@ -112,8 +122,10 @@ class FastPath:
         self.grace_seconds = grace_seconds
         self.buckets = latency.bounds if latency is not None else buckets
         self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._exited: asyncio.Future[int] | None = None
         self._published = b""
+        self._publishing = asyncio.Lock()
         self._changed = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,58 +145,76 @@ class FastPath:
     async def _spawn(self, port: int) -> None:
         host = self._listen_host
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        self._process = process = await asyncio.create_subprocess_exec(
+        command = [
             str(self.binary), "-listen", f"{host}:{port}", "-fallback", self._fallback,
             "-max-message-bytes", str(self.max_message_bytes),
             "-grace", f"{self.grace_seconds}s",
             "-forward-keys", ",".join(sorted(FORWARDED_KEYS)),
             "-buckets", ",".join(str(b) for b in self.buckets),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         assert process.stdout is not None and process.stderr is not None
-        first = await process.stdout.readline()
+        first = await asyncio.to_thread(process.stdout.readline)
         if not first:
-            said = (await process.stderr.read()).decode(errors="replace").strip()
-            await process.wait()
+            said = (await asyncio.to_thread(process.stderr.read)).decode(errors="replace")
+            await asyncio.to_thread(process.wait)
             raise OSError(
-                f"{BINARY} could not listen on {host}:{port}: {said or 'no reason given'}"
+                f"{BINARY} could not listen on {host}:{port}: {said.strip() or 'no reason given'}"
             )
         self.port = int(json.loads(first)["port"])
+        loop = asyncio.get_running_loop()
+        self._process, self._exited = process, loop.create_future()
+        threading.Thread(target=self._hear, args=(process, self._exited, loop), daemon=True).start()
+        threading.Thread(target=_log_lines, args=(process.stderr,), daemon=True).start()
         self._published = b""
         await self.publish()
         log.info("gRPC listening on %s:%d (plaintext, fast path: %s, relaying to %s)",
                  self._listen_host, self.port, BINARY, self._fallback)  # fmt: skip
 
+    def _hear(
+        self, process: subprocess.Popen[bytes], exited: asyncio.Future[int], loop: Any
+    ) -> None:
+        """(Its own thread.) Each report to the event loop, then the exit status."""
+        assert process.stdout is not None
+        try:
+            while line := process.stdout.readline():
+                loop.call_soon_threadsafe(self._apply, line)
+            code = process.wait()
+            loop.call_soon_threadsafe(_settle, exited, code)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def _apply(self, line: bytes) -> None:
+        try:
+            fastpath_routes.apply_report(self.router, json.loads(line), self.latency)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: unreadable report %r: %s", BINARY, line[:200], exc)
+
     async def publish(self) -> None:
         """Send the routes if they changed since the last time."""
-        process = self._process
-        line = json.dumps(fastpath_routes.snapshot(self.router), sort_keys=True).encode()
-        if line == self._published or process is None or process.stdin is None:
-            return
-        process.stdin.write(line + b"\n")
-        await process.stdin.drain()
-        self._published = line
+        async with self._publishing:
+            process = self._process
+            line = json.dumps(fastpath_routes.snapshot(self.router), sort_keys=True).encode()
+            if line == self._published or process is None or process.stdin is None:
+                return
+            await asyncio.to_thread(_write_line, process.stdin, line)
+            self._published = line
 
     async def _keep_told(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), CHECK_SECONDS)
             self._changed.clear()
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            with contextlib.suppress(OSError, ValueError):
                 await self.publish()  # a process that exited is started again by _supervise
 
     async def _supervise(self) -> None:
-        """Read its reports and its log; start it again on the same port if it dies."""
+        """Start it again on the same port if it dies."""
         while True:
-            process = self._process
-            assert process is not None and process.stdout is not None
-            assert process.stderr is not None
-            logger = asyncio.get_running_loop().create_task(_log_lines(process.stderr))
-            while line := await process.stdout.readline():
-                fastpath_routes.apply_report(self.router, json.loads(line), self.latency)
-            code = await process.wait()
-            await logger
+            assert self._exited is not None
+            code = await asyncio.shield(self._exited)
             if self._stopping:
                 return
             log.error("%s exited (code %s); starting it again on port %d", BINARY, code, self.port)
@@ -196,26 +226,36 @@ class FastPath:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting, let calls in flight finish within `grace`, wait for its
-        last report (it comes after the last call it forwarded)."""
+        """Stop accepting, let calls in flight finish within `grace`, and take its last
+        report (it comes before its exit, after the last call it forwarded)."""
         self._stopping = True
-        process = self._process
-        keep_told, supervise = self._tasks or (None, None)
-        if keep_told is not None:
-            keep_told.cancel()
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), grace + 1)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if supervise is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(supervise, 5)
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        process, exited = self._process, self._exited
+        if process is None or exited is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), grace + 1)
+        except TimeoutError:
+            process.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), 5)
 
 
-async def _log_lines(stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
+def _write_line(stream: IO[bytes], line: bytes) -> None:
+    stream.write(line + b"\n")
+    stream.flush()
+
+
+def _settle(exited: asyncio.Future[int], code: int) -> None:
+    if not exited.done():
+        exited.set_result(code)
+
+
+def _log_lines(stream: IO[bytes]) -> None:
+    """(Its own thread.) What the process says on stderr, into the router's log."""
+    for line in iter(stream.readline, b""):
         log.warning("%s: %s", BINARY, line.decode(errors="replace").rstrip())
