@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,21 @@ def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
             if key in INHERITED or key.startswith(INHERITED_PREFIXES)}  # fmt: skip
 
 
+def start_worker_process(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a worker with CPython's subprocess (vfork, then exec), never the event loop's.
+
+    Under uvloop, `asyncio.create_subprocess_exec` is libuv's uv_spawn, which calls
+    fork(): the child runs every pthread_atfork handler, and gRPC's restart its
+    EventEngine threads in the copy of this many-threaded process. One of them could
+    crash before the exec (SIGSEGV in cygrpc, no output from the worker; a core
+    showed the child's main thread inside execve). vfork runs no fork handlers.
+    """
+    return subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
 class DeriveExecutor(Protocol):
     name: str
 
@@ -106,7 +122,7 @@ class LocalExecutor:
         self.tls = tls
         self._slots = asyncio.Semaphore(max(slots, 1))
         self._tasks: set[asyncio.Task[None]] = set()
-        self._processes: set[asyncio.subprocess.Process] = set()
+        self._processes: set[subprocess.Popen[bytes]] = set()
 
     def submit(self, job: DeriveJobInfo, token: str, needs_gpu: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job.id, token))
@@ -144,24 +160,13 @@ class LocalExecutor:
                    *worker_args(self.address(), job_id, self.tls)]  # fmt: skip
         env = {**worker_environment(os.environ), TOKEN_ENV: token}
         try:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                # close_fds=False lets subprocess use posix_spawn (glibc's clone with its
-                # own stack) instead of vfork from this many-threaded process (torch, gRPC
-                # and OpenMP threads): workers started so died by SIGSEGV before exec now
-                # and then under `modelport up`. Python's fds are non-inheritable anyway.
-                close_fds=False,
-            )
+            process = await asyncio.to_thread(start_worker_process, command, env)
         except OSError as exc:
             await asyncio.to_thread(self.jobs.fail, job_id, f"worker did not start: {exc}")
             return None, ""
         self._processes.add(process)
         try:
-            _, stderr = await process.communicate()
+            _, stderr = await asyncio.to_thread(process.communicate)
         finally:
             self._processes.discard(process)
         tail = stderr.decode(errors="replace")[-STDERR_TAIL:].strip()
