@@ -69,8 +69,8 @@ def _model_routes(router: Router, model: str) -> dict[str, Any]:
 
 def status_name(go_code: str) -> str:
     """grpc-go's code names ('DeadlineExceeded') as the router's ('DEADLINE_EXCEEDED')."""
-    if go_code == "Canceled":
-        return "CANCELLED"
+    if go_code in ("OK", "Canceled"):
+        return "OK" if go_code == "OK" else "CANCELLED"
     out = []
     for i, char in enumerate(go_code):
         if char.isupper() and i:
