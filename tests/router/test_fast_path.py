@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -110,6 +112,7 @@ class Stack:
     registry: RegistryStandIn
     loop: Loop
     endpoints: Path
+    fast_pid: int = 0  # the fast router's (Python) process
 
     def stub(self, address: str) -> pbg.GRPCInferenceServiceStub:
         return pbg.GRPCInferenceServiceStub(grpc.insecure_channel(address))
@@ -153,6 +156,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         fast = start_router(endpoints, registry_address, "on", metrics)
         plain = start_router(endpoints, registry_address, "off", -1)
         processes += [fast, plain]
+        stack.fast_pid = fast.pid
         stack.fast, _ = router_address(fast)
         stack.plain, _ = router_address(plain)
         for address in (stack.fast, stack.plain):  # both replicas indexed, the alias known
@@ -352,6 +356,27 @@ def test_a_replica_killed_under_load_fails_no_request(stack: Stack) -> None:
         process.kill()
         process.wait()
         stack.write_endpoints(stack.replicas)
+
+
+def test_the_go_process_killed_is_started_again_on_the_same_port(stack: Stack) -> None:
+    (go,) = (
+        int(child)
+        for task in os.listdir(f"/proc/{stack.fast_pid}/task")
+        for child in Path(f"/proc/{stack.fast_pid}/task/{task}/children").read_text().split()
+    )
+    os.kill(go, signal.SIGKILL)
+    stub, deadline = stack.stub(stack.fast), time.monotonic() + 10
+    while failure(lambda: stub.ModelInfer(simple_request(), timeout=1))[0] != "OK":
+        assert time.monotonic() < deadline, "the fast path did not come back"
+        time.sleep(0.05)
+    before = stack.fast_path_counts()[("modelport_router_fast_path_requests_total", "simple", "OK")]
+    for _ in range(5):  # forwarded by the new process: it has the routes
+        stub.ModelInfer(simple_request(), timeout=5)
+    deadline = time.monotonic() + 5
+    key = ("modelport_router_fast_path_requests_total", "simple", "OK")
+    while stack.fast_path_counts()[key] < before + 5:
+        assert time.monotonic() < deadline, "the restarted fast path does not forward"
+        time.sleep(0.1)
 
 
 def test_on_without_the_binary_refuses_to_start_and_says_why(tmp_path: Path) -> None:
