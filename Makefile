@@ -121,6 +121,9 @@ test-fast: install tools
 	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
 
 pytest: install tools $(S3_STAMP)
+ifeq ($(HAVE_GO),yes)
+	cd services/fastpath && $(GO_ENV) go test .
+endif
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)

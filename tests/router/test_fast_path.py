@@ -303,6 +303,22 @@ def test_refusals_have_the_status_and_words_of_python(stack: Stack) -> None:
     assert refused[0][0] == "INVALID_ARGUMENT" and refused[0] == refused[1]
 
 
+def test_requests_of_a_sequence_are_left_to_python(stack: Stack) -> None:
+    """Python pins a sequence to one replica (rendezvous hashing): the fast path relays."""
+    request = simple_request()
+    request.parameters["sequence_id"].int64_param = 42
+    fast = ("modelport_router_fast_path_requests_total", "simple", "OK")
+    total = ("modelport_router_requests_total", "simple", "OK")
+    before, served = stack.fast_path_counts(), [served_by(stack, r) for r in stack.replicas]
+    for _ in range(8):
+        stack.stub(stack.fast).ModelInfer(request, timeout=5)
+    time.sleep(0.7)  # a report of the fast path would have come
+    after = stack.fast_path_counts()
+    assert after[fast] == before[fast] and after[total] == before[total] + 8
+    spread = sorted(served_by(stack, r) - n for r, n in zip(stack.replicas, served, strict=True))
+    assert spread == [0, 8]  # all on the replica holding the sequence
+
+
 def test_the_callers_deadline_holds_on_the_fast_path(stack: Stack) -> None:
     request = simple_request()
     request.parameters["sleep_ms"].int64_param = 3000
