@@ -12,6 +12,14 @@ mode produces exactly the same tokens. Every mode serves the whole pool:
 - `engine, max_num_seqs 1`: the continuous-batching engine serving one
   request at a time (the same code path, no batching).
 - `engine, C streams`: C concurrent streams pulling from the pool (closed loop).
+- `model alone, C streams`: no engine, no scheduling: an estimate of the time
+  the model itself needs for the pool, in process: every prompt's prefill once
+  (one forward, last position's logits), plus the pool's output tokens as
+  decode steps of batch C, each costing one timed forward of C rows against a
+  KV cache of the pool's mean length. What C streams could reach if serving
+  cost nothing; not a strict bound (the engine runs prefill chunks inside
+  decode steps, which reads the weights once for both, so at low C it can
+  beat this).
 - `transformers generate_batch` (with --with-transformers-cb): transformers' own
   continuous-batching manager over the whole pool; it takes one
   max_new_tokens for all, so every request asks for the pool's mean output length.
@@ -147,6 +155,34 @@ async def run_engine(
     return wall, ttft, itl
 
 
+def run_model_alone(
+    model: LlamaForCausalLM, pool: list[tuple[list[int], int]], batch: int
+) -> float:
+    """Seconds the model alone needs: each prefill once + decode steps of `batch` rows."""
+    from transformers import DynamicCache
+
+    with torch.inference_mode():
+        prefill = 0.0
+        for prompt, _ in pool:
+            start = time.perf_counter()
+            model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+            prefill += time.perf_counter() - start
+        # one decode step at batch `batch`, against a cache of the pool's mean context
+        context = round(sum(len(p) + n / 2 for p, n in pool) / len(pool))
+        cache = DynamicCache(config=model.config)
+        model(torch.randint(3, model.config.vocab_size, (batch, context)), past_key_values=cache)
+        token = torch.randint(3, model.config.vocab_size, (batch, 1))
+        steps = []
+        for _ in range(12):
+            start = time.perf_counter()
+            model(token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            steps.append(time.perf_counter() - start)
+            cache.crop(-1)  # every step sees the same context length
+        step = float(np.median(steps[2:]))
+    decode_steps = sum(n for _, n in pool) / batch
+    return prefill + decode_steps * step
+
+
 def run_transformers_cb(
     model: LlamaForCausalLM, pool: list[tuple[list[int], int]]
 ) -> tuple[int, float]:
@@ -210,6 +246,11 @@ def main() -> None:
     for b in sorted({c for c in levels if c > 1}):
         rows.append(
             (f"padded generate batch of {b}", tokens / run_padded(model, pool, b), "", "", "", "")
+        )
+    # Before the engine runs: it installs its own attention on the model.
+    for c in levels:
+        rows.append(
+            (f"model alone, {c} streams", tokens / run_model_alone(model, pool, c), "", "", "", "")
         )
     wall, ttft, itl = asyncio.run(run_engine(model, tokenizer, pool, 1, 1, args))
     rows.append(

@@ -8,6 +8,8 @@ occurrence on the wire wins, so `request + field` is the edited request.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 # Field tags (field_number << 3 | wire type 2, length-delimited).
 MODEL_NAME_TAG = b"\x0a"  # ModelInferRequest.model_name = 1
 MODEL_VERSION_TAG = b"\x12"  # ModelInferRequest.model_version = 2
@@ -70,42 +72,53 @@ def routing_fields(request: bytes) -> tuple[str, str, str]:
 def request_routing(request: bytes) -> tuple[str, str, str, str]:
     """(model_name, model_version, id, sequence key) of a serialized ModelInferRequest.
 
-    Walks the top-level fields only, jumping over tensors without copying them;
-    later occurrences win, as in a full parse. The sequence key is the request's
-    `sequence_id` parameter as text ("" when it has none, or it is 0 or "").
+    The sequence key is the request's `sequence_id` parameter as text ("" when it
+    has none, or it is 0 or "").
     """
     model = version = request_id = b""
     sequence = ""
-    pos, end = 0, len(request)
     try:
-        while pos < end:
-            key, pos = _read_varint(request, pos)
-            wire_type = key & 7
-            if wire_type == 2:
-                size, pos = _read_varint(request, pos)
-                field = key >> 3
-                if field == 1:
-                    model = request[pos : pos + size]
-                elif field == 2:
-                    version = request[pos : pos + size]
-                elif field == 3:
-                    request_id = request[pos : pos + size]
-                elif field == 4:
-                    sequence = _sequence_entry(request[pos : pos + size]) or sequence
-                pos += size
-            elif wire_type == 0:
-                _, pos = _read_varint(request, pos)
-            elif wire_type == 1:
-                pos += 8
-            elif wire_type == 5:
-                pos += 4
-            else:
-                raise ValueError(f"unsupported wire type {wire_type}")
-        if pos != end:
-            raise ValueError("truncated message")
+        for field, payload in top_level_fields(request):
+            if field == 1:
+                model = payload
+            elif field == 2:
+                version = payload
+            elif field == 3:
+                request_id = payload
+            elif field == PARAMETERS_FIELD:
+                sequence = _sequence_entry(payload) or sequence
         return model.decode(), version.decode(), request_id.decode(), sequence
     except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed ModelInferRequest: {exc}") from None
+
+
+def top_level_fields(message: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, payload) of each length-delimited top-level field, in wire order.
+
+    Tensors are jumped over as slices, not parsed; varint and fixed-size fields are
+    skipped. Later occurrences of a field win, as in a full parse, so callers keep
+    the last one. A truncated message or a group raises ValueError (or IndexError).
+    """
+    pos, end = 0, len(message)
+    while pos < end:
+        key, pos = _read_varint(message, pos)
+        wire_type = key & 7
+        if wire_type == 2:
+            size, pos = _read_varint(message, pos)
+            if pos + size > end:
+                raise ValueError("truncated message")
+            yield key >> 3, message[pos : pos + size]
+            pos += size
+        elif wire_type == 0:
+            _, pos = _read_varint(message, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+    if pos != end:
+        raise ValueError("truncated message")
 
 
 SEQUENCE_ID = b"sequence_id"
@@ -157,37 +170,22 @@ def parameter_entry(name: str, value: bytes) -> bytes:
 
 def parameters(message: bytes, *names: str) -> tuple[str, dict[str, bytes], bool]:
     """(id, {name: serialized InferParameter} of the `names` present, whether it has
-    outputs) of a serialized ModelInferRequest or ModelInferResponse; top-level
-    fields only, tensors jumped over; later entries win, as in a full parse."""
+    outputs) of a serialized ModelInferRequest or ModelInferResponse; later entries
+    win, as in a full parse."""
     request_id = b""
     found: dict[str, bytes] = {}
     wanted = {name.encode(): name for name in names}
     outputs = False
-    pos, end = 0, len(message)
     try:
-        while pos < end:
-            key, pos = _read_varint(message, pos)
-            wire_type = key & 7
-            if wire_type == 2:
-                size, pos = _read_varint(message, pos)
-                field = key >> 3
-                if field == 3:
-                    request_id = message[pos : pos + size]
-                elif field == PARAMETERS_FIELD:
-                    name, value = _map_entry(message[pos : pos + size])
-                    if name in wanted:
-                        found[wanted[name]] = value
-                elif field == OUTPUTS_FIELD:
-                    outputs = True
-                pos += size
-            elif wire_type == 0:
-                _, pos = _read_varint(message, pos)
-            elif wire_type == 1:
-                pos += 8
-            elif wire_type == 5:
-                pos += 4
-            else:
-                raise ValueError(f"unsupported wire type {wire_type}")
+        for field, payload in top_level_fields(message):
+            if field == 3:
+                request_id = payload
+            elif field == PARAMETERS_FIELD:
+                name, value = _map_entry(payload)
+                if name in wanted:
+                    found[wanted[name]] = value
+            elif field == OUTPUTS_FIELD:
+                outputs = True
         return request_id.decode(), found, outputs
     except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed message: {exc}") from None
