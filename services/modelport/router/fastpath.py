@@ -126,13 +126,16 @@ class FastPath:
         self._exited: asyncio.Future[int] | None = None
         self._published = b""
         self._publishing = asyncio.Lock()
-        self._changed = asyncio.Event()
+        self._prompt: asyncio.Task[None] | None = None  # a publish asked for by `changed`
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def changed(self) -> None:
-        """The table or the policies changed: publish at once."""
-        self._changed.set()
+        """The table or the policies changed: publish at once (on the event loop)."""
+        if self._process is None or self._stopping:
+            return
+        if self._prompt is None or self._prompt.done():
+            self._prompt = asyncio.get_running_loop().create_task(self._publish_quietly())
 
     async def start(self, listen_host: str, listen_port: int, fallback: str) -> int:
         """Listen on the public address, relay to `fallback`; returns the bound port."""
@@ -204,11 +207,12 @@ class FastPath:
 
     async def _keep_told(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), CHECK_SECONDS)
-            self._changed.clear()
-            with contextlib.suppress(OSError, ValueError):
-                await self.publish()  # a process that exited is started again by _supervise
+            await asyncio.sleep(CHECK_SECONDS)
+            await self._publish_quietly()
+
+    async def _publish_quietly(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            await self.publish()  # a process that exited is started again by _supervise
 
     async def _supervise(self) -> None:
         """Start it again on the same port if it dies."""
@@ -229,9 +233,10 @@ class FastPath:
         """Stop accepting, let calls in flight finish within `grace`, and take its last
         report (it comes before its exit, after the last call it forwarded)."""
         self._stopping = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._prompt] if self._prompt is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         process, exited = self._process, self._exited
         if process is None or exited is None:
             return
