@@ -5,8 +5,9 @@
 #   docker build -t modelport:0.1.0-cuda --build-arg VARIANT=cuda .  # CUDA
 #
 # Stages: base-<variant> (runtime OS + Python 3.12) → build (venv with torch from
-# PyTorch's index for the variant, then the package under constraints.txt) → runtime
-# (the venv only: no compilers, no pip cache, non-root). No HEALTHCHECK: Kubernetes'
+# PyTorch's index for the variant, then the package under constraints.txt) → fastpath
+# (the router's Go forwarder, from Debian's golang packages) → runtime (the venv and
+# that one binary only: no compilers, no pip cache, non-root). No HEALTHCHECK: Kubernetes'
 # gRPC probes check the standard health service instead.
 
 ARG VARIANT=cpu
@@ -55,6 +56,20 @@ RUN pip install -c constraints.txt . \
  && pip uninstall -y pip setuptools wheel \
  && modelport --version
 
+# ---- the router's fast path (services/fastpath, Go) -----------------------------------
+# Built offline from Debian bookworm's Go and grpc-go packages (no module downloads);
+# a static binary, so the runtime stage needs neither. The router runs it with
+# --fast-path on|auto (chart value router.fastPath).
+FROM debian:bookworm-slim AS fastpath
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends golang-go golang-google-grpc-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src/services/fastpath
+COPY services/fastpath/*.go ./
+RUN CGO_ENABLED=0 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=/tmp/gocache \
+    go build -trimpath -o /out/modelport-fastpath . \
+ && /out/modelport-fastpath -h 2>&1 | grep -q -- -fallback
+
 # ---- runtime -----------------------------------------------------------------------
 FROM base AS runtime
 ARG VARIANT
@@ -69,6 +84,7 @@ RUN groupadd --system --gid 10001 modelport \
  && mkdir -p /data /cache \
  && chown 10001:10001 /data /cache
 COPY --from=build /opt/venv /opt/venv
+COPY --from=fastpath /out/modelport-fastpath /usr/local/bin/modelport-fastpath
 # Writable places when the root filesystem is read-only (the chart mounts emptyDirs here).
 ENV HOME=/home/modelport \
     TORCH_HOME=/cache/torch \

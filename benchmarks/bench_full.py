@@ -1,7 +1,7 @@
 """The served path against its limits and its peers, in one run (`make bench-full`).
 
     .venv/bin/python benchmarks/bench_full.py [--models mlp,encoder] [--batches 1,8]
-        [--concurrency 1,8,32,128] [--targets bare,modelport,router,kserve,mlserver]
+        [--concurrency 1,8,32,128] [--targets bare,modelport,router,router-fastpath,kserve,mlserver]
         [--drivers perf_analyzer,loadtest] [--seconds 5] [--repeats 3] [--json FILE]
 
 For each model: the in-process floor (benchmarks/harness/floor.py), then every
@@ -14,7 +14,9 @@ The ratios printed at the end are the issue's targets:
   served/floor   modelport inferences/s over the floor at its best batch
   served/bare    modelport over the bare grpc.aio server, same driver and load
   router CPU     the router process's CPU per forwarded request over the bare
-                 server's CPU per request (loadtest, same concurrency)
+                 server's CPU per request (loadtest, same concurrency); for the
+                 target router-fastpath (--fast-path on) the Python router and
+                 its Go modelport-fastpath child summed
   p99 at c=32    modelport against each peer
 
 Load average (from /proc/loadavg) is printed with every table: on a shared
@@ -42,6 +44,7 @@ from harness import drivers, targets
 from harness.drivers import Measurement
 from harness.report import print_model_report, print_summary
 from modelport.inference.samples import build_samples
+from modelport.router.fastpath import find_binary
 
 
 def load_average() -> str:
@@ -71,11 +74,16 @@ def start_targets(
     try:
         if "bare" in wanted:
             started.append(targets.start_bare(repo, model, logs))
-        if "modelport" in wanted or "router" in wanted:
+        routers = [name for name in ("router", "router-fastpath") if name in wanted]
+        if "router-fastpath" in routers and find_binary() is None:
+            print("  (router-fastpath: no modelport-fastpath binary; run `make fastpath`)")
+            routers.remove("router-fastpath")
+        if "modelport" in wanted or routers:
             served = targets.start_modelport(repo, model, logs, args.server_args.split())
             started.append(served)
-            if "router" in wanted:
-                started.append(targets.start_router(served, model, logs, args.router_args.split()))
+            for name in routers:
+                extra = args.router_args.split()
+                started.append(targets.start_router(served, model, logs, extra, name=name))
         for peer, start in (
             ("kserve", lambda: targets.start_kserve(repo, model, logs, threads)),
             ("mlserver", lambda: targets.start_mlserver(repo, model, logs)),
@@ -173,7 +181,9 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,encoder")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--targets", default="bare,modelport,router,kserve,mlserver")
+    parser.add_argument(
+        "--targets", default="bare,modelport,router,router-fastpath,kserve,mlserver"
+    )
     parser.add_argument("--drivers", default="perf_analyzer,loadtest")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--repeats", type=int, default=3)

@@ -10,6 +10,9 @@ router in front of it, and this driver. Measured:
    it, at a fixed concurrency; their ratio; and router cores per 1,000 req/s.
    For reference, the same for the router with --multiplex (one stream per
    replica) and for the least a grpc.aio forwarder can do (await, return).
+3. The same for the router with its fast path (`--fast-path on`: the Go
+   modelport-fastpath in front, `make fastpath`), its CPU summed over the
+   Python router and the Go process (its child).
 
     python benchmarks/bench_router.py [--seconds 5] [--concurrency 16] [--json]
 """
@@ -137,27 +140,50 @@ async def serve_floor_proxy(backend: str) -> None:
     await server.wait_for_termination()
 
 
-async def serve_router(backend: str, multiplex: bool = False) -> None:
+async def serve_router(backend: str, multiplex: bool = False, fast_path: bool = False) -> None:
     from modelport.common.server import ServerOptions
     from modelport.router.app import RouterApp
     from modelport.router.discovery import StaticDiscovery, parse_endpoint
+    from modelport.router.fastpath import find_binary
 
+    binary = find_binary() if fast_path else None
+    if fast_path and binary is None:
+        raise SystemExit("--role router-fastpath: no modelport-fastpath binary (make fastpath)")
     app = RouterApp(
         StaticDiscovery([parse_endpoint(f"simple={backend}")]),
         options=ServerOptions(host="127.0.0.1", port=0),
         metrics=True,  # as deployed: the per-request metric work is part of the cost
         multiplex=multiplex,
+        fast_path=binary,
     )
     port = await app.start()
     while not app.table.candidates("simple", ""):
         await asyncio.sleep(0.02)
+    if app.fastpath is not None:  # the route snapshot reached the Go process
+        await app.fastpath.publish()
+        await asyncio.sleep(0.3)
     print(port, flush=True)
     await asyncio.Event().wait()
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    """utime + stime of the process and its children (the fast path's Go process)."""
+    total = 0
+    for member in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listed:
+            out.extend(int(c) for c in listed.read().split())
+    return out
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
@@ -218,9 +244,12 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     floor, floor_port = spawn("--role", "floor", "--backend", f"127.0.0.1:{bare_port}")
     typed, typed_port = spawn("--role", "bare-typed")
     muxed, muxed_port = spawn("--role", "router-multiplex", "--backend", f"127.0.0.1:{bare_port}")
+    fast, fast_port = spawn("--role", "router-fastpath", "--backend", f"127.0.0.1:{bare_port}")
     try:
         direct, routed = f"127.0.0.1:{bare_port}", f"127.0.0.1:{router_port}"
         lat_direct, lat_routed = await latencies(direct, routed, args.requests)
+        fast_address = f"127.0.0.1:{fast_port}"
+        lat_direct_2, lat_fast = await latencies(direct, fast_address, args.requests)
         bare_load = await throughput(direct, args.seconds, args.concurrency, bare.pid)
         router_load = await throughput(routed, args.seconds, args.concurrency, router.pid)
         floor_address = f"127.0.0.1:{floor_port}"
@@ -229,8 +258,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         muxed_load = await throughput(muxed_address, args.seconds, args.concurrency, muxed.pid)
         typed_address = f"127.0.0.1:{typed_port}"
         typed_load = await throughput(typed_address, args.seconds, args.concurrency, typed.pid)
+        fast_load = await throughput(fast_address, args.seconds, args.concurrency, fast.pid)
+        # Again, last: the bare server's own figure drifts with the machine's load.
+        bare_again = await throughput(direct, args.seconds, args.concurrency, bare.pid)
     finally:
-        for process in (typed, muxed, floor, router, bare):
+        for process in (fast, typed, muxed, floor, router, bare):
             process.kill()
             process.wait()
     ratio = router_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"]
@@ -243,6 +275,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             "direct_p99_ms": pct(lat_direct, 99),
             "router_p99_ms": pct(lat_routed, 99),
             "requests": args.requests,
+            "fast_path_direct_p50_ms": pct(lat_direct_2, 50),
+            "fast_path_p50_ms": pct(lat_fast, 50),
+            "fast_path_added_p50_ms": pct(lat_fast, 50) - pct(lat_direct_2, 50),
+            "fast_path_p99_ms": pct(lat_fast, 99),
         },
         "cpu": {
             "concurrency": args.concurrency,
@@ -264,6 +300,13 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             / typed_load["cpu_s_per_request"],
             "direct_rps": bare_load["rps"],
             "routed_rps": router_load["rps"],
+            # The router with --fast-path on: Python router + Go process, summed.
+            "fast_path_us_per_request": fast_load["cpu_s_per_request"] * 1e6,
+            "fast_path_vs_bare": fast_load["cpu_s_per_request"] / bare_load["cpu_s_per_request"],
+            "bare_server_again_us_per_request": bare_again["cpu_s_per_request"] * 1e6,
+            "fast_path_vs_bare_again": fast_load["cpu_s_per_request"]
+            / bare_again["cpu_s_per_request"],
+            "fast_path_rps": fast_load["rps"],
         },
         "mean_added_ms": (statistics.mean(lat_routed) - statistics.mean(lat_direct)) * 1e3,
     }
@@ -273,7 +316,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--role",
-        choices=["driver", "bare", "bare-typed", "router", "router-multiplex", "floor"],
+        choices=[
+            "driver",
+            "bare",
+            "bare-typed",
+            "router",
+            "router-multiplex",
+            "router-fastpath",
+            "floor",
+        ],
         default="driver",
     )
     parser.add_argument("--backend", default="")
@@ -298,6 +349,8 @@ def main() -> None:
         asyncio.run(serve_router(args.backend))
     elif args.role == "router-multiplex":
         asyncio.run(serve_router(args.backend, multiplex=True))
+    elif args.role == "router-fastpath":
+        asyncio.run(serve_router(args.backend, fast_path=True))
     else:
         result = asyncio.run(measure(args))
         print(json.dumps(result, indent=2))

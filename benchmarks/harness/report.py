@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ORDER = ["bare", "modelport", "router", "kserve", "mlserver"]
+ORDER = ["bare", "modelport", "router", "router-fastpath", "kserve", "mlserver"]
 HEADLINE_CONCURRENCY = 32
 
 
@@ -77,14 +77,15 @@ def summary_lines(sections: list[dict[str, Any]]) -> list[str]:
                     f"{model} c={c} p99: modelport {served['p99_ms']:.1f} ms vs {peer} "
                     f"{other['p99_ms']:.1f} ms; throughput {served['infer_per_s'] / other['infer_per_s']:.2f}x"
                 )
-        routed = _find(cells, target="router", driver="loadtest", batch=1, concurrency=c)
         bare = _find(cells, target="bare", driver="loadtest", batch=1, concurrency=c)
-        if routed and bare and bare["cpu_us"].get("server"):
-            ratio = routed["cpu_us"]["router"] / bare["cpu_us"]["server"]
-            lines.append(
-                f"{model} c={c} router CPU per request / bare server's: {ratio:.2f} "
-                f"({routed['cpu_us']['router']:.0f} vs {bare['cpu_us']['server']:.0f} µs)"
-            )
+        for name in ("router", "router-fastpath"):
+            routed = _find(cells, target=name, driver="loadtest", batch=1, concurrency=c)
+            if routed and bare and bare["cpu_us"].get("server"):
+                ratio = routed["cpu_us"]["router"] / bare["cpu_us"]["server"]
+                lines.append(
+                    f"{model} c={c} {name} CPU per request / bare server's: {ratio:.2f} "
+                    f"({routed['cpu_us']['router']:.0f} vs {bare['cpu_us']['server']:.0f} µs)"
+                )
     return lines
 
 

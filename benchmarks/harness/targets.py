@@ -3,6 +3,7 @@
 - bare: benchmarks/bare_server.py, the transport ceiling (answers without work);
 - modelport: `modelport serve inference` on the repository;
 - router: `modelport serve router` in front of that modelport (static discovery);
+- router-fastpath: the same with `--fast-path on` (the Go modelport-fastpath in front);
 - kserve / mlserver: the peers, from their own venvs (benchmarks/peers/install.sh),
   serving the same exported programs; skipped when their venv is missing.
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 TICKS = os.sysconf("SC_CLK_TCK")
 # perf_analyzer needs ModelConfig (a Triton extension), which KServe and MLServer lack.
-PERF_ANALYZER_TARGETS = {"bare", "modelport", "router"}
+PERF_ANALYZER_TARGETS = {"bare", "modelport", "router", "router-fastpath"}
 
 
 @dataclass
@@ -113,14 +114,14 @@ def start_bare(repo: Path, model: str, logs: Path) -> Target:
 
 
 def _serve(
-    service: str, flags: list[str], model: str, logs: Path
+    service: str, flags: list[str], model: str, logs: Path, log_name: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`modelport serve SERVICE` on a free loopback port, its metrics off; ready for `model`."""
     port = free_port()
     env = {**os.environ, "MODELPORT_LOG_LEVEL": "warning"}
     command = [sys.executable, "-m", "modelport.cli", "serve", service, "--host", "127.0.0.1",
                "--grpc-port", str(port), "--metrics-port", "-1", *flags]  # fmt: skip
-    process = subprocess.Popen(command, env=env, **_quiet(logs / f"{service}.log"))  # type: ignore[call-overload]
+    process = subprocess.Popen(command, env=env, **_quiet(logs / f"{log_name or service}.log"))  # type: ignore[call-overload]
     address = f"127.0.0.1:{port}"
     wait_ready(address, model, process)
     return process, address
@@ -133,13 +134,19 @@ def start_modelport(repo: Path, model: str, logs: Path, extra: list[str]) -> Tar
     return Target("modelport", address, {"server": process.pid}, [process])
 
 
-def start_router(backend: Target, model: str, logs: Path, extra: list[str]) -> Target:
+def start_router(
+    backend: Target, model: str, logs: Path, extra: list[str], name: str = "router"
+) -> Target:
+    """`serve router` in front of `backend`; as "router-fastpath", with --fast-path on
+    (the Go modelport-fastpath, a child of the router: its CPU is the router's too)."""
+    if name == "router-fastpath":
+        extra = [*extra, "--fast-path", "on"]
     flags = ["--discovery", "static", "--endpoint", f"{model}={backend.address}",
              "--index-interval", "1", "--http-port", "-1", *extra]  # fmt: skip
-    process, address = _serve("router", flags, model, logs)
-    # The router's own CPU is what it adds; its backend's is charged to "server".
+    process, address = _serve("router", flags, model, logs, log_name=name)
+    # The router's own CPU (its process tree) is what it adds; its backend's is "server".
     roles = {"router": process.pid, "server": backend.roles["server"]}
-    return Target("router", address, roles, [process])
+    return Target(name, address, roles, [process])
 
 
 def peer_python(peer: str) -> Path | None:

@@ -40,6 +40,9 @@ ROUTER = "serve router --host 127.0.0.1 --metrics-port -1 --endpoint m=127.0.0.1
 CASES: dict[str, str] = {
     "router on a taken gRPC port": f"{ROUTER} --grpc-port {{port}}",
     "router on a taken HTTP port": f"{ROUTER} --grpc-port 0 --http-port {{port}}",
+    # The fast path started, then the HTTP port fails: it is stopped, the router exits.
+    "router with the fast path on a taken HTTP port": f"{ROUTER} --grpc-port 0 "
+    "--http-port {port} --fast-path on",
     "registry on a taken gRPC port": "serve registry --host 127.0.0.1 --metrics-port -1 "
     "--grpc-port {port} --database sqlite:///{tmp}/r.db --blob-dir {tmp}/blobs",
     "inference on a taken metrics port": "serve inference --host 127.0.0.1 --grpc-port 0 "

@@ -114,6 +114,12 @@ def test_inference_args_follow_the_cli_contract(render: Render) -> None:
     assert service["metadata"]["labels"]["modelport.io/model"] == "resnet50"
 
 
+def test_router_fast_path_value_reaches_the_routers_args(render: Render) -> None:
+    for name, expected in (("defaults", "off"), ("minimal", "auto")):
+        router = named(render(scenario(name)), "Deployment", f"{PREFIX}-router")
+        assert arg_value(container(router)["args"], "--fast-path") == expected, name
+
+
 # --- autoscaling ---------------------------------------------------------------------
 
 

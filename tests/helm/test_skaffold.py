@@ -173,6 +173,9 @@ def test_dockerfile_builds_both_variants_without_compilers_in_the_final_stage() 
     for forbidden in ("build-essential", "gcc", "HEALTHCHECK", "apt-get install"):
         assert forbidden not in final, forbidden
     assert "COPY --from=build /opt/venv /opt/venv" in final
+    # The router's Go fast path: compiled in its own stage from Debian's Go packages.
+    assert "fastpath" in names and "golang-google-grpc-dev" in text.split("AS fastpath", 1)[1]
+    assert "COPY --from=fastpath /out/modelport-fastpath /usr/local/bin/" in final
     # The chart runs every pod as this uid with runAsNonRoot.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 10001

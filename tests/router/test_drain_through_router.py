@@ -1,5 +1,5 @@
 """SIGTERM of a replica under load, through real routers (static and DNS
-discovery) in front of real `modelport serve inference` processes: readiness
+discovery, and static with the fast path) in front of real `modelport serve inference` processes: readiness
 goes false, the draining replica refuses new work with UNAVAILABLE (the routers
 retry elsewhere), what it accepted completes, it exits 0, and the clients see
 no failed request."""
@@ -100,9 +100,12 @@ def test_sigterm_of_a_replica_under_load_fails_nothing(tmp_path: Path) -> None:
     static = start_router("--endpoint", f"busy={a}", "--endpoint", f"busy={b}")
     dns = start_router("--discovery", "dns", "--dns-name", f"busy=localhost:{ports['a']}",
                        "--dns-name", f"busy=localhost:{ports['b']}")  # fmt: skip
-    processes: list[subprocess.Popen] = [*replicas.values(), static, dns]  # type: ignore[type-arg]
+    # And one with the fast path in front (the Go modelport-fastpath forwards, retries).
+    fast = start_router("--endpoint", f"busy={a}", "--endpoint", f"busy={b}", "--fast-path", "on")
+    processes: list[subprocess.Popen] = [*replicas.values(), static, dns, fast]  # type: ignore[type-arg]
     try:
-        routers = {"static": router_address(static), "dns": router_address(dns)}
+        routers = {"static": router_address(static), "dns": router_address(dns),
+                   "fast path": router_address(fast)}  # fmt: skip
         deadline = time.monotonic() + 90
         while any(health(x) != SERVING for x in (a, b)):
             assert time.monotonic() < deadline, "replicas did not become ready"

@@ -43,6 +43,8 @@ class ServerOptions:
     tls: TlsFiles | None = None
     # gRPC server reflection (lets grpcurl list and call services without the protos).
     reflection: bool = True
+    # How the log names this port ("gRPC listening" is what launchers look for).
+    listening_label: str = "gRPC listening"
     extra: Sequence[tuple[str, int | str]] = field(default_factory=tuple)
 
     def channel_args(self) -> list[tuple[str, int | str]]:
@@ -136,7 +138,9 @@ class GrpcServer:
         mode = "plaintext"
         if self.options.tls is not None:
             mode = "mutual TLS" if self.options.tls.ca_file is not None else "TLS"
-        log.info("gRPC listening on %s:%d (%s)", self.options.host, self.port, mode)
+        log.info(
+            "%s on %s:%d (%s)", self.options.listening_label, self.options.host, self.port, mode
+        )
         return self.port
 
     async def set_serving(self, service: str, serving: bool) -> None:

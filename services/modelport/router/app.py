@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelport.common.access import AccessControl
 from modelport.common.access_config import build_access_control
+from modelport.common.histograms import BucketHistogram
 from modelport.common.runtime import run_service
 from modelport.common.server import GrpcServer, ServerOptions
 from modelport.common.tls import ChannelMaker, ClientTlsFiles, ReloadingSslContext
@@ -23,6 +26,7 @@ from modelport.router import pool_watch, wire
 from modelport.router.admin import RouterAdminServicer
 from modelport.router.codec import ProtobufCodec
 from modelport.router.discovery import Discovery
+from modelport.router.fastpath import FastPath, choose
 from modelport.router.fleet import Fleet
 from modelport.router.forwarding import Router
 from modelport.router.grpc_backends import GrpcTransport
@@ -73,6 +77,8 @@ class RouterApp:
         rotation_check_seconds: float = 5.0,
         http_port: int = -1,
         stream_relay: bool = True,
+        fast_path: Path | None = None,
+        grace_seconds: float = 25.0,
     ) -> None:
         self.rotation_check_seconds = rotation_check_seconds
         # Identity, policy and quotas on every RPC (None: open, as on a laptop).
@@ -98,10 +104,12 @@ class RouterApp:
             relay_streams=stream_relay,
         )
         latency = None
+        self.latency_histogram: BucketHistogram | None = None
         if metrics:
             from modelport.router import telemetry
 
-            latency = telemetry.recorder(telemetry.latency_histogram())
+            self.latency_histogram = telemetry.latency_histogram()
+            latency = telemetry.recorder(self.latency_histogram)
         # Aliases move once a replica serves the new version (see `Planner`).
         planner = Planner(served=lambda model, version: bool(self.table.candidates(model, version)))
         self.table.on_change = self._table_changed
@@ -136,7 +144,20 @@ class RouterApp:
             gate = access.gate if access is not None else None
             self.http = OpenAIServer(OpenAIService(backend), gate=gate)
         self.http_port = http_port
-        self.server = GrpcServer(self.options, access=access)
+        # With the fast path (the `modelport-fastpath` binary) in front, it listens on
+        # the public address and this server on a private loopback port behind it.
+        self.fastpath: FastPath | None = None
+        server_options = self.options
+        if fast_path is not None:
+            self.fastpath = FastPath(
+                fast_path, self.router, max_message_bytes=self.options.max_message_bytes,
+                grace_seconds=grace_seconds, latency=self.latency_histogram,
+            )  # fmt: skip
+            server_options = dataclasses.replace(
+                self.options, host="127.0.0.1", port=0, reuse_port=False,
+                listening_label="gRPC behind the fast path",
+            )  # fmt: skip
+        self.server = GrpcServer(server_options, access=access)
         self.metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -144,6 +165,8 @@ class RouterApp:
 
     def _table_changed(self) -> None:
         self.router.planner.replicas_changed()
+        if self.fastpath is not None:
+            self.fastpath.changed()
         if self.scaling is not None:
             self.scaling.on_table_change()
 
@@ -156,6 +179,8 @@ class RouterApp:
 
     def _on_policies(self, state: RoutingState) -> None:
         self.router.planner.update(state)
+        if self.fastpath is not None:
+            self.fastpath.changed()
         if self.router.pool is not None:
             self.router.pool.on_state(state)
 
@@ -201,6 +226,9 @@ class RouterApp:
         if self.scaling is not None:
             self._tasks.append(loop.create_task(self.scaling.run_idle_checks()))
         self.port = await self.server.start()
+        if self.fastpath is not None:
+            private = f"127.0.0.1:{self.port}"
+            self.port = await self.fastpath.start(self.options.host, self.options.port, private)
         if self.http is not None:
             tls = self.options.tls
             self.http_tls = ReloadingSslContext(tls) if tls else None
@@ -237,6 +265,8 @@ class RouterApp:
                 await asyncio.sleep(1.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.fastpath is not None:  # the front first: it stops taking calls, ends its own
+            await self.fastpath.stop(grace)
         if self.http is not None:
             await self.http.stop()
         if self.scaling is not None:
@@ -270,6 +300,9 @@ def build_discovery(settings: RouterSettings) -> Discovery:
 
 
 def build(settings: RouterSettings) -> RouterApp:
+    fast_path = choose(settings)
+    if settings.fast_path != "off":
+        log.info("fast path %s: %s", "on" if fast_path.binary else "off", fast_path.reason)
     policies: PolicySource | None = None
     if settings.registry:
         from modelport.router.registry_policies import RegistryPolicySource
@@ -296,6 +329,8 @@ def build(settings: RouterSettings) -> RouterApp:
         ),
         http_port=settings.http_port,
         stream_relay=settings.stream_relay,
+        fast_path=fast_path.binary,
+        grace_seconds=settings.grace_seconds,
     )
 
 

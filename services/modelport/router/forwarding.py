@@ -88,6 +88,8 @@ class RouterStats:
     shadow_dropped: Counter[str] = field(default_factory=Counter)
     # (model, status code name) of every answered request.
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # The part of `outcomes` the fast path (services/fastpath) forwarded itself.
+    fast_path: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 # Told (model, seconds) for every request answered: the latency histogram.

@@ -50,6 +50,15 @@ class RouterSettings(ServerSettings, UpstreamSettings):
         "Relay ModelStreamInfer requests of models that answer once over one shared stream "
         "per replica instead of a stream per request.",
     )
+    fast_path: Literal["auto", "on", "off"] = setting(
+        "off",
+        "Forward plain ModelInfer calls through modelport-fastpath (Go), which listens on the "
+        "public port and relays everything else to this router: on (or fail), auto (when the "
+        "binary exists and nothing configured needs Python: TLS, access control, tracing), off.",
+    )
+    fast_path_binary: Path | None = setting(
+        None, "The modelport-fastpath binary (default: on PATH, else build/fastpath/).", path="file"
+    )
     hold_models: tuple[str, ...] = setting(
         (),
         "A model that may scale to zero (repeatable): its requests wait for a replica "

@@ -55,6 +55,12 @@ def install(router: Router) -> None:
         description="Requests the router has in flight on each replica",
     )
     m.create_observable_counter(
+        "modelport_router_fast_path_requests",
+        [counted(stats.fast_path, ("model", "code"))],
+        description="The requests of modelport_router_requests that the fast path "
+        "(modelport-fastpath) forwarded itself",
+    )
+    m.create_observable_counter(
         "modelport_router_picks",
         [counted(stats.picks, ("model", "replica"))],
         description="Requests sent to each replica (retries included)",

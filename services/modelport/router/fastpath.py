@@ -1,0 +1,266 @@
+"""The router's forwarding path outside Python (`--fast-path on|auto`).
+
+Python's grpc.aio spends 1.5-1.8x a bare server's CPU on each forwarded
+request however little the router does (benchmarks/README.md), so the plain
+case is handed to `modelport-fastpath` (services/fastpath, Go): it listens on
+the router's public address, forwards the ModelInfer calls that are a pure
+pick-and-forward (`fastpath_routes`) straight to a replica, and relays
+everything else (every other method, streams, policies, errors) to this
+router, which then listens on a private loopback port and answers as always.
+
+This module decides whether the path can be used (`choose`), runs the process
+and keeps it told: a snapshot of the routes whenever discovery, the replicas'
+versions, the policies or the ejections change it, and its reports go into the
+router's own counters (`fastpath_routes.apply_report`). Should the process die,
+it is started again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from modelport.common.histograms import BucketHistogram
+from modelport.errors import FailedPrecondition
+from modelport.router import fastpath_routes
+from modelport.router.forwarding import Router
+from modelport.router.grpc_backends import FORWARDED_KEYS
+from modelport.router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+BINARY = "modelport-fastpath"
+CHECK_SECONDS = 0.25  # ejections end by the clock: how often the routes are compared
+BUILD_HINT = "`make fastpath` builds it, with Debian's golang-go and golang-google-grpc-dev"
+
+
+def find_binary(given: Path | None = None) -> Path | None:
+    """--fast-path-binary if given, else `modelport-fastpath` on PATH, else this
+    checkout's build/fastpath/ (None: not found)."""
+    if given is not None:
+        return given if given.is_file() and os.access(given, os.X_OK) else None
+    on_path = shutil.which(BINARY)
+    if on_path:
+        return Path(on_path)
+    built = Path(__file__).resolve().parents[3] / "build" / "fastpath" / BINARY
+    return built if built.is_file() and os.access(built, os.X_OK) else None
+
+
+def ineligible(settings: RouterSettings) -> str:
+    """Why this configuration needs every call in Python ("" when it does not)."""
+    if settings.tls is not None:
+        return "router TLS is on (the fast path serves plaintext only)"
+    if settings.upstream_tls is not None:
+        return "TLS to the replicas is on (the fast path dials plaintext only)"
+    if settings.auth is not None or settings.allowed_peers:
+        return "access control is configured (identities, policies and quotas are Python's)"
+    if settings.otlp_endpoint:
+        return "tracing is on (the router's spans are recorded in Python)"
+    return ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    binary: Path | None
+    reason: str  # why it is used or not, for the one log line
+
+
+def choose(settings: RouterSettings) -> Choice:
+    """The fast path's binary when it is to run, else None; `on` that cannot be
+    honoured fails here, before anything starts."""
+    if settings.fast_path == "off":
+        return Choice(None, "--fast-path off")
+    binary = find_binary(settings.fast_path_binary)
+    why_not = ineligible(settings)
+    if settings.fast_path == "on":
+        if why_not:
+            raise FailedPrecondition(f"--fast-path on cannot be used: {why_not}")
+        if binary is None:
+            where = settings.fast_path_binary or "on PATH or in build/fastpath/"
+            raise FailedPrecondition(
+                f"--fast-path on needs the {BINARY} binary ({BUILD_HINT}); none at {where}"
+            )
+        return Choice(binary, f"--fast-path on ({binary})")
+    if why_not:
+        return Choice(None, f"--fast-path auto: {why_not}")
+    if binary is None:
+        return Choice(None, f"--fast-path auto: no {BINARY} binary ({BUILD_HINT})")
+    return Choice(binary, f"--fast-path auto ({binary})")
+
+
+class FastPath:
+    """The `modelport-fastpath` process: started, told the routes, heard, restarted.
+
+    Started with CPython's subprocess (vfork, then exec), never the event loop's: under
+    uvloop that is a real fork() of this many-threaded process, whose gRPC fork handlers
+    can crash the child before its exec (see registry/derive_executor.py). Its output
+    is read on threads of its own and handed to the event loop."""
+
+    def __init__(
+        self,
+        binary: Path,
+        router: Router,
+        *,
+        max_message_bytes: int,
+        grace_seconds: float,
+        latency: BucketHistogram | None = None,
+        buckets: tuple[float, ...] = (),
+    ) -> None:
+        self.binary = binary
+        self.router = router
+        self.latency = latency
+        self.max_message_bytes = max_message_bytes
+        self.grace_seconds = grace_seconds
+        self.buckets = latency.bounds if latency is not None else buckets
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._published = b""
+        self._publishing = asyncio.Lock()
+        self._prompt: asyncio.Task[None] | None = None  # a publish asked for by `changed`
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def changed(self) -> None:
+        """The table or the policies changed: publish at once (on the event loop)."""
+        if self._process is None or self._stopping:
+            return
+        if self._prompt is None or self._prompt.done():
+            self._prompt = asyncio.get_running_loop().create_task(self._publish_quietly())
+
+    async def start(self, listen_host: str, listen_port: int, fallback: str) -> int:
+        """Listen on the public address, relay to `fallback`; returns the bound port."""
+        self._listen_host, self._fallback = listen_host, fallback
+        await self._spawn(listen_port)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._keep_told()), loop.create_task(self._supervise())]
+        return self.port
+
+    async def _spawn(self, port: int) -> None:
+        host = self._listen_host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        command = [
+            str(self.binary), "-listen", f"{host}:{port}", "-fallback", self._fallback,
+            "-max-message-bytes", str(self.max_message_bytes),
+            "-grace", f"{self.grace_seconds}s",
+            "-forward-keys", ",".join(sorted(FORWARDED_KEYS)),
+            "-buckets", ",".join(str(b) for b in self.buckets),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        first = await asyncio.to_thread(process.stdout.readline)
+        if not first:
+            said = (await asyncio.to_thread(process.stderr.read)).decode(errors="replace")
+            await asyncio.to_thread(process.wait)
+            raise OSError(
+                f"{BINARY} could not listen on {host}:{port}: {said.strip() or 'no reason given'}"
+            )
+        self.port = int(json.loads(first)["port"])
+        loop = asyncio.get_running_loop()
+        self._process, self._exited = process, loop.create_future()
+        threading.Thread(target=self._hear, args=(process, self._exited, loop), daemon=True).start()
+        threading.Thread(target=_log_lines, args=(process.stderr,), daemon=True).start()
+        self._published = b""
+        await self.publish()
+        log.info("gRPC listening on %s:%d (plaintext, fast path: %s, relaying to %s)",
+                 self._listen_host, self.port, BINARY, self._fallback)  # fmt: skip
+
+    def _hear(
+        self, process: subprocess.Popen[bytes], exited: asyncio.Future[int], loop: Any
+    ) -> None:
+        """(Its own thread.) Each report to the event loop, then the exit status."""
+        assert process.stdout is not None
+        try:
+            while line := process.stdout.readline():
+                loop.call_soon_threadsafe(self._apply, line)
+            code = process.wait()
+            loop.call_soon_threadsafe(_settle, exited, code)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def _apply(self, line: bytes) -> None:
+        try:
+            fastpath_routes.apply_report(self.router, json.loads(line), self.latency)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: unreadable report %r: %s", BINARY, line[:200], exc)
+
+    async def publish(self) -> None:
+        """Send the routes if they changed since the last time."""
+        async with self._publishing:
+            process = self._process
+            line = json.dumps(fastpath_routes.snapshot(self.router), sort_keys=True).encode()
+            if line == self._published or process is None or process.stdin is None:
+                return
+            await asyncio.to_thread(_write_line, process.stdin, line)
+            self._published = line
+
+    async def _keep_told(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            await self._publish_quietly()
+
+    async def _publish_quietly(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            await self.publish()  # a process that exited is started again by _supervise
+
+    async def _supervise(self) -> None:
+        """Start it again on the same port if it dies."""
+        while True:
+            assert self._exited is not None
+            code = await asyncio.shield(self._exited)
+            if self._stopping:
+                return
+            log.error("%s exited (code %s); starting it again on port %d", BINARY, code, self.port)
+            await asyncio.sleep(0.2)
+            try:
+                await self._spawn(self.port)
+            except OSError as exc:
+                log.error("%s", exc)
+                await asyncio.sleep(1.0)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let calls in flight finish within `grace`, and take its last
+        report (it comes before its exit, after the last call it forwarded)."""
+        self._stopping = True
+        tasks = [*self._tasks, *([self._prompt] if self._prompt is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        process, exited = self._process, self._exited
+        if process is None or exited is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), grace + 1)
+        except TimeoutError:
+            process.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), 5)
+
+
+def _write_line(stream: IO[bytes], line: bytes) -> None:
+    stream.write(line + b"\n")
+    stream.flush()
+
+
+def _settle(exited: asyncio.Future[int], code: int) -> None:
+    if not exited.done():
+        exited.set_result(code)
+
+
+def _log_lines(stream: IO[bytes]) -> None:
+    """(Its own thread.) What the process says on stderr, into the router's log."""
+    for line in iter(stream.readline, b""):
+        log.warning("%s: %s", BINARY, line.decode(errors="replace").rstrip())
