@@ -74,8 +74,8 @@ class StepLayout:
 
     num_decode: int
     write_slots: torch.Tensor  # [N] slot of each packed token
-    decode_gather: torch.Tensor | None = None  # [num_decode, L] slots (padded with 0)
-    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, L] True where valid
+    decode_blocks: torch.Tensor | None = None  # [num_decode * B] block numbers (padded with 0)
+    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, B * block_size] True where valid
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -99,14 +99,16 @@ def build_layout(
     layout = StepLayout(num_decode=num_decode, write_slots=torch.tensor(write, dtype=torch.long))
     offsets = torch.arange(bs)
     if num_decode:
+        # Decode attention gathers whole blocks (one contiguous copy of
+        # block_size tokens each) rather than single slots: the same bytes in a
+        # sixteenth of the rows, and no slot index to build per step (about 3%
+        # of a 16-stream step here). The mask hides a block's unused tail.
         totals = torch.tensor(contexts[:num_decode]) + 1
-        width = int(totals.max())
-        blocks = -(-width // bs)
+        blocks = -(-int(totals.max()) // bs)
         tables = [t[:blocks] + [0] * (blocks - len(t[:blocks])) for t in block_tables[:num_decode]]
-        slots = torch.tensor(tables, dtype=torch.long)[:, :, None] * bs + offsets
-        layout.decode_gather = slots.view(num_decode, -1)[:, :width].contiguous()
-        layout.decode_mask = (torch.arange(width)[None, :] < totals[:, None]).view(
-            num_decode, 1, 1, width
+        layout.decode_blocks = torch.tensor(tables, dtype=torch.long).view(-1)
+        layout.decode_mask = (torch.arange(blocks * bs)[None, :] < totals[:, None]).view(
+            num_decode, 1, 1, blocks * bs
         )
     start = num_decode
     for i in range(num_decode, len(lengths)):
@@ -165,6 +167,12 @@ class PagedKVCache(Cache):
         self.values[layer_idx].index_copy_(0, layout.write_slots, value_states[0].transpose(0, 1))
         return key_states, value_states
 
+    def gather_blocks(self, layer: int, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks' keys and values, [len(blocks), block_size * kv_heads * head_dim]."""
+        keys = self.keys[layer].view(self.num_blocks, -1).index_select(0, blocks)
+        values = self.values[layer].view(self.num_blocks, -1).index_select(0, blocks)
+        return keys, values
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
 
@@ -188,11 +196,11 @@ def paged_attention(
     out = torch.empty(query.shape[2], heads, query.shape[3], dtype=query.dtype, device=query.device)
     d = layout.num_decode
     if d:
-        assert layout.decode_gather is not None
-        width = layout.decode_gather.shape[1]
-        flat = layout.decode_gather.view(-1)
-        k = cache.keys[layer].index_select(0, flat).view(d, width, kv_heads, -1).transpose(1, 2)
-        v = cache.values[layer].index_select(0, flat).view(d, width, kv_heads, -1).transpose(1, 2)
+        assert layout.decode_blocks is not None
+        width = layout.decode_mask.shape[-1]  # type: ignore[union-attr]
+        k, v = cache.gather_blocks(layer, layout.decode_blocks)
+        k = k.view(d, width, kv_heads, -1).transpose(1, 2)
+        v = v.view(d, width, kv_heads, -1).transpose(1, 2)
         q = query[0, :, :d].transpose(0, 1).unsqueeze(2)  # [d, heads, 1, head_dim]
         o = torch.nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=layout.decode_mask, scale=scaling, enable_gqa=gqa
