@@ -55,11 +55,27 @@ func (p *proxy) handle(_ interface{}, stream grpc.ServerStream) error {
 	}
 	started := time.Now()
 	answer, err := p.forward(stream.Context(), model, version, candidates, request)
-	p.stats.outcome(model, status.Code(err), time.Since(started).Seconds())
+	p.stats.outcome(model, outcomeCode(stream.Context(), err), time.Since(started).Seconds())
 	if err != nil {
 		return err
 	}
 	return stream.SendMsg(&answer)
+}
+
+// deadlineSlack: how close to its deadline a cancelled call counts as timed out.
+const deadlineSlack = 100 * time.Millisecond
+
+// outcomeCode is the status to count for a call. This server's copy of the
+// caller's deadline starts when the request arrives, so it runs a little late;
+// the caller's own timer fires first and its RST_STREAM can end the call here
+// as CANCELLED just before the copy expires. The caller saw DEADLINE_EXCEEDED,
+// and that is what the metrics say.
+func outcomeCode(ctx context.Context, err error) codes.Code {
+	code := status.Code(err)
+	if deadline, has := ctx.Deadline(); code == codes.Canceled && has && time.Until(deadline) < deadlineSlack {
+		return codes.DeadlineExceeded
+	}
+	return code
 }
 
 func describe(model, version string) string {

@@ -115,7 +115,7 @@ def test_inference_args_follow_the_cli_contract(render: Render) -> None:
 
 
 def test_router_fast_path_value_reaches_the_routers_args(render: Render) -> None:
-    for name, expected in (("defaults", "off"), ("minimal", "auto")):
+    for name, expected in (("defaults", "auto"), ("minimal", "off")):
         router = named(render(scenario(name)), "Deployment", f"{PREFIX}-router")
         assert arg_value(container(router)["args"], "--fast-path") == expected, name
 

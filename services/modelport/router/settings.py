@@ -51,7 +51,7 @@ class RouterSettings(ServerSettings, UpstreamSettings):
         "per replica instead of a stream per request.",
     )
     fast_path: Literal["auto", "on", "off"] = setting(
-        "off",
+        "auto",
         "Forward plain ModelInfer calls through modelport-fastpath (Go), which listens on the "
         "public port and relays everything else to this router: on (or fail), auto (when the "
         "binary exists and nothing configured needs Python: TLS, access control, tracing), off.",
