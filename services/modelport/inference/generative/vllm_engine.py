@@ -228,9 +228,13 @@ class VllmEngine:
         try:
             while True:
                 message = await req.queue.get()
-                if message is _DEADLINE:
+                # The timer's message queues behind the worker lines already received, and
+                # when this loop was stalled (a loaded machine) those can run to the end: a
+                # line that arrived after the deadline is never delivered, whatever the order.
+                late = deadline is not None and message.get("at", 0.0) >= deadline
+                if message is _DEADLINE or late:
                     finished = True  # the finally below must not abort twice
-                    self._abort(req)
+                    self._end_at_deadline(req)
                     raise DeadlineExceeded(
                         f"model '{self.name}': deadline passed after "
                         f"{stream.num_output} generated tokens"
@@ -312,6 +316,15 @@ class VllmEngine:
             tell = req.wid in self._active and req.sent  # else `_send` tells, once written
         if tell:
             self._tell_abort(req)
+
+    def _end_at_deadline(self, req: _Request) -> None:
+        """Abort `req`, or, when vLLM finished it already (its last lines came late),
+        count it as the caller sees it: cancelled."""
+        self._abort(req)
+        with self._lock:
+            done = req.wid not in self._active
+        if done:
+            self._count_finish(req, self._left(req))
 
     def _tell_abort(self, req: _Request) -> None:
         with contextlib.suppress(Unavailable):  # the worker is gone, and its sequences with it
