@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,25 @@ def _have_vllm() -> bool:
 # - vllm: vLLM in its own process (`make vllm`). One worker serves the session; each test's
 #   engine over it sets its own admission limits (max_num_seqs up to the worker's 32,
 #   max_waiting). max_num_batched_tokens is the worker's own (vLLM's default).
+#   Its tests carry the `vllm` mark: `make test-vllm` runs them (MODELPORT_REQUIRE_VLLM=1:
+#   without vLLM that is an error here, not an empty run); `make test` leaves them out.
 VLLM_WORKER = VllmConfig(max_num_seqs=32, kv_cache_bytes=4 << 20, dtype="float32")
 if _have_vllm():
     ENGINES["vllm"] = dict(max_num_seqs=32, max_waiting=256)
+elif os.environ.get("MODELPORT_REQUIRE_VLLM"):
+    raise pytest.UsageError(
+        "MODELPORT_REQUIRE_VLLM is set but there is no vLLM: run `make vllm` (or point "
+        "MODELPORT_VLLM_PYTHON at a Python that has vllm)"
+    )
 else:  # not collected (rather than skipped) without `make vllm`
     collect_ignore = ["test_vllm_serving.py"]
 
 
 def _engine_param(name: str) -> Any:
+    if name != "vllm":
+        return name
     # The first vLLM test also waits for the session's worker to start (about a minute alone).
-    return pytest.param(name, marks=pytest.mark.timeout(600)) if name == "vllm" else name
+    return pytest.param(name, marks=[pytest.mark.vllm, pytest.mark.timeout(600)])
 
 
 @pytest.fixture(scope="session")

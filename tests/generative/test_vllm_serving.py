@@ -15,7 +15,8 @@ from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 
 from tests.generative.test_generative_serving import generation_request, text_of
 
-pytestmark = pytest.mark.timeout(600)  # the service's start includes vLLM's (about a minute)
+# The service's start includes vLLM's (about a minute); `make test-vllm` selects the mark.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 
 async def test_a_vllm_model_streams_over_grpc_and_the_openai_api(stack, reference_model):
