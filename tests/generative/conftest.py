@@ -4,6 +4,8 @@
 - `reference_model`: that model loaded by transformers as is (sdpa), for `generate`.
 - `engine_factory`: builds a started engine (each engine implementation and
   configuration the conformance suite covers) and closes it after the test.
+- `vllm_worker`: one vLLM worker process over the tiny model for the whole
+  session (a start costs about a minute); only where .venv-vllm exists.
 - `tiny_repo`: a model repository holding the tiny model as `tiny`, with small
   engine limits (2 running, 1 waiting, 2 MiB of KV).
 - `stack`: `await stack(replicas=N)` starts N real inference services on
@@ -14,7 +16,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +27,32 @@ import pytest
 import torch
 from modelport.artifacts.generative import GenerativeLimits, config_pbtxt
 from modelport.common.server import ServerOptions
+from modelport.errors import FailedPrecondition
 from modelport.inference.app import InferenceApp, InferenceSettings
 from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
-from modelport.inference.generative.hf_loader import LoadedModel, load_hf_model
+from modelport.inference.generative.hf_loader import LoadedModel, load_hf_model, load_hf_tokenizer
 from modelport.inference.generative.sample_decoder import write_random_decoder
+from modelport.inference.generative.vllm_engine import VllmEngine
+from modelport.inference.generative.vllm_process import (
+    VllmConfig,
+    VllmWorker,
+    read_model_config,
+    vllm_python,
+)
 from modelport.router.app import RouterApp
 from modelport.router.discovery import StaticDiscovery
 from modelport.router.replicas import Endpoint
 
 from tests.router.router_helpers import serving, wait_until
 
+# Heads of 32 dimensions: vLLM's CPU attention has no kernel for 16 ("Unsupported CPU
+# attention configuration: head_dim=16"); still grouped-query (2 query heads per KV head).
 TINY = dict(
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
     max_position_embeddings=256,
 )
 
@@ -51,6 +66,38 @@ ENGINES: dict[str, dict[str, Any]] = {
         max_num_seqs=16, max_num_batched_tokens=24, block_size=4, kv_cache_bytes=30 * 2048
     ),
 }
+
+
+def _have_vllm() -> bool:
+    try:
+        vllm_python()
+    except FailedPrecondition:
+        return False
+    return True
+
+
+# - vllm: vLLM in its own process (`make vllm`). One worker serves the session; each test's
+#   engine over it sets its own admission limits (max_num_seqs up to the worker's 32,
+#   max_waiting). max_num_batched_tokens is the worker's own (vLLM's default).
+#   Its tests carry the `vllm` mark: `make test-vllm` runs them (MODELPORT_REQUIRE_VLLM=1:
+#   without vLLM that is an error here, not an empty run); `make test` leaves them out.
+VLLM_WORKER = VllmConfig(max_num_seqs=32, kv_cache_bytes=4 << 20, dtype="float32")
+if _have_vllm():
+    ENGINES["vllm"] = dict(max_num_seqs=32, max_waiting=256)
+elif os.environ.get("MODELPORT_REQUIRE_VLLM"):
+    raise pytest.UsageError(
+        "MODELPORT_REQUIRE_VLLM is set but there is no vLLM: run `make vllm` (or point "
+        "MODELPORT_VLLM_PYTHON at a Python that has vllm)"
+    )
+else:  # not collected (rather than skipped) without `make vllm`
+    collect_ignore = ["test_vllm_serving.py"]
+
+
+def _engine_param(name: str) -> Any:
+    if name != "vllm":
+        return name
+    # The first vLLM test also waits for the session's worker to start (about a minute alone).
+    return pytest.param(name, marks=[pytest.mark.vllm, pytest.mark.timeout(600)])
 
 
 @pytest.fixture(scope="session")
@@ -75,14 +122,41 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(params=sorted(ENGINES))
+def _run_elsewhere(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to the end from sync code, whether or not a loop runs here."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="session")
+def vllm_worker(tiny_dir: Path) -> Iterator[VllmWorker]:
+    worker = VllmWorker(VLLM_WORKER.engine_args(tiny_dir, read_model_config(tiny_dir)), name="tiny")
+    _run_elsewhere(worker.start())
+    yield worker
+    _run_elsewhere(worker.close())
+
+
+@pytest.fixture(params=[_engine_param(name) for name in sorted(ENGINES)])
 async def engine_factory(
     request: pytest.FixtureRequest, tiny_dir: Path
 ) -> AsyncIterator[EngineFactory]:
     """`await make(**config_overrides)` → a started engine over the tiny model."""
-    engines: list[ContinuousBatchingEngine] = []
+    engines: list[Any] = []
 
-    async def make(model_dir: Path | None = None, **overrides: Any) -> ContinuousBatchingEngine:
+    async def make(model_dir: Path | None = None, **overrides: Any) -> Any:
+        if request.param == "vllm":
+            assert model_dir is None, "the session's vLLM worker serves the tiny model only"
+            worker = request.getfixturevalue("vllm_worker")
+            limits = {**ENGINES["vllm"], **overrides}
+            limits.pop("max_num_batched_tokens", None)
+            tok = load_hf_tokenizer(tiny_dir)
+            vllm = VllmEngine(
+                tiny_dir, tok.tokenizer, VllmConfig(**limits), eos_token_ids=tok.eos_token_ids,
+                name="tiny", worker=worker,
+            )  # fmt: skip
+            await vllm.start()
+            engines.append(vllm)
+            return vllm
         loaded = load_hf_model(model_dir or tiny_dir)
         config = EngineConfig(**{**ENGINES[request.param], **overrides})
         engine = ContinuousBatchingEngine(

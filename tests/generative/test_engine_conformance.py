@@ -216,6 +216,26 @@ async def test_deadline_passed_raises_deadline_exceeded_and_frees_the_slot(engin
     assert engine.load().running == 0
 
 
+async def test_a_deadline_that_passes_while_the_callers_loop_is_blocked_still_raises(
+    engine_factory,
+):
+    """On a loaded machine the caller's event loop can stall while the engine goes on, so
+    outputs queue up behind its back: what the engine produced after the deadline is not
+    delivered, and the stream ends in DeadlineExceeded rather than running to its length."""
+    engine = await engine_factory()
+    params = SamplingParams(max_tokens=10_000, ignore_eos=True)  # the context's 254 at most
+    stream = engine.generate([1, 2], params, deadline=time.monotonic() + 0.05)
+    blocked = False
+    with pytest.raises(DeadlineExceeded):
+        async for _ in stream:
+            if not blocked:  # a blocking wait: no await, so the caller's loop runs nothing
+                blocked, limit = True, time.monotonic() + 30
+                while engine.load().running and time.monotonic() < limit:
+                    time.sleep(0.01)
+    assert blocked or engine.load().running == 0  # (the first token came after the deadline)
+    assert engine.load().running == 0
+
+
 @pytest.mark.parametrize(
     ("prompt", "match"),
     [([], "empty"), ([1] * 300, "context"), ([1, 100_000], "token ids"), ([-1], "token ids")],

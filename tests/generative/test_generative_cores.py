@@ -111,9 +111,12 @@ def test_the_services_flags_override_the_configs_limits() -> None:
         EngineOverrides(engine="tgi").apply(GenerativeLimits(), "tiny")
 
 
-def test_engines_that_cannot_run_are_refused_before_loading(tmp_path: Path) -> None:
+def test_engines_that_cannot_run_are_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = spec_of(config_pbtxt("tiny"))
-    with pytest.raises(FailedPrecondition, match="engine 'vllm' is not available"):
+    monkeypatch.setenv("MODELPORT_VLLM_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(FailedPrecondition, match=r"model 'tiny': engine 'vllm' needs .*make vllm"):
         load_generative(spec, 1, tmp_path, EngineOverrides(engine="vllm"))
     with pytest.raises(InvalidInput, match="needs engine 'vllm'"):
         load_generative(spec, 1, tmp_path, EngineOverrides(tensor_parallel_size=2))

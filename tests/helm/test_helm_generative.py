@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from modelport.errors import FailedPrecondition
+from modelport.inference.generative.vllm_process import PYTHON_ENV, vllm_python
 from modelport.inference.settings import InferenceSettings
 from modelport.router.settings import RouterSettings
 
 from tests.helm.helmchart import PREFIX, container, named, scenario
 from tests.helm.test_helm_elastic import parsed  # rendered args through the real CLI
+from tests.helm.test_skaffold import dockerfile_stages
 
 pytestmark = pytest.mark.fast  # tier 1: no servers (`make test-fast`)
 
@@ -46,6 +49,40 @@ def test_tensor_parallelism_defaults_to_the_pods_gpus(render: Render) -> None:
     assert (settings.generative_engine, settings.tensor_parallel_size) == ("vllm", 2)
     limits = container(named(objects, "Deployment", f"{PREFIX}-model-tiny-llama"))["resources"]
     assert limits["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_a_vllm_model_runs_the_vllm_image_with_its_python(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sets = ("models[0].gpu=2", "models[0].generative.engine=vllm")
+    objects = render(scenario("generative-gpu"), sets=sets)
+    gpu = container(named(objects, "Deployment", f"{PREFIX}-model-tiny-llama"))
+    # The Dockerfile's runtime-vllm target, its CUDA build: 0.1.0 + image.vllm.suffix + -cuda.
+    assert gpu["image"] == "ghcr.io/modelport/modelport:0.1.0-vllm-cuda"
+    settings = InferenceSettings(**parsed(objects, "model-tiny-llama", "inference"))
+    assert (settings.generative_engine, settings.tensor_parallel_size) == ("vllm", 2)
+    env = {e["name"]: e.get("value") for e in gpu["env"]}
+    python = dockerfile_stages()["runtime-vllm"].split(f"{PYTHON_ENV}=", 1)[1].split()[0]
+    assert env[PYTHON_ENV] == python == "/opt/vllm/bin/python"
+    # The service reads that variable to find vLLM (here the path is absent: a clear refusal).
+    monkeypatch.setenv(PYTHON_ENV, env[PYTHON_ENV])
+    with pytest.raises(FailedPrecondition, match="/opt/vllm/bin/python is not an executable"):
+        vllm_python()
+    # The continuous engine's model and every other component keep the lean image.
+    cpu = container(named(objects, "Deployment", f"{PREFIX}-model-chat-cpu"))
+    assert cpu["image"] == "ghcr.io/modelport/modelport:0.1.0"
+    assert PYTHON_ENV not in {e["name"] for e in cpu["env"]}
+    # An image of one's own (skaffold's vllm profile sets both): no suffix is added.
+    own = (
+        "models[1].generative.engine=vllm",
+        "image.vllm.repository=registry.local/modelport-vllm",
+        "image.vllm.tag=abc1234",
+    )
+    objects = render(scenario("generative-gpu"), sets=own)
+    cpu = container(named(objects, "Deployment", f"{PREFIX}-model-chat-cpu"))
+    assert cpu["image"] == "registry.local/modelport-vllm:abc1234"
+    gpu = container(named(objects, "Deployment", f"{PREFIX}-model-tiny-llama"))
+    assert gpu["image"] == "ghcr.io/modelport/modelport:0.1.0-cuda"
 
 
 def test_the_router_serves_the_openai_api_on_its_service(render: Render) -> None:

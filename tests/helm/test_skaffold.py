@@ -57,9 +57,13 @@ def profile(config: dict[str, Any], name: str) -> dict[str, Any]:
     return matches[0]
 
 
-def helm_sets(release: dict[str, Any], image: str, tag: str) -> list[str]:
-    """The --set flags skaffold passes: setValues as-is, setValueTemplates expanded."""
-    variables = {"IMAGE_REPO_modelport": image, "IMAGE_TAG_modelport": tag}
+def helm_sets(release: dict[str, Any], registry: str, tag: str) -> list[str]:
+    """The --set flags skaffold passes: setValues as-is, setValueTemplates expanded (each
+    artifact's variables name it with `/`, `-`, `.` spelled `_`)."""
+    variables: dict[str, str] = {}
+    for image in ("modelport", "modelport-vllm"):
+        name = re.sub(r"[/.-]", "_", image)
+        variables |= {f"IMAGE_REPO_{name}": f"{registry}/{image}", f"IMAGE_TAG_{name}": tag}
     args: list[str] = []
     for key, value in release.get("setValues", {}).items():
         args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
@@ -74,7 +78,7 @@ def render_release(helm: Path, release: dict[str, Any]) -> list[dict[str, Any]]:
     args += ["--namespace", release["namespace"]]
     for values in release.get("valuesFiles", []):
         args += ["--values", str(REPO_ROOT / values)]
-    args += helm_sets(release, "registry.local/modelport", "abc1234")
+    args += helm_sets(release, "registry.local", "abc1234")
     done = run_helm(helm, *args)
     assert done.returncode == 0, done.stderr
     return load_manifests(done.stdout)
@@ -160,14 +164,44 @@ def test_gpu_profile_builds_cuda_and_deploys_a_gpu_model(
     assert image == "registry.local/modelport:abc1234"
 
 
+def test_vllm_profile_builds_the_vllm_target_and_runs_its_model_on_it(
+    config: dict[str, Any], helm: Path
+) -> None:
+    patched = apply_patches(config, profile(config, "vllm")["patches"])
+    default, vllm = patched["build"]["artifacts"]
+    assert default["image"] == "modelport" and "target" not in default["docker"]
+    assert vllm["image"] == "modelport-vllm" and vllm["docker"]["target"] == "runtime-vllm"
+    assert "runtime-vllm" in dockerfile_stages()
+    (release,) = patched["deploy"]["helm"]["releases"]
+    images = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in by_kind(render_release(helm, release), "Deployment")
+    }
+    assert images.pop("modelport-model-tiny-llama") == "registry.local/modelport-vllm:abc1234"
+    assert set(images.values()) == {"registry.local/modelport:abc1234"}
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """Each stage's name → its instructions (comments left out), FROM line first."""
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    stages = {}
+    for part in re.split(r"^(?=FROM\s)", text, flags=re.MULTILINE)[1:]:
+        name = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", part)
+        assert name is not None, part.splitlines()[0]
+        stages[name.group(1)] = part
+    return stages
+
+
 def test_dockerfile_builds_both_variants_without_compilers_in_the_final_stage() -> None:
     text = (REPO_ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", text, flags=re.MULTILINE)
     names = [name for _, name in stages]
-    assert names[-1] == "runtime" and "build" in names
+    # The last stage is what a build without --target makes: the lean runtime, no vLLM.
+    assert stages[-1] == ("runtime-base", "runtime") and "build" in names
     assert {"base-cpu", "base-cuda"} <= set(names)
     assert "FROM base-${VARIANT} AS base" in text
-    final = text.split("AS runtime", 1)[1]
+    final = dockerfile_stages()["runtime-base"]
     assert re.search(r"^USER\s+10001", final, flags=re.MULTILINE)
     assert 'ENTRYPOINT ["modelport"]' in final
     for forbidden in ("build-essential", "gcc", "HEALTHCHECK", "apt-get install"):
@@ -193,3 +227,21 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
         check=True,
     ).stdout.split()
     assert tracked == ["README.md", "pyproject.toml"]  # what the Dockerfile COPYs exists
+
+
+def test_the_vllm_target_installs_make_vllms_pins_in_its_own_venv() -> None:
+    stages = dockerfile_stages()
+    build = stages["build-vllm"]
+    make = (REPO_ROOT / "Makefile").read_text()
+    (pins,) = re.findall(r"^VLLM_REQ \?= (.+)$", make, flags=re.MULTILINE)
+    assert f'ARG VLLM_REQ="{pins}"' in build
+    (dropped,) = re.findall(r"pip uninstall -q -y (.+)$", make, flags=re.MULTILINE)
+    assert f"/opt/vllm/bin/pip uninstall -y {dropped}" in build
+    image = stages["runtime-vllm"]
+    assert image.startswith("FROM runtime-base AS runtime-vllm")
+    assert "COPY --from=build-vllm /opt/vllm /opt/vllm" in image
+    assert re.search(r"MODELPORT_VLLM_PYTHON=/opt/vllm/bin/python\b", image)
+    for forbidden in ("build-essential", "gcc", "apt-get install", "pip install"):
+        assert forbidden not in image, forbidden
+    # The default target carries no vLLM.
+    assert "vllm" not in stages["runtime"].lower() and "vllm" not in stages["runtime-base"]

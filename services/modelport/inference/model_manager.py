@@ -310,6 +310,8 @@ class ModelManager:
                 spec, loaded = await asyncio.to_thread(load, on_phase)
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
+                served = self._serve(spec, loaded)
+                await _start_versions(served)
             except Exception as exc:
                 reason = (
                     str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
@@ -326,11 +328,6 @@ class ModelManager:
             finally:
                 # After the worker thread's phase changes, which are queued on the loop.
                 asyncio.get_running_loop().call_soon(self.phases.done, name)
-            served = self._serve(spec, loaded)
-            for version in served.values():
-                started = version.start()
-                if inspect.isawaitable(started):  # a generative engine starts its loop
-                    await started
             self._models[name] = ModelEntry(name, READY, "", served, spec, model_dir, override)
             log.info("model '%s' ready (versions %s)", name, sorted(served))
             self._changed(name, True)
@@ -533,3 +530,16 @@ def _load_sealed_versions(
             warm_up(spec, backend)
         loaded[version] = backend
     return spec, loaded
+
+
+async def _start_versions(served: Mapping[int, AnyServed]) -> None:
+    """Start what needs starting (a generative engine: its loop or its vLLM process); if
+    one cannot start, none of them serves."""
+    try:
+        for version in served.values():
+            started = version.start()
+            if inspect.isawaitable(started):
+                await started
+    except BaseException:
+        await asyncio.gather(*(v.retire() for v in served.values()), return_exceptions=True)
+        raise

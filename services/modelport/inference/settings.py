@@ -63,8 +63,8 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
     )
     # Generative models: the config.pbtxt's limits, overridden per deployment (the chart).
     generative_engine: Literal["", "continuous", "vllm"] = setting(
-        "", "Generative models: the engine (continuous: modelport's; vllm: GPU nodes); "
-        "empty keeps each config's."
+        "", "Generative models: the engine (continuous: modelport's; vllm: vLLM in its own "
+        "process, from `make vllm`'s venv or $MODELPORT_VLLM_PYTHON); empty keeps each config's."
     )  # fmt: skip
     kv_cache_mb: int = setting(0, "Generative models: KV cache pool in MiB (0: the config's).")
     kv_memory_fraction: float = setting(

@@ -100,6 +100,10 @@ would be lost). Returns YAML; call with (dict "base" $a "override" $b).
 {{- $repository := $image.repository -}}
 {{- $tag := default .root.Chart.AppVersion $image.tag -}}
 {{- if .model -}}
+{{- if include "modelport.usesVllm" .model -}}
+{{- $repository = default $repository $image.vllm.repository -}}
+{{- $tag = default (printf "%s%s" $tag $image.vllm.suffix) $image.vllm.tag -}}
+{{- end -}}
 {{- if gt (int .model.gpu) 0 -}}
 {{- $tag = printf "%s%s" $tag $image.cudaSuffix -}}
 {{- end -}}
@@ -113,6 +117,12 @@ would be lost). Returns YAML; call with (dict "base" $a "override" $b).
 {{- else -}}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when a model's Deployment runs vLLM (its generative engine is vllm), else "". */}}
+{{- define "modelport.usesVllm" -}}
+{{- $g := default dict .generative -}}
+{{- if and $g.enabled (eq (toString $g.engine) "vllm") -}}true{{- end -}}
 {{- end -}}
 
 {{- define "modelport.registryAddress" -}}

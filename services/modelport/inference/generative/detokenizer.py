@@ -51,7 +51,17 @@ class IncrementalDetokenizer:
         return self._take(final=self.stopped)
 
     def flush(self) -> str:
-        """At the end of the sequence: whatever was held back."""
+        """At the end of the sequence: whatever was held back, and the tokens of a character
+        the sequence ended inside (as U+FFFD, as `decode` of the whole sequence shows it)."""
+        if not self.stopped and self._read < len(self._ids):
+            before = self._decode(self._ids[self._prefix : self._read])
+            after = self._decode(self._ids[self._prefix :])
+            if len(after) > len(before):
+                searched_from = max(0, len(self.text) - self._longest_stop + 1)
+                self.text += after[len(before) :]
+                self._read = len(self._ids)
+                if self._stop and self._cut_at_stop(searched_from):
+                    self.stopped = True
         return self._take(final=True)
 
     def _cut_at_stop(self, start: int) -> bool:

@@ -63,6 +63,34 @@ def load_hf_model(
     )
 
 
+@dataclass
+class LoadedTokenizer:
+    """A model directory's tokenizer side alone: what an engine in another process needs here."""
+
+    tokenizer: Any
+    eos_token_ids: tuple[int, ...]
+    chat_template: str | None
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def load_hf_tokenizer(version_dir: Path, *, model_name: str = "model") -> LoadedTokenizer:
+    from transformers import AutoTokenizer
+
+    check_hf_dir(version_dir, model_name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(version_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise InvalidInput(
+            f"model '{model_name}': transformers could not load its tokenizer ({error})"
+        ) from None
+    return LoadedTokenizer(
+        tokenizer=tokenizer,
+        eos_token_ids=_eos_ids(version_dir, tokenizer),
+        chat_template=getattr(tokenizer, "chat_template", None),
+        sampling_defaults=_sampling_defaults(version_dir),
+    )
+
+
 def _generation_config(version_dir: Path) -> dict[str, Any]:
     path = version_dir / "generation_config.json"
     if not path.is_file():

@@ -12,12 +12,17 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelport.artifacts.config import ModelSpec
 from modelport.artifacts.generative import SERVED_KEYS, GenerativeLimits
 from modelport.errors import FailedPrecondition, InvalidInput
 from modelport.inference.generative.served import ServedGenerative
 from modelport.proto.inference import model_config_pb2 as mc
+
+if TYPE_CHECKING:
+    from modelport.inference.generative.engine import ContinuousBatchingEngine
+    from modelport.inference.generative.vllm_engine import VllmEngine
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +98,7 @@ def load_generative(
     assert spec.generative is not None
     limits = overrides.apply(spec.generative, spec.name)
     if limits.engine == "vllm":
-        # The vLLM adapter (GPU nodes) goes behind GenerationEngine and the conformance
-        # suite once it can be tested: its wheels are CUDA builds. Until then a clear refusal.
-        raise FailedPrecondition(
-            f"model '{spec.name}': engine 'vllm' is not available in this build "
-            "(use engine 'continuous', which runs on CPU or one GPU)"
-        )
+        return _load_vllm(spec, version, version_dir, limits)
     if limits.tensor_parallel_size > 1:
         raise InvalidInput(
             f"model '{spec.name}': tensor_parallel_size {limits.tensor_parallel_size} needs "
@@ -106,7 +106,6 @@ def load_generative(
         )
     from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
     from modelport.inference.generative.hf_loader import load_hf_model
-    from modelport.inference.generative.telemetry import GenerationTelemetry
 
     device = _device(spec)
     loaded = load_hf_model(version_dir, limits, model_name=spec.name, device=device)
@@ -117,24 +116,73 @@ def load_generative(
     engine = ContinuousBatchingEngine(
         loaded.model, loaded.tokenizer, config, eos_token_ids=loaded.eos_token_ids, name=spec.name
     )
-    telemetry = GenerationTelemetry(engine, spec.name, str(version))
     load = engine.load()
     log.info(
         "model '%s' version %d: %s engine on %s, %d KV blocks of %d tokens, context %d",
         spec.name, version, limits.engine, device, load.kv_total_blocks, limits.block_size,
         engine.max_model_len,
     )  # fmt: skip
+    return _served(spec, version, limits, engine, loaded.chat_template, loaded.sampling_defaults)
+
+
+def _load_vllm(
+    spec: ModelSpec, version: int, version_dir: Path, limits: GenerativeLimits
+) -> ServedGenerative:
+    """vLLM in its own process (.venv-vllm); here only the tokenizer and the admission queue."""
+    from modelport.inference.generative.hf_loader import load_hf_tokenizer
+    from modelport.inference.generative.vllm_engine import VllmEngine
+    from modelport.inference.generative.vllm_process import VllmConfig, vllm_python
+
+    try:
+        vllm_python()
+    except FailedPrecondition as error:
+        raise FailedPrecondition(f"model '{spec.name}': {error}") from None
+    loaded = load_hf_tokenizer(version_dir, model_name=spec.name)
+    fraction = limits.kv_memory_fraction
+    config = VllmConfig(
+        max_num_seqs=limits.max_num_seqs,
+        max_waiting=limits.max_waiting,
+        max_model_len=limits.max_model_len or None,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        dtype=limits.dtype,
+        # A fraction when one is set (GPU nodes), else the pool's size, as the continuous
+        # engine reads them; vLLM on CPU takes the fraction of host RAM.
+        kv_cache_bytes=0 if fraction > 0 else limits.kv_cache_mb << 20,
+        memory_fraction=fraction or VllmConfig.memory_fraction,
+        tensor_parallel_size=limits.tensor_parallel_size,
+    )
+    engine = VllmEngine(
+        version_dir, loaded.tokenizer, config, eos_token_ids=loaded.eos_token_ids, name=spec.name
+    )
+    log.info(
+        "model '%s' version %d: vllm engine (its own process), context %d",
+        spec.name, version, engine.max_model_len,
+    )  # fmt: skip
+    return _served(spec, version, limits, engine, loaded.chat_template, loaded.sampling_defaults)
+
+
+def _served(
+    spec: ModelSpec,
+    version: int,
+    limits: GenerativeLimits,
+    engine: ContinuousBatchingEngine | VllmEngine,
+    chat_template: str | None,
+    sampling_defaults: dict[str, Any],
+) -> ServedGenerative:
+    from modelport.inference.generative.telemetry import GenerationTelemetry
+
+    telemetry = GenerationTelemetry(engine, spec.name, str(version))
     chat = {
-        "chat_template": loaded.chat_template or "",
-        "bos_token": getattr(loaded.tokenizer, "bos_token", None) or "",
-        "eos_token": getattr(loaded.tokenizer, "eos_token", None) or "",
+        "chat_template": chat_template or "",
+        "bos_token": getattr(engine.tokenizer, "bos_token", None) or "",
+        "eos_token": getattr(engine.tokenizer, "eos_token", None) or "",
     }
     limits = dataclasses.replace(limits, max_model_len=engine.max_model_len)
     return ServedGenerative(
         _served_spec(spec, limits, chat),
         version,
         engine,
-        loaded.sampling_defaults,
+        sampling_defaults,
         on_close=telemetry.close,
     )
 

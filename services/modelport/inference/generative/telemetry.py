@@ -14,6 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from modelport.common import metrics
 from modelport.inference.generative.engine import ContinuousBatchingEngine
 from modelport.inference.generative.types import GenerationOutput
+from modelport.inference.generative.vllm_engine import VllmEngine
 
 
 class _Instruments:
@@ -62,7 +63,7 @@ class _Instruments:
             ),
             (
                 "modelport_generation_preemptions",
-                lambda t: t.engine.scheduler.preemptions_total,
+                lambda t: t.engine.load().extra.get("preemptions", 0.0),
                 "Sequences preempted for KV space so far",
             ),
         ):
@@ -88,7 +89,9 @@ def _shared() -> _Instruments:
 class GenerationTelemetry:
     """An engine's observer: attach with `engine.observer = GenerationTelemetry(...)`."""
 
-    def __init__(self, engine: ContinuousBatchingEngine, model: str, version: str) -> None:
+    def __init__(
+        self, engine: ContinuousBatchingEngine | VllmEngine, model: str, version: str
+    ) -> None:
         self.engine = engine
         self.attributes = {"model": model, "version": version}
         self._i = _shared()
