@@ -21,7 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modelport.artifacts.refs import check_model_name
 from modelport.common.settings import ServerSettings, setting
@@ -53,6 +53,11 @@ class StackSettings(ServerSettings):
     )
     no_generative_sample: bool = setting(
         False, f"Leave out the generative sample '{SAMPLE_DECODER}' (its first start trains it)."
+    )
+    fast_path: Literal["auto", "off"] = setting(
+        "auto",
+        "The router's plain ModelInfer forwarding through modelport-fastpath (Go), as on "
+        "`serve router`: auto (when the binary is built and TLS is off) or off.",
     )
     # Off by default, as on `serve inference`: a region can name any shared memory
     # object this user may open.
@@ -117,6 +122,7 @@ class LocalStack:
         from modelport.registry.server import RegistryServer, RegistrySettings
         from modelport.router.app import RouterApp
         from modelport.router.discovery import StaticDiscovery
+        from modelport.router.fastpath import find_binary
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
         from modelport.training.server import TrainingServer, TrainingSettings
@@ -165,12 +171,16 @@ class LocalStack:
             port = await app.start()
             self.inference.append(app)
             endpoints.append(Endpoint(name, f"127.0.0.1:{port}"))
+        fast_path = None
+        if settings.fast_path == "auto" and settings.tls_cert_file is None:
+            fast_path = find_binary()  # None where Go was not there to build it
         self.router = RouterApp(
             StaticDiscovery(endpoints),
             RegistryPolicySource(registry_address),
             settings.server_options(),
             metrics=settings.metrics_port >= 0,
             http_port=settings.http_port,
+            fast_path=fast_path,
         )
         router_port = await self.router.start()
         self.address = f"{settings.host}:{router_port}"
