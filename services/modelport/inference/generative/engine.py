@@ -44,6 +44,7 @@ from modelport.inference.generative.types import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    token_range_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,9 @@ class ContinuousBatchingEngine:
         params.validate()
         request_id = request_id or uuid.uuid4().hex
         prompt = [int(t) for t in prompt_token_ids]
-        if any(t < 0 or t >= self.runner.shape.vocab_size for t in prompt):
-            raise InvalidInput(
-                f"model '{self.name}': token ids must be in [0, {self.runner.shape.vocab_size})"
-            )
+        problem = token_range_problem(prompt, self.runner.shape.vocab_size)
+        if problem:
+            raise InvalidInput(f"model '{self.name}': {problem}")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
         seq = Seq(

@@ -25,7 +25,11 @@ from typing import Any
 
 from modelport.errors import InvalidInput, QueueFull
 from modelport.inference.generative.kv_cache import BlockAllocator, blocks_for
-from modelport.inference.generative.types import FinishReason, SamplingParams
+from modelport.inference.generative.types import (
+    FinishReason,
+    SamplingParams,
+    prompt_length_problem,
+)
 
 
 class Status(enum.Enum):
@@ -100,14 +104,9 @@ class Scheduler:
 
     # -- requests in and out ------------------------------------------------
     def check_fits(self, num_prompt_tokens: int) -> None:
-        lim = self.limits
-        if num_prompt_tokens < 1:
-            raise InvalidInput("the prompt is empty")
-        if num_prompt_tokens >= lim.max_model_len:
-            raise InvalidInput(
-                f"the prompt has {num_prompt_tokens} tokens; the model's context is "
-                f"{lim.max_model_len} (prompt + at least one generated token)"
-            )
+        problem = prompt_length_problem(num_prompt_tokens, self.limits.max_model_len)
+        if problem:
+            raise InvalidInput(problem)
 
     def submit(self, seq: Sequence) -> None:
         self.check_fits(len(seq.prompt_ids))

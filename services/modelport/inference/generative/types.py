@@ -181,3 +181,23 @@ class EngineLoad:
     @property
     def kv_usage(self) -> float:
         return self.kv_used_blocks / self.kv_total_blocks if self.kv_total_blocks else 0.0
+
+
+# -- what every engine checks of a prompt, with the same words -------------------
+def prompt_length_problem(num_prompt_tokens: int, max_model_len: int) -> str | None:
+    """Why a prompt of this length cannot be served, or None."""
+    if num_prompt_tokens < 1:
+        return "the prompt is empty"
+    if num_prompt_tokens >= max_model_len:
+        return (
+            f"the prompt has {num_prompt_tokens} tokens; the model's context is "
+            f"{max_model_len} (prompt + at least one generated token)"
+        )
+    return None
+
+
+def token_range_problem(prompt: list[int], vocab_size: int) -> str | None:
+    """Why these token ids are not the model's, or None."""
+    if any(t < 0 or t >= vocab_size for t in prompt):
+        return f"token ids must be in [0, {vocab_size})"
+    return None

@@ -38,6 +38,8 @@ from modelport.inference.generative.types import (
     SamplingParams,
     Timings,
     TokenLogprob,
+    prompt_length_problem,
+    token_range_problem,
 )
 from modelport.inference.generative.vllm_process import (
     VllmConfig,
@@ -154,15 +156,11 @@ class VllmEngine:
 
     # -- the caller's side ---------------------------------------------------------
     def _check(self, prompt: list[int]) -> None:
-        if not prompt:
-            raise InvalidInput(f"model '{self.name}': the prompt is empty")
-        if len(prompt) >= self.max_model_len:
-            raise InvalidInput(
-                f"model '{self.name}': the prompt has {len(prompt)} tokens; the model's context "
-                f"is {self.max_model_len} (prompt + at least one generated token)"
-            )
-        if any(t < 0 or t >= self.vocab_size for t in prompt):
-            raise InvalidInput(f"model '{self.name}': token ids must be in [0, {self.vocab_size})")
+        problem = prompt_length_problem(len(prompt), self.max_model_len) or token_range_problem(
+            prompt, self.vocab_size
+        )
+        if problem:
+            raise InvalidInput(f"model '{self.name}': {problem}")
 
     def _vllm_params(self, params: SamplingParams, prompt_len: int) -> dict[str, Any]:
         stop_ids = list(params.stop_token_ids)
