@@ -28,6 +28,16 @@ mode produces exactly the same tokens. Every mode serves the whole pool:
   continuous-batching manager over the whole pool; it takes one
   max_new_tokens for all, so every request asks for the pool's mean output length.
 
+With --repeats N every mode runs N times, the rounds one after another, and
+the table gives medians: of tokens/s and of each round's own ratio to that
+round's `generate, one at a time`. Each round prints the share of CPU time
+the hypervisor took for other guests meanwhile (steal, from /proc/stat): on a
+shared VM a round with high steal is noise, and the median absorbs it.
+
+`rows/step` for the engine is the mean number of sequences sampled per step:
+with C closed-loop streams over a finite pool it falls below C at the end,
+when fewer than C requests remain (the tail), which `model alone` ignores.
+
 Aggregate tokens/s counts the generated tokens each request asked for, over
 the wall time of the whole pool. TTFT and ITL are what a streaming caller
 sees: submit → first delta, and the gaps between deltas. Ratios are against
@@ -41,6 +51,7 @@ import argparse
 import asyncio
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -126,7 +137,7 @@ async def run_engine(
     streams: int,
     max_num_seqs: int,
     args: argparse.Namespace,
-) -> tuple[float, list[float], list[float]]:
+) -> tuple[float, list[float], list[float], float]:
     config = EngineConfig(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max(args.step_tokens, max_num_seqs),
@@ -136,9 +147,12 @@ async def run_engine(
     engine = ContinuousBatchingEngine(model, tokenizer, config)  # type: ignore[arg-type]
     await engine.start()
     try:
-        return await drive(engine, pool, streams)
+        wall, ttft, itl = await drive(engine, pool, streams)
     finally:
         await engine.close()
+    c = engine.counters
+    rows_per_step = c.generated_tokens / c.sampling_steps if c.sampling_steps else 0.0
+    return wall, ttft, itl, rows_per_step
 
 
 async def drive(
@@ -279,6 +293,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of every mode; medians are reported"
+    )
+    parser.add_argument(
         "--with-transformers-cb", action="store_true", help="also time generate_batch"
     )
     parser.add_argument(
@@ -287,7 +304,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = build_model(args)
     tokenizer = train_tokenizer(
         corpus_text(), Recipe().vocab_size
     )  # detokenizes only; ids are random
@@ -299,65 +315,90 @@ def main() -> None:
         f"({tokens} tokens); Llama {args.layers} layers d={args.hidden} vocab {args.vocab}; "
         f"torch threads {torch.get_num_threads()}"
     )
+    rounds = []
+    for r in range(args.repeats):
+        before = cpu_times()
+        rounds.append(one_round(tokenizer, pool, levels, args, extras=r == 0))
+        print(f"round {r + 1}/{args.repeats}: steal {steal_share(before, cpu_times()):.0%} of CPU")
+    report(rounds)
+
+
+Round = dict[str, tuple[float, list[float], list[float], float | None]]
+
+
+def one_round(
+    tokenizer: Any,
+    pool: list[tuple[list[int], int]],
+    levels: list[int],
+    args: argparse.Namespace,
+    *,
+    extras: bool,
+) -> Round:
+    """Every mode once: name → (tokens/s, TTFTs, ITLs, engine rows/step); the first is the base."""
+    tokens = sum(n for _, n in pool)
+    # A fresh copy of the same weights each round: the engine swaps the model's
+    # attention and linear layers, and the reference modes need them as built.
+    model = build_model(args)
     run_sequential(model, pool[:2])  # warm up
-    rows: list[tuple[str, float, str, str, str, str]] = []
-    base = run_sequential(model, pool)
-    rows.append(("generate, one at a time", tokens / base, "", "", "", ""))
+    out: Round = {"generate, one at a time": (tokens / run_sequential(model, pool), [], [], None)}
     for b in sorted({c for c in levels if c > 1}):
-        rows.append(
-            (f"padded generate batch of {b}", tokens / run_padded(model, pool, b), "", "", "", "")
-        )
+        out[f"padded generate batch of {b}"] = (tokens / run_padded(model, pool, b), [], [], None)
     # Before the engine runs: it installs its own attention on the model.
     for c in levels:
-        rows.append(
-            (f"model alone, {c} streams", tokens / run_model_alone(model, pool, c), "", "", "", "")
-        )
-    wall, ttft, itl = asyncio.run(run_engine(model, tokenizer, pool, 1, 1, args))
-    rows.append(
-        (
-            "engine, max_num_seqs 1",
-            tokens / wall,
-            pct(ttft, 50),
-            pct(ttft, 99),
-            pct(itl, 50),
-            pct(itl, 99),
-        )
-    )
+        out[f"model alone, {c} streams"] = (tokens / run_model_alone(model, pool, c), [], [], None)
+    wall, ttft, itl, per_step = asyncio.run(run_engine(model, tokenizer, pool, 1, 1, args))
+    out["engine, max_num_seqs 1"] = (tokens / wall, ttft, itl, per_step)
     for c in levels:
-        wall, ttft, itl = asyncio.run(run_engine(model, tokenizer, pool, c, max(c, 1), args))
-        rows.append(
-            (
-                f"engine, {c} streams",
-                tokens / wall,
-                pct(ttft, 50),
-                pct(ttft, 99),
-                pct(itl, 50),
-                pct(itl, 99),
-            )
+        wall, ttft, itl, per_step = asyncio.run(
+            run_engine(model, tokenizer, pool, c, max(c, 1), args)
         )
-    if args.with_vllm:
+        out[f"engine, {c} streams"] = (tokens / wall, ttft, itl, per_step)
+    # vLLM's start costs a minute and generate_batch is slow: the first round only.
+    if extras and args.with_vllm:
         for c, wall, ttft, itl in asyncio.run(
             run_vllm(build_model(args), tokenizer, pool, levels, args)
         ):
-            rows.append(
-                (
-                    f"vllm, {c} streams",
-                    tokens / wall,
-                    pct(ttft, 50),
-                    pct(ttft, 99),
-                    pct(itl, 50),
-                    pct(itl, 99),
-                )
-            )
-    if args.with_transformers_cb:
+            out[f"vllm, {c} streams"] = (tokens / wall, ttft, itl, None)
+    if extras and args.with_transformers_cb:
         made, wall = run_transformers_cb(build_model(args), pool)
-        rows.append(("transformers generate_batch", made / wall, "", "", "", ""))
+        out["transformers generate_batch"] = (made / wall, [], [], None)
+    return out
+
+
+def report(rounds: list[Round]) -> None:
+    """Medians over the rounds; each ratio is taken inside its own round first."""
+    base_name = next(iter(rounds[0]))
     print(
-        f"\n{'mode':32} {'tokens/s':>9} {'x 1-at-a-time':>13} {'TTFT p50':>9} {'p99':>7} {'ITL p50':>8} {'p99':>7}  (ms)"
+        f"\n{'mode':32} {'tokens/s':>9} {'x 1-at-a-time':>13} {'TTFT p50':>9} {'p99':>7} "
+        f"{'ITL p50':>8} {'p99':>7}  (ms) {'rows/step':>9}"
     )
-    ref = rows[0][1]
-    for name, rate, t50, t99, i50, i99 in rows:
-        print(f"{name:32} {rate:9.0f} {rate / ref:12.2f}x {t50:>9} {t99:>7} {i50:>8} {i99:>7}")
+    for name in rounds[0]:
+        seen = [r[name] for r in rounds if name in r]
+        ratios = [r[name][0] / r[base_name][0] for r in rounds if name in r]
+        rate = statistics.median(x[0] for x in seen)
+        ratio = statistics.median(ratios)
+        ttft = [t for x in seen for t in x[1]]
+        itl = [t for x in seen for t in x[2]]
+        steps = [x[3] for x in seen if x[3] is not None]
+        per_step = f"{statistics.median(steps):9.1f}" if steps else " " * 9
+        spread = f"  ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(
+            f"{name:32} {rate:9.0f} {ratio:12.2f}x {pct(ttft, 50):>9} {pct(ttft, 99):>7} "
+            f"{pct(itl, 50):>8} {pct(itl, 99):>7}      {per_step}{spread}"
+        )
+    if len(rounds) > 1:
+        print(f"medians of {len(rounds)} rounds; (lo-hi) is the ratio's range over the rounds")
+
+
+def cpu_times() -> list[int]:
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The hypervisor's share of this VM's CPU time between two /proc/stat readings."""
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])  # user nice system idle iowait irq softirq steal
+    return delta[7] / total if total else 0.0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from modelport.artifacts.torch_backend import (
     sealed_backend,
 )
 from modelport.artifacts.warmup import warm_up
+from modelport.common import openmp
 from modelport.common.generative_load import GenerativeLoad
 from modelport.errors import FailedPrecondition, InvalidInput, ModelportError, NotFound, Unavailable
 from modelport.inference import codec
@@ -87,6 +88,17 @@ def _same_torch_threads(model_threads: int = 0) -> Callable[[], None]:
 
     threads = model_threads or torch.get_num_threads()
     return lambda: torch.set_num_threads(threads)
+
+
+def _load_then_release_workers(
+    load: Callable[[PhaseSink], tuple[ModelSpec, dict[int, Loaded]]], on_phase: PhaseSink
+) -> tuple[ModelSpec, dict[int, Loaded]]:
+    """Runs `load` on this executor thread, then frees the OpenMP workers it left idle:
+    the model runs on other threads, which those workers would slow (common/openmp.py)."""
+    try:
+        return load(on_phase)
+    finally:
+        openmp.release_idle_workers()
 
 
 @dataclass
@@ -307,7 +319,7 @@ class ModelManager:
                 self._models[name] = ModelEntry(name, LOADING)
             on_phase = self.phases.from_thread(asyncio.get_running_loop())
             try:
-                spec, loaded = await asyncio.to_thread(load, on_phase)
+                spec, loaded = await asyncio.to_thread(_load_then_release_workers, load, on_phase)
                 if spec.ensemble is not None:
                     await self._ensure_members(spec)
                 served = self._serve(spec, loaded)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from modelport.artifacts.generative import GenerativeLimits
+from modelport.common import openmp
 from modelport.errors import DeadlineExceeded, InvalidInput, Unavailable
 from modelport.inference.generative import sampler
 from modelport.inference.generative.detokenizer import IncrementalDetokenizer
@@ -95,6 +96,7 @@ class EngineObserver(Protocol):
 @dataclass
 class EngineCounters:
     steps: int = 0
+    sampling_steps: int = 0  # steps that sampled at least one token (not prefill-only)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     finished: dict[str, int] = field(default_factory=dict)
@@ -149,10 +151,14 @@ class ContinuousBatchingEngine:
         self._stopping = False
         # OpenMP's thread count is per thread: the engine thread must be told.
         self._torch_threads = config.torch_threads or torch.get_num_threads()
+        # The thread that built the model and its KV pool (a loader) keeps idle
+        # OpenMP workers that would slow every step of the engine's own (common/openmp.py).
+        openmp.release_idle_workers()
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         if self._thread is None:
+            openmp.release_idle_workers()  # the event loop's, as in __init__
             self._thread = threading.Thread(
                 target=self._loop, name=f"engine-{self.name}", daemon=True
             )
@@ -271,6 +277,7 @@ class ContinuousBatchingEngine:
         seqs, logits = self.runner.run(step)
         if logits is None:
             return
+        self.counters.sampling_steps += 1
         rows = [
             sampler.SamplerRow(s.params, s.state.generator, s.prompt_ids + s.output_ids)
             if s.params.repetition_penalty != 1.0
