@@ -42,8 +42,10 @@ FASTPATH := build/fastpath/modelport-fastpath
 FASTPATH_SRC := $(wildcard services/fastpath/*.go)
 GO_GRPC := /usr/share/gocode/src/google.golang.org/grpc
 GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath build/gocache)
-# Evaluated when used (=, not :=): `make install` may have just installed Go.
-HAVE_GO = $(shell command -v go >/dev/null && test -d $(GO_GRPC) && echo yes)
+# A shell test; HAVE_GO is evaluated when used (=, not :=): `make install` may have just
+# installed Go.
+GO_PRESENT := command -v go >/dev/null && test -d $(GO_GRPC)
+HAVE_GO = $(shell $(GO_PRESENT) && echo yes)
 NO_GO := needs Debian's golang-go and golang-google-grpc-dev (apt-get install golang-go golang-google-grpc-dev)
 
 fastpath: $(FASTPATH)
@@ -56,7 +58,7 @@ $(FASTPATH): $(FASTPATH_SRC)
 # Debian packages are installed (~15 s), the way the tests install PostgreSQL; anyone
 # else gets the command to run, and the router runs without the fast path.
 fastpath-if-possible:
-	@if ! { command -v go >/dev/null && test -d $(GO_GRPC); } \
+	@if ! { $(GO_PRESENT); } \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing Debian's golang-go and golang-google-grpc-dev (the router's fast path)"; \
 	  mkdir -p build; \
@@ -64,7 +66,7 @@ fastpath-if-possible:
 	    golang-go golang-google-grpc-dev; } >build/go-install.log 2>&1 \
 	    || { tail -5 build/go-install.log; echo "installing Go failed (build/go-install.log)"; }; \
 	fi
-	@if command -v go >/dev/null && test -d $(GO_GRPC); then \
+	@if $(GO_PRESENT); then \
 	  $(MAKE) --no-print-directory $(FASTPATH); \
 	else \
 	  echo "router fast path NOT built: it $(NO_GO); the router runs without it (--fast-path off/auto)"; \

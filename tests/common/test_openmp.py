@@ -54,7 +54,6 @@ def test_release_frees_the_calling_threads_worker_and_a_later_region_starts_one_
 def test_the_engine_frees_the_workers_of_the_thread_that_built_it() -> None:
     out = run(
         """
-        import asyncio
         from transformers import LlamaConfig, LlamaForCausalLM
         from modelport.inference.generative.engine import ContinuousBatchingEngine, EngineConfig
         from modelport.inference.generative.sample_decoder import (

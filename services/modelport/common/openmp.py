@@ -10,9 +10,10 @@ iterations, and every parallel region pays a futex wake-up per worker.
 So when a model is loaded on one thread (the loader, the event loop) and run on
 another (the generative engine's step thread), the loader's idle pool alone puts
 a 2-core machine over the line: measured here, 2,000 small GEMMs (16x256 @
-256x1024, two threads) took 469-533 ms on a second thread against 225-280 ms
-on the first, and a 16-row decode step of the benchmark's Llama 21.5 ms inside
-the engine against 16.6 ms on the main thread. Freeing the loader's pool once
+256x1024, two threads) took 464-533 ms on a second thread against 224-313 ms
+on the first (217-295 ms on the second once the first's pool was freed), and a
+16-row decode step of the benchmark's Llama 21.5 ms inside the engine against
+16.6 ms on the main thread (benchmarks/README.md, "Generation"). Freeing the loader's pool once
 it is done (OpenMP 5.0's `omp_pause_resource_all`; the pool comes back if that
 thread runs a parallel region again) gives the engine's thread the fast path.
 """
