@@ -61,10 +61,11 @@ RUN pip install -c constraints.txt . \
  && pip uninstall -y pip setuptools wheel \
  && modelport --version
 
-# ---- the router's fast path (services/fastpath, Go) -----------------------------------
+# ---- the fast path (services/fastpath, Go) -------------------------------------------
 # Built offline from Debian bookworm's Go and grpc-go packages (no module downloads);
 # a static binary, so the runtime stage needs neither. The router runs it with
-# --fast-path on|auto (chart value router.fastPath).
+# --fast-path on|auto (chart value router.fastPath), the inference service as its gRPC
+# front with -local (chart value models[].fastPath).
 FROM debian:bookworm-slim AS fastpath
 RUN apt-get update \
  && apt-get install -y --no-install-recommends golang-go golang-google-grpc-dev \
@@ -73,7 +74,8 @@ WORKDIR /src/services/fastpath
 COPY services/fastpath/*.go ./
 RUN CGO_ENABLED=0 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=/tmp/gocache \
     go build -trimpath -o /out/modelport-fastpath . \
- && /out/modelport-fastpath -h 2>&1 | grep -q -- -fallback
+ && /out/modelport-fastpath -h 2>&1 | grep -q -- -fallback \
+ && /out/modelport-fastpath -h 2>&1 | grep -q -- -local
 
 # ---- vLLM in its own venv (only for --target runtime-vllm) ---------------------------
 # The same pins as `make vllm` (Makefile VLLM_REQ): vLLM pins a transformers the project

@@ -81,6 +81,12 @@ def start_targets(
         if "modelport" in wanted or routers:
             served = targets.start_modelport(repo, model, logs, args.server_args.split())
             started.append(served)
+        if "modelport-python" in wanted:  # the same server with its transport in Python
+            extra = [*args.server_args.split(), "--fast-path", "off"]
+            started.append(
+                targets.start_modelport(repo, model, logs, extra, name="modelport-python")
+            )
+        if "modelport" in wanted or routers:
             for name in routers:
                 extra = args.router_args.split()
                 started.append(targets.start_router(served, model, logs, extra, name=name))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ORDER = ["bare", "modelport", "router", "router-fastpath", "kserve", "mlserver"]
+ORDER = ["bare", "modelport", "modelport-python", "router", "router-fastpath", "kserve", "mlserver"]
 HEADLINE_CONCURRENCY = 32
 
 

@@ -1,7 +1,8 @@
 """The servers a benchmark drives, each started as its own process(es) on 127.0.0.1.
 
 - bare: benchmarks/bare_server.py, the transport ceiling (answers without work);
-- modelport: `modelport serve inference` on the repository;
+- modelport: `modelport serve inference` on the repository (its Go front on, as by
+  default where `make fastpath` built it); modelport-python: with `--fast-path off`;
 - router: `modelport serve router` in front of that modelport (static discovery);
 - router-fastpath: the same with `--fast-path on` (the Go modelport-fastpath in front);
 - kserve / mlserver: the peers, from their own venvs (benchmarks/peers/install.sh),
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 TICKS = os.sysconf("SC_CLK_TCK")
 # perf_analyzer needs ModelConfig (a Triton extension), which KServe and MLServer lack.
-PERF_ANALYZER_TARGETS = {"bare", "modelport", "router", "router-fastpath"}
+PERF_ANALYZER_TARGETS = {"bare", "modelport", "modelport-python", "router", "router-fastpath"}
 
 
 @dataclass
@@ -127,11 +128,15 @@ def _serve(
     return process, address
 
 
-def start_modelport(repo: Path, model: str, logs: Path, extra: list[str]) -> Target:
+def start_modelport(
+    repo: Path, model: str, logs: Path, extra: list[str], name: str = "modelport"
+) -> Target:
+    """`serve inference` (its Go front on where built: `--fast-path auto`); its CPU is
+    its process tree's (the front and the compute processes are its children)."""
     flags = ["--model-repository", str(repo), "--model-control-mode", "explicit",
              "--load-model", model, *extra]  # fmt: skip
-    process, address = _serve("inference", flags, model, logs)
-    return Target("modelport", address, {"server": process.pid}, [process])
+    process, address = _serve("inference", flags, model, logs, log_name=name)
+    return Target(name, address, {"server": process.pid}, [process])
 
 
 def start_router(

@@ -4,7 +4,12 @@
 // which then serves everything itself on a private loopback port: this
 // process listens on the router's public address, forwards the ModelInfer
 // calls that are a pure pick-and-forward straight to a replica, and relays
-// every other call to the Python router. Python's grpc.aio spends 1.5-1.8x a
+// every other call to the Python router.
+//
+// Started with -local by `modelport serve inference --fast-path on|auto`
+// (inference/front_end.py), it is the inference server's front instead: every
+// ModelInfer goes over a Unix socket to the Python process (local.go), every
+// other call to its gRPC server on a private loopback port. Python's grpc.aio spends 1.5-1.8x a
 // bare server's CPU per forwarded request however little it does; this path
 // spends about half of one (benchmarks/README.md).
 //
@@ -67,6 +72,7 @@ func main() {
 	grace := flag.Duration("grace", 25*time.Second, "time calls in flight get to finish")
 	keys := flag.String("forward-keys", "traceparent,tracestate,baggage", "metadata keys sent to replicas")
 	buckets := flag.String("buckets", "", "latency histogram bounds, seconds, comma separated")
+	localSocket := flag.String("local", "", "the inference server's Unix socket: ModelInfer goes there (local.go), not to routes")
 	flag.Parse()
 	encoding.RegisterCodec(raw{})
 
@@ -100,6 +106,9 @@ func main() {
 		fallback:  upstream,
 		forwarded: forwarded,
 		stats:     newStats(bounds),
+	}
+	if *localSocket != "" {
+		p.local = newLocal(*localSocket)
 	}
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {

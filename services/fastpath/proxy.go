@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -31,12 +33,16 @@ type proxy struct {
 	fallback  *grpc.ClientConn
 	forwarded map[string]bool // metadata keys a replica is sent (trace context)
 	stats     *stats
+	local     *local // the inference server's front (-local); nil in the router
 }
 
 func (p *proxy) handle(_ interface{}, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
 	if method != inferMethod {
 		return p.relay(stream, method)
+	}
+	if p.local != nil {
+		return p.serveLocal(stream)
 	}
 	var request []byte
 	if err := stream.RecvMsg(&request); err != nil {
@@ -145,17 +151,37 @@ func (p *proxy) call(ctx context.Context, model string, r *replica, request []by
 	return nil, refused(fmt.Sprintf("replica %s: %s", r.address, details))
 }
 
-// relayed: the caller's metadata, minus what gRPC sets per hop.
+// forwardedPeer names the caller's address to the Python server behind this
+// process, whose own peer is this process on loopback: its audit log records
+// who called (common/access.py reads it only from a loopback peer).
+const forwardedPeer = "x-modelport-forwarded-peer"
+
+// relayed: the caller's metadata, minus what gRPC sets per hop, plus its address.
 func relayed(ctx context.Context) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
 	for key, values := range md {
 		if !strings.HasPrefix(key, ":") && !strings.HasPrefix(key, "grpc-") &&
-			key != "content-type" && key != "user-agent" {
+			key != "content-type" && key != "user-agent" && key != forwardedPeer {
 			out[key] = values
 		}
 	}
+	if caller, ok := peer.FromContext(ctx); ok && caller.Addr != nil {
+		out[forwardedPeer] = []string{pythonPeer(caller.Addr)}
+	}
 	return metadata.NewOutgoingContext(ctx, out)
+}
+
+// pythonPeer spells an address as grpc's Python servicer context does.
+func pythonPeer(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return addr.Network() + ":" + addr.String()
+	}
+	if tcp.IP.To4() != nil {
+		return fmt.Sprintf("ipv4:%s:%d", tcp.IP, tcp.Port)
+	}
+	return fmt.Sprintf("ipv6:[%s]:%d", tcp.IP, tcp.Port)
 }
 
 func (p *proxy) relayUnary(stream grpc.ServerStream, method string, request []byte) error {

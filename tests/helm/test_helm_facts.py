@@ -120,6 +120,13 @@ def test_router_fast_path_value_reaches_the_routers_args(render: Render) -> None
         assert arg_value(container(router)["args"], "--fast-path") == expected, name
 
 
+def test_model_fast_path_value_reaches_the_inference_args(render: Render) -> None:
+    for name, model, expected in (("two-models-gpu-keda", "resnet50", "auto"),
+                                  ("minimal", "simple", "off")):  # fmt: skip
+        deployment = named(render(scenario(name)), "Deployment", f"{PREFIX}-model-{model}")
+        assert arg_value(container(deployment)["args"], "--fast-path") == expected, name
+
+
 # --- autoscaling ---------------------------------------------------------------------
 
 

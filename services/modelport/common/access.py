@@ -94,11 +94,21 @@ INFERENCE_COUNTED = frozenset({"infer", "stream"})
 LOCAL = Principal("local", "sibling", "local")
 
 
+# Set by modelport-fastpath on the calls it relays: the caller's own address (this
+# server's peer is then the Go process on loopback). Believed only from loopback.
+FORWARDED_PEER = "x-modelport-forwarded-peer"
+_LOOPBACK = ("ipv4:127.", "ipv6:[::1]")
+
+
 def credentials_of(context: grpc.aio.ServicerContext) -> Credentials:
+    metadata = context.invocation_metadata() or ()
+    peer = context.peer() or ""
+    if peer.startswith(_LOOPBACK):
+        for key, value in metadata:
+            if key == FORWARDED_PEER:
+                peer = value if isinstance(value, str) else value.decode("latin-1")
     return Credentials.from_headers(
-        context.invocation_metadata() or (),
-        sans_from_auth_context(context.auth_context() or {}),
-        context.peer() or "",
+        metadata, sans_from_auth_context(context.auth_context() or {}), peer
     )
 
 
@@ -236,7 +246,7 @@ class _Call:
 
     def _local_plaintext(self) -> bool:
         security = (self.context.auth_context() or {}).get("transport_security_type", [b""])
-        loopback = self.creds.peer.startswith(("ipv4:127.", "ipv6:[::1]"))
+        loopback = self.creds.peer.startswith(_LOOPBACK)
         return next(iter(security), b"") != b"ssl" and loopback
 
     def _ended_as(self, error: BaseException | None) -> BaseException | None:

@@ -56,7 +56,7 @@ def retry_trailers(error: errors.QuotaExceeded) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _parser(method: str, deserializer: Parse | None) -> Parse | None:
+def parser(method: str, deserializer: Parse | None) -> Parse | None:
     """The handler's deserializer, raising MalformedRequest for bytes that do not parse."""
     if deserializer is None:  # the behaviour takes bytes (the router's data plane)
         return None
@@ -107,16 +107,23 @@ def _reader(parse: Parse | None, streaming: bool) -> Callable[[Any], Any]:
     return parse
 
 
-def _end_call(method: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    """Set the call's final status (no raise: see the module's docstring)."""
+def outcome(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message a call that raised `exc` ends with, logged as it should
+    be: a malformed request in one line, an unexpected error with its stack trace."""
     if isinstance(exc, errors.MalformedRequest):
         log.info("%s", exc)
     elif not isinstance(exc, (errors.ModelportError, NotImplementedError)):
         log.error("unexpected error in %s", method, exc_info=exc)
+    return status_of(exc), public_message(exc)
+
+
+def _end_call(method: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Set the call's final status (no raise: see the module's docstring)."""
+    code, message = outcome(method, exc)
     if isinstance(exc, errors.QuotaExceeded):
         context.set_trailing_metadata(retry_trailers(exc))
-    context.set_code(status_of(exc))
-    context.set_details(public_message(exc))
+    context.set_code(code)
+    context.set_details(message)
 
 
 def _guard_unary_response(
@@ -173,7 +180,7 @@ def guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         make, inner, wrap = (grpc.unary_unary_rpc_method_handler, handler.unary_unary,
                              _guard_unary_response)  # fmt: skip
     assert inner is not None  # the behaviour for the handler's streaming kind
-    read = _reader(_parser(method, handler.request_deserializer), handler.request_streaming)
+    read = _reader(parser(method, handler.request_deserializer), handler.request_streaming)
     behaviour = wrap(method, inner, read)
     setattr(behaviour, GUARDED, method)
     return make(behaviour, request_deserializer=None,

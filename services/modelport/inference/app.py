@@ -9,6 +9,7 @@ finish within the grace period. `run` hands it to the common service runtime
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from modelport.common.server import GrpcServer
 from modelport.common.tls import ChannelMaker
 from modelport.inference.artifact_cache import ArtifactCache
 from modelport.inference.fleet import ModelControl
+from modelport.inference.front_end import FrontEnd, choose
 from modelport.inference.model_manager import ModelManager
 from modelport.inference.peers import PeerGroup
 from modelport.inference.pool import ModelPool
@@ -84,10 +86,23 @@ class InferenceApp:
         access = build_access_control(
             "inference", settings, audit_sink=LogSink(), trust_local_plaintext=bool(extra)
         )
-        self.server = GrpcServer(
-            settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra),
-            access=access,
-        )
+        options = settings.server_options(reuse_port=settings.reuse_port, extra_addresses=extra)
+        # With the Go front (`--fast-path`) on the public address, this server listens on
+        # a private loopback port behind it and ModelInfer comes over its Unix socket.
+        self.front: FrontEnd | None = None
+        front = choose(settings)
+        if settings.fast_path != "off":
+            log.info("fast path %s: %s", "on" if front.binary else "off", front.reason)
+        if front.binary is not None:
+            self.front = FrontEnd(
+                front.binary, self._infer_from_front,
+                max_message_bytes=options.max_message_bytes,
+                grace_seconds=settings.grace_seconds,
+            )  # fmt: skip
+            options = dataclasses.replace(
+                options, host="127.0.0.1", port=0, listening_label="gRPC behind the fast path"
+            )
+        self.server = GrpcServer(options, access=access)
         self.server.add_service(
             SERVICE_NAME,
             lambda s: grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -119,6 +134,11 @@ class InferenceApp:
             return None
         return functools.partial(self.peers.infer, stub, timeout=None)
 
+    async def _infer_from_front(
+        self, request: grpc_service_pb2.ModelInferRequest, remaining: float | None
+    ) -> grpc_service_pb2.ModelInferResponse:
+        return await self.serving.infer(request, remaining)
+
     def _health_changed(self, name: str, ready: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.server.set_serving(name, ready))
         self._pending_health.add(task)
@@ -129,6 +149,9 @@ class InferenceApp:
         settings = self.settings
         await self.server.set_serving("", False)
         self.port = await self.server.start()
+        if self.front is not None:
+            private = f"127.0.0.1:{self.port}"
+            self.port = await self.front.start(settings.host, settings.grpc_port, private)
         if settings.model_control_mode == "explicit":
             if "*" in settings.load_models:
                 await self.manager.load_all()
@@ -162,7 +185,10 @@ class InferenceApp:
         if self.follower is not None:
             await self.follower.stop()
         self.manager.begin_drain()
-        await self.server.drain(grace)
+        if self.front is None:
+            await self.server.drain(grace)
+        else:  # readiness false on both at once; the front's calls are answered meanwhile
+            await asyncio.gather(self.front.stop(grace), self.server.drain(grace))
         if self.pool is not None:
             await self.pool.close()
         if self.pool_source is not None:

@@ -41,6 +41,16 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
     reuse_port: bool = setting(
         False, "Bind with SO_REUSEPORT so several processes share the gRPC port."
     )
+    fast_path: Literal["auto", "on", "off"] = setting(
+        "auto",
+        "Serve gRPC through modelport-fastpath (Go): it listens on the port and hands "
+        "ModelInfer calls to this process over a Unix socket, the rest to this server on "
+        "a private loopback port (auto: when built and the configuration allows: no TLS, "
+        "access control, tracing or --workers).",
+    )
+    fast_path_binary: Path | None = setting(
+        None, "The modelport-fastpath binary (default: on PATH, else build/fastpath/).", path="file"
+    )
     # Off by default, as Triton's --allow-client-shm: a registered region can
     # name any shared memory object this server's user may open.
     allow_shared_memory: bool = setting(
@@ -92,6 +102,8 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_pool()
+        if self.fast_path == "on" and self.workers > 1:
+            raise InvalidInput("--fast-path on fronts one process: drop --workers, or use auto")
         if not 0.0 <= self.kv_memory_fraction < 1.0:
             raise InvalidInput("--kv-memory-fraction must be in [0, 1)")
         for flag, value in (("--kv-cache-mb", self.kv_cache_mb),
@@ -117,7 +129,7 @@ class InferenceSettings(ServerSettings, UpstreamSettings):
         threads = self.torch_threads or max(1, (cores or 1) // workers)
         return dataclasses.replace(
             self, workers=1, reuse_port=True, metrics_port=0, torch_threads=threads,
-            private_port=True,
+            private_port=True, fast_path="off",
         )  # fmt: skip
 
     def _check_pool(self) -> None:

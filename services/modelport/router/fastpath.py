@@ -21,14 +21,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import shutil
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from modelport.common.fastpath_process import (
+    BINARY,
+    BUILD_HINT,
+    find_binary,
+    host_port,
+    spawn,
+    terminate,
+)
 from modelport.common.histograms import BucketHistogram
 from modelport.errors import FailedPrecondition
 from modelport.router import fastpath_routes
@@ -38,21 +43,7 @@ from modelport.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
 
-BINARY = "modelport-fastpath"
 CHECK_SECONDS = 0.25  # ejections end by the clock: how often the routes are compared
-BUILD_HINT = "`make fastpath` builds it, with Debian's golang-go and golang-google-grpc-dev"
-
-
-def find_binary(given: Path | None = None) -> Path | None:
-    """--fast-path-binary if given, else `modelport-fastpath` on PATH, else this
-    checkout's build/fastpath/ (None: not found)."""
-    if given is not None:
-        return given if given.is_file() and os.access(given, os.X_OK) else None
-    on_path = shutil.which(BINARY)
-    if on_path:
-        return Path(on_path)
-    built = Path(__file__).resolve().parents[3] / "build" / "fastpath" / BINARY
-    return built if built.is_file() and os.access(built, os.X_OK) else None
 
 
 def ineligible(settings: RouterSettings) -> str:
@@ -146,48 +137,19 @@ class FastPath:
         return self.port
 
     async def _spawn(self, port: int) -> None:
-        host = self._listen_host
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        where = host_port(self._listen_host, port)
         command = [
-            str(self.binary), "-listen", f"{host}:{port}", "-fallback", self._fallback,
+            str(self.binary), "-listen", where, "-fallback", self._fallback,
             "-max-message-bytes", str(self.max_message_bytes),
             "-grace", f"{self.grace_seconds}s",
             "-forward-keys", ",".join(sorted(FORWARDED_KEYS)),
             "-buckets", ",".join(str(b) for b in self.buckets),
         ]  # fmt: skip
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert process.stdout is not None and process.stderr is not None
-        first = await asyncio.to_thread(process.stdout.readline)
-        if not first:
-            said = (await asyncio.to_thread(process.stderr.read)).decode(errors="replace")
-            await asyncio.to_thread(process.wait)
-            raise OSError(
-                f"{BINARY} could not listen on {host}:{port}: {said.strip() or 'no reason given'}"
-            )
-        self.port = int(json.loads(first)["port"])
-        loop = asyncio.get_running_loop()
-        self._process, self._exited = process, loop.create_future()
-        threading.Thread(target=self._hear, args=(process, self._exited, loop), daemon=True).start()
-        threading.Thread(target=_log_lines, args=(process.stderr,), daemon=True).start()
+        self._process, self._exited, self.port = await spawn(command, where, self._apply)
         self._published = b""
         await self.publish()
         log.info("gRPC listening on %s:%d (plaintext, fast path: %s, relaying to %s)",
                  self._listen_host, self.port, BINARY, self._fallback)  # fmt: skip
-
-    def _hear(
-        self, process: subprocess.Popen[bytes], exited: asyncio.Future[int], loop: Any
-    ) -> None:
-        """(Its own thread.) Each report to the event loop, then the exit status."""
-        assert process.stdout is not None
-        try:
-            while line := process.stdout.readline():
-                loop.call_soon_threadsafe(self._apply, line)
-            code = process.wait()
-            loop.call_soon_threadsafe(_settle, exited, code)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
     def _apply(self, line: bytes) -> None:
         try:
@@ -240,27 +202,9 @@ class FastPath:
         process, exited = self._process, self._exited
         if process is None or exited is None:
             return
-        if process.poll() is None:
-            process.terminate()
-        try:
-            await asyncio.wait_for(asyncio.shield(exited), grace + 1)
-        except TimeoutError:
-            process.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), 5)
+        await terminate(process, exited, grace)
 
 
 def _write_line(stream: IO[bytes], line: bytes) -> None:
     stream.write(line + b"\n")
     stream.flush()
-
-
-def _settle(exited: asyncio.Future[int], code: int) -> None:
-    if not exited.done():
-        exited.set_result(code)
-
-
-def _log_lines(stream: IO[bytes]) -> None:
-    """(Its own thread.) What the process says on stderr, into the router's log."""
-    for line in iter(stream.readline, b""):
-        log.warning("%s: %s", BINARY, line.decode(errors="replace").rstrip())
