@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 from harness import drivers, targets
 from harness.drivers import Measurement
 from harness.report import print_model_report, print_summary
+from modelport.common.fastpath_process import find_binary
 from modelport.inference.samples import build_samples
-from modelport.router.fastpath import find_binary
 
 
 def load_average() -> str:

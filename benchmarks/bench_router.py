@@ -141,10 +141,10 @@ async def serve_floor_proxy(backend: str) -> None:
 
 
 async def serve_router(backend: str, multiplex: bool = False, fast_path: bool = False) -> None:
+    from modelport.common.fastpath_process import find_binary
     from modelport.common.server import ServerOptions
     from modelport.router.app import RouterApp
     from modelport.router.discovery import StaticDiscovery, parse_endpoint
-    from modelport.router.fastpath import find_binary
 
     binary = find_binary() if fast_path else None
     if fast_path and binary is None:

@@ -32,12 +32,12 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelport.auth.api_keys import new_key
+from modelport.common.fastpath_process import find_binary
 from modelport.proto.inference import grpc_service_pb2 as pb
 from modelport.proto.inference import grpc_service_pb2_grpc as pbg
 from modelport.proto.modelport.router.v1 import router_pb2 as rpb
 from modelport.proto.modelport.router.v1 import router_pb2_grpc as rpb_grpc
 from modelport.router.app import build
-from modelport.router.fastpath import find_binary
 from modelport.router.settings import RouterSettings
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -117,12 +117,12 @@ class LocalStack:
         """Start every service; returns the router's port."""
         from modelport.client.channel import ModelportClientError
         from modelport.client.registry import ensure_pushed
+        from modelport.common.fastpath_process import find_binary
         from modelport.inference.app import InferenceApp, InferenceSettings
         from modelport.inference.samples import build_samples
         from modelport.registry.server import RegistryServer, RegistrySettings
         from modelport.router.app import RouterApp
         from modelport.router.discovery import StaticDiscovery
-        from modelport.router.fastpath import find_binary
         from modelport.router.registry_policies import RegistryPolicySource
         from modelport.router.replicas import Endpoint
         from modelport.training.server import TrainingServer, TrainingSettings

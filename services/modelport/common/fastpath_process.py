@@ -20,8 +20,11 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from modelport.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,35 @@ def find_binary(given: Path | None = None) -> Path | None:
         return Path(on_path)
     built = Path(__file__).resolve().parents[3] / "build" / "fastpath" / BINARY
     return built if built.is_file() and os.access(built, os.X_OK) else None
+
+
+@dataclass(frozen=True)
+class Choice:
+    binary: Path | None
+    reason: str  # why it is used or not, for the one log line
+
+
+def choose(mode: str, given: Path | None, why_not: str) -> Choice:
+    """The binary when `--fast-path MODE` is to run it, else None; `why_not` says what
+    configured needs Python ("" if nothing). `on` that cannot be honoured fails here,
+    before anything starts."""
+    if mode == "off":
+        return Choice(None, "--fast-path off")
+    binary = find_binary(given)
+    if mode == "on":
+        if why_not:
+            raise FailedPrecondition(f"--fast-path on cannot be used: {why_not}")
+        if binary is None:
+            where = given or "on PATH or in build/fastpath/"
+            raise FailedPrecondition(
+                f"--fast-path on needs the {BINARY} binary ({BUILD_HINT}); none at {where}"
+            )
+        return Choice(binary, f"--fast-path on ({binary})")
+    if why_not:
+        return Choice(None, f"--fast-path auto: {why_not}")
+    if binary is None:
+        return Choice(None, f"--fast-path auto: no {BINARY} binary ({BUILD_HINT})")
+    return Choice(binary, f"--fast-path auto ({binary})")
 
 
 def host_port(host: str, port: int) -> str:

@@ -30,15 +30,8 @@ from pathlib import Path
 from typing import cast
 
 from modelport.common import grpc_errors, tracing
-from modelport.common.fastpath_process import (
-    BINARY,
-    BUILD_HINT,
-    find_binary,
-    host_port,
-    spawn,
-    terminate,
-)
-from modelport.errors import FailedPrecondition
+from modelport.common.fastpath_process import BINARY, Choice, host_port, spawn, terminate
+from modelport.common.fastpath_process import choose as choose_binary
 from modelport.inference.settings import InferenceSettings
 from modelport.proto.inference import grpc_service_pb2 as pb
 
@@ -71,33 +64,9 @@ def ineligible(settings: InferenceSettings) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class Choice:
-    binary: Path | None
-    reason: str  # why it is used or not, for the one log line
-
-
 def choose(settings: InferenceSettings) -> Choice:
-    """The binary when the front is to run, else None; `on` that cannot be honoured
-    fails here, before anything starts."""
-    if settings.fast_path == "off":
-        return Choice(None, "--fast-path off")
-    binary = find_binary(settings.fast_path_binary)
-    why_not = ineligible(settings)
-    if settings.fast_path == "on":
-        if why_not:
-            raise FailedPrecondition(f"--fast-path on cannot be used: {why_not}")
-        if binary is None:
-            where = settings.fast_path_binary or "on PATH or in build/fastpath/"
-            raise FailedPrecondition(
-                f"--fast-path on needs the {BINARY} binary ({BUILD_HINT}); none at {where}"
-            )
-        return Choice(binary, f"--fast-path on ({binary})")
-    if why_not:
-        return Choice(None, f"--fast-path auto: {why_not}")
-    if binary is None:
-        return Choice(None, f"--fast-path auto: no {BINARY} binary ({BUILD_HINT})")
-    return Choice(binary, f"--fast-path auto ({binary})")
+    """The binary when the fast path is to run, else None (common/fastpath_process.py)."""
+    return choose_binary(settings.fast_path, settings.fast_path_binary, ineligible(settings))
 
 
 @dataclass
