@@ -26,8 +26,8 @@ type frame struct {
 	body    []byte
 }
 
-// peer accepts one connection and hands each frame to reply (on its own goroutine).
-func peer(t *testing.T, reply func(f frame, answer func(id uint64, code uint32, payload []byte))) (string, func()) {
+// fakePython accepts one connection and hands each frame to reply (on its own goroutine).
+func fakePython(t *testing.T, reply func(f frame, answer func(id uint64, code uint32, payload []byte))) (string, func()) {
 	address := filepath.Join(t.TempDir(), "calls.sock")
 	listener, err := net.Listen("unix", address)
 	if err != nil {
@@ -85,7 +85,7 @@ func peer(t *testing.T, reply func(f frame, answer func(id uint64, code uint32, 
 }
 
 func TestCallsAreAnsweredByIdInAnyOrder(t *testing.T) {
-	address, stop := peer(t, func(f frame, answer func(uint64, uint32, []byte)) {
+	address, stop := fakePython(t, func(f frame, answer func(uint64, uint32, []byte)) {
 		// Later calls answer first: the longer the request, the shorter the wait.
 		time.Sleep(time.Duration(20-len(f.body)) * time.Millisecond)
 		answer(f.id, 0, append([]byte("re:"), f.body...))
@@ -111,7 +111,7 @@ func TestCallsAreAnsweredByIdInAnyOrder(t *testing.T) {
 }
 
 func TestAStatusComesBackAsTheCallsError(t *testing.T) {
-	address, stop := peer(t, func(f frame, answer func(uint64, uint32, []byte)) {
+	address, stop := fakePython(t, func(f frame, answer func(uint64, uint32, []byte)) {
 		answer(f.id, uint32(codes.NotFound), []byte("Request for unknown model: 'nope' is not found"))
 	})
 	defer stop()
@@ -124,7 +124,7 @@ func TestAStatusComesBackAsTheCallsError(t *testing.T) {
 
 func TestADeadlineIsSentAndAGoneCallerCancels(t *testing.T) {
 	seen := make(chan frame, 4)
-	address, stop := peer(t, func(f frame, answer func(uint64, uint32, []byte)) { seen <- f })
+	address, stop := fakePython(t, func(f frame, answer func(uint64, uint32, []byte)) { seen <- f })
 	defer stop()
 	c, _ := newLocal(address).connection()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -145,7 +145,7 @@ func TestADeadlineIsSentAndAGoneCallerCancels(t *testing.T) {
 func TestABrokenSocketFailsCallsAndIsDialledAgain(t *testing.T) {
 	var once sync.Once
 	var breakIt func()
-	address, stop := peer(t, func(f frame, answer func(uint64, uint32, []byte)) {
+	address, stop := fakePython(t, func(f frame, answer func(uint64, uint32, []byte)) {
 		if string(f.body) == "break" {
 			once.Do(breakIt)
 			return
