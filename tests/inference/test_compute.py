@@ -4,11 +4,13 @@ The wire format is checked on its own (BYTES, inline overflow, descriptors);
 the backend against the in-process torch backend on the samples; and the
 failure paths with real processes: a model that cannot load, a child killed
 in the middle of serving, and versions retired by unload and hot swap leave no
-process behind.
+process behind. Batches in flight (one running, one staged) are driven under
+uvloop, the server's loop, whose watch makes the channel non-blocking.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import uvloop
 from modelport.artifacts.config import build_spec, read_config
 from modelport.artifacts.torch_backend import load_backend
 from modelport.errors import Internal, InvalidInput
@@ -95,6 +98,48 @@ def test_process_backend_answers_as_the_in_process_backend(sample_repo: Path) ->
         assert len({p.pid for p in two.processes}) == 2
         two.close()
         assert not any(alive(p.pid) for p in two.processes)
+    finally:
+        backend.close()
+
+
+def test_two_batches_in_flight_each_get_their_answer_in_parts_on_a_non_blocking_channel(
+    sample_repo: Path,
+) -> None:
+    spec = spec_of(sample_repo, "simple")
+    backend = ProcessBackend(spec, sample_repo / "simple" / "1", instances=1, threads=1)
+    process = backend.processes[0]
+    small = np.arange(16, dtype=np.int32).reshape(1, 16)
+    # 1 MB of inputs fills a slot's first segment: the 1 MB of outputs comes inline,
+    # more than a socket buffer holds, so it is read in parts as it arrives.
+    big = RNG.integers(-1000, 1000, (8192, 16), dtype=np.int32)
+
+    async def drive() -> None:
+        await asyncio.gather(*(backend.run_async([small, small]) for _ in range(2)))
+        first = asyncio.ensure_future(backend.run_async([small, small]))
+        second = asyncio.ensure_future(backend.run_async([big, big + 1]))
+        await asyncio.sleep(0)
+        assert process.outstanding == 2  # the second was sent while the first ran
+        (total, _), (big_total, big_difference) = [
+            c.outputs for c in await asyncio.gather(first, second)
+        ]
+        np.testing.assert_array_equal(total, 2 * small)
+        np.testing.assert_array_equal(big_total, 2 * big + 1)
+        np.testing.assert_array_equal(big_difference, np.full_like(big, -1))
+        assert (await backend.run_async([big, big])).run_ns > 0  # the grown segment
+        # A caller that stops waiting: its answer is read and dropped, and the
+        # batch staged behind it keeps its own, from the same child.
+        gone = asyncio.ensure_future(backend.run_async([big, big]))
+        kept = asyncio.ensure_future(backend.run_async([small, small + 2]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        total, difference = (await kept).outputs
+        np.testing.assert_array_equal(difference, np.full_like(small, -2))
+        assert process.outstanding == 0
+
+    pid = process.pid
+    try:
+        uvloop.run(drive())
+        assert process.pid == pid and alive(pid)
     finally:
         backend.close()
 

@@ -195,7 +195,11 @@ async def test_a_call_in_flight_finishes_through_the_drain(inference_server, slo
     slow.inputs.add(name="X", datatype="FP32", shape=[1])
     slow.raw_input_contents.append(np.ones(1, np.float32).tobytes())
     call = asyncio.ensure_future(stub_for(fronted.address).ModelInfer(slow, timeout=30))
-    await asyncio.sleep(0.1)
+    batcher = fronted.manager.get("slow").batcher
+    waited = time.monotonic()
+    while not batcher._active:  # until the call runs (a busy machine connects slowly)
+        assert time.monotonic() - waited < 10, "the call never reached the model"
+        await asyncio.sleep(0.01)
     started = time.monotonic()
     await fronted.stop(grace=20)
     answer = await call

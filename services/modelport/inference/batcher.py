@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from opentelemetry.context import Context
@@ -43,7 +44,17 @@ log = logging.getLogger(__name__)
 # Outputs per request, and (input, infer, output) nanoseconds of the execution.
 ExecutionResult = tuple[list[list[np.ndarray]], tuple[int, int, int]]
 RunBatch = Callable[[Sequence[np.ndarray | None]], list[np.ndarray]]
-RunBatchAsync = Callable[[Sequence[np.ndarray | None]], Awaitable[list[np.ndarray]]]
+
+
+class Computed(NamedTuple):
+    """What a backend that computes elsewhere answers: the outputs, and how long the
+    model itself ran (the wait behind a batch staged before it is not compute)."""
+
+    outputs: list[np.ndarray]
+    run_ns: int
+
+
+RunBatchAsync = Callable[[Sequence[np.ndarray | None]], Awaitable[Computed]]
 # How far past the head of the queue the scheduler looks for requests whose
 # shape matches the batch being formed (keeps batch forming O(batch)).
 SCAN_WINDOW = 256
@@ -76,6 +87,7 @@ class DynamicBatcher:
         thread_initializer: Callable[[], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         run_async: RunBatchAsync | None = None,
+        in_flight: int = 1,
     ) -> None:
         self._label = label
         self._clock = clock
@@ -92,7 +104,9 @@ class DynamicBatcher:
         self._queue: deque[Pending] = deque()
         self._rows_queued = 0
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(instances)
+        # A backend that computes elsewhere may take the next batch while one runs
+        # (`in_flight` per instance), so its model never waits for the loop.
+        self._slots = asyncio.Semaphore(instances * (in_flight if run_async else 1))
         self._executor = ThreadPoolExecutor(
             instances, thread_name_prefix=f"exec-{label}", initializer=thread_initializer
         )
@@ -327,10 +341,11 @@ class DynamicBatcher:
         with tracing.span(
             tracing.INFERENCE_EXECUTE, parent=batch[0].trace, batch_size=sum(i.rows for i in batch)
         ):
-            outputs = await self._run_async(arrays)
+            outputs, run_ns = await self._run_async(arrays)
         t2 = self._clock.perf_ns()
         per_request = _split(self._label, batch, outputs)
-        return per_request, (t1 - t0, t2 - t1, self._clock.perf_ns() - t2)
+        # Compute time is the model's own: the wait behind a staged batch is not.
+        return per_request, (t1 - t0, run_ns or t2 - t1, self._clock.perf_ns() - t2)
 
 
 def _assemble(batch: list[Pending]) -> Sequence[np.ndarray | None]:

@@ -13,8 +13,10 @@ the outputs out of it, an 8 KB-scale header each way.
 `ProcessBackend` is a Backend like the in-process one, so statistics,
 tracing, hot swap and drain are unchanged; it also offers `run_async`, which
 the batcher awaits on the event loop instead of handing the batch to a thread
-(a thread hop per batch cost ~20% of the loop's CPU); `close()` stops its
-processes when the version is retired. A compute process that dies fails the
+(a thread hop per batch cost ~20% of the loop's CPU), and which takes a
+second batch per process while one runs (DEPTH), so the model does not wait
+for the loop between batches; `close()` stops its processes when the version
+is retired. A compute process that dies fails the
 batch it was running with INTERNAL and is started again for the next one.
 """
 
@@ -27,7 +29,9 @@ import os
 import queue
 import socket
 import threading
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +42,21 @@ from modelport.artifacts.config import ModelSpec
 from modelport.artifacts.torch_backend import Backend, BackendLoader, load_backend
 from modelport.inference import compute_child
 from modelport.inference import compute_wire as wire
+from modelport.inference.batcher import Computed
 from modelport.proto.inference import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
 MIN_SEGMENT = 1 << 20
-# OpenMP teams that spin-wait starve the event loop when cores are shared; a
-# passive team sleeps between parallel regions (4-8x faster on a busy 2-core
-# machine). Read by libgomp when torch loads, so set before the forkserver starts.
-OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# Batches handed to one compute process at once: one running, one staged.
+DEPTH = 2
+# OpenMP teams that spin-wait without end starve the transport when cores are
+# shared, and a team that sleeps at once (a spin count of 0) wakes too late for
+# every op's barrier: a 2-thread encoder ran ~25% below its floor. A short spin
+# (~0.1 ms) then sleep keeps the team on its cores between ops but gives them
+# up between batches (benchmarks/README.md). Read by libgomp when torch loads,
+# so set before the forkserver starts.
+OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "100000"}
 _CODES = {cls.code: cls for cls in vars(errors).values()
           if isinstance(cls, type) and issubclass(cls, errors.ModelportError)}  # fmt: skip
 _CODES["INTERNAL"] = errors.Internal
@@ -78,13 +88,39 @@ def _arrays(inputs: Sequence[np.ndarray | None], label: str) -> list[np.ndarray]
     return [array for array in inputs if array is not None]
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One batch's room in a compute process: its own segment, so the next batch
+    can be written while the child still reads the previous one."""
+
+    index: int
+    segment: wire.Segment | None = None
+    unsent: bool = False  # mapped here, not yet by the child
+
+    def close(self) -> None:
+        if self.segment is not None:
+            self.segment.close()
+        self.segment, self.unsent = None, False
+
+
 class ComputeProcess:
-    """One child running one model version; `run` is blocking and not reentrant."""
+    """One child running one model version, one batch at a time.
+
+    Up to DEPTH batches are handed to it at once: the child runs them in order,
+    and the next one already waits in its socket and segment when one ends, so
+    the model never idles while the server splits answers and forms the next
+    batch (that gap cost the encoder ~20% of its floor). `run` is the blocking
+    form (warm-up), for a process with nothing in flight.
+    """
 
     def __init__(self, spec: ModelSpec, version_dir: Path, threads: int, label: str) -> None:
         self._spec, self._dir, self._threads, self.label = spec, version_dir, threads, label
-        self._segment: wire.Segment | None = None
-        self._unsent: wire.Segment | None = None  # mapped here, not yet by the child
+        self._slots = [_Slot(index) for index in range(DEPTH)]
+        self._free = list(reversed(self._slots))
+        # Answers come back in the order batches were sent.
+        self._waiting: deque[tuple[_Slot, asyncio.Future[Computed]]] = deque()
+        self._watching: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Lock | None = None
         self._channel: socket.socket | None = None
         self._process: Any = None
         self._start()
@@ -118,96 +154,154 @@ class ComputeProcess:
     def pid(self) -> int:
         return int(self._process.pid)
 
+    @property
+    def outstanding(self) -> int:
+        """Batches sent and not yet answered."""
+        return len(self._waiting)
+
     def run(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         """Blocking (warm-up, and the thread executor's path)."""
+        if self._waiting:
+            raise errors.Internal(f"{self.label}: a blocking run while batches are in flight")
         if self._channel is None:
             self._start()  # the previous child died: a new one for this batch
         assert self._channel is not None
+        slot = self._slots[0]
         try:
-            self._send(self._channel, inputs)
-            return self._receive(self._channel)
+            self._send(self._channel, slot, inputs)
+            return self._receive(self._channel, slot).outputs
         except (wire.PeerGone, OSError, ValueError):
             raise self._died() from None
 
-    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> Computed:
         """From the event loop: send, then wait for the answer without a thread.
 
-        The channel is watched only while a batch is out; the answer is read in
-        the reader callback (the child writes a frame at once, so nothing blocks).
+        The channel is watched while any batch is out; answers are read in the
+        reader callback (the child writes a frame's parts at once; compute_wire
+        waits for those still on their way, as the watched channel is non-blocking).
+        A caller that stops waiting leaves its answer to be read and dropped,
+        so the batches behind it keep theirs.
         """
         loop = asyncio.get_running_loop()
         if self._channel is None:
-            await asyncio.to_thread(self._start)
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:  # two batches after a death start one child
+                if self._channel is None:
+                    await asyncio.to_thread(self._start)
         channel = self._channel
         assert channel is not None
-        answer: asyncio.Future[list[np.ndarray]] = loop.create_future()
-
-        def readable() -> None:
-            loop.remove_reader(channel.fileno())
-            try:
-                answer.set_result(self._receive(channel))
-            except (wire.PeerGone, OSError, ValueError):
-                answer.set_exception(self._died())
-            except BaseException as exc:  # the model's own error, as a domain error
-                answer.set_exception(exc)
-
+        if not self._free:
+            raise errors.Internal(f"{self.label}: more than {DEPTH} batches sent at once")
+        slot = self._free.pop()
         try:
-            self._send(channel, inputs)
+            self._send(channel, slot, inputs)
         except (wire.PeerGone, OSError, ValueError):
+            self._free.append(slot)
             raise self._died() from None
-        loop.add_reader(channel.fileno(), readable)
+        except BaseException:
+            self._free.append(slot)
+            raise
+        answer: asyncio.Future[Computed] = loop.create_future()
+        if not self._waiting:
+            loop.add_reader(channel.fileno(), self._readable)
+            self._watching = loop
+        self._waiting.append((slot, answer))
+        return await answer
+
+    def _readable(self) -> None:
+        channel = self._channel
+        assert channel is not None and self._waiting
+        slot, answer = self._waiting[0]
+        outcome: Computed | BaseException
         try:
-            return await answer
-        finally:
-            if not answer.done():  # cancelled: the child's answer can no longer be read
-                loop.remove_reader(channel.fileno())
-                self._reap()
+            outcome = self._receive(channel, slot)
+        except (wire.PeerGone, OSError, ValueError):
+            log.error("%s: the compute channel failed", self.label, exc_info=True)
+            self._reap(self._died_error())
+            return
+        except BaseException as exc:  # the model's own error, as a domain error
+            outcome = exc
+        self._waiting.popleft()
+        self._free.append(slot)
+        if not self._waiting:
+            self._unwatch()
+        if answer.done():  # its caller went away
+            return
+        if isinstance(outcome, BaseException):
+            answer.set_exception(outcome)
+        else:
+            answer.set_result(outcome)
+
+    def _unwatch(self) -> None:
+        if self._watching is not None and self._channel is not None:
+            self._watching.remove_reader(self._channel.fileno())
+        self._watching = None
 
     def _died(self) -> errors.Internal:
-        code = self._reap()
+        error = self._died_error()
+        self._reap(error)
+        return error
+
+    def _died_error(self) -> errors.Internal:
+        self._process.join(1)
         return errors.Internal(
-            f"{self.label}: the compute process died during the batch (exit code {code})"
+            f"{self.label}: the compute process died during the batch "
+            f"(exit code {self._process.exitcode})"
         )
 
-    def _send(self, channel: socket.socket, given: Sequence[np.ndarray | None]) -> None:
+    def _send(
+        self, channel: socket.socket, slot: _Slot, given: Sequence[np.ndarray | None]
+    ) -> None:
         inputs = _arrays(given, self.label)
         size = wire.needed(inputs)
-        if self._segment is None or self._segment.size < size:
-            self._grow(2 * size)  # room for outputs of about the inputs' size
-        segment = self._segment
+        if slot.segment is None or slot.segment.size < size:
+            self._grow(slot, 2 * size)  # room for outputs of about the inputs' size
+        segment = slot.segment
         assert segment is not None
         placement = wire.place(inputs, 0, segment.size)
         placement.write(segment.buffer)
-        header = {"inputs": placement.described, "end": placement.end, "segment": segment.size}
-        wire.send_frame(channel, header, placement.inline, segment=self._unsent)
-        self._unsent = None
+        header = {
+            "slot": slot.index,
+            "inputs": placement.described,
+            "end": placement.end,
+            "segment": segment.size,
+        }
+        wire.send_frame(channel, header, placement.inline, segment=segment if slot.unsent else None)
+        slot.unsent = False
 
-    def _receive(self, channel: socket.socket) -> list[np.ndarray]:
+    def _receive(self, channel: socket.socket, slot: _Slot) -> Computed:
         answer, _ = wire.recv_frame(channel)
         if "error" in answer:
             _raise(answer, self.label)
         described = answer["outputs"]
         inline = [wire.recv_inline(channel, d[4]) for d in described if d[3] < 0]
-        segment = self._segment
+        segment = slot.segment
         assert segment is not None
         outputs = wire.read(segment.buffer, described, inline, copy=True)
         if answer.get("needed", 0) > segment.size:
-            self._grow(answer["needed"])  # sent along with the next batch
-        return outputs
+            self._grow(slot, answer["needed"])  # sent along with its next batch
+        return Computed(outputs, int(answer.get("run_ns", 0)))
 
-    def _grow(self, size: int) -> None:
-        """A bigger segment, sent to the child with the next batch."""
-        if self._segment is not None:
-            self._segment.close()
-        self._segment = self._unsent = wire.Segment(max(MIN_SEGMENT, wire.aligned(size)))
+    def _grow(self, slot: _Slot, size: int) -> None:
+        """A bigger segment for the slot, sent to the child with its next batch."""
+        slot.close()
+        slot.segment = wire.Segment(max(MIN_SEGMENT, wire.aligned(size)))
+        slot.unsent = True
 
-    def _reap(self) -> int | None:
+    def _reap(self, error: BaseException | None = None) -> int | None:
+        """Stop the child; batches still in flight fail with `error`."""
+        self._unwatch()
+        waiting, self._waiting = self._waiting, deque()
+        for _, answer in waiting:
+            if not answer.done():
+                answer.set_exception(error or errors.Unavailable(f"{self.label} is unloading"))
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._segment is not None:
-            self._segment.close()
-            self._segment = self._unsent = None
+        for slot in self._slots:
+            slot.close()
+        self._free = list(reversed(self._slots))
         self._process.join(5)
         if self._process.is_alive():
             self._process.kill()
@@ -222,6 +316,8 @@ class ComputeProcess:
 
 class ProcessBackend:
     """A Backend whose model runs in `instances` compute processes."""
+
+    in_flight = DEPTH  # batches the batcher may hand each instance at once
 
     def __init__(self, spec: ModelSpec, version_dir: Path, *, instances: int, threads: int) -> None:
         label = f"model '{spec.name}' version {version_dir.name}"
@@ -243,12 +339,10 @@ class ProcessBackend:
         finally:
             self._idle.put(process)
 
-    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-        process = self._idle.get_nowait()  # the batcher's slots: one is always idle here
-        try:
-            return await process.run_async(inputs)
-        finally:
-            self._idle.put(process)
+    async def run_async(self, inputs: Sequence[np.ndarray | None]) -> Computed:
+        # The batcher holds instances * DEPTH slots: the least busy one has room.
+        process = min(self.processes, key=lambda p: p.outstanding)
+        return await process.run_async(inputs)
 
     def close(self) -> None:
         for process in self.processes:

@@ -56,7 +56,11 @@ dynamic_batching {
   preferred_batch_size: [ 8, 16 ]
   max_queue_delay_microseconds: 2000
 }
-instance_group [ { count: 1 kind: KIND_CPU } ]
+# Two single-thread instances (two compute processes) beat one instance with a
+# 2-thread OpenMP team on 2 cores: no barrier waits on a core the transport
+# took (0.97 of the best-batch floor against 0.77; benchmarks/README.md).
+instance_group [ { count: 2 kind: KIND_CPU } ]
+parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
 """
 
 

@@ -104,6 +104,7 @@ class ServedVersion(_Tracked):
                 thread_initializer=thread_initializer,
                 # a compute-process backend is awaited on the loop: no thread hop
                 run_async=getattr(backend, "run_async", None),
+                in_flight=getattr(backend, "in_flight", 1),
             )  # fmt: skip
 
     def start(self) -> None:
