@@ -163,12 +163,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stub, deadline = stack.stub(address), time.monotonic() + 30
             while True:
                 try:
-                    routes = rpb_grpc.RouterAdminStub(grpc.insecure_channel(address)).ListRoutes(
-                        rpb.ListRoutesRequest(model_name="mlp"), timeout=5
-                    )
+                    admin = rpb_grpc.RouterAdminStub(grpc.insecure_channel(address))
+                    routes = admin.ListRoutes(rpb.ListRoutesRequest(model_name="mlp"), timeout=5)
                     served = [r for r in routes.models[0].replicas if r.versions == ["1", "2"]]
-                    if len(served) == 2 and routes.models[0].aliases["production"] == "1":
+                    simple = admin.ListRoutes(
+                        rpb.ListRoutesRequest(model_name="simple"), timeout=5
+                    ).models[0]  # the tests spread simple's calls over both replicas too
+                    if (
+                        len(served) == 2
+                        and routes.models[0].aliases["production"] == "1"
+                        and sum(r.versions == ["1"] and r.ready for r in simple.replicas) == 2
+                    ):
                         stub.ModelInfer(mlp_request(), timeout=5)
+                        stub.ModelInfer(simple_request(), timeout=5)
                         break
                 except (grpc.RpcError, IndexError):
                     pass
