@@ -116,7 +116,6 @@ class ComputeProcess:
     def __init__(self, spec: ModelSpec, version_dir: Path, threads: int, label: str) -> None:
         self._spec, self._dir, self._threads, self.label = spec, version_dir, threads, label
         self._slots = [_Slot(index) for index in range(DEPTH)]
-        self._free = list(reversed(self._slots))
         # Answers come back in the order batches were sent.
         self._waiting: deque[tuple[_Slot, asyncio.Future[Computed]]] = deque()
         self._watching: asyncio.AbstractEventLoop | None = None
@@ -177,8 +176,8 @@ class ComputeProcess:
         """From the event loop: send, then wait for the answer without a thread.
 
         The channel is watched while any batch is out; answers are read in the
-        reader callback (the child writes a frame's parts at once; compute_wire
-        waits for those still on their way, as the watched channel is non-blocking).
+        reader callback (the child writes a frame's parts at once, so a blocking
+        read of the rest waits only for bytes already on their way).
         A caller that stops waiting leaves its answer to be read and dropped,
         so the batches behind it keep theirs.
         """
@@ -191,20 +190,21 @@ class ComputeProcess:
                     await asyncio.to_thread(self._start)
         channel = self._channel
         assert channel is not None
-        if not self._free:
+        busy = [slot for slot, _ in self._waiting]
+        free = [slot for slot in self._slots if slot not in busy]
+        if not free:
             raise errors.Internal(f"{self.label}: more than {DEPTH} batches sent at once")
-        slot = self._free.pop()
+        slot = free[0]
         try:
             self._send(channel, slot, inputs)
         except (wire.PeerGone, OSError, ValueError):
-            self._free.append(slot)
             raise self._died() from None
-        except BaseException:
-            self._free.append(slot)
-            raise
         answer: asyncio.Future[Computed] = loop.create_future()
         if not self._waiting:
             loop.add_reader(channel.fileno(), self._readable)
+            # libuv makes a watched descriptor non-blocking; the wire reads and
+            # writes whole frames, so give the channel back its blocking mode.
+            channel.setblocking(True)
             self._watching = loop
         self._waiting.append((slot, answer))
         return await answer
@@ -218,12 +218,11 @@ class ComputeProcess:
             outcome = self._receive(channel, slot)
         except (wire.PeerGone, OSError, ValueError):
             log.error("%s: the compute channel failed", self.label, exc_info=True)
-            self._reap(self._died_error())
+            self._died()  # fails every batch in flight
             return
         except BaseException as exc:  # the model's own error, as a domain error
             outcome = exc
         self._waiting.popleft()
-        self._free.append(slot)
         if not self._waiting:
             self._unwatch()
         if answer.done():  # its caller went away
@@ -239,16 +238,13 @@ class ComputeProcess:
         self._watching = None
 
     def _died(self) -> errors.Internal:
-        error = self._died_error()
-        self._reap(error)
-        return error
-
-    def _died_error(self) -> errors.Internal:
         self._process.join(1)
-        return errors.Internal(
+        error = errors.Internal(
             f"{self.label}: the compute process died during the batch "
             f"(exit code {self._process.exitcode})"
         )
+        self._reap(error)
+        return error
 
     def _send(
         self, channel: socket.socket, slot: _Slot, given: Sequence[np.ndarray | None]
@@ -301,7 +297,6 @@ class ComputeProcess:
             self._channel = None
         for slot in self._slots:
             slot.close()
-        self._free = list(reversed(self._slots))
         self._process.join(5)
         if self._process.is_alive():
             self._process.kill()

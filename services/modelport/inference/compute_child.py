@@ -55,7 +55,7 @@ def main(spec: ModelSpec, version_dir: str, threads: int, channel: socket.socket
             header, fd = wire.recv_frame(channel)
         except (wire.PeerGone, OSError):
             return
-        slot = int(header.get("slot", 0))
+        slot = int(header["slot"])
         if fd is not None:
             if slot in segments:
                 segments[slot].close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import select
 import socket
 import struct
 import tempfile
@@ -69,23 +68,6 @@ def _anonymous_file(size: int) -> int:
     return fd
 
 
-def _wait(sock: socket.socket, event: int) -> None:
-    """Until `sock` is ready: the server's end is non-blocking once its event loop
-    watches it (libuv sets O_NONBLOCK), and a frame's parts arrive apart."""
-    poller = select.poll()
-    poller.register(sock.fileno(), event)
-    poller.poll()
-
-
-def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        try:
-            view = view[sock.send(view) :]
-        except BlockingIOError:
-            _wait(sock, select.POLLOUT)
-
-
 def send_frame(
     sock: socket.socket,
     header: dict[str, Any],
@@ -96,17 +78,12 @@ def send_frame(
     body = json.dumps(header, separators=(",", ":")).encode()
     prefix = LENGTH.pack(len(body))
     if segment is not None:
-        while True:  # 4 bytes and a descriptor: all or nothing
-            try:
-                socket.send_fds(sock, [prefix], [segment.fd])
-                break
-            except BlockingIOError:
-                _wait(sock, select.POLLOUT)
-        _send_all(sock, body)
+        socket.send_fds(sock, [prefix], [segment.fd])
+        sock.sendall(body)
     else:
-        _send_all(sock, prefix + body)
+        sock.sendall(prefix + body)
     for payload in payloads:
-        _send_all(sock, payload)
+        sock.sendall(payload)
 
 
 def _read_exact(sock: socket.socket, size: int) -> bytearray:
@@ -114,11 +91,7 @@ def _read_exact(sock: socket.socket, size: int) -> bytearray:
     view = memoryview(out)
     got = 0
     while got < size:
-        try:
-            n = sock.recv_into(view[got:], size - got)
-        except BlockingIOError:
-            _wait(sock, select.POLLIN)
-            continue
+        n = sock.recv_into(view[got:], size - got)
         if n == 0:
             raise PeerGone("compute channel closed")
         got += n
@@ -127,12 +100,7 @@ def _read_exact(sock: socket.socket, size: int) -> bytearray:
 
 def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], int | None]:
     """(header, descriptor sent along or None)."""
-    while True:
-        try:
-            prefix, fds, _flags, _addr = socket.recv_fds(sock, LENGTH.size, 1)
-            break
-        except BlockingIOError:
-            _wait(sock, select.POLLIN)
+    prefix, fds, _flags, _addr = socket.recv_fds(sock, LENGTH.size, 1)
     if not prefix:
         raise PeerGone("compute channel closed")
     if len(prefix) < LENGTH.size:
